@@ -1,0 +1,144 @@
+// Exact USD arithmetic: amounts are bigint counts of 10⁻⁸ USD ("units"), never binary floats (SPEC §8).
+
+/** A USD amount as accepted by the public API: a number or a decimal string. */
+export type Usd = number | string;
+
+/** Number of decimal places kept; the store's NUMERIC(20,8). */
+export const USD_SCALE = 8;
+/** 1 USD in units. */
+export const UNITS_PER_USD = 100_000_000n;
+/**
+ * Largest magnitude accepted, in units: 2⁵³−1 (about 90 million USD). Redis INCRBY and Lua
+ * numbers (doubles) stay exact up to here, so every cached value is exact too.
+ */
+export const MAX_USD_UNITS = BigInt(Number.MAX_SAFE_INTEGER);
+
+const DECIMAL = /^([+-])?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
+
+export class MoneyError extends RangeError {
+  override readonly name = 'MoneyError';
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  return String(value);
+}
+
+/**
+ * Parses a number or decimal string into units, rounding half away from zero at the 8th decimal.
+ * Numbers are read through their shortest round-trip decimal form (`String(0.1)` is "0.1"), so
+ * `0.1` means exactly one tenth. Throws MoneyError naming the value for NaN, ±Infinity,
+ * non-numeric strings and magnitudes beyond MAX_USD_UNITS.
+ */
+export function parseUsd(value: Usd | bigint, what = 'amount'): bigint {
+  if (typeof value === 'bigint') return checkRange(value, value, what);
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new MoneyError(`${what} must be a finite number, got ${describe(value)}`);
+    return parseDecimal(String(value), value, what);
+  }
+  if (typeof value !== 'string') throw new MoneyError(`${what} must be a number or a decimal string, got ${typeof value}`);
+  return parseDecimal(value.trim(), value, what);
+}
+
+function parseDecimal(text: string, original: unknown, what: string): bigint {
+  const match = text.length <= 64 ? DECIMAL.exec(text) : null;
+  if (!match || (!match[2] && !match[3])) {
+    throw new MoneyError(`${what} must be a decimal amount, got ${describe(original)}`);
+  }
+  const [, sign, intPart = '', fracPart = '', expPart] = match;
+  const exponent = expPart === undefined ? 0 : Number(expPart);
+  if (!Number.isSafeInteger(exponent) || Math.abs(exponent) > 40) {
+    throw new MoneyError(`${what} is out of range, got ${describe(original)}`);
+  }
+  // Shift the decimal point by the exponent, then split at USD_SCALE places.
+  let digits = intPart + fracPart;
+  let pointAt = intPart.length + exponent;
+  if (pointAt < 0) {
+    digits = '0'.repeat(-pointAt) + digits;
+    pointAt = 0;
+  }
+  if (pointAt > digits.length) digits += '0'.repeat(pointAt - digits.length);
+  const whole = digits.slice(0, pointAt) || '0';
+  const fraction = digits.slice(pointAt).padEnd(USD_SCALE + 1, '0');
+  if (whole.replace(/^0+/, '').length > 20) throw new MoneyError(`${what} is out of range, got ${describe(original)}`);
+  let units = BigInt(whole) * UNITS_PER_USD + BigInt(fraction.slice(0, USD_SCALE));
+  // Half away from zero: the magnitude rounds up when the first dropped digit is 5 or more.
+  if (fraction.charCodeAt(USD_SCALE) >= 53 /* '5' */) units += 1n;
+  return checkRange(sign === '-' ? -units : units, original, what);
+}
+
+function checkRange(units: bigint, original: unknown, what: string): bigint {
+  if (units > MAX_USD_UNITS || units < -MAX_USD_UNITS) {
+    throw new MoneyError(`${what} is out of range (±${formatUsd(MAX_USD_UNITS)} USD), got ${describe(original)}`);
+  }
+  return units;
+}
+
+/** Parses a cost: like parseUsd, and also rejects negative amounts. */
+export function parseCostUsd(value: Usd | bigint, what = 'costUsd'): bigint {
+  const units = parseUsd(value, what);
+  if (units < 0n) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`);
+  return units;
+}
+
+/** Formats units as a decimal string with exactly 8 places, e.g. "-0.12300000". */
+export function formatUsd(units: bigint): string {
+  const negative = units < 0n;
+  const magnitude = (negative ? -units : units).toString().padStart(USD_SCALE + 1, '0');
+  const point = magnitude.length - USD_SCALE;
+  return `${negative ? '-' : ''}${magnitude.slice(0, point)}.${magnitude.slice(point)}`;
+}
+
+/** Sum of amounts, exact. */
+export function sumUsd(amounts: Iterable<bigint>): bigint {
+  let total = 0n;
+  for (const amount of amounts) total += amount;
+  return total;
+}
+
+/** -1, 0 or 1 as a is below, equal to or above b. */
+export function compareUsd(a: bigint, b: bigint): -1 | 0 | 1 {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Multiplies an amount by a decimal rate (a price multiplier, a token count ÷ 1e6, …), rounding
+ * half away from zero at the 8th decimal. The rate is parsed exactly from its decimal form with
+ * up to 18 decimal places.
+ */
+export function multiplyUsd(units: bigint, rate: number | string | bigint, what = 'rate'): bigint {
+  if (typeof rate === 'bigint') return checkRange(units * rate, rate, what);
+  const [numerator, scale] = parseRate(rate, what);
+  const product = units * numerator;
+  const quotient = product / scale;
+  const remainder = product % scale;
+  const twice = (remainder < 0n ? -remainder : remainder) * 2n;
+  const rounded = twice >= scale ? quotient + (product < 0n ? -1n : 1n) : quotient;
+  return checkRange(rounded, rate, what);
+}
+
+const RATE_SCALE_DIGITS = 18;
+
+/** A decimal rate as numerator / 10^18, exact. */
+function parseRate(rate: number | string, what: string): [bigint, bigint] {
+  if (typeof rate === 'number' && !Number.isFinite(rate)) {
+    throw new MoneyError(`${what} must be a finite number, got ${describe(rate)}`);
+  }
+  const text = typeof rate === 'number' ? String(rate) : rate.trim();
+  const match = text.length <= 64 ? DECIMAL.exec(text) : null;
+  if (!match || (!match[2] && !match[3])) throw new MoneyError(`${what} must be a decimal number, got ${describe(rate)}`);
+  const [, sign, intPart = '', fracPart = '', expPart] = match;
+  const exponent = expPart === undefined ? 0 : Number(expPart);
+  const shift = RATE_SCALE_DIGITS + exponent;
+  if (Math.abs(exponent) > 40) throw new MoneyError(`${what} is out of range, got ${describe(rate)}`);
+  const digits = BigInt((intPart + fracPart) || '0');
+  const fractionDigits = fracPart.length;
+  const power = shift - fractionDigits;
+  const numerator = power >= 0 ? digits * 10n ** BigInt(power) : digits / 10n ** BigInt(-power);
+  return [sign === '-' ? -numerator : numerator, 10n ** BigInt(RATE_SCALE_DIGITS)];
+}
+
+/** Units as a JS number, for places that need one (Redis replies, metrics); exact within range. */
+export function unitsToNumber(units: bigint): number {
+  return Number(checkRange(units, units, 'amount'));
+}

@@ -1,0 +1,273 @@
+// Shared shapes: the subject, the versioned entities, and the store and cache interfaces.
+import type { Usd } from './money.js';
+
+export type { Usd } from './money.js';
+
+/** An entity id as the public API accepts it; normalised to a string internally. */
+export type BillingId = string | number;
+
+/** `{ now(): number }` in epoch milliseconds; one clock for everything computed in the process. */
+export interface Clock {
+  now(): number;
+}
+
+/** Pino-compatible logger subset; the default is silent. */
+export interface BillingLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** Who is asking, as resolved by the application's own authentication (DESIGN §2). */
+export interface BillingSubject {
+  user: { id: BillingId; rpmLimit?: number; groupRpmOverride?: number | null };
+  apiKey?: { id: BillingId; rateLimit5h?: Usd; rateLimit1d?: Usd; rateLimit7d?: Usd } | null;
+  group?: {
+    id: BillingId;
+    billingType: 'standard' | 'subscription';
+    dailyLimitUsd?: Usd | null;
+    weeklyLimitUsd?: Usd | null;
+    monthlyLimitUsd?: Usd | null;
+    rpmLimit?: number;
+  } | null;
+  subscription?: { id: BillingId } | null;
+  platform?: string | null;
+}
+
+export type BillingMode = 'balance' | 'subscription';
+
+/** "now" plus the configured zone: everything a window computation needs. */
+export interface TimeContext {
+  nowMs: number;
+  timezone: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Versioned entities. Amounts are bigint units of 1e-8 USD (lib/money.ts); times epoch ms.
+// `version` is the store row's counter, bumped by every write (SPEC §7).
+
+export interface BalanceEntity {
+  version: number;
+  balance: bigint;
+}
+
+export type SubscriptionStatus = 'active' | 'expired' | 'revoked' | 'suspended';
+
+export interface SubscriptionEntity {
+  version: number;
+  subscriptionId: string;
+  status: SubscriptionStatus;
+  expiresAtMs: number;
+  dailyUsage: bigint;
+  weeklyUsage: bigint;
+  monthlyUsage: bigint;
+  dailyStartMs: number | null;
+  weeklyStartMs: number | null;
+  monthlyStartMs: number | null;
+}
+
+export interface ApiKeyWindowsEntity {
+  /** 0 when the key has no row yet (never used). */
+  version: number;
+  usage5h: bigint;
+  usage1d: bigint;
+  usage7d: bigint;
+  start5hMs: number | null;
+  start1dMs: number | null;
+  start7dMs: number | null;
+}
+
+/** Platform-quota limits: null = unlimited, 0 = fully blocked, > 0 = cap (SPEC §2.3). */
+export interface PlatformQuotaEntity {
+  version: number;
+  /** A cached "no quota row" marker: all limits null, short TTL (SPEC §2.3 step 4). */
+  sentinel: boolean;
+  dailyLimit: bigint | null;
+  weeklyLimit: bigint | null;
+  monthlyLimit: bigint | null;
+  dailyUsage: bigint;
+  weeklyUsage: bigint;
+  monthlyUsage: bigint;
+  dailyStartMs: number | null;
+  weeklyStartMs: number | null;
+  monthlyStartMs: number | null;
+}
+
+/** A user's per-group RPM override: a number, or null = known to have none. */
+export type RpmOverride = number | null;
+
+// ---------------------------------------------------------------------------------------------
+// The store (source of truth).
+
+export interface SettlementInput {
+  requestId: string;
+  /** '' when the request had no API key. Dedup is on (requestId, apiKeyId). */
+  apiKeyId: string;
+  userId: string;
+  groupId: string | null;
+  mode: BillingMode;
+  costUnits: bigint;
+  platform: string | null;
+  /** Whether the key has at least one spend limit, i.e. its windows are tracked. */
+  trackKeyWindows: boolean;
+  model?: string | null;
+  inputTokens?: number | null;
+  outputTokens?: number | null;
+  time: TimeContext;
+}
+
+export interface SettlementResult {
+  /** True when this requestId was already settled with the same content (no-op). */
+  duplicate: boolean;
+  requestId: string;
+  costUnits: bigint;
+  /** New row values, present when the settlement wrote them (never on a duplicate). */
+  balance?: BalanceEntity;
+  subscription?: SubscriptionEntity;
+  apiKeyWindows?: ApiKeyWindowsEntity;
+  platformQuota?: PlatformQuotaEntity;
+}
+
+export interface UsageLogRow {
+  requestId: string;
+  apiKeyId: string;
+  userId: string;
+  groupId: string | null;
+  mode: BillingMode;
+  costUnits: bigint;
+  platform: string | null;
+  model: string | null;
+  inputTokens: number | null;
+  outputTokens: number | null;
+  createdAtMs: number;
+}
+
+export interface SubscriptionInput {
+  userId: string;
+  groupId: string;
+  status?: SubscriptionStatus;
+  startsAtMs?: number;
+  expiresAtMs: number;
+}
+
+export interface PlatformQuotaLimits {
+  dailyLimit?: bigint | null;
+  weeklyLimit?: bigint | null;
+  monthlyLimit?: bigint | null;
+}
+
+export interface BillingStore {
+  /** null when the user has no account. */
+  getBalance(userId: string): Promise<BalanceEntity | null>;
+  /** The subscription row for (user, group) if its status is active and it has not expired. */
+  getActiveSubscription(userId: string, groupId: string, time: TimeContext): Promise<SubscriptionEntity | null>;
+  /** Never null: a key without a row reads as version 0, zero usage, null starts. */
+  getApiKeyWindows(userId: string, apiKeyId: string): Promise<ApiKeyWindowsEntity>;
+  getPlatformQuota(userId: string, platform: string): Promise<PlatformQuotaEntity | null>;
+  getRpmOverride(userId: string, groupId: string): Promise<RpmOverride>;
+  /** Restarts windows that are expired AND were started (non-null start); returns the new row. */
+  resetExpiredApiKeyWindows(userId: string, apiKeyId: string, time: TimeContext): Promise<ApiKeyWindowsEntity>;
+  /** SPEC §3 in one transaction; throws SettlementConflictError on same id, different content. */
+  settle(input: SettlementInput): Promise<SettlementResult>;
+  listUsage(userId: string, limit: number): Promise<UsageLogRow[]>;
+
+  // Administration writes; each bumps the row version and returns the new row.
+  topUp(userId: string, amount: bigint): Promise<BalanceEntity>;
+  setBalance(userId: string, amount: bigint): Promise<BalanceEntity>;
+  upsertSubscription(input: SubscriptionInput): Promise<SubscriptionEntity>;
+  setPlatformQuota(userId: string, platform: string, limits: PlatformQuotaLimits): Promise<PlatformQuotaEntity>;
+  setRpmOverride(userId: string, groupId: string, value: RpmOverride): Promise<RpmOverride>;
+  /** Administrative reset: every window of the key back to zero usage and null start. */
+  resetApiKeyWindows(userId: string, apiKeyId: string): Promise<ApiKeyWindowsEntity>;
+
+  /** Cheap reachability probe for health checks. */
+  ping(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache (shared hot copy and counters).
+
+export type CacheEntityKind = 'balance' | 'subscription' | 'apiKeyWindows' | 'platformQuota' | 'rpmOverride';
+
+/** Identifies one cached entity. All of a request's keys share the user's hash tag. */
+export type CacheEntityRef =
+  | { kind: 'balance'; userId: string }
+  | { kind: 'subscription'; userId: string; groupId: string }
+  | { kind: 'apiKeyWindows'; userId: string; apiKeyId: string }
+  | { kind: 'platformQuota'; userId: string; platform: string }
+  | { kind: 'rpmOverride'; userId: string; groupId: string };
+
+export interface CacheEntityMap {
+  balance: BalanceEntity;
+  subscription: SubscriptionEntity;
+  apiKeyWindows: ApiKeyWindowsEntity;
+  platformQuota: PlatformQuotaEntity;
+  rpmOverride: { version: number; value: RpmOverride };
+}
+
+/**
+ * A read result. On a miss, `generation` must be handed back to `fill` so that a fill whose store
+ * read began before an invalidation is refused (SPEC §7).
+ */
+export type CacheRead<T> = { hit: true; value: T } | { hit: false; generation: number };
+
+/** Which entities one request needs; absent fields are not read. */
+export interface CacheBatchRequest {
+  userId: string;
+  balance?: boolean;
+  subscriptionGroupId?: string;
+  apiKeyId?: string;
+  platform?: string;
+  rpmOverrideGroupId?: string;
+}
+
+export interface CacheBatchResult {
+  balance?: CacheRead<BalanceEntity>;
+  subscription?: CacheRead<SubscriptionEntity>;
+  apiKeyWindows?: CacheRead<ApiKeyWindowsEntity>;
+  platformQuota?: CacheRead<PlatformQuotaEntity>;
+  rpmOverride?: CacheRead<{ version: number; value: RpmOverride }>;
+}
+
+export interface RpmRequest {
+  userId: string;
+  /** Present when a group counter applies: the per-user-in-group cap (> 0). */
+  group?: { groupId: string; cap: number };
+  /** User cap (> 0), or 0 when the user has none. */
+  userCap: number;
+}
+
+export interface RpmResult {
+  outcome: 'allowed' | 'group_exceeded' | 'user_exceeded';
+  /** Counts after this request (0 when that counter was not touched). */
+  groupCount: number;
+  userCount: number;
+  /** End of the current minute bucket on the cache's clock, epoch ms. */
+  bucketEndsAtMs: number;
+  /** Whole seconds to the end of the bucket, ≥ 1, from the cache's clock. */
+  retryAfterSec: number;
+}
+
+export interface BillingCache {
+  /** One round trip for everything a request needs. */
+  readBatch(request: CacheBatchRequest): Promise<CacheBatchResult>;
+  /**
+   * Cache fill after a miss: applied only if the entity's generation still equals `generation`
+   * (no invalidation since the read) and the value's version is newer than any cached one.
+   * Resolves to whether it was applied.
+   */
+  fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): Promise<boolean>;
+  /**
+   * Write from a settlement or an admin write: applied iff the version is newer than the cached
+   * one (a tombstone remembers the last version it replaced). Resolves to whether it was applied.
+   */
+  put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<boolean>;
+  /** Drops the value, bumps the generation, keeps the last version as a tombstone. */
+  invalidate(ref: CacheEntityRef): Promise<void>;
+  /** The RPM script: SPEC §2.5 in one round trip on the cache's clock. */
+  rpmHit(request: RpmRequest): Promise<RpmResult>;
+  /** Cheap reachability probe for health checks. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
