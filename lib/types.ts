@@ -111,6 +111,8 @@ export interface SettlementInput {
   platform: string | null;
   /** Whether the key has at least one spend limit, i.e. its windows are tracked. */
   trackKeyWindows: boolean;
+  /** false in runMode 'simple': write the usage log only, charge nothing. Default true. */
+  charge?: boolean;
   model?: string | null;
   inputTokens?: number | null;
   outputTokens?: number | null;

@@ -1,0 +1,70 @@
+// Validation of the gateway's own inputs (admin request fields, seed data), with errors naming the field.
+import { formatUsd, parseUsd } from '../../lib/index.js';
+
+/** A bad field in a request; rendered as 400 with this message (it names the field, never a secret). */
+export class InputError extends Error {
+  override readonly name = 'InputError';
+  constructor(readonly field: string, message: string) {
+    super(message);
+  }
+}
+
+function show(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
+
+/**
+ * Ids of users, groups and keys: 1-32 characters of [A-Za-z0-9_-]. Stricter than the billing
+ * library's ids, so that derived ids (e.g. "<user>.<group>") still fit its 64-character limit.
+ */
+export function gatewayId(value: unknown, field: string): string {
+  if (typeof value === 'string' && /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/.test(value)) return value;
+  throw new InputError(field, `${field} must be 1-32 characters of [A-Za-z0-9_-], got ${show(value)}`);
+}
+
+/** A non-negative USD amount as an exact 8-decimal string; null/undefined/"" → null (no limit). */
+export function optionalUsd(value: unknown, field: string): string | null {
+  if (value === undefined || value === null || value === '') return null;
+  if (typeof value !== 'string' && typeof value !== 'number') throw new InputError(field, `${field} must be a decimal string, got ${show(value)}`);
+  let units: bigint;
+  try {
+    units = parseUsd(value, field);
+  } catch (err) {
+    throw new InputError(field, (err as Error).message);
+  }
+  if (units < 0n) throw new InputError(field, `${field} must not be negative, got ${show(value)}`);
+  return formatUsd(units);
+}
+
+/** A required USD amount (may be negative only when `allowNegative`). */
+export function requiredUsd(value: unknown, field: string, allowNegative = false): string {
+  if (typeof value !== 'string' && typeof value !== 'number') throw new InputError(field, `${field} is required (a decimal string such as "5.00"), got ${show(value)}`);
+  try {
+    const units = parseUsd(value, field);
+    if (units < 0n && !allowNegative) throw new InputError(field, `${field} must not be negative, got ${show(value)}`);
+    return formatUsd(units);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(field, (err as Error).message);
+  }
+}
+
+/** A requests-per-minute cap: a non-negative integer (0 = none). */
+export function rpmValue(value: unknown, field: string): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= 1_000_000) return value;
+  throw new InputError(field, `${field} must be an integer from 0 to 1000000, got ${show(value)}`);
+}
+
+/** An optional short display name. */
+export function optionalName(value: unknown, field: string, fallback: string): string {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value === 'string' && value.length >= 1 && value.length <= 100) return value;
+  throw new InputError(field, `${field} must be a string of 1-100 characters, got ${show(value)}`);
+}
+
+/** The body must be a JSON object for every admin write. */
+export function objectBody(value: unknown): Record<string, unknown> {
+  if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new InputError('body', 'the request body must be a JSON object');
+}

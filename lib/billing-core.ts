@@ -1,0 +1,210 @@
+// The BillingCore service: wires store, cache, breaker, single-flight and write queue, and offers
+// check, settle, invalidations, admin writes, reads for dashboards, health and close (DESIGN §2).
+import { BillingAdmin } from './admin.js';
+import { BackgroundTasks } from './background-tasks.js';
+import { BillingRequest, type BillingDecision, type SignalSource } from './billing-request.js';
+import { CircuitBreaker } from './breaker.js';
+import { CacheSync } from './cache-sync.js';
+import type { CoreInternals } from './core-internals.js';
+import { parseCoreOptions, type BillingCoreOptions, type ResolvedCoreOptions } from './core-options.js';
+import { BillingError } from './errors.js';
+import { ThrottledLog } from './log.js';
+import { formatUsd } from './money.js';
+import { Settler, type SettleRequest, type SettlementReceipt } from './settlement.js';
+import { SingleFlight } from './single-flight.js';
+import { normalizeSubject, type NormalizedSubject } from './subject.js';
+import type { BillingId, BillingSubject, CacheEntityRef, TimeContext } from './types.js';
+import { normalizeId, normalizePlatform } from './validate.js';
+import { WINDOWS, effectiveUsage, windowResetAt } from './windows.js';
+import { WriteQueue } from './write-queue.js';
+
+export type CheckResult =
+  | { allowed: true; checks: BillingDecision['checks'] }
+  | { allowed: false; error: BillingError; checks: BillingDecision['checks'] };
+
+export interface UsageEntry {
+  requestId: string;
+  costUsd: string;
+  mode: 'balance' | 'subscription';
+  platform: string | null;
+  model: string | null;
+  inputTokens: number | null;
+  outputTokens: number | null;
+  createdAt: string;
+}
+
+export interface ApiKeyWindowsView {
+  windows: { window: '5h' | '1d' | '7d'; usageUsd: string; resetsAt: string | null }[];
+}
+
+const HEALTH_TIMEOUT_MS = 1000;
+
+export class BillingCore {
+  readonly admin: BillingAdmin;
+  readonly #internals: CoreInternals;
+  readonly #settler: Settler;
+  #closed: Promise<void> | undefined;
+
+  constructor(options: BillingCoreOptions) {
+    const resolved: ResolvedCoreOptions = parseCoreOptions(options);
+    const { clock, logger, timezone } = resolved;
+    const warnings = new ThrottledLog(logger, clock);
+    const queue = new WriteQueue(resolved.writeQueue, { clock, logger });
+    this.#internals = {
+      options: resolved,
+      store: resolved.store,
+      cache: resolved.cache,
+      breaker: new CircuitBreaker(resolved.circuitBreaker, { clock, logger }),
+      loads: new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs }),
+      queue,
+      cacheSync: new CacheSync(resolved.cache, queue, warnings),
+      background: new BackgroundTasks(resolved.backgroundTimeoutMs, warnings),
+      warnings,
+      time: (): TimeContext => ({ nowMs: clock.now(), timezone }),
+    };
+    this.#settler = new Settler(this.#internals);
+    this.admin = new BillingAdmin(this.#internals);
+  }
+
+  get options(): ResolvedCoreOptions {
+    return this.#internals.options;
+  }
+
+  /** The breaker's state, for health pages and metrics. */
+  get breakerState(): string {
+    return this.#internals.breaker.state;
+  }
+
+  /** Starts one request's pass through the checks (used by the middleware). */
+  beginRequest(subject: NormalizedSubject, signal?: SignalSource): BillingRequest {
+    return new BillingRequest(this.#internals, subject, signal);
+  }
+
+  /** The whole chain without HTTP: breaker, balance or subscription, quota, key windows, RPM. */
+  async check(subject: BillingSubject): Promise<CheckResult> {
+    const request = this.beginRequest(normalizeSubject(subject));
+    try {
+      request.breaker();
+      await request.balance();
+      await request.subscription();
+      await request.platformQuota();
+      await request.apiKeyWindows();
+      await request.rpm();
+    } catch (error) {
+      if (error instanceof BillingError) return { allowed: false, error, checks: request.decision.checks };
+      throw error;
+    }
+    return { allowed: true, checks: request.decision.checks };
+  }
+
+  /** Records what a finished request cost (SPEC §3); idempotent by (requestId, API key). */
+  settle(request: SettleRequest): Promise<SettlementReceipt> {
+    return this.settleFor(request, undefined);
+  }
+
+  /** settle() with an already normalised subject (the middleware's ctx.state.billing.settle). */
+  settleFor(request: SettleRequest, subject: NormalizedSubject | undefined): Promise<SettlementReceipt> {
+    if (this.#closed) return Promise.reject(new BillingError('BILLING_SERVICE_ERROR', { message: 'Billing core is closed' }));
+    try {
+      return this.#settler.settle(this.#settler.prepare(request, subject));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  invalidateBalance(userId: BillingId): Promise<void> {
+    return this.#invalidate({ kind: 'balance', userId: normalizeId(userId, 'userId') });
+  }
+
+  invalidateSubscription(userId: BillingId, groupId: BillingId): Promise<void> {
+    return this.#invalidate({ kind: 'subscription', userId: normalizeId(userId, 'userId'), groupId: normalizeId(groupId, 'groupId') });
+  }
+
+  invalidateApiKeyWindows(userId: BillingId, apiKeyId: BillingId): Promise<void> {
+    return this.#invalidate({ kind: 'apiKeyWindows', userId: normalizeId(userId, 'userId'), apiKeyId: normalizeId(apiKeyId, 'apiKeyId') });
+  }
+
+  invalidatePlatformQuota(userId: BillingId, platform: string): Promise<void> {
+    return this.#invalidate({ kind: 'platformQuota', userId: normalizeId(userId, 'userId'), platform: normalizePlatform(platform) });
+  }
+
+  invalidateRpmOverride(userId: BillingId, groupId: BillingId): Promise<void> {
+    return this.#invalidate({ kind: 'rpmOverride', userId: normalizeId(userId, 'userId'), groupId: normalizeId(groupId, 'groupId') });
+  }
+
+  /** The balance from the store, as a decimal string; null when the user has no account. */
+  async getBalance(userId: BillingId): Promise<string | null> {
+    const entity = await this.#internals.store.getBalance(normalizeId(userId, 'userId'));
+    return entity === null ? null : formatUsd(entity.balance);
+  }
+
+  /** The key's spend windows from the store, expired windows shown as 0. */
+  async getApiKeyWindows(userId: BillingId, apiKeyId: BillingId): Promise<ApiKeyWindowsView> {
+    const entity = await this.#internals.store.getApiKeyWindows(normalizeId(userId, 'userId'), normalizeId(apiKeyId, 'apiKeyId'));
+    const time = this.#internals.time();
+    const view = (window: '5h' | '1d' | '7d', rule: (typeof WINDOWS)['key5h'], usage: bigint, startMs: number | null) => ({
+      window,
+      usageUsd: formatUsd(effectiveUsage(rule, usage, startMs, time)),
+      resetsAt: startMs === null ? null : new Date(windowResetAt(rule, startMs, time)).toISOString(),
+    });
+    return {
+      windows: [
+        view('5h', WINDOWS.key5h, entity.usage5h, entity.start5hMs),
+        view('1d', WINDOWS.key1d, entity.usage1d, entity.start1dMs),
+        view('7d', WINDOWS.key7d, entity.usage7d, entity.start7dMs),
+      ],
+    };
+  }
+
+  /** The user's most recent usage-log rows, newest first. */
+  async listUsage(userId: BillingId, limit = 20): Promise<UsageEntry[]> {
+    const rows = await this.#internals.store.listUsage(normalizeId(userId, 'userId'), Math.max(1, Math.min(200, Math.trunc(limit) || 20)));
+    return rows.map((row) => ({
+      requestId: row.requestId,
+      costUsd: formatUsd(row.costUnits),
+      mode: row.mode,
+      platform: row.platform,
+      model: row.model,
+      inputTokens: row.inputTokens,
+      outputTokens: row.outputTokens,
+      createdAt: new Date(row.createdAtMs).toISOString(),
+    }));
+  }
+
+  /** Reachability of the store and the cache (null when no cache is configured). */
+  async health(): Promise<{ store: boolean; cache: boolean | null; breaker: string }> {
+    const probe = (ping: () => Promise<void>) =>
+      Promise.race([
+        ping().then(() => true, () => false),
+        new Promise<boolean>((resolve) => setTimeout(resolve, HEALTH_TIMEOUT_MS, false).unref()),
+      ]);
+    const { store, cache } = this.#internals;
+    const [storeOk, cacheOk] = await Promise.all([probe(() => store.ping()), cache ? probe(() => cache.ping()) : Promise.resolve(null)]);
+    return { store: storeOk, cache: cacheOk, breaker: this.#internals.breaker.state };
+  }
+
+  /**
+   * Stops taking settlements, then waits for pending settlements (retrying up to closeTimeoutMs),
+   * background work, shared loads and the write queue. Does not close the caller's Redis or knex.
+   */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      const { background, loads, queue, cacheSync, options, warnings } = this.#internals;
+      await this.#settler.drain(options.closeTimeoutMs);
+      await Promise.all([background.idle(), loads.idle()]);
+      await queue.close();
+      await cacheSync.close();
+      warnings.flush();
+    })();
+    return this.#closed;
+  }
+
+  #invalidate(ref: CacheEntityRef): Promise<void> {
+    return this.#internals.cacheSync.invalidate(ref);
+  }
+}
+
+/** Creates the billing core shared by the middleware of one application. */
+export function createBillingCore(options: BillingCoreOptions): BillingCore {
+  return new BillingCore(options);
+}

@@ -1,0 +1,205 @@
+// Every Lua script of the Redis cache, as commented constants: each runs atomically in one round trip,
+// touches only keys passed in KEYS (one user's hash tag, so one Cluster slot) and never trusts stored data.
+//
+// Stored layout (lib/cache/entity-codec.ts): an entity is a hash of `g` (generation), `v` (version),
+// `t` ('1' for a tombstone) and data fields; an RPM counter is a hash of `b` (minute bucket) and `c`
+// (count). Memory mirror: lib/cache/memory-cache.ts implements the same branches in TypeScript.
+
+/**
+ * Shared helpers, prepended to the scripts that need them.
+ * - `int_in` mirrors checkField's integer rule: at most 17 characters of `-?digits`, within [lo, hi].
+ * - `valid` mirrors checkField for the rule strings of `luaRule` (i|lo|hi, n|lo|hi, e|a|b|, s|max).
+ * - `load` reads a key as a hash; a key of another type (foreign or corrupt data) reads as absent
+ *   instead of failing the script with WRONGTYPE, and `store` replaces it.
+ * - `store` rewrites the entry from scratch, so fields of an older shape (a sentinel's `x`, a
+ *   tombstone's `t`) never linger next to new data.
+ */
+const PRELUDE = `
+local MAX_SAFE = 9007199254740991
+
+local function int_in(text, lo, hi)
+  if type(text) ~= 'string' or #text > 17 or not string.match(text, '^%-?%d+$') then return nil end
+  local n = tonumber(text)
+  if n < lo or n > hi then return nil end
+  return n
+end
+
+local function meta(text)
+  return int_in(text, 0, MAX_SAFE)
+end
+
+local function valid(rule, text)
+  if type(text) ~= 'string' then return false end
+  local kind = string.sub(rule, 1, 1)
+  if kind == 'i' or kind == 'n' then
+    if text == '' then return kind == 'n' end
+    local lo, hi = string.match(rule, '^.|(%-?%d+)|(%-?%d+)$')
+    return int_in(text, tonumber(lo), tonumber(hi)) ~= nil
+  elseif kind == 'e' then
+    return string.find(text, '|', 1, true) == nil and string.find(rule, '|' .. text .. '|', 2, true) ~= nil
+  elseif kind == 's' then
+    return #text >= 1 and #text <= tonumber(string.sub(rule, 3))
+  end
+  return false
+end
+
+local function load(key)
+  if redis.call('TYPE', key)['ok'] ~= 'hash' then return nil end
+  local flat = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+local function store(key, g, version, first, step, ttl_ms)
+  redis.call('DEL', key)
+  local args = { 'g', string.format('%d', g), 'v', version }
+  for i = first, #ARGV, step do
+    args[#args + 1] = ARGV[i]
+    args[#args + 1] = ARGV[i + 1]
+  end
+  redis.call('HSET', key, unpack(args))
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+`;
+
+/**
+ * The batched read: HGETALL of every key in KEYS, in order, as an array of flat arrays.
+ * A key that is not a hash answers an empty array (a miss), so foreign data cannot fail the read.
+ * Decoding and validation happen in TypeScript (inspectEntry), identically for both caches.
+ */
+export const READ_BATCH_LUA = `
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('TYPE', key)['ok'] == 'hash' then
+    out[i] = redis.call('HGETALL', key)
+  else
+    out[i] = {}
+  end
+end
+return out
+`;
+
+/**
+ * Fill after a miss. KEYS[1] = entity; ARGV = generation, version, ttl ms, then (field, value,
+ * rule) triples. Applied iff the stored generation (0 when absent or unreadable) equals the one the
+ * miss reported — no invalidation since the store read began — and there is no intact live value
+ * at the same or a newer version. A live value whose fields break their rules counts as absent,
+ * so a fill repairs corrupt data instead of being refused by its version forever.
+ * Returns 1 when applied, 0 when refused.
+ */
+export const FILL_LUA = `${PRELUDE}
+local key = KEYS[1]
+local generation = tonumber(ARGV[1])
+local version = tonumber(ARGV[2])
+local h = load(key)
+local g = 0
+if h then g = meta(h['g']) or 0 end
+if g ~= generation then return 0 end
+if h and h['t'] ~= '1' then
+  local v = meta(h['v'])
+  if v ~= nil and v >= version then
+    local intact = true
+    for i = 4, #ARGV, 3 do
+      if not valid(ARGV[i + 2], h[ARGV[i]]) then
+        intact = false
+        break
+      end
+    end
+    if intact then return 0 end
+  end
+end
+store(key, g, ARGV[2], 4, 3, ARGV[3])
+return 1
+`;
+
+/**
+ * Versioned write from a settlement or an administration write. KEYS[1] = entity; ARGV = version,
+ * ttl ms, then (field, value) pairs. Applied iff the version is newer than the stored one — live
+ * or tombstone; absent or unreadable counts as none. The generation is kept: a put does not
+ * undo an invalidation's effect on fills already in flight. Returns 1 when applied, 0 when refused.
+ */
+export const PUT_LUA = `${PRELUDE}
+local key = KEYS[1]
+local h = load(key)
+local g = 0
+if h then
+  g = meta(h['g']) or 0
+  local v = meta(h['v'])
+  if v ~= nil and tonumber(ARGV[1]) <= v then return 0 end
+end
+store(key, g, ARGV[1], 3, 2, ARGV[2])
+return 1
+`;
+
+/**
+ * Invalidation (SPEC §10). KEYS[1] = entity; ARGV[1] = tombstone ttl ms. Drops the data, bumps the
+ * generation (so fills that read the store before now are refused) and keeps the last readable
+ * version (so puts older than the dropped value stay refused). Returns the new generation.
+ */
+export const INVALIDATE_LUA = `${PRELUDE}
+local key = KEYS[1]
+local h = load(key)
+local g = 0
+local v = nil
+if h then
+  g = meta(h['g']) or 0
+  v = meta(h['v'])
+end
+redis.call('DEL', key)
+if v ~= nil then
+  redis.call('HSET', key, 'g', string.format('%d', g + 1), 't', '1', 'v', string.format('%d', v))
+else
+  redis.call('HSET', key, 'g', string.format('%d', g + 1), 't', '1')
+end
+redis.call('PEXPIRE', key, ARGV[1])
+return g + 1
+`;
+
+/**
+ * RPM (SPEC §2.5) on the server's clock, so every gateway instance shares the same minute buckets.
+ * KEYS[1] = user counter, KEYS[2] = user-in-group counter (only when a group cap applies);
+ * ARGV = user cap (0 = none), group cap, counter ttl seconds.
+ * Order and side effects are the contract: the group counter first, and a request over the group
+ * cap returns before touching the user counter; a request over the user cap has already counted
+ * in the group. A counter from an older bucket (or unreadable) restarts at 0.
+ * Returns { outcome (0 allowed, 1 group exceeded, 2 user exceeded), group count, user count,
+ * bucket end ms, now ms }.
+ */
+export const RPM_HIT_LUA = `${PRELUDE}
+local time = redis.call('TIME')
+local sec = tonumber(time[1])
+local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
+local bucket = math.floor(sec / 60)
+local bucket_end_ms = (bucket + 1) * 60000
+local user_cap = tonumber(ARGV[1])
+local group_cap = tonumber(ARGV[2])
+local ttl_sec = ARGV[3]
+
+local function hit(key)
+  local count = 0
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'hash' then
+    local stored = redis.call('HMGET', key, 'b', 'c')
+    if meta(stored[1]) == bucket then count = meta(stored[2]) or 0 end
+  elseif kind ~= 'none' then
+    redis.call('DEL', key)
+  end
+  count = count + 1
+  redis.call('HSET', key, 'b', string.format('%d', bucket), 'c', string.format('%d', count))
+  redis.call('EXPIRE', key, ttl_sec)
+  return count
+end
+
+local group_count = 0
+if #KEYS >= 2 then
+  group_count = hit(KEYS[2])
+  if group_count > group_cap then return { 1, group_count, 0, bucket_end_ms, now_ms } end
+end
+local user_count = 0
+if user_cap > 0 then
+  user_count = hit(KEYS[1])
+  if user_count > user_cap then return { 2, group_count, user_count, bucket_end_ms, now_ms } end
+end
+return { 0, group_count, user_count, bucket_end_ms, now_ms }
+`;

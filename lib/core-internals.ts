@@ -1,0 +1,23 @@
+// The parts a BillingCore is wired from, shared by the per-request checks, settlement and admin writes.
+import type { CircuitBreaker } from './breaker.js';
+import type { CacheSync } from './cache-sync.js';
+import type { ResolvedCoreOptions } from './core-options.js';
+import type { ThrottledLog } from './log.js';
+import type { SingleFlight } from './single-flight.js';
+import type { BillingCache, BillingStore, TimeContext } from './types.js';
+import type { WriteQueue } from './write-queue.js';
+import type { BackgroundTasks } from './background-tasks.js';
+
+export interface CoreInternals {
+  readonly options: ResolvedCoreOptions;
+  readonly store: BillingStore;
+  readonly cache: BillingCache | undefined;
+  readonly breaker: CircuitBreaker;
+  /** One single-flight for every store load, keyed `<kind>:<ids>`. */
+  readonly loads: SingleFlight<string, unknown>;
+  readonly queue: WriteQueue;
+  readonly cacheSync: CacheSync;
+  readonly background: BackgroundTasks;
+  readonly warnings: ThrottledLog;
+  time(): TimeContext;
+}

@@ -1,0 +1,153 @@
+// Pure decision functions of the checks (SPEC §2): entity + limits + time in, a record or a denial out.
+import { BillingError, type BillingErrorCode } from './errors.js';
+import { formatUsd } from './money.js';
+import type { ApiKeyLimits, GroupLimits } from './subject.js';
+import type { ApiKeyWindowsEntity, PlatformQuotaEntity, SubscriptionEntity, TimeContext } from './types.js';
+import { WINDOWS, effectiveUsage, isWindowExpired, newWindowStart, secondsUntil, windowResetAt, type WindowRule } from './windows.js';
+
+export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'rpm';
+export type CheckOutcome = 'allowed' | 'denied' | 'skipped' | 'failed_open';
+
+/** One window of a check as evaluated: amounts as decimal strings (RPM: request counts). */
+export interface WindowReport {
+  window: string;
+  limit: string | null;
+  usage: string;
+  resetsAtMs: number | null;
+}
+
+/** What one check decided and why (ctx.state.billing.decision.checks). */
+export interface CheckRecord {
+  check: CheckName;
+  outcome: CheckOutcome;
+  code?: BillingErrorCode;
+  /** Why a check was skipped or failed open. */
+  reason?: string;
+  /** Where its data came from. */
+  source?: 'cache' | 'store' | 'subject' | 'none';
+  windows?: WindowReport[];
+}
+
+/** A denial carries the record that explains it. */
+export class CheckDenial {
+  constructor(readonly record: CheckRecord, readonly error: BillingError) {}
+}
+
+interface WindowSpec {
+  name: string;
+  rule: WindowRule;
+  limit: bigint | null;
+  usage: bigint;
+  startMs: number | null;
+  code: BillingErrorCode;
+}
+
+/**
+ * Evaluates windows in order; the first with usage ≥ limit denies. Expired windows count 0.
+ * `withResetMetadata` adds `windowResetsAt` (platform quota, SPEC §2.3.6).
+ */
+function evaluateWindows(
+  check: CheckName,
+  specs: WindowSpec[],
+  time: TimeContext,
+  source: CheckRecord['source'],
+  withResetMetadata: boolean,
+): CheckRecord | CheckDenial {
+  const windows: WindowReport[] = [];
+  let denial: { spec: WindowSpec; resetAtMs: number } | null = null;
+  for (const spec of specs) {
+    const usage = effectiveUsage(spec.rule, spec.usage, spec.startMs, time);
+    const resetAtMs = spec.limit === null ? null : windowResetAt(spec.rule, spec.startMs, time);
+    windows.push({ window: spec.name, limit: spec.limit === null ? null : formatUsd(spec.limit), usage: formatUsd(usage), resetsAtMs: resetAtMs });
+    if (!denial && spec.limit !== null && usage >= spec.limit) denial = { spec, resetAtMs: resetAtMs as number };
+  }
+  if (!denial) return { check, outcome: 'allowed', source, windows };
+  const record: CheckRecord = { check, outcome: 'denied', code: denial.spec.code, source, windows };
+  const retryAfter = secondsUntil(denial.resetAtMs, time.nowMs);
+  const metadata: Record<string, unknown> = { window: denial.spec.name, limitUsd: formatUsd(denial.spec.limit as bigint) };
+  if (withResetMetadata) metadata.windowResetsAt = new Date(denial.resetAtMs).toISOString();
+  return new CheckDenial(record, new BillingError(denial.spec.code, { retryAfter, metadata }));
+}
+
+/** SPEC §2.1: balance ≤ 0, or below a positive reserve, is insufficient. */
+export function decideBalance(balance: bigint, reserve: bigint, source: CheckRecord['source']): CheckRecord | CheckDenial {
+  const windows: WindowReport[] = [{ window: 'balance', limit: formatUsd(reserve), usage: formatUsd(balance), resetsAtMs: null }];
+  if (balance <= 0n || (reserve > 0n && balance < reserve)) {
+    return new CheckDenial(
+      { check: 'balance', outcome: 'denied', code: 'INSUFFICIENT_BALANCE', source, windows },
+      new BillingError('INSUFFICIENT_BALANCE'),
+    );
+  }
+  return { check: 'balance', outcome: 'allowed', source, windows };
+}
+
+/** SPEC §2.2: validity first, then daily, weekly, monthly group limits. */
+export function decideSubscription(
+  entity: SubscriptionEntity,
+  limits: GroupLimits,
+  time: TimeContext,
+  source: CheckRecord['source'],
+): CheckRecord | CheckDenial {
+  if (entity.status !== 'active' || time.nowMs > entity.expiresAtMs) {
+    return new CheckDenial(
+      { check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source },
+      new BillingError('SUBSCRIPTION_INVALID'),
+    );
+  }
+  return evaluateWindows('subscription', [
+    { name: 'daily', rule: WINDOWS.subscriptionDaily, limit: limits.daily, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'DAILY_LIMIT_EXCEEDED' },
+    { name: 'weekly', rule: WINDOWS.subscriptionWeekly, limit: limits.weekly, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'WEEKLY_LIMIT_EXCEEDED' },
+    { name: 'monthly', rule: WINDOWS.subscriptionMonthly, limit: limits.monthly, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'MONTHLY_LIMIT_EXCEEDED' },
+  ], time, source, false);
+}
+
+/** SPEC §2.3: null = unlimited, 0 = blocked, > 0 = cap; usage ≥ limit denies. */
+export function decidePlatformQuota(entity: PlatformQuotaEntity, time: TimeContext, source: CheckRecord['source']): CheckRecord | CheckDenial {
+  return evaluateWindows('platformQuota', [
+    { name: 'daily', rule: WINDOWS.quotaDaily, limit: entity.dailyLimit, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED' },
+    { name: 'weekly', rule: WINDOWS.quotaWeekly, limit: entity.weeklyLimit, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED' },
+    { name: 'monthly', rule: WINDOWS.quotaMonthly, limit: entity.monthlyLimit, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED' },
+  ], time, source, true);
+}
+
+/** SPEC §2.4: 0 = unlimited; usage ≥ limit denies, 5 h first, then 1 d, then 7 d. */
+export function decideApiKeyWindows(
+  entity: ApiKeyWindowsEntity,
+  limits: ApiKeyLimits,
+  time: TimeContext,
+  source: CheckRecord['source'],
+): CheckRecord | CheckDenial {
+  const cap = (limit: bigint) => (limit > 0n ? limit : null);
+  return evaluateWindows('apiKeyWindows', [
+    { name: '5h', rule: WINDOWS.key5h, limit: cap(limits.limit5h), usage: entity.usage5h, startMs: entity.start5hMs, code: 'API_KEY_RATE_5H_EXCEEDED' },
+    { name: '1d', rule: WINDOWS.key1d, limit: cap(limits.limit1d), usage: entity.usage1d, startMs: entity.start1dMs, code: 'API_KEY_RATE_1D_EXCEEDED' },
+    { name: '7d', rule: WINDOWS.key7d, limit: cap(limits.limit7d), usage: entity.usage7d, startMs: entity.start7dMs, code: 'API_KEY_RATE_7D_EXCEEDED' },
+  ], time, source, false);
+}
+
+/** Whether any key window was started and has expired, so the store should restart it (never-started windows need none). */
+export function apiKeyWindowsNeedReset(entity: ApiKeyWindowsEntity, time: TimeContext): boolean {
+  return (
+    (entity.start5hMs !== null && isWindowExpired(WINDOWS.key5h, entity.start5hMs, time)) ||
+    (entity.start1dMs !== null && isWindowExpired(WINDOWS.key1d, entity.start1dMs, time)) ||
+    (entity.start7dMs !== null && isWindowExpired(WINDOWS.key7d, entity.start7dMs, time))
+  );
+}
+
+/** The cached sentinel for "no quota row": unlimited, zero usage, current window starts (SPEC §2.3.4). */
+export function platformQuotaSentinel(time: TimeContext): PlatformQuotaEntity {
+  return {
+    version: 0,
+    sentinel: true,
+    dailyLimit: null,
+    weeklyLimit: null,
+    monthlyLimit: null,
+    dailyUsage: 0n,
+    weeklyUsage: 0n,
+    monthlyUsage: 0n,
+    dailyStartMs: newWindowStart(WINDOWS.quotaDaily, time),
+    weeklyStartMs: newWindowStart(WINDOWS.quotaWeekly, time),
+    monthlyStartMs: time.nowMs,
+  };
+}
+

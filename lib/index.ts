@@ -1,0 +1,23 @@
+// Public surface of koa-billing-eligibility (Koa-free): the core, backends, errors, money and types.
+export { createBillingCore, BillingCore, type CheckResult, type UsageEntry, type ApiKeyWindowsView } from './billing-core.js';
+export type { BillingCoreOptions } from './core-options.js';
+export type { BillingDecision } from './billing-request.js';
+export type { CheckName, CheckOutcome, CheckRecord, WindowReport } from './decisions.js';
+export type { SettleRequest, SettlementReceipt } from './settlement.js';
+export type { UpsertSubscriptionInput, PlatformQuotaInput, SubscriptionView } from './admin.js';
+export { BillingError, BILLING_ERROR_CATALOGUE, type BillingErrorCode } from './errors.js';
+export { renderBillingError, renderUnknownError, type ErrorFormat, type RenderedError } from './render.js';
+export { BillingConfigError } from './options.js';
+export { BillingValidationError } from './validate.js';
+export { MoneyError, parseUsd, parseCostUsd, formatUsd, multiplyUsd, MAX_USD_UNITS, type Usd } from './money.js';
+export { systemClock, ManualClock } from './clock.js';
+export type { CircuitBreakerOptions, BreakerState } from './breaker.js';
+export type { WriteQueueOptions } from './write-queue.js';
+export { KnexBillingStore } from './store/knex-store.js';
+export { migrateBillingSchema } from './store/migrations.js';
+export { RedisBillingCache } from './cache/redis-cache.js';
+export { MemoryBillingCache } from './cache/memory-cache.js';
+export type {
+  BillingSubject, BillingId, BillingMode, BillingLogger, Clock, BillingStore, BillingCache,
+  BalanceEntity, SubscriptionEntity, ApiKeyWindowsEntity, PlatformQuotaEntity,
+} from './types.js';

@@ -1,0 +1,142 @@
+// Settlement after the upstream call (SPEC §3): validated up front, retried with backoff on store
+// failures (idempotency makes that safe), cache updated from the committed values, drained by close().
+import { errorText } from './background-tasks.js';
+import type { CoreInternals } from './core-internals.js';
+import { BillingError } from './errors.js';
+import { MoneyError, formatUsd, parseCostUsd, type Usd } from './money.js';
+import { normalizeSubject, type NormalizedSubject } from './subject.js';
+import type { BillingSubject, SettlementInput, SettlementResult } from './types.js';
+import { BillingValidationError, normalizeRequestId } from './validate.js';
+
+const MAX_RETRY_DELAY_MS = 5000;
+const MAX_MODEL_LENGTH = 128;
+
+/** What the application passes to settle(). */
+export interface SettleRequest {
+  requestId: string;
+  subject: BillingSubject;
+  costUsd: Usd;
+  model?: string | null;
+  inputTokens?: number | null;
+  outputTokens?: number | null;
+}
+
+export interface SettlementReceipt {
+  requestId: string;
+  /** True when this request id was already settled with the same content: nothing was charged again. */
+  duplicate: boolean;
+  costUsd: string;
+  /** False in runMode 'simple' (usage logged, nothing charged). */
+  charged: boolean;
+}
+
+function tokens(value: unknown, field: string): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  throw new BillingValidationError(field, `${field} must be a non-negative integer, got ${String(value)}`);
+}
+
+function model(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string' && value.length > 0 && value.length <= MAX_MODEL_LENGTH) return value;
+  throw new BillingValidationError('model', `model must be a string of 1-${MAX_MODEL_LENGTH} characters`);
+}
+
+/** Store errors that retrying cannot fix: conflicts, missing rows, bad input. */
+function isPermanent(err: unknown): boolean {
+  if (err instanceof BillingValidationError || err instanceof MoneyError || err instanceof BillingError) return true;
+  return typeof err === 'object' && err !== null && (err as { permanent?: unknown }).permanent === true;
+}
+
+export class Settler {
+  readonly #pending = new Set<Promise<unknown>>();
+  #closingDeadlineMs: number | undefined;
+
+  constructor(private readonly core: CoreInternals) {}
+
+  /** Validates everything before touching the store; throws BillingValidationError / MoneyError naming the field. */
+  prepare(request: SettleRequest, subject?: NormalizedSubject): SettlementInput {
+    if (!request || typeof request !== 'object') throw new BillingValidationError('settle', 'settle() needs { requestId, subject, costUsd }');
+    const normalized = subject ?? normalizeSubject(request.subject);
+    return {
+      requestId: normalizeRequestId(request.requestId),
+      apiKeyId: normalized.apiKeyId ?? '',
+      userId: normalized.userId,
+      groupId: normalized.groupId,
+      mode: normalized.mode,
+      costUnits: parseCostUsd(request.costUsd),
+      platform: normalized.platform,
+      trackKeyWindows: normalized.apiKeyLimits !== null,
+      charge: this.core.options.runMode !== 'simple',
+      model: model(request.model),
+      inputTokens: tokens(request.inputTokens, 'inputTokens'),
+      outputTokens: tokens(request.outputTokens, 'outputTokens'),
+      time: this.core.time(),
+    };
+  }
+
+  /** Settles exactly once: retries store failures with backoff until stored, or until close() gives up. */
+  settle(input: SettlementInput): Promise<SettlementReceipt> {
+    const run = this.#run(input);
+    this.#pending.add(run);
+    const forget = () => this.#pending.delete(run);
+    run.then(forget, forget);
+    return run;
+  }
+
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  /** Waits for pending settlements; after `timeoutMs` their retries stop (each failure is logged with its content). */
+  async drain(timeoutMs: number): Promise<void> {
+    this.#closingDeadlineMs = Date.now() + timeoutMs;
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+  }
+
+  async #run(input: SettlementInput): Promise<SettlementReceipt> {
+    let delayMs = this.core.options.settlementRetryDelayMs;
+    for (let attempt = 1; ; attempt++) {
+      let result: SettlementResult;
+      try {
+        result = await this.core.store.settle(input);
+      } catch (err) {
+        if (isPermanent(err)) throw err;
+        if (this.#closingDeadlineMs !== undefined && Date.now() + delayMs > this.#closingDeadlineMs) {
+          // Shutting down and out of time: the content is logged so it can be reconciled by hand.
+          this.core.options.logger.error({ settlement: describe(input), attempts: attempt, err: errorText(err) }, 'billing settlement could not be stored before shutdown');
+          throw new BillingError('BILLING_SERVICE_ERROR', { cause: err });
+        }
+        this.core.warnings.warn('settlement_retry', { attempt, err: errorText(err) }, 'billing settlement failed; retrying');
+        await sleep(delayMs);
+        delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS);
+        continue;
+      }
+      await this.#updateCache(input, result);
+      return { requestId: input.requestId, duplicate: result.duplicate, costUsd: formatUsd(input.costUnits), charged: input.charge !== false };
+    }
+  }
+
+  /** After the commit: put the values the transaction returned (never undoes or fails the settlement). */
+  async #updateCache(input: SettlementInput, result: SettlementResult): Promise<void> {
+    const { cacheSync } = this.core;
+    const { userId, groupId, apiKeyId, platform } = input;
+    const writes: Promise<void>[] = [];
+    if (result.balance) writes.push(cacheSync.put({ kind: 'balance', userId }, result.balance));
+    if (result.subscription && groupId !== null) writes.push(cacheSync.put({ kind: 'subscription', userId, groupId }, result.subscription));
+    if (result.apiKeyWindows && apiKeyId !== '') writes.push(cacheSync.put({ kind: 'apiKeyWindows', userId, apiKeyId }, result.apiKeyWindows));
+    if (result.platformQuota && platform !== null) writes.push(cacheSync.put({ kind: 'platformQuota', userId, platform }, result.platformQuota));
+    await Promise.all(writes);
+  }
+}
+
+function describe(input: SettlementInput): object {
+  return {
+    requestId: input.requestId, userId: input.userId, groupId: input.groupId, mode: input.mode,
+    costUsd: formatUsd(input.costUnits), platform: input.platform, model: input.model,
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

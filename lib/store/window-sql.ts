@@ -1,0 +1,89 @@
+// SET clauses for window-aware updates: the expiry test runs inside the UPDATE, so no value is read, changed in the app and written back.
+import type { TimeContext } from '../types.js';
+import { expiryThreshold, newWindowStart, WINDOWS, type WindowRule } from '../windows.js';
+import type { Dialect } from './dialect.js';
+
+/** One usage column, its window-start column and the rule that says when the window is over. */
+export interface WindowColumns {
+  readonly usage: string;
+  readonly start: string;
+  readonly rule: WindowRule;
+}
+
+export const SUBSCRIPTION_WINDOWS: readonly WindowColumns[] = [
+  { usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.subscriptionDaily },
+  { usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.subscriptionWeekly },
+  { usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.subscriptionMonthly },
+];
+
+export const QUOTA_WINDOWS: readonly WindowColumns[] = [
+  { usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.quotaDaily },
+  { usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.quotaWeekly },
+  { usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.quotaMonthly },
+];
+
+export const KEY_WINDOWS: readonly WindowColumns[] = [
+  { usage: 'usage_5h', start: 'start_5h_ms', rule: WINDOWS.key5h },
+  { usage: 'usage_1d', start: 'start_1d_ms', rule: WINDOWS.key1d },
+  { usage: 'usage_7d', start: 'start_7d_ms', rule: WINDOWS.key7d },
+];
+
+export interface SqlFragment {
+  sql: string;
+  bindings: unknown[];
+}
+
+/**
+ * `usage = CASE WHEN <expired> THEN cost ELSE usage + cost END, start = CASE WHEN <expired> THEN
+ * newStart ELSE start END` per window: an expired (or never started) window restarts at this
+ * cost. Every right-hand side sees the row as it was before the statement, so the two CASEs agree.
+ * Thresholds and new starts come from lib/windows.ts (the injected clock), never the database's
+ * NOW(). `table` qualifies the old values (needed inside ON CONFLICT DO UPDATE).
+ */
+export function addToWindows(d: Dialect, table: string, windows: readonly WindowColumns[], cost: bigint, time: TimeContext): SqlFragment {
+  const parts: string[] = [];
+  const bindings: unknown[] = [];
+  for (const w of windows) {
+    const start = `${table}.${w.start}`;
+    const expired = `${start} IS NULL OR ${start} < ${d.bigintParam}`;
+    const threshold = expiryThreshold(w.rule, time);
+    parts.push(`${w.usage} = CASE WHEN ${expired} THEN ${d.moneyParam} ELSE ${table}.${w.usage} + ${d.moneyParam} END`);
+    bindings.push(threshold, d.money(cost), d.money(cost));
+    parts.push(`${w.start} = CASE WHEN ${expired} THEN ${d.bigintParam} ELSE ${start} END`);
+    bindings.push(threshold, newWindowStart(w.rule, time));
+  }
+  return { sql: parts.join(', '), bindings };
+}
+
+/** Values of a row created by its first charge: every window starts here, at this cost. */
+export function firstWindowValues(d: Dialect, windows: readonly WindowColumns[], cost: bigint, time: TimeContext): SqlFragment {
+  const parts: string[] = [];
+  const bindings: unknown[] = [];
+  for (const w of windows) {
+    parts.push(d.moneyParam, d.bigintParam);
+    bindings.push(d.money(cost), newWindowStart(w.rule, time));
+  }
+  return { sql: parts.join(', '), bindings };
+}
+
+/**
+ * For resetting expired windows: SET clauses that zero the usage and null the start of each window
+ * that was started AND has expired (never-started windows are left alone, SPEC §2.4), and the
+ * WHERE condition "at least one such window", so that nothing (not even the version) changes
+ * otherwise.
+ */
+export function resetExpiredWindows(d: Dialect, windows: readonly WindowColumns[], time: TimeContext): { set: SqlFragment; where: SqlFragment } {
+  const set: string[] = [];
+  const setBindings: unknown[] = [];
+  const where: string[] = [];
+  const whereBindings: unknown[] = [];
+  for (const w of windows) {
+    const expired = `${w.start} IS NOT NULL AND ${w.start} < ${d.bigintParam}`;
+    const threshold = expiryThreshold(w.rule, time);
+    set.push(`${w.usage} = CASE WHEN ${expired} THEN 0 ELSE ${w.usage} END`, `${w.start} = CASE WHEN ${expired} THEN NULL ELSE ${w.start} END`);
+    setBindings.push(threshold, threshold);
+    where.push(`(${expired})`);
+    whereBindings.push(threshold);
+  }
+  return { set: { sql: set.join(', '), bindings: setBindings }, where: { sql: where.join(' OR '), bindings: whereBindings } };
+}

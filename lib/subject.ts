@@ -1,0 +1,112 @@
+// Turns the application's BillingSubject into validated ids, exact limits and the billing mode (SPEC §1.3).
+import { parseUsd } from './money.js';
+import type { BillingMode, BillingSubject } from './types.js';
+import { BillingValidationError, normalizeId, normalizePlatform } from './validate.js';
+
+export interface ApiKeyLimits {
+  /** 0n = unlimited (SPEC §2.4). */
+  limit5h: bigint;
+  limit1d: bigint;
+  limit7d: bigint;
+}
+
+export interface GroupLimits {
+  /** null = unlimited: a group limit is present iff non-null and > 0 (SPEC §2.2). */
+  daily: bigint | null;
+  weekly: bigint | null;
+  monthly: bigint | null;
+}
+
+export interface NormalizedSubject {
+  userId: string;
+  userRpmLimit: number;
+  /** undefined = not given by the subject (look it up); null = known to have none. */
+  groupRpmOverride: number | null | undefined;
+  apiKeyId: string | null;
+  /** Present only when the key has at least one limit > 0. */
+  apiKeyLimits: ApiKeyLimits | null;
+  groupId: string | null;
+  groupLimits: GroupLimits;
+  groupRpmLimit: number;
+  subscriptionId: string | null;
+  platform: string | null;
+  mode: BillingMode;
+}
+
+function rpm(value: unknown, field: string): number {
+  if (value === undefined || value === null) return 0;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  throw new BillingValidationError(field, `${field} must be a non-negative integer, got ${String(value)}`);
+}
+
+function usdLimit(value: unknown, field: string): bigint {
+  if (value === undefined || value === null) return 0n;
+  const units = parseUsd(value as string | number, field);
+  if (units < 0n) throw new BillingValidationError(field, `${field} must not be negative`);
+  return units;
+}
+
+function groupLimit(value: unknown, field: string): bigint | null {
+  const units = usdLimit(value, field);
+  return units > 0n ? units : null;
+}
+
+/** Validates and normalises a subject; throws BillingValidationError (or MoneyError) naming the field. */
+export function normalizeSubject(subject: BillingSubject): NormalizedSubject {
+  if (!subject || typeof subject !== 'object' || !subject.user || typeof subject.user !== 'object') {
+    throw new BillingValidationError('subject.user', 'subject.user is required');
+  }
+  const { user, apiKey, group, subscription } = subject;
+  const userId = normalizeId(user.id, 'subject.user.id');
+
+  let apiKeyId: string | null = null;
+  let apiKeyLimits: ApiKeyLimits | null = null;
+  if (apiKey) {
+    apiKeyId = normalizeId(apiKey.id, 'subject.apiKey.id');
+    const limits = {
+      limit5h: usdLimit(apiKey.rateLimit5h, 'subject.apiKey.rateLimit5h'),
+      limit1d: usdLimit(apiKey.rateLimit1d, 'subject.apiKey.rateLimit1d'),
+      limit7d: usdLimit(apiKey.rateLimit7d, 'subject.apiKey.rateLimit7d'),
+    };
+    if (limits.limit5h > 0n || limits.limit1d > 0n || limits.limit7d > 0n) apiKeyLimits = limits;
+  }
+
+  let groupId: string | null = null;
+  let groupLimits: GroupLimits = { daily: null, weekly: null, monthly: null };
+  let groupRpmLimit = 0;
+  let billingType: 'standard' | 'subscription' = 'standard';
+  if (group) {
+    groupId = normalizeId(group.id, 'subject.group.id');
+    if (group.billingType !== 'standard' && group.billingType !== 'subscription') {
+      throw new BillingValidationError('subject.group.billingType', `subject.group.billingType must be 'standard' or 'subscription', got ${String(group.billingType)}`);
+    }
+    billingType = group.billingType;
+    groupLimits = {
+      daily: groupLimit(group.dailyLimitUsd, 'subject.group.dailyLimitUsd'),
+      weekly: groupLimit(group.weeklyLimitUsd, 'subject.group.weeklyLimitUsd'),
+      monthly: groupLimit(group.monthlyLimitUsd, 'subject.group.monthlyLimitUsd'),
+    };
+    groupRpmLimit = rpm(group.rpmLimit, 'subject.group.rpmLimit');
+  }
+
+  const subscriptionId = subscription ? normalizeId(subscription.id, 'subject.subscription.id') : null;
+  const platform = subject.platform ? normalizePlatform(subject.platform, 'subject.platform') : null;
+  const groupRpmOverride = user.groupRpmOverride === undefined
+    ? undefined
+    : user.groupRpmOverride === null ? null : rpm(user.groupRpmOverride, 'subject.user.groupRpmOverride');
+
+  return {
+    userId,
+    userRpmLimit: rpm(user.rpmLimit, 'subject.user.rpmLimit'),
+    groupRpmOverride,
+    apiKeyId,
+    apiKeyLimits,
+    groupId,
+    groupLimits,
+    groupRpmLimit,
+    subscriptionId,
+    platform,
+    // Subscription mode iff the group is subscription-billed AND the subject carries a subscription.
+    mode: groupId !== null && billingType === 'subscription' && subscriptionId !== null ? 'subscription' : 'balance',
+  };
+}

@@ -1,0 +1,23 @@
+// billingEligibility: the whole chain — context, breaker first, balance/subscription, quota, key windows, RPM last.
+import compose from 'koa-compose';
+import type { Context, Middleware, Next } from 'koa';
+import { createBillingContext, type BillingContextOptions } from './billing-context.js';
+import { apiKeyWindows, balanceCheck, breakerGuard, platformQuota, rpmLimit, subscriptionCheck } from './checks.js';
+
+export type BillingEligibilityOptions = BillingContextOptions;
+
+export function billingEligibility(options: BillingEligibilityOptions): Middleware {
+  // RPM last, so requests that fail anyway never consume RPM (SPEC §1.8).
+  const chain = compose([
+    createBillingContext(options, 'billingEligibility'),
+    breakerGuard(),
+    balanceCheck(),
+    subscriptionCheck(),
+    platformQuota(),
+    apiKeyWindows(),
+    rpmLimit(),
+  ]);
+  return function billingEligibility(ctx: Context, next: Next): Promise<unknown> {
+    return chain(ctx, next);
+  };
+}

@@ -1,0 +1,148 @@
+// Runs a behaviour suite twice: memory cache + SQLite, and Redis + PostgreSQL, with an instrumented
+// store and cache, a manual clock, and a Koa app factory for supertest.
+import Koa from 'koa';
+import knexFactory, { type Knex } from 'knex';
+import { Redis } from 'ioredis';
+import type { Middleware } from 'koa';
+import { createBillingCore, type BillingCore } from '../../lib/billing-core.js';
+import type { BillingCoreOptions } from '../../lib/core-options.js';
+import { ManualClock } from '../../lib/clock.js';
+import { MemoryBillingCache } from '../../lib/cache/memory-cache.js';
+import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
+import { KnexBillingStore } from '../../lib/store/knex-store.js';
+import { migrateBillingSchema } from '../../lib/store/migrations.js';
+import type { BillingCache, BillingStore, BillingSubject } from '../../lib/types.js';
+import { billingEligibility } from '../../middleware/index.js';
+import { instrument, type Instrumented } from './instrumented.js';
+import { DATABASE_URL, REDIS_URL, requirePostgres, requireRedis, uniqueSuffix } from './services.js';
+
+/** 2026-03-04 10:00:00 UTC, a Wednesday. */
+export const T0 = Date.UTC(2026, 2, 4, 10, 0, 0);
+
+export interface ChainEnv {
+  backend: 'memory+sqlite' | 'redis+postgres';
+  clock: ManualClock;
+  knex: Knex;
+  store: Instrumented<BillingStore>;
+  cache: Instrumented<BillingCache>;
+  realStore: KnexBillingStore;
+  core: BillingCore;
+  /** A fresh core over the same backends with other options (closed after the test). */
+  makeCore(options?: Partial<BillingCoreOptions>): BillingCore;
+  /** A Koa app: the chain (or the given middleware) then a handler answering 200 {ok:true}. */
+  app(options?: { core?: BillingCore; format?: 'openai' | 'anthropic'; subject?: BillingSubject; middleware?: Middleware[] }): Koa;
+  /** A unique user id for this test. */
+  userId(label?: string): string;
+}
+
+interface Backends {
+  knex: Knex;
+  makeCache(clock: ManualClock): BillingCache;
+  cleanup(): Promise<void>;
+}
+
+async function memorySqlite(): Promise<Backends> {
+  const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
+  await migrateBillingSchema(knex);
+  return {
+    knex,
+    makeCache: (clock) => new MemoryBillingCache({ maxEntries: 10_000, clock, random: () => 0 }),
+    cleanup: () => knex.destroy(),
+  };
+}
+
+async function redisPostgres(): Promise<Backends> {
+  const schema = `kbe_chain_${uniqueSuffix()}`;
+  const admin = knexFactory({ client: 'pg', connection: DATABASE_URL });
+  await admin.raw('CREATE SCHEMA ??', [schema]);
+  const knex = knexFactory({ client: 'pg', connection: DATABASE_URL, searchPath: [schema], pool: { min: 0, max: 10 } });
+  await migrateBillingSchema(knex);
+  const redis = new Redis(REDIS_URL, { lazyConnect: false });
+  const prefix = `kbe-test:${uniqueSuffix()}:`;
+  return {
+    knex,
+    makeCache: () => new RedisBillingCache(redis, { prefix, random: () => 0 }),
+    async cleanup() {
+      await knex.destroy();
+      await admin.raw('DROP SCHEMA ?? CASCADE', [schema]);
+      await admin.destroy();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+        cursor = next;
+        if (keys.length) await redis.del(...keys);
+      } while (cursor !== '0');
+      redis.disconnect();
+    },
+  };
+}
+
+/** Defines `body` once per backend pair; each test gets a fresh clock, core and instrumentation. */
+export function describeChain(title: string, body: (env: () => ChainEnv) => void): void {
+  for (const backend of ['memory+sqlite', 'redis+postgres'] as const) {
+    describe(`${title} [${backend}]`, function () {
+      let backends: Backends;
+      let env: ChainEnv;
+      const cores: BillingCore[] = [];
+
+      before(async function () {
+        if (backend === 'redis+postgres') {
+          await requirePostgres(this);
+          await requireRedis(this);
+        }
+        backends = backend === 'memory+sqlite' ? await memorySqlite() : await redisPostgres();
+      });
+
+      after(async () => {
+        await backends?.cleanup();
+      });
+
+      beforeEach(() => {
+        const clock = new ManualClock(T0);
+        const realStore = new KnexBillingStore(backends.knex);
+        const store = instrument<BillingStore>(realStore);
+        const cache = instrument<BillingCache>(backends.makeCache(clock));
+        const makeCore = (options: Partial<BillingCoreOptions> = {}) => {
+          const core = createBillingCore({ store: store.target, cache: cache.target, clock, ...options });
+          cores.push(core);
+          return core;
+        };
+        const core = makeCore();
+        env = {
+          backend,
+          clock,
+          knex: backends.knex,
+          store,
+          cache,
+          realStore,
+          core,
+          makeCore,
+          app({ core: appCore = core, format = 'openai', subject, middleware } = {}) {
+            const app = new Koa();
+            app.use(async (ctx, next) => {
+              ctx.state.subject = subject ?? (ctx.get('x-subject') ? JSON.parse(ctx.get('x-subject')) : undefined);
+              await next();
+            });
+            for (const mw of middleware ?? [billingEligibility({ core: appCore, subject: (ctx) => ctx.state.subject as BillingSubject, format })]) app.use(mw);
+            app.use((ctx) => {
+              ctx.body = { ok: true, decision: ctx.state.billing?.decision ?? null };
+            });
+            return app;
+          },
+          userId: (label = 'u') => `${label}-${uniqueSuffix()}`,
+        };
+      });
+
+      afterEach(async () => {
+        await Promise.all(cores.splice(0).map((core) => core.close()));
+      });
+
+      body(() => env);
+    });
+  }
+}
+
+/** A balance-mode subject with optional extras. */
+export function balanceSubject(userId: string, extra: Partial<BillingSubject> = {}): BillingSubject {
+  return { user: { id: userId }, ...extra };
+}

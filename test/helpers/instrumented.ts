@@ -1,0 +1,45 @@
+// Wraps a real store or cache to count the calls it receives and to make it fail on demand
+// (fault injection for the behaviour matrix; the wrapped backend does the real work).
+export interface Instrumented<T> {
+  target: T;
+  /** Calls per method since the last reset(). */
+  calls: Map<string, number>;
+  count(method: string): number;
+  total(): number;
+  reset(): void;
+  /** While set, every call of these methods (or all, for '*') rejects with this error. */
+  failWith(error: Error | null, methods?: string[] | '*'): void;
+  /** While set, calls of these methods wait on this promise before running. */
+  holdUntil(gate: Promise<unknown> | null, methods?: string[]): void;
+}
+
+export function instrument<T extends object>(real: T): Instrumented<T> {
+  const calls = new Map<string, number>();
+  let failure: { error: Error; methods: string[] | '*' } | null = null;
+  let hold: { gate: Promise<unknown>; methods: string[] } | null = null;
+  const target = new Proxy(real, {
+    get(obj, prop, receiver) {
+      const value = Reflect.get(obj, prop, receiver) as unknown;
+      if (typeof value !== 'function' || typeof prop !== 'string') return value;
+      return async (...args: unknown[]) => {
+        calls.set(prop, (calls.get(prop) ?? 0) + 1);
+        if (hold && hold.methods.includes(prop)) await hold.gate;
+        if (failure && (failure.methods === '*' || failure.methods.includes(prop))) throw failure.error;
+        return (value as (...a: unknown[]) => unknown).apply(obj, args);
+      };
+    },
+  });
+  return {
+    target,
+    calls,
+    count: (method) => calls.get(method) ?? 0,
+    total: () => [...calls.values()].reduce((a, b) => a + b, 0),
+    reset: () => calls.clear(),
+    failWith(error, methods = '*') {
+      failure = error ? { error, methods } : null;
+    },
+    holdUntil(gate, methods = []) {
+      hold = gate ? { gate, methods } : null;
+    },
+  };
+}

@@ -1,0 +1,166 @@
+// Behaviour matrix, SPEC §1.2, §2.1 and §5: balance check and circuit breaker, on both backend pairs.
+import { expect } from 'chai';
+import request from 'supertest';
+import { balanceSubject, describeChain } from '../helpers/chain-harness.js';
+
+const storeDown = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+
+describeChain('balanceCheck', (env) => {
+  it('lets a positive balance through and reads it from the cache once warm', async () => {
+    const { core, store, cache } = env();
+    const userId = env().userId();
+    await core.admin.topUp(userId, '1.50');
+    const app = env().app({ subject: balanceSubject(userId) });
+    store.reset();
+    cache.reset();
+    const first = await request(app.callback()).post('/v1/chat').expect(200);
+    expect(first.body.decision.checks.find((c: { check: string }) => c.check === 'balance')).to.include({ outcome: 'allowed' });
+    expect(store.count('getBalance')).to.equal(0, 'admin writes put the row in the cache');
+    await request(app.callback()).post('/v1/chat').expect(200);
+    expect(store.total()).to.equal(0);
+    expect(cache.count('readBatch')).to.equal(2);
+  });
+
+  it('rejects a balance of zero or below with 403 INSUFFICIENT_BALANCE and x-should-retry: false', async () => {
+    const { core } = env();
+    const userId = env().userId();
+    await core.admin.setBalance(userId, '0');
+    const res = await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    expect(res.body.error.code).to.equal('insufficient_balance');
+    expect(res.body.error.type).to.equal('insufficient_quota');
+    expect(res.headers['x-should-retry']).to.equal('false');
+    expect(res.headers['retry-after']).to.equal(undefined);
+
+    await core.admin.setBalance(userId, '-0.5');
+    await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+  });
+
+  it('applies the minimum reserve: below rejects, exactly at it passes', async () => {
+    const { core, makeCore } = env();
+    const userId = env().userId();
+    const strict = makeCore({ minimumBalanceReserve: '0.50' });
+    await core.admin.setBalance(userId, '0.49999999');
+    await request(env().app({ core: strict, subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    await core.admin.setBalance(userId, '0.5');
+    await request(env().app({ core: strict, subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    // The default reserve is 0.000001: one unit above zero is not enough.
+    await core.admin.setBalance(userId, '0.00000099');
+    await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    await core.admin.setBalance(userId, '0.000001');
+    await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+  });
+
+  it('an unknown user is 403 BILLING_SUBJECT_NOT_FOUND and never opens the breaker', async () => {
+    const { core } = env();
+    const app = env().app({ subject: balanceSubject(env().userId('ghost')) });
+    for (let i = 0; i < 8; i++) {
+      const res = await request(app.callback()).post('/').expect(403);
+      expect(res.body.error.code).to.equal('billing_subject_not_found');
+    }
+    expect(core.breakerState).to.equal('closed');
+  });
+
+  it('on a cache miss loads the store once for concurrent requests and fills the cache', async () => {
+    const { core, store, cache, realStore } = env();
+    const userId = env().userId();
+    await realStore.setBalance(userId, 300_000_000n); // straight to the store: the cache has nothing
+    await core.invalidateBalance(userId);
+    store.reset();
+    const app = env().app({ subject: balanceSubject(userId) });
+    await Promise.all(Array.from({ length: 16 }, () => request(app.callback()).post('/').expect(200)));
+    expect(store.count('getBalance')).to.equal(1);
+    await core.close(); // drains the fill
+    store.reset();
+    cache.reset();
+    const again = env().makeCore();
+    await request(env().app({ core: again, subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    expect(store.count('getBalance')).to.equal(0);
+  });
+
+  it('a cache error falls back to the store', async () => {
+    const { core, cache } = env();
+    const userId = env().userId();
+    await core.admin.topUp(userId, '2');
+    cache.failWith(new Error('READONLY You can\'t write against a read only replica.'));
+    const res = await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    expect(JSON.stringify(res.body)).to.not.include('READONLY');
+    cache.failWith(null);
+  });
+
+  it('store down on a miss → 503 BILLING_SERVICE_ERROR without internal text', async () => {
+    const { store } = env();
+    const userId = env().userId();
+    store.failWith(storeDown());
+    const res = await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(503);
+    expect(res.body.error.type).to.equal('api_error');
+    expect(res.body.error.message).to.equal('Billing service temporarily unavailable. Please retry later.');
+    expect(JSON.stringify(res.body) + JSON.stringify(res.headers)).to.not.match(/ECONNREFUSED|5432/);
+    store.failWith(null);
+  });
+
+  it('the breaker opens after 5 store failures, rejects without touching the store, half-opens after the reset timeout and closes on success', async () => {
+    const { store, clock, makeCore } = env();
+    const core = makeCore({ circuitBreaker: { failureThreshold: 5, resetTimeoutMs: 30_000, halfOpenRequests: 3 } });
+    const userId = env().userId();
+    await core.admin.topUp(userId, '5');
+    await core.invalidateBalance(userId); // force store reads
+    const app = env().app({ core, subject: balanceSubject(userId) });
+    store.failWith(storeDown(), ['getBalance']);
+    for (let i = 0; i < 5; i++) await request(app.callback()).post('/').expect(503);
+    expect(core.breakerState).to.equal('open');
+    store.reset();
+    const rejected = await request(app.callback()).post('/').expect(503);
+    expect(rejected.body.error.code).to.equal('billing_service_error');
+    expect(store.count('getBalance')).to.equal(0, 'an open breaker rejects before the store');
+
+    store.failWith(null);
+    clock.advance(29_999);
+    await request(app.callback()).post('/').expect(503);
+    clock.advance(1);
+    expect(core.breakerState).to.equal('half-open');
+    await request(app.callback()).post('/').expect(200);
+    expect(core.breakerState).to.equal('closed');
+    await request(app.callback()).post('/').expect(200);
+  });
+
+  it('half-open: a failure re-opens at once, and requests beyond the probe budget are rejected', async () => {
+    const { store, clock, makeCore } = env();
+    const core = makeCore({ circuitBreaker: { failureThreshold: 2, resetTimeoutMs: 1000, halfOpenRequests: 2 } });
+    const userId = env().userId();
+    await core.admin.topUp(userId, '5');
+    await core.invalidateBalance(userId);
+    const app = env().app({ core, subject: balanceSubject(userId) });
+    store.failWith(storeDown(), ['getBalance']);
+    await request(app.callback()).post('/').expect(503);
+    await request(app.callback()).post('/').expect(503);
+    expect(core.breakerState).to.equal('open');
+    clock.advance(1000);
+    await request(app.callback()).post('/').expect(503); // probe fails
+    expect(core.breakerState).to.equal('open');
+
+    // Hold the probes so that the budget is spent while they are in flight.
+    clock.advance(1000);
+    store.failWith(null);
+    let release: () => void = () => {};
+    store.holdUntil(new Promise<void>((resolve) => (release = resolve)), ['getBalance']);
+    const probes = [request(app.callback()).post('/'), request(app.callback()).post('/')].map((r) => r.then((res) => res.status));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const extra = await request(app.callback()).post('/');
+    expect(extra.status).to.equal(503);
+    release();
+    store.holdUntil(null);
+    expect(await Promise.all(probes)).to.deep.equal([200, 200]);
+    expect(core.breakerState).to.equal('closed');
+  });
+
+  it('the breaker can be disabled', async () => {
+    const { store, makeCore } = env();
+    const core = makeCore({ circuitBreaker: { enabled: false, failureThreshold: 1 } });
+    const userId = env().userId();
+    store.failWith(storeDown(), ['getBalance']);
+    for (let i = 0; i < 3; i++) await request(env().app({ core, subject: balanceSubject(userId) }).callback()).post('/').expect(503);
+    store.failWith(null);
+    await core.admin.topUp(userId, '1');
+    await request(env().app({ core, subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+  });
+});
