@@ -38,7 +38,7 @@ function epochMs(value: unknown, field: string): number {
 function quotaLimit(value: Usd | null | undefined, field: string): bigint | null {
   if (value === undefined || value === null) return null;
   const units = parseUsd(value, field);
-  if (units < 0n) throw new MoneyError(`${field} must not be negative`);
+  if (units < 0n) throw new MoneyError(`${field} must not be negative`, field);
   return units;
 }
 
@@ -49,7 +49,7 @@ export class BillingAdmin {
   async topUp(userId: BillingId, amountUsd: Usd): Promise<string> {
     const id = normalizeId(userId, 'userId');
     const amount = parseUsd(amountUsd, 'amountUsd');
-    if (amount <= 0n) throw new MoneyError('amountUsd must be positive for a top-up; use setBalance to lower a balance');
+    if (amount <= 0n) throw new MoneyError('amountUsd must be positive for a top-up; use setBalance to lower a balance', 'amountUsd');
     const entity = await this.core.store.topUp(id, amount);
     await this.core.cacheSync.put({ kind: 'balance', userId: id }, entity);
     return formatUsd(entity.balance);

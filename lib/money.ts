@@ -15,8 +15,12 @@ export const MAX_USD_UNITS = BigInt(Number.MAX_SAFE_INTEGER);
 
 const DECIMAL = /^([+-])?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
 
+/** A bad amount; `field` names the input it came from (e.g. 'costUsd'). */
 export class MoneyError extends RangeError {
   override readonly name = 'MoneyError';
+  constructor(message: string, readonly field = 'amount') {
+    super(message);
+  }
 }
 
 function describe(value: unknown): string {
@@ -33,22 +37,22 @@ function describe(value: unknown): string {
 export function parseUsd(value: Usd | bigint, what = 'amount'): bigint {
   if (typeof value === 'bigint') return checkRange(value, value, what);
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new MoneyError(`${what} must be a finite number, got ${describe(value)}`);
+    if (!Number.isFinite(value)) throw new MoneyError(`${what} must be a finite number, got ${describe(value)}`, what);
     return parseDecimal(String(value), value, what);
   }
-  if (typeof value !== 'string') throw new MoneyError(`${what} must be a number or a decimal string, got ${typeof value}`);
+  if (typeof value !== 'string') throw new MoneyError(`${what} must be a number or a decimal string, got ${typeof value}`, what);
   return parseDecimal(value.trim(), value, what);
 }
 
 function parseDecimal(text: string, original: unknown, what: string): bigint {
   const match = text.length <= 64 ? DECIMAL.exec(text) : null;
   if (!match || (!match[2] && !match[3])) {
-    throw new MoneyError(`${what} must be a decimal amount, got ${describe(original)}`);
+    throw new MoneyError(`${what} must be a decimal amount, got ${describe(original)}`, what);
   }
   const [, sign, intPart = '', fracPart = '', expPart] = match;
   const exponent = expPart === undefined ? 0 : Number(expPart);
   if (!Number.isSafeInteger(exponent) || Math.abs(exponent) > 40) {
-    throw new MoneyError(`${what} is out of range, got ${describe(original)}`);
+    throw new MoneyError(`${what} is out of range, got ${describe(original)}`, what);
   }
   // Shift the decimal point by the exponent, then split at USD_SCALE places.
   let digits = intPart + fracPart;
@@ -60,7 +64,7 @@ function parseDecimal(text: string, original: unknown, what: string): bigint {
   if (pointAt > digits.length) digits += '0'.repeat(pointAt - digits.length);
   const whole = digits.slice(0, pointAt) || '0';
   const fraction = digits.slice(pointAt).padEnd(USD_SCALE + 1, '0');
-  if (whole.replace(/^0+/, '').length > 20) throw new MoneyError(`${what} is out of range, got ${describe(original)}`);
+  if (whole.replace(/^0+/, '').length > 20) throw new MoneyError(`${what} is out of range, got ${describe(original)}`, what);
   let units = BigInt(whole) * UNITS_PER_USD + BigInt(fraction.slice(0, USD_SCALE));
   // Half away from zero: the magnitude rounds up when the first dropped digit is 5 or more.
   if (fraction.charCodeAt(USD_SCALE) >= 53 /* '5' */) units += 1n;
@@ -69,7 +73,7 @@ function parseDecimal(text: string, original: unknown, what: string): bigint {
 
 function checkRange(units: bigint, original: unknown, what: string): bigint {
   if (units > MAX_USD_UNITS || units < -MAX_USD_UNITS) {
-    throw new MoneyError(`${what} is out of range (±${formatUsd(MAX_USD_UNITS)} USD), got ${describe(original)}`);
+    throw new MoneyError(`${what} is out of range (±${formatUsd(MAX_USD_UNITS)} USD), got ${describe(original)}`, what);
   }
   return units;
 }
@@ -77,7 +81,7 @@ function checkRange(units: bigint, original: unknown, what: string): bigint {
 /** Parses a cost: like parseUsd, and also rejects negative amounts. */
 export function parseCostUsd(value: Usd | bigint, what = 'costUsd'): bigint {
   const units = parseUsd(value, what);
-  if (units < 0n) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`);
+  if (units < 0n) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
   return units;
 }
 
@@ -122,15 +126,15 @@ const RATE_SCALE_DIGITS = 18;
 /** A decimal rate as numerator / 10^18, exact. */
 function parseRate(rate: number | string, what: string): [bigint, bigint] {
   if (typeof rate === 'number' && !Number.isFinite(rate)) {
-    throw new MoneyError(`${what} must be a finite number, got ${describe(rate)}`);
+    throw new MoneyError(`${what} must be a finite number, got ${describe(rate)}`, what);
   }
   const text = typeof rate === 'number' ? String(rate) : rate.trim();
   const match = text.length <= 64 ? DECIMAL.exec(text) : null;
-  if (!match || (!match[2] && !match[3])) throw new MoneyError(`${what} must be a decimal number, got ${describe(rate)}`);
+  if (!match || (!match[2] && !match[3])) throw new MoneyError(`${what} must be a decimal number, got ${describe(rate)}`, what);
   const [, sign, intPart = '', fracPart = '', expPart] = match;
   const exponent = expPart === undefined ? 0 : Number(expPart);
   const shift = RATE_SCALE_DIGITS + exponent;
-  if (Math.abs(exponent) > 40) throw new MoneyError(`${what} is out of range, got ${describe(rate)}`);
+  if (Math.abs(exponent) > 40) throw new MoneyError(`${what} is out of range, got ${describe(rate)}`, what);
   const digits = BigInt((intPart + fracPart) || '0');
   const fractionDigits = fracPart.length;
   const power = shift - fractionDigits;

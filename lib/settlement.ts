@@ -101,7 +101,7 @@ export class Settler {
       try {
         result = await this.core.store.settle(input);
       } catch (err) {
-        if (isPermanent(err)) throw err;
+        if (isPermanent(err)) throw asBillingError(err, input);
         if (this.#closingDeadlineMs !== undefined && Date.now() + delayMs > this.#closingDeadlineMs) {
           // Shutting down and out of time: the content is logged so it can be reconciled by hand.
           this.core.options.logger.error({ settlement: describe(input), attempts: attempt, err: errorText(err) }, 'billing settlement could not be stored before shutdown');
@@ -128,6 +128,12 @@ export class Settler {
     if (result.platformQuota && platform !== null) writes.push(cacheSync.put({ kind: 'platformQuota', userId, platform }, result.platformQuota));
     await Promise.all(writes);
   }
+}
+
+/** A conflicting repeat becomes SETTLEMENT_CONFLICT (409); other permanent errors keep their clear message. */
+function asBillingError(err: unknown, input: SettlementInput): unknown {
+  if ((err as { code?: unknown }).code !== 'SETTLEMENT_CONFLICT') return err;
+  return new BillingError('SETTLEMENT_CONFLICT', { cause: err, metadata: { requestId: input.requestId } });
 }
 
 function describe(input: SettlementInput): object {

@@ -90,7 +90,7 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
     } catch (err) {
       if (err instanceof BillingValidationError || err instanceof MoneyError) {
         // The field names are ours and safe to show; the values are not echoed.
-        return renderDenial(ctx, new BillingError('INVALID_SUBJECT', { message: `Invalid billing subject: ${(err as BillingValidationError).field ?? 'amount'}` }), format);
+        return renderDenial(ctx, new BillingError('INVALID_SUBJECT', { message: `Invalid billing subject: ${err.field}` }), format);
       }
       if (err instanceof BillingError) return renderDenial(ctx, err, format);
       return renderFailure(ctx, err, format);

@@ -1,9 +1,9 @@
 // Deterministic token estimates (about 4 characters a token): the fallback when an upstream reports no usage,
 // and the mock upstream's own prompt count.
 
-/** Tokens of a piece of text: ceil(characters / 4). */
-export function estimateTextTokens(text: string): number {
-  return Math.ceil(text.length / 4);
+/** Tokens of a piece of text of this many characters: ceil(characters / 4). */
+export function estimateTokensFromChars(characters: number): number {
+  return Math.ceil(characters / 4);
 }
 
 /** The text of an OpenAI / Anthropic content value: a string or an array of blocks with `text`. */
@@ -29,5 +29,5 @@ export function estimatePromptTokens(body: unknown): number {
       if (message && typeof message === 'object') characters += contentText((message as { content?: unknown }).content).length;
     }
   }
-  return Math.max(1, Math.ceil(characters / 4));
+  return Math.max(1, estimateTokensFromChars(characters));
 }

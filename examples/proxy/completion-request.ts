@@ -1,0 +1,28 @@
+// Reads and checks a chat request before billing runs: body size, JSON, a messages array and a model of the price table.
+import type { Context, Middleware, Next } from 'koa';
+import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
+import { readJsonBody } from './json-body.js';
+import { findModelPrice } from './prices.js';
+import { gatewayState } from './request-state.js';
+import { estimatePromptTokens } from './token-estimate.js';
+
+export interface CompletionRequestOptions {
+  format: ApiFormat;
+  maxBodyBytes: number;
+}
+
+/** Mounted after authentication and before billing, so a malformed request never costs RPM or money. */
+export function parseCompletionRequest({ format, maxBodyBytes }: CompletionRequestOptions): Middleware {
+  return async function parseCompletionRequest(ctx: Context, next: Next): Promise<void> {
+    const body = await readJsonBody(ctx.req, maxBodyBytes);
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw gatewayErrors.badRequest('The request body must be a JSON object.');
+    const fields = body as Record<string, unknown>;
+    if (typeof fields.model !== 'string') throw gatewayErrors.badRequest('"model" is required.');
+    if (!Array.isArray(fields.messages) || fields.messages.length === 0) throw gatewayErrors.badRequest('"messages" must be a non-empty array.');
+    if (fields.stream !== undefined && typeof fields.stream !== 'boolean') throw gatewayErrors.badRequest('"stream" must be a boolean.');
+    const price = findModelPrice(fields.model);
+    if (!price || price.platform !== format) throw gatewayErrors.unknownModel(fields.model);
+    gatewayState(ctx).completion = { body: fields, price, stream: fields.stream === true, promptEstimate: estimatePromptTokens(fields) };
+    await next();
+  };
+}

@@ -1,0 +1,65 @@
+// Relays an upstream SSE stream to the client chunk by chunk (never buffering the whole response),
+// reading usage as it passes, and reports how the stream ended so the request can be settled.
+import { PassThrough } from 'node:stream';
+import type { Context } from 'koa';
+import type { ApiFormat } from './gateway-errors.js';
+import type { Logger } from './logger.js';
+import { SseUsageParser, type UsageSnapshot } from './usage-parser.js';
+
+export interface RelayOptions {
+  format: ApiFormat;
+  /** Aborted when the client goes away; aborts the upstream fetch too. */
+  signal: AbortSignal;
+  logger: Logger;
+  /**
+   * Called once with the usage seen. complete = the upstream finished and the client is still
+   * there; the client's stream ends only after this resolves, so its next request sees the charge.
+   */
+  finish(snapshot: UsageSnapshot, complete: boolean): Promise<void>;
+}
+
+/** Resolves when the writable can take more, or is gone. */
+function drained(out: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.once('drain', done);
+    out.once('close', done);
+  });
+}
+
+/** Starts the relay: sets the response up and returns the pump (resolves after finish()). */
+export function relaySse(ctx: Context, upstream: Response, options: RelayOptions): Promise<void> {
+  const out = new PassThrough();
+  ctx.status = 200;
+  ctx.set({ 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+  ctx.type = 'text/event-stream; charset=utf-8';
+  ctx.body = out;
+  return pump(upstream, out, options);
+}
+
+async function pump(upstream: Response, out: PassThrough, { format, signal, logger, finish }: RelayOptions): Promise<void> {
+  const parser = new SseUsageParser(format);
+  let failure: unknown = null;
+  try {
+    if (!upstream.body) throw new Error('the upstream sent no body');
+    for await (const chunk of upstream.body as AsyncIterable<Uint8Array>) {
+      // Usage first: the upstream produced these tokens whether or not the client still reads them.
+      parser.push(chunk);
+      if (signal.aborted || out.destroyed) break;
+      if (!out.write(chunk)) await drained(out);
+    }
+  } catch (err) {
+    if (!signal.aborted) failure = err;
+  }
+  parser.end();
+  const complete = failure === null && !signal.aborted && !out.destroyed;
+  if (failure !== null) logger.warn({ err: failure }, 'upstream stream failed mid-response');
+  await finish(parser.snapshot, complete);
+  // A stream cut by the upstream is destroyed, not ended, so the client sees it was incomplete.
+  if (complete) out.end();
+  else if (!out.destroyed) out.destroy(failure instanceof Error ? failure : undefined);
+}

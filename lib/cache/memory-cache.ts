@@ -1,0 +1,238 @@
+// BillingCache in process memory: the Redis scripts' branches in TypeScript over the same hash-of-strings
+// entries and codec, with TTLs and RPM buckets on an injectable clock, bounded by LRU eviction.
+import { systemClock } from '../clock.js';
+import type {
+  BillingCache,
+  CacheBatchRequest,
+  CacheBatchResult,
+  CacheEntityKind,
+  CacheEntityMap,
+  CacheEntityRef,
+  Clock,
+  RpmRequest,
+  RpmResult,
+} from '../types.js';
+import { batchRefs, batchResult } from './batch.js';
+import { checkField, encodeEntity, inspectEntry, META_FIELDS, META_RULE, type RawHash } from './entity-codec.js';
+import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
+import { assertRpmRequest, rpmBucket, rpmResult } from './rpm.js';
+import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
+
+export interface MemoryBillingCacheOptions {
+  /** Most entries kept (entities, tombstones and RPM counters); the least recently used go first. Default 100 000. */
+  maxEntries?: number;
+  /** Time source for TTLs and RPM buckets. Default: the system clock. */
+  clock?: Clock;
+  /** Source of the TTL jitter, [0, 1) like Math.random (the default). */
+  random?: () => number;
+  /** Key prefix, validated like the Redis cache's (entries are keyed the same way). Default 'kbe:'. */
+  prefix?: string;
+  /** How often expired entries are swept in the background, ms. Default 60 000. */
+  sweepIntervalMs?: number;
+}
+
+interface Entry {
+  hash: RawHash;
+  expiresAtMs: number;
+}
+
+/** Test access to stored entries, exactly as Redis tests use HGETALL/HSET/PTTL. Not part of the public API. */
+export interface MemoryRawAccess {
+  /** The stored hash (a copy), or null when absent or expired. */
+  read(key: string): RawHash | null;
+  /** Replaces the entry with `hash`, living `ttlMs` (default one hour). */
+  write(key: string, hash: RawHash, ttlMs?: number): void;
+  /** Remaining life in ms, or -2 when absent (PTTL's convention). */
+  ttlMs(key: string): number;
+  readonly size: number;
+}
+
+/** The symbol under which MemoryBillingCache exposes MemoryRawAccess; the package barrel does not export it. */
+export const memoryRawAccess: unique symbol = Symbol('MemoryBillingCache raw access');
+
+const DEFAULT_MAX_ENTRIES = 100_000;
+const DEFAULT_SWEEP_INTERVAL_MS = 60_000;
+const RAW_DEFAULT_TTL_MS = 3_600_000;
+
+function positiveInteger(value: unknown, option: string): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
+  throw new TypeError(`${option} must be a positive integer, got ${String(value)}`);
+}
+
+/** Reads a meta field like the Lua `meta` helper: the integer, or null when absent or unreadable. */
+function meta(text: string | undefined): number | null {
+  return checkField(META_RULE, text) ? Number(text) : null;
+}
+
+export class MemoryBillingCache implements BillingCache {
+  // A Map iterates in insertion order; re-inserting on every access keeps the least recently used first.
+  readonly #entries = new Map<string, Entry>();
+  readonly #maxEntries: number;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #keys: CacheKeys;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(options: MemoryBillingCacheOptions = {}) {
+    this.#maxEntries = positiveInteger(options.maxEntries ?? DEFAULT_MAX_ENTRIES, 'maxEntries');
+    const clock = options.clock ?? systemClock;
+    if (clock === null || typeof clock !== 'object' || typeof clock.now !== 'function') {
+      throw new TypeError('clock must be an object with a now() method returning epoch milliseconds');
+    }
+    this.#clock = clock;
+    if (options.random !== undefined && typeof options.random !== 'function') {
+      throw new TypeError(`random must be a function returning [0, 1), got ${typeof options.random}`);
+    }
+    this.#random = options.random ?? Math.random;
+    this.#keys = new CacheKeys(assertKeyPrefix(options.prefix ?? DEFAULT_KEY_PREFIX, 'prefix'));
+    const sweepIntervalMs = positiveInteger(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, 'sweepIntervalMs');
+    // Lazy expiry on access keeps reads exact; the sweep only frees memory of keys nobody asks for.
+    this.#sweepTimer = setInterval(() => this.#sweep(), sweepIntervalMs);
+    this.#sweepTimer.unref();
+  }
+
+  get keys(): CacheKeys {
+    return this.#keys;
+  }
+
+  /** Number of stored entries, expired ones not yet swept included. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  async readBatch(request: CacheBatchRequest): Promise<CacheBatchResult> {
+    this.#assertOpen();
+    const refs = batchRefs(request);
+    return batchResult(refs, refs.map(([, ref]) => this.#get(this.#keys.entity(ref))?.hash ?? null));
+  }
+
+  // Mirrors FILL_LUA: same generation, and no intact live value at this or a newer version.
+  async fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): Promise<boolean> {
+    this.#assertOpen();
+    if (!Number.isSafeInteger(generation) || generation < 0) {
+      throw new TypeError(`generation must be a non-negative integer, got ${String(generation)}`);
+    }
+    const fields = encodeEntity(ref.kind, value);
+    const key = this.#keys.entity(ref);
+    const state = inspectEntry(ref.kind, this.#get(key)?.hash ?? null);
+    if (state.generation !== generation) return false;
+    if (state.live !== null && state.live.version >= value.version) return false;
+    this.#store(key, state.generation, value.version, fields, entityTtlMs(ref.kind, value, this.#random));
+    return true;
+  }
+
+  // Mirrors PUT_LUA: newer than the stored version, live or tombstone.
+  async put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<boolean> {
+    this.#assertOpen();
+    const fields = encodeEntity(ref.kind, value);
+    const key = this.#keys.entity(ref);
+    const state = inspectEntry(ref.kind, this.#get(key)?.hash ?? null);
+    if (state.version !== null && value.version <= state.version) return false;
+    this.#store(key, state.generation, value.version, fields, entityTtlMs(ref.kind, value, this.#random));
+    return true;
+  }
+
+  // Mirrors INVALIDATE_LUA: bump the generation, keep the last readable version, drop the data.
+  async invalidate(ref: CacheEntityRef): Promise<void> {
+    this.#assertOpen();
+    const key = this.#keys.entity(ref);
+    const hash = this.#get(key)?.hash;
+    const generation = meta(hash?.[META_FIELDS.generation]) ?? 0;
+    const version = meta(hash?.[META_FIELDS.version]);
+    const tombstone: RawHash = { [META_FIELDS.generation]: String(generation + 1), [META_FIELDS.tombstone]: '1' };
+    if (version !== null) tombstone[META_FIELDS.version] = String(version);
+    this.#set(key, tombstone, CACHE_TTL_MS.tombstone);
+  }
+
+  // Mirrors RPM_HIT_LUA, with the bucket taken from this cache's clock.
+  async rpmHit(request: RpmRequest): Promise<RpmResult> {
+    this.#assertOpen();
+    assertRpmRequest(request);
+    const nowMs = Math.floor(this.#clock.now());
+    const { bucket, endsAtMs } = rpmBucket(nowMs);
+    const hit = (key: string): number => {
+      const stored = this.#get(key)?.hash;
+      const count = (stored !== undefined && meta(stored.b) === bucket ? meta(stored.c) ?? 0 : 0) + 1;
+      this.#set(key, { b: String(bucket), c: String(count) }, RPM_COUNTER_TTL_SEC * 1000);
+      return count;
+    };
+    let groupCount = 0;
+    if (request.group) {
+      groupCount = hit(this.#keys.rpmGroup(request.userId, request.group.groupId));
+      if (groupCount > request.group.cap) return rpmResult(1, groupCount, 0, endsAtMs, nowMs);
+    }
+    let userCount = 0;
+    if (request.userCap > 0) {
+      userCount = hit(this.#keys.rpmUser(request.userId));
+      if (userCount > request.userCap) return rpmResult(2, groupCount, userCount, endsAtMs, nowMs);
+    }
+    return rpmResult(0, groupCount, userCount, endsAtMs, nowMs);
+  }
+
+  async ping(): Promise<void> {
+    this.#assertOpen();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    this.#entries.clear();
+  }
+
+  [memoryRawAccess](): MemoryRawAccess {
+    const self = this;
+    return {
+      read: (key) => {
+        const hash = self.#get(key)?.hash;
+        return hash === undefined ? null : { ...hash };
+      },
+      write: (key, hash, ttlMs = RAW_DEFAULT_TTL_MS) => self.#set(key, { ...hash }, ttlMs),
+      ttlMs: (key) => {
+        const entry = self.#get(key);
+        return entry === undefined ? -2 : entry.expiresAtMs - Math.floor(self.#clock.now());
+      },
+      get size() {
+        return self.#entries.size;
+      },
+    };
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new Error('MemoryBillingCache is closed');
+  }
+
+  /** The live entry, refreshed as most recently used; expired entries are dropped here (Redis: now > expiry). */
+  #get(key: string): Entry | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    this.#entries.delete(key);
+    if (Math.floor(this.#clock.now()) > entry.expiresAtMs) return undefined;
+    this.#entries.set(key, entry);
+    return entry;
+  }
+
+  #set(key: string, hash: RawHash, ttlMs: number): void {
+    this.#entries.delete(key);
+    this.#entries.set(key, { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs });
+    for (const oldest of this.#entries.keys()) {
+      if (this.#entries.size <= this.#maxEntries) break;
+      this.#entries.delete(oldest);
+    }
+  }
+
+  /** Rewrites the entry from scratch, like the Lua `store` helper. */
+  #store(key: string, generation: number, version: number, fields: { field: string; value: string }[], ttlMs: number): void {
+    const hash: RawHash = { [META_FIELDS.generation]: String(generation), [META_FIELDS.version]: String(version) };
+    for (const { field, value } of fields) hash[field] = value;
+    this.#set(key, hash, ttlMs);
+  }
+
+  #sweep(): void {
+    const nowMs = Math.floor(this.#clock.now());
+    for (const [key, entry] of this.#entries) {
+      if (nowMs > entry.expiresAtMs) this.#entries.delete(key);
+    }
+  }
+}

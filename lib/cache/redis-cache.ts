@@ -1,0 +1,152 @@
+// BillingCache on Redis or Redis Cluster (ioredis): each operation is one Lua script call on one
+// user's hash-tagged keys, so it is one round trip and runs unchanged on a Cluster (DESIGN §3, §4).
+import type { Cluster, Redis } from 'ioredis';
+import type {
+  BillingCache,
+  CacheBatchRequest,
+  CacheBatchResult,
+  CacheEntityKind,
+  CacheEntityMap,
+  CacheEntityRef,
+  RpmRequest,
+  RpmResult,
+} from '../types.js';
+import { batchRefs, batchResult } from './batch.js';
+import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
+import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
+import { FILL_LUA, INVALIDATE_LUA, PUT_LUA, READ_BATCH_LUA, RPM_HIT_LUA } from './redis-scripts.js';
+import { assertRpmRequest, rpmResult } from './rpm.js';
+import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
+
+export interface RedisBillingCacheOptions {
+  /** Prepended to every key; no braces or whitespace, at most 64 characters. Default 'kbe:'. */
+  prefix?: string;
+  /** Source of the TTL jitter, [0, 1) like Math.random (the default); inject for deterministic tests. */
+  random?: () => number;
+  /** Whether close() also quits the client. Default false: the application owns its client. */
+  quitOnClose?: boolean;
+}
+
+type ScriptArg = string | number;
+
+/** The commands `defineCommand` adds; names are namespaced so they cannot clash with the app's own. */
+interface ScriptCommands {
+  kbeReadBatch(numKeys: number, ...keys: string[]): Promise<unknown>;
+  kbeFill(key: string, ...args: ScriptArg[]): Promise<unknown>;
+  kbePut(key: string, ...args: ScriptArg[]): Promise<unknown>;
+  kbeInvalidate(key: string, ttlMs: number): Promise<unknown>;
+  kbeRpmHit(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
+}
+
+function appliedFlag(reply: unknown, script: string): boolean {
+  if (reply === 1) return true;
+  if (reply === 0) return false;
+  throw new Error(`${script} script returned an unexpected reply ${JSON.stringify(reply)}`);
+}
+
+function safeInteger(value: unknown, what: string): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
+  throw new Error(`rpm script returned a bad ${what}: ${JSON.stringify(value)}`);
+}
+
+export class RedisBillingCache implements BillingCache {
+  readonly #client: Redis | Cluster;
+  readonly #scripts: ScriptCommands;
+  readonly #keys: CacheKeys;
+  readonly #random: () => number;
+  readonly #quitOnClose: boolean;
+  #closed = false;
+
+  constructor(client: Redis | Cluster, options: RedisBillingCacheOptions = {}) {
+    if (client === null || typeof client !== 'object' || typeof (client as Partial<Redis>).defineCommand !== 'function') {
+      throw new TypeError('client must be an ioredis Redis or Cluster instance');
+    }
+    if (options.random !== undefined && typeof options.random !== 'function') {
+      throw new TypeError(`random must be a function returning [0, 1), got ${typeof options.random}`);
+    }
+    this.#keys = new CacheKeys(assertKeyPrefix(options.prefix ?? DEFAULT_KEY_PREFIX, 'prefix'));
+    this.#random = options.random ?? Math.random;
+    this.#quitOnClose = options.quitOnClose ?? false;
+    this.#client = client;
+    // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, per connection, so scripts
+    // survive a SCRIPT FLUSH or a failover; Cluster routes each call by the slot of its KEYS.
+    client.defineCommand('kbeReadBatch', { lua: READ_BATCH_LUA });
+    client.defineCommand('kbeFill', { lua: FILL_LUA, numberOfKeys: 1 });
+    client.defineCommand('kbePut', { lua: PUT_LUA, numberOfKeys: 1 });
+    client.defineCommand('kbeInvalidate', { lua: INVALIDATE_LUA, numberOfKeys: 1 });
+    client.defineCommand('kbeRpmHit', { lua: RPM_HIT_LUA });
+    this.#scripts = client as unknown as ScriptCommands;
+  }
+
+  /** The key names this cache uses (tests and operators inspect entries with them). */
+  get keys(): CacheKeys {
+    return this.#keys;
+  }
+
+  async readBatch(request: CacheBatchRequest): Promise<CacheBatchResult> {
+    this.#assertOpen();
+    const refs = batchRefs(request);
+    if (refs.length === 0) return {};
+    const keys = refs.map(([, ref]) => this.#keys.entity(ref));
+    const reply = await this.#scripts.kbeReadBatch(keys.length, ...keys);
+    if (!Array.isArray(reply) || reply.length !== keys.length) {
+      throw new Error(`read script returned ${Array.isArray(reply) ? `${reply.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
+    }
+    // Per entry, anything malformed is only a miss: bad data must never fail a request.
+    return batchResult(refs, reply.map(hashFromFlatReply));
+  }
+
+  async fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): Promise<boolean> {
+    this.#assertOpen();
+    if (!Number.isSafeInteger(generation) || generation < 0) {
+      throw new TypeError(`generation must be a non-negative integer, got ${String(generation)}`);
+    }
+    const args: ScriptArg[] = [generation, value.version, entityTtlMs(ref.kind, value, this.#random)];
+    for (const { field, value: text, rule } of encodeEntity(ref.kind, value)) args.push(field, text, luaRule(rule));
+    return appliedFlag(await this.#scripts.kbeFill(this.#keys.entity(ref), ...args), 'fill');
+  }
+
+  async put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<boolean> {
+    this.#assertOpen();
+    const args: ScriptArg[] = [value.version, entityTtlMs(ref.kind, value, this.#random)];
+    for (const { field, value: text } of encodeEntity(ref.kind, value)) args.push(field, text);
+    return appliedFlag(await this.#scripts.kbePut(this.#keys.entity(ref), ...args), 'put');
+  }
+
+  async invalidate(ref: CacheEntityRef): Promise<void> {
+    this.#assertOpen();
+    const reply = await this.#scripts.kbeInvalidate(this.#keys.entity(ref), CACHE_TTL_MS.tombstone);
+    if (typeof reply !== 'number' || !Number.isSafeInteger(reply) || reply < 1) {
+      throw new Error(`invalidate script returned an unexpected reply ${JSON.stringify(reply)}`);
+    }
+  }
+
+  async rpmHit(request: RpmRequest): Promise<RpmResult> {
+    this.#assertOpen();
+    assertRpmRequest(request);
+    const keys = [this.#keys.rpmUser(request.userId)];
+    if (request.group) keys.push(this.#keys.rpmGroup(request.userId, request.group.groupId));
+    const reply = await this.#scripts.kbeRpmHit(keys.length, ...keys, request.userCap, request.group?.cap ?? 0, RPM_COUNTER_TTL_SEC);
+    if (!Array.isArray(reply) || reply.length !== 5) throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
+    const [outcome, groupCount, userCount, bucketEndsAtMs, nowMs] = reply.map((item: unknown, i) =>
+      safeInteger(item, ['outcome', 'group count', 'user count', 'bucket end', 'server time'][i] ?? 'value'),
+    ) as [number, number, number, number, number];
+    return rpmResult(outcome, groupCount, userCount, bucketEndsAtMs, nowMs);
+  }
+
+  async ping(): Promise<void> {
+    this.#assertOpen();
+    const reply = await this.#client.ping();
+    if (reply !== 'PONG') throw new Error(`Redis answered PING with ${JSON.stringify(reply)}`);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#quitOnClose) await this.#client.quit();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new Error('RedisBillingCache is closed');
+  }
+}
