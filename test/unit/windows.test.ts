@@ -93,6 +93,18 @@ describe('windows: local days', () => {
     expect(startOfNextDay(at('2024-11-03T12:00:00Z'), havana) - startOfDay(at('2024-11-03T12:00:00Z'), havana)).to.equal(25 * HOUR_MS);
   });
 
+  it('a date that repeats (America/Juneau, October 1867) is answered the same in any lookup order', () => {
+    // Alaska moved across the date line: at 1867-10-19T00:31:13Z the local date went back from the 19th to the 18th.
+    const juneau = 'America/Juneau';
+    const firstNineteenth = at('1867-10-19T00:00:00Z');
+    const repeatedEighteenth = at('1867-10-19T01:00:00Z');
+    expect(iso(startOfDay(firstNineteenth, juneau))).to.equal('1867-10-18T08:57:41.000Z');
+    // The cached day (the first 19th) spans this instant, but the instant is on the 18th again.
+    expect(iso(startOfDay(repeatedEighteenth, juneau))).to.equal('1867-10-17T08:57:41.000Z');
+    // The 18th's first ending is in the past; the next day starts when the wall clock reaches the 19th again.
+    expect(iso(startOfNextDay(repeatedEighteenth, juneau))).to.equal('1867-10-19T08:57:41.000Z');
+  });
+
   it('start and next start bracket the local date in several zones, whatever the lookup order', () => {
     const cases: [string, string][] = [
       [NY, '2024-03-06T00:00:00Z'],

@@ -1,0 +1,101 @@
+// The chat route's final handler: forward upstream, answer (JSON or relayed SSE), and settle the cost.
+import type { Context, Middleware } from 'koa';
+import { charge, type Settler } from './charge.js';
+import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
+import type { InFlightTracker } from './in-flight.js';
+import type { Logger } from './logger.js';
+import { gatewayState, principalOf } from './request-state.js';
+import { relaySse } from './sse-relay.js';
+import { callUpstream, type UpstreamTarget } from './upstream.js';
+import { emptyUsage, usageFromJson, type UsageSnapshot } from './usage-parser.js';
+
+export interface CompletionHandlerOptions {
+  format: ApiFormat;
+  upstream: UpstreamTarget;
+  logger: Logger;
+  /** Settlements and relays are tracked so that shutdown waits for them. */
+  tracker: InFlightTracker;
+  /** How long a finished response waits for its settlement before it is sent or ended (ms). */
+  settleWaitMs: number;
+}
+
+/** Upstream statuses that are the caller's own doing (or the upstream's rate limit) and pass through as they are. */
+const PASS_THROUGH = new Set([400, 404, 413, 422, 429]);
+
+/** Waits for the promise, but no longer than ms; the promise itself keeps running. */
+async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise((resolve) => { timer = setTimeout(resolve, ms); })]);
+  clearTimeout(timer);
+}
+
+async function relayUpstreamError(ctx: Context, response: Response, logger: Logger): Promise<void> {
+  const text = await response.text().catch(() => '');
+  logger.warn({ upstreamStatus: response.status }, 'upstream answered with an error');
+  if (!PASS_THROUGH.has(response.status)) throw gatewayErrors.upstream(`The upstream model API answered ${response.status}.`);
+  ctx.status = response.status;
+  const retryAfter = response.headers.get('retry-after');
+  if (retryAfter) ctx.set('retry-after', retryAfter);
+  ctx.type = response.headers.get('content-type') ?? 'application/json';
+  ctx.body = text;
+}
+
+export function completionHandler({ format, upstream, logger, tracker, settleWaitMs }: CompletionHandlerOptions): Middleware {
+  return async function completionHandler(ctx: Context): Promise<void> {
+    const { completion } = gatewayState(ctx);
+    const principal = principalOf(ctx);
+    const billing: Settler | undefined = ctx.state.billing;
+    if (!completion || !billing) throw new Error('completionHandler needs parseCompletionRequest and billingEligibility before it');
+
+    const settle = (snapshot: UsageSnapshot, complete: boolean): Promise<void> =>
+      tracker.track(charge({
+        billing,
+        model: completion.price.model,
+        multiplier: principal.group?.rateMultiplier ?? '1',
+        snapshot,
+        promptEstimate: completion.promptEstimate,
+        complete,
+        userId: principal.user.id,
+        keyId: principal.key.id,
+      }, logger));
+
+    // The client going away aborts the upstream call: nobody is left to read what it would produce.
+    const controller = new AbortController();
+    ctx.res.once('close', () => { if (!ctx.res.writableFinished) controller.abort(); });
+
+    let response: Response;
+    let text: string | null = null;
+    try {
+      response = await callUpstream(upstream, format, completion.body, ctx.req.headers, controller.signal);
+      if (response.ok && !completion.stream) text = await response.text();
+    } catch (err) {
+      if (controller.signal.aborted) {
+        // The upstream had the request and bills for its prompt; charge that much, then stop.
+        void settle(emptyUsage(), false);
+        return;
+      }
+      logger.warn({ err }, 'upstream unreachable');
+      throw gatewayErrors.upstream();
+    }
+    if (!response.ok) return relayUpstreamError(ctx, response, logger);
+
+    const isSse = (response.headers.get('content-type') ?? '').includes('text/event-stream');
+    if (completion.stream && isSse) {
+      void tracker.track(relaySse(ctx, response, { format, signal: controller.signal, logger, finish: settle }));
+      return;
+    }
+
+    const body = text ?? (await response.text());
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      logger.warn({ upstreamStatus: response.status }, 'upstream sent a body that is not JSON');
+      throw gatewayErrors.upstream('The upstream model API sent an unreadable answer.');
+    }
+    await waitAtMost(settle(usageFromJson(format, parsed), true), settleWaitMs);
+    ctx.status = 200;
+    ctx.type = 'application/json';
+    ctx.body = body;
+  };
+}
