@@ -81,7 +81,8 @@ export function completionHandler({ format, upstream, logger, tracker, settleWai
 
     const isSse = (response.headers.get('content-type') ?? '').includes('text/event-stream');
     if (completion.stream && isSse) {
-      void tracker.track(relaySse(ctx, response, { format, signal: controller.signal, logger, finish: settle }));
+      const finish = (snapshot: UsageSnapshot, complete: boolean) => waitAtMost(settle(snapshot, complete), settleWaitMs);
+      void tracker.track(relaySse(ctx, response, { format, signal: controller.signal, logger, finish }));
       return;
     }
 

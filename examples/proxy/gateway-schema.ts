@@ -59,7 +59,20 @@ const migrationSource: Knex.MigrationSource<string> = {
   },
 };
 
-/** Creates or updates the gateway tables; idempotent and safe from several processes (knex's migration lock). */
+// First key of the advisory lock that serializes concurrent migrations: "kgw" in ASCII.
+const ADVISORY_LOCK_CLASS = 0x6b6777;
+
+/**
+ * Creates or updates the gateway tables; idempotent. Several processes starting at once on one
+ * PostgreSQL database run it one after another (a transaction-scoped advisory lock per schema):
+ * knex's own migration lock would make the second one fail instead of wait.
+ */
 export async function migrateGatewaySchema(knex: Knex): Promise<void> {
-  await knex.migrate.latest({ migrationSource, tableName: 'gateway_knex_migrations' });
+  const config: Knex.MigratorConfig = { migrationSource, tableName: 'gateway_knex_migrations' };
+  await knex.transaction(async (trx) => {
+    if (knex.client.config.client === 'pg') {
+      await trx.raw("SELECT pg_advisory_xact_lock(?, hashtext(COALESCE(current_schema(), '')))", [ADVISORY_LOCK_CLASS]);
+    }
+    await trx.migrate.latest(config);
+  });
 }

@@ -44,6 +44,9 @@ function appliedFlag(reply: unknown, script: string): boolean {
   throw new Error(`${script} script returned an unexpected reply ${JSON.stringify(reply)}`);
 }
 
+/** The RPM script's reply, in order. */
+const RPM_REPLY = ['outcome', 'group count', 'user count', 'bucket end', 'server time'] as const;
+
 function safeInteger(value: unknown, what: string): number {
   if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
   throw new Error(`rpm script returned a bad ${what}: ${JSON.stringify(value)}`);
@@ -127,11 +130,11 @@ export class RedisBillingCache implements BillingCache {
     const keys = [this.#keys.rpmUser(request.userId)];
     if (request.group) keys.push(this.#keys.rpmGroup(request.userId, request.group.groupId));
     const reply = await this.#scripts.kbeRpmHit(keys.length, ...keys, request.userCap, request.group?.cap ?? 0, RPM_COUNTER_TTL_SEC);
-    if (!Array.isArray(reply) || reply.length !== 5) throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
-    const [outcome, groupCount, userCount, bucketEndsAtMs, nowMs] = reply.map((item: unknown, i) =>
-      safeInteger(item, ['outcome', 'group count', 'user count', 'bucket end', 'server time'][i] ?? 'value'),
-    ) as [number, number, number, number, number];
-    return rpmResult(outcome, groupCount, userCount, bucketEndsAtMs, nowMs);
+    if (!Array.isArray(reply) || reply.length !== RPM_REPLY.length) {
+      throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
+    }
+    const [outcome, groupCount, userCount, bucketEndsAtMs, nowMs] = RPM_REPLY.map((what, i) => safeInteger(reply[i], what));
+    return rpmResult(outcome!, groupCount!, userCount!, bucketEndsAtMs!, nowMs!);
   }
 
   async ping(): Promise<void> {

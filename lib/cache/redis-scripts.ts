@@ -6,7 +6,7 @@
 // (count). Memory mirror: lib/cache/memory-cache.ts implements the same branches in TypeScript.
 
 /**
- * Shared helpers, prepended to the scripts that need them.
+ * Shared helpers, prepended to the scripts that need them (exported for the Lua/TypeScript parity test).
  * - `int_in` mirrors checkField's integer rule: at most 17 characters of `-?digits`, within [lo, hi].
  * - `valid` mirrors checkField for the rule strings of `luaRule` (i|lo|hi, n|lo|hi, e|a|b|, s|max).
  * - `load` reads a key as a hash; a key of another type (foreign or corrupt data) reads as absent
@@ -14,7 +14,7 @@
  * - `store` rewrites the entry from scratch, so fields of an older shape (a sentinel's `x`, a
  *   tombstone's `t`) never linger next to new data.
  */
-const PRELUDE = `
+export const LUA_HELPERS = `
 local MAX_SAFE = 9007199254740991
 
 local function int_in(text, lo, hi)
@@ -88,7 +88,7 @@ return out
  * so a fill repairs corrupt data instead of being refused by its version forever.
  * Returns 1 when applied, 0 when refused.
  */
-export const FILL_LUA = `${PRELUDE}
+export const FILL_LUA = `${LUA_HELPERS}
 local key = KEYS[1]
 local generation = tonumber(ARGV[1])
 local version = tonumber(ARGV[2])
@@ -119,7 +119,7 @@ return 1
  * or tombstone; absent or unreadable counts as none. The generation is kept: a put does not
  * undo an invalidation's effect on fills already in flight. Returns 1 when applied, 0 when refused.
  */
-export const PUT_LUA = `${PRELUDE}
+export const PUT_LUA = `${LUA_HELPERS}
 local key = KEYS[1]
 local h = load(key)
 local g = 0
@@ -137,7 +137,7 @@ return 1
  * generation (so fills that read the store before now are refused) and keeps the last readable
  * version (so puts older than the dropped value stay refused). Returns the new generation.
  */
-export const INVALIDATE_LUA = `${PRELUDE}
+export const INVALIDATE_LUA = `${LUA_HELPERS}
 local key = KEYS[1]
 local h = load(key)
 local g = 0
@@ -166,7 +166,7 @@ return g + 1
  * Returns { outcome (0 allowed, 1 group exceeded, 2 user exceeded), group count, user count,
  * bucket end ms, now ms }.
  */
-export const RPM_HIT_LUA = `${PRELUDE}
+export const RPM_HIT_LUA = `${LUA_HELPERS}
 local time = redis.call('TIME')
 local sec = tonumber(time[1])
 local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)

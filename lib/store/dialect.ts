@@ -56,8 +56,10 @@ function sqlite(driverName: string): Dialect {
       const result: unknown = await (better ? query.options({ safeIntegers: true }) : query);
       return Array.isArray(result) ? (result as Record<string, unknown>[]) : [];
     },
-    // node-sqlite3 cannot bind BigInt; every amount is within ±2^53, so a number is exact there.
-    money: (units) => (better ? units : Number(units)),
+    // Bound as a number, which is exact: every amount the store accepts is within ±(2^53−1) units.
+    // (A BigInt binding would also work, but knex's error formatting throws on one and would hide
+    // the real error — SQLITE_BUSY included — behind a TypeError.)
+    money: (units) => Number(units),
     decodeMoney(value, column) {
       const units = typeof value === 'bigint' ? value : typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : null;
       if (units === null) throw new StoreDataError(column, `expected an integer of 1e-8 USD, got ${describe(value)}`);

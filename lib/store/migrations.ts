@@ -1,8 +1,10 @@
 // migrateBillingSchema: the package's own knex migrations, idempotent and safe to run from several processes at once.
 import type { Knex } from 'knex';
+import { silentLogger } from '../log.js';
 import { dialectOf } from './dialect.js';
 import * as initial from './migration-001-initial.js';
 import { MIGRATIONS_TABLE } from './tables.js';
+import { inTransaction, type RetryPolicy } from './transaction.js';
 
 interface BillingMigration {
   name: string;
@@ -20,6 +22,8 @@ const source: Knex.MigrationSource<BillingMigration> = {
   getMigration: async (migration) => migration,
 };
 
+const MIGRATION_RETRY: RetryPolicy = { attempts: 20, baseDelayMs: 20, logger: silentLogger };
+
 // Arbitrary first key of the two-key advisory lock: "kbe" in ASCII. The second key is the schema.
 const ADVISORY_LOCK_CLASS = 0x6b6265;
 
@@ -33,8 +37,9 @@ export async function migrateBillingSchema(knex: Knex): Promise<void> {
   // One transaction for everything, including knex's bookkeeping tables: two processes that start
   // together would otherwise both create them (or both insert a lock row, which wedges knex's lock
   // for good). On PostgreSQL a transaction-scoped advisory lock per schema serializes the runs; the
-  // second then finds nothing to do. SQLite serializes writers on the database file itself.
-  await knex.transaction(async (trx) => {
+  // second then finds nothing to do. SQLite serializes writers on the database file itself, but
+  // may refuse a second writer outright (SQLITE_BUSY) instead of queueing it: that one retries.
+  await inTransaction(knex, 'migrateBillingSchema', MIGRATION_RETRY, async (trx) => {
     if (dialect.name === 'postgresql') {
       await trx.raw('SELECT pg_advisory_xact_lock(?, hashtext(COALESCE(current_schema(), \'\')))', [ADVISORY_LOCK_CLASS]);
     }

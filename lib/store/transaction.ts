@@ -4,11 +4,12 @@ import type { BillingLogger } from '../types.js';
 
 // PostgreSQL serialization_failure and deadlock_detected: the transaction was rolled back and is safe to
 // run again. SQLITE_BUSY: another process held the database file longer than the busy timeout.
-const RETRYABLE_CODES = new Set(['40001', '40P01', 'SQLITE_BUSY']);
+// (SQLITE_BUSY_SNAPSHOT and friends are WAL-mode variants of the same thing.)
+const RETRYABLE_CODES = new Set(['40001', '40P01']);
 
 export function isRetryableTransactionError(err: unknown): boolean {
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
-  return typeof code === 'string' && RETRYABLE_CODES.has(code);
+  return typeof code === 'string' && (RETRYABLE_CODES.has(code) || code.startsWith('SQLITE_BUSY'));
 }
 
 export interface RetryPolicy {

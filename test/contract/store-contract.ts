@@ -16,7 +16,7 @@ export function defineStoreContract(open: () => Promise<OpenedDatabase>): void {
 
   before(async function () {
     db = await open();
-    fixture = await makeFixture(db);
+    fixture = makeFixture(db);
   });
 
   after(async function () {

@@ -28,7 +28,7 @@ export type GetFixture = () => StoreFixture;
 
 export const CLOCK_START_MS = Date.parse('2024-01-01T00:00:00Z');
 
-export async function makeFixture(db: OpenedDatabase): Promise<StoreFixture> {
+export function makeFixture(db: OpenedDatabase): StoreFixture {
   const suffix = uniqueSuffix();
   let counter = 0;
   let queryCount = 0;

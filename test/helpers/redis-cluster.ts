@@ -59,6 +59,7 @@ async function waitUntil(what: string, deadline: number, probe: () => Promise<bo
 
 async function withNode<T>(port: number, fn: (client: Redis) => Promise<T>): Promise<T> {
   const client = new Redis({ host: HOST, port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on('error', () => {}); // a refused connection while the server starts surfaces through connect()
   try {
     await client.connect();
     return await fn(client);

@@ -1,0 +1,160 @@
+// createApp(config): wires the example gateway — database, cache, billing core, upstream, seed data, routes —
+// and returns the Koa app with everything needed to run, inspect and close it. Listening is server.ts's job.
+import { randomBytes } from 'node:crypto';
+import { Router } from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import type { Knex } from 'knex';
+import { createBillingCore, KnexBillingStore, migrateBillingSchema, type BillingCore } from '../../lib/index.js';
+import { billingEligibility } from '../../middleware/index.js';
+import { adminRoutes } from './admin-routes.js';
+import { authenticate } from './auth.js';
+import { completionHandler } from './completion-handler.js';
+import { parseCompletionRequest } from './completion-request.js';
+import type { ProxyConfig } from './config.js';
+import { errorHandler } from './error-handler.js';
+import type { ApiFormat } from './gateway-errors.js';
+import { GatewayRepository } from './gateway-repo.js';
+import { migrateGatewaySchema } from './gateway-schema.js';
+import { InFlightTracker } from './in-flight.js';
+import { infoRoutes } from './info-routes.js';
+import { createLogger, type Logger } from './logger.js';
+import { startMockUpstream, type MockUpstream } from './mock-upstream.js';
+import { gatewayState } from './request-state.js';
+import { openCache, openDatabase, type OpenedCache } from './resources.js';
+import { ensureDemoData, type DemoKey } from './seed.js';
+
+export interface CreateAppOptions {
+  /** Defaults to a pino logger at config.logLevel on stdout. */
+  logger?: Logger;
+  /** Epoch-ms clock for created-at stamps and seed expiries. */
+  now?: () => number;
+}
+
+export interface Gateway {
+  app: Koa;
+  config: ProxyConfig;
+  core: BillingCore;
+  knex: Knex;
+  logger: Logger;
+  adminToken: string;
+  /** True when ADMIN_TOKEN was not set and the token was generated for this run. */
+  adminTokenGenerated: boolean;
+  /** The demo keys from the data folder (empty when the database was seeded elsewhere). */
+  demoKeys: DemoKey[];
+  upstreamUrl: string;
+  /** The bundled mock upstream, when UPSTREAM_URL is not set. */
+  mockUpstream: MockUpstream | null;
+  /** Open requests, relays and settlements; close() waits for them. */
+  inFlight: InFlightTracker;
+  /** Waits for in-flight work, drains the billing core, then closes the database, cache and mock upstream. */
+  close(): Promise<void>;
+}
+
+/** How long a finished response waits for its settlement, so the client's next request sees the charge. */
+const SETTLE_WAIT_MS = 2000;
+
+function requestLog(logger: Logger, inFlight: InFlightTracker) {
+  return async function requestLog(ctx: Context, next: Next): Promise<void> {
+    const startedAt = performance.now();
+    // Finished when the response is fully sent or the connection closed, streams included.
+    void inFlight.track(new Promise<void>((resolve) => {
+      ctx.res.once('close', () => {
+        const principal = gatewayState(ctx).principal;
+        // Only ids and numbers: never headers, bodies or key material.
+        logger.info({
+          method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - startedAt),
+          userId: principal?.user.id, keyId: principal?.key.id, completed: ctx.res.writableFinished,
+        }, 'request');
+        resolve();
+      });
+    }));
+    await next();
+  };
+}
+
+function chatRoute(
+  router: Router,
+  path: string,
+  format: ApiFormat,
+  deps: { repo: GatewayRepository; core: BillingCore; config: ProxyConfig; logger: Logger; inFlight: InFlightTracker; upstreamUrl: string },
+): void {
+  router.post(
+    path,
+    authenticate({ repo: deps.repo, platform: format }),
+    parseCompletionRequest({ format, maxBodyBytes: deps.config.maxBodyBytes }),
+    billingEligibility({ core: deps.core, subject: (ctx) => ctx.state.gateway?.subject, format }),
+    completionHandler({
+      format,
+      upstream: { baseUrl: deps.upstreamUrl, apiKey: deps.config.upstreamApiKey },
+      logger: deps.logger,
+      tracker: deps.inFlight,
+      settleWaitMs: SETTLE_WAIT_MS,
+    }),
+  );
+}
+
+export async function createApp(config: ProxyConfig, options: CreateAppOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const now = options.now ?? Date.now;
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const cleanUp = async () => {
+    for (const step of cleanups.reverse()) await step().catch((err: unknown) => logger.error({ err }, 'cleanup failed'));
+  };
+  try {
+    const knex = await openDatabase(config);
+    cleanups.push(() => knex.destroy());
+    await migrateBillingSchema(knex);
+    await migrateGatewaySchema(knex);
+
+    const opened: OpenedCache = openCache(config, logger);
+    cleanups.push(async () => {
+      await opened.cache.close();
+      await opened.client?.quit();
+    });
+    const core = createBillingCore({ store: new KnexBillingStore(knex), cache: opened.cache, timezone: config.timezone, logger });
+    cleanups.push(() => core.close());
+
+    let mockUpstream: MockUpstream | null = null;
+    if (config.upstreamUrl === null) {
+      mockUpstream = await startMockUpstream(config.mockUpstream);
+      const mock = mockUpstream;
+      cleanups.push(() => mock.close());
+    }
+    const upstreamUrl = config.upstreamUrl ?? (mockUpstream as MockUpstream).url;
+
+    const demoKeys = await ensureDemoData({ knex, core, dataDir: config.dataDir, logger, nowMs: now() });
+    const adminToken = config.adminToken ?? `adm-${randomBytes(24).toString('base64url')}`;
+    const repo = new GatewayRepository(knex);
+    const inFlight = new InFlightTracker();
+
+    const app = new Koa();
+    // Streams cut by a client that went away end up here; that is expected, not an error.
+    app.on('error', (err: Error) => logger.debug({ err: { message: err.message } }, 'response stream closed early'));
+    app.use(errorHandler(logger));
+    app.use(requestLog(logger, inFlight));
+
+    const router = new Router();
+    const deps = { repo, core, config, logger, inFlight, upstreamUrl };
+    chatRoute(router, '/v1/chat/completions', 'openai', deps);
+    chatRoute(router, '/v1/messages', 'anthropic', deps);
+    const info = infoRoutes({ repo, core });
+    const admin = adminRoutes({ repo, core, adminToken, now });
+    for (const routes of [router, info, admin]) app.use(routes.routes()).use(routes.allowedMethods());
+
+    let closing: Promise<void> | undefined;
+    return {
+      app, config, core, knex, logger, adminToken, adminTokenGenerated: config.adminToken === null,
+      demoKeys, upstreamUrl, mockUpstream, inFlight,
+      close: () => {
+        closing ??= (async () => {
+          await inFlight.idle();
+          await cleanUp();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await cleanUp();
+    throw err;
+  }
+}

@@ -1,0 +1,34 @@
+// The outermost middleware: renders every error in the route's format and never leaks internals to the client.
+import type { Context, Middleware, Next } from 'koa';
+import { BillingValidationError, MoneyError } from '../../lib/index.js';
+import { GatewayError, gatewayErrors, respondWithError } from './gateway-errors.js';
+import { InputError } from './input.js';
+import type { Logger } from './logger.js';
+import { gatewayState } from './request-state.js';
+
+/** Errors whose message names a bad input field and is safe to show as a 400. */
+function isInputError(err: unknown): err is Error {
+  return err instanceof InputError || err instanceof BillingValidationError || err instanceof MoneyError;
+}
+
+export function errorHandler(logger: Logger): Middleware {
+  return async function errorHandler(ctx: Context, next: Next): Promise<void> {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) throw gatewayErrors.notFound(`No route ${ctx.method} ${ctx.path}.`);
+    } catch (err) {
+      const { format } = gatewayState(ctx);
+      if (err instanceof GatewayError) return respondWithError(ctx, err, format);
+      if (isInputError(err)) return respondWithError(ctx, gatewayErrors.badRequest(err.message), format);
+      const status = (err as { status?: unknown }).status;
+      if (typeof status === 'number' && status >= 400 && status < 500 && (err as { expose?: unknown }).expose) {
+        // e.g. the router's 405 Method Not Allowed: a client error with a safe message.
+        const headers = (err as { headers?: Record<string, string> }).headers ?? {};
+        const init = { status, openaiType: 'invalid_request_error', code: 'invalid_request', anthropicType: 'invalid_request_error', headers };
+        return respondWithError(ctx, new GatewayError(init, (err as Error).message), format);
+      }
+      logger.error({ err, method: ctx.method, path: ctx.path }, 'unhandled error');
+      respondWithError(ctx, gatewayErrors.internal(), format);
+    }
+  };
+}

@@ -1,0 +1,75 @@
+// Routes mounted without the billing chain: the model list, the caller's own usage, and the health probe.
+import { Router } from '@koa/router';
+import type { Context } from 'koa';
+import type { BillingCore } from '../../lib/index.js';
+import { authenticate } from './auth.js';
+import type { GatewayRepository } from './gateway-repo.js';
+import { PRICE_TABLE } from './prices.js';
+import { principalOf } from './request-state.js';
+
+export interface InfoRoutesOptions {
+  repo: GatewayRepository;
+  core: BillingCore;
+}
+
+/** Fixed "created" time of the listed models (the price table has no dates). */
+const MODELS_CREATED = Math.floor(Date.UTC(2025, 0, 1) / 1000);
+
+function modelList(ctx: Context): unknown {
+  // Anthropic SDKs call /v1/models with an anthropic-version header and expect their own shape.
+  if (ctx.get('anthropic-version')) {
+    const data = PRICE_TABLE.map((p) => ({ type: 'model', id: p.model, display_name: p.model, created_at: new Date(MODELS_CREATED * 1000).toISOString() }));
+    return { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null };
+  }
+  return {
+    object: 'list',
+    data: PRICE_TABLE.map((p) => ({
+      id: p.model,
+      object: 'model',
+      created: MODELS_CREATED,
+      owned_by: p.ownedBy,
+      // Not part of the OpenAI shape: what this gateway charges (USD per 1M tokens).
+      pricing: { input_usd_per_mtok: p.inputUsdPerMTok, output_usd_per_mtok: p.outputUsdPerMTok },
+    })),
+  };
+}
+
+export function infoRoutes({ repo, core }: InfoRoutesOptions): Router {
+  const router = new Router();
+  const auth = authenticate({ repo, platform: null });
+
+  router.get('/v1/models', auth, (ctx) => {
+    ctx.body = modelList(ctx);
+  });
+
+  router.get('/v1/usage', auth, async (ctx) => {
+    const { user, key, group } = principalOf(ctx);
+    const limit = Number(ctx.query.limit ?? 20);
+    const [balanceUsd, windows, recent] = await Promise.all([
+      core.getBalance(user.id),
+      core.getApiKeyWindows(user.id, key.id),
+      core.listUsage(user.id, Number.isSafeInteger(limit) && limit > 0 ? Math.min(limit, 100) : 20),
+    ]);
+    ctx.body = {
+      user: { id: user.id, name: user.name, rpmLimit: user.rpmLimit },
+      group: group && { id: group.id, name: group.name, billingType: group.billingType, rateMultiplier: group.rateMultiplier, rpmLimit: group.rpmLimit },
+      balanceUsd,
+      apiKey: {
+        id: key.id,
+        label: key.label,
+        limits: { rateLimit5hUsd: key.rateLimit5hUsd, rateLimit1dUsd: key.rateLimit1dUsd, rateLimit7dUsd: key.rateLimit7dUsd },
+        windows: windows.windows,
+      },
+      recent,
+    };
+  });
+
+  router.get('/healthz', async (ctx) => {
+    const health = await core.health();
+    const ok = health.store && health.cache !== false;
+    ctx.status = ok ? 200 : 503;
+    ctx.body = { status: ok ? 'ok' : 'degraded', ...health };
+  });
+
+  return router;
+}

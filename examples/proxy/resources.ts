@@ -1,0 +1,79 @@
+// Opens what the gateway runs on: the database (embedded SQLite or PostgreSQL) and the billing cache
+// (in-process memory, Redis or Redis Cluster), as the configuration says.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Cluster, Redis } from 'ioredis';
+import knexFactory, { type Knex } from 'knex';
+import { MemoryBillingCache, RedisBillingCache, type BillingCache } from '../../lib/index.js';
+import type { ProxyConfig } from './config.js';
+import type { Logger } from './logger.js';
+
+export const SQLITE_FILE = 'gateway.sqlite';
+
+/** A knex on the configured database; the PostgreSQL schema is created when it does not exist. */
+export async function openDatabase(config: ProxyConfig): Promise<Knex> {
+  if (config.databaseUrl === null) {
+    fs.mkdirSync(config.dataDir, { recursive: true });
+    return knexFactory({
+      client: 'better-sqlite3',
+      connection: { filename: path.join(config.dataDir, SQLITE_FILE) },
+      useNullAsDefault: true,
+      // One connection: SQLite serialises writers anyway, and a second one would only wait on locks.
+      pool: {
+        min: 1,
+        max: 1,
+        afterCreate: (db: { pragma(source: string): unknown }, done: (err: Error | null, db: unknown) => void) => {
+          db.pragma('journal_mode = WAL');
+          db.pragma('busy_timeout = 5000');
+          done(null, db);
+        },
+      },
+    });
+  }
+  const schema = config.databaseSchema;
+  const knex = knexFactory({
+    client: 'pg',
+    connection: config.databaseUrl,
+    pool: { min: 0, max: 10 },
+    ...(schema && { searchPath: [schema] }),
+  });
+  if (schema) {
+    try {
+      await knex.raw('CREATE SCHEMA IF NOT EXISTS ??', [schema]);
+    } catch (err) {
+      await knex.destroy();
+      throw err;
+    }
+  }
+  return knex;
+}
+
+export interface OpenedCache {
+  cache: BillingCache;
+  /** The Redis client the gateway owns (null for the memory cache); closed at shutdown. */
+  client: Redis | Cluster | null;
+}
+
+/** The billing cache. A Redis that is down makes the library fall back to the store; it never fails a request by itself. */
+export function openCache(config: ProxyConfig, logger: Logger): OpenedCache {
+  // Few retries per command: a cache error is answered from the store, so waiting long helps nobody.
+  const redisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000 };
+  let client: Redis | Cluster | null = null;
+  if (config.redisClusterNodes) {
+    client = new Cluster(config.redisClusterNodes, { redisOptions });
+  } else if (config.redisUrl) {
+    client = new Redis(config.redisUrl, redisOptions);
+  }
+  if (!client) return { cache: new MemoryBillingCache({ maxEntries: 100_000 }), client: null };
+  // Without an 'error' listener ioredis prints every reconnect failure; log them once per state change instead.
+  let healthy = true;
+  client.on('error', (err: Error) => {
+    if (healthy) logger.warn({ err: { message: err.message } }, 'redis connection error; billing reads fall back to the store');
+    healthy = false;
+  });
+  client.on('ready', () => {
+    if (!healthy) logger.info('redis connection restored');
+    healthy = true;
+  });
+  return { cache: new RedisBillingCache(client, { prefix: config.redisPrefix }), client };
+}

@@ -1,0 +1,123 @@
+// The four apps under test, each answering the same small JSON body: bare Koa, the full chain on the
+// memory cache + SQLite, the full chain on Redis + PostgreSQL, and a rate-limiter-flexible reference.
+import Koa from 'koa';
+import type { Knex } from 'knex';
+import { Redis } from 'ioredis';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
+import { createBillingCore, type BillingCore } from '../../lib/billing-core.js';
+import { MemoryBillingCache } from '../../lib/cache/memory-cache.js';
+import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
+import { KnexBillingStore } from '../../lib/store/knex-store.js';
+import { billingEligibility } from '../../middleware/index.js';
+import { pgKnex } from '../helpers/postgres.js';
+import { REDIS_URL } from '../helpers/services.js';
+import { createSqliteKnex } from '../helpers/sqlite.js';
+import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
+
+export const APP_IDS = ['bare', 'chain-memory', 'chain-redis', 'rlf-redis'] as const;
+export type AppId = (typeof APP_IDS)[number];
+
+export const APP_LABELS: Readonly<Record<AppId, string>> = {
+  bare: '(a) bare Koa',
+  'chain-memory': '(b) chain, memory + SQLite',
+  'chain-redis': '(c) chain, Redis + PostgreSQL',
+  'rlf-redis': '(d) rate-limiter-flexible Redis',
+};
+
+/** What the parent passes to a server process (through the environment). */
+export interface AppSettings {
+  /** PostgreSQL schema, already migrated (chain-redis). */
+  pgSchema: string;
+  /** Redis key prefix owned by this run (chain-redis, rlf-redis). */
+  redisPrefix: string;
+  /** ioredis auto-pipelining for both Redis apps, so the two are compared with the same client. */
+  autoPipelining: boolean;
+}
+
+export interface RunningApp {
+  app: Koa;
+  close(): Promise<void>;
+}
+
+const BODY = Object.freeze({ ok: true });
+const BENCH_USER = 'bench-user';
+
+/** The Redis client both Redis apps use: identical options, so the comparison is about the work per request. */
+export function benchRedisClient(autoPipelining: boolean): Redis {
+  return new Redis(REDIS_URL, { enableAutoPipelining: autoPipelining, maxRetriesPerRequest: 1 });
+}
+
+function answer(app: Koa): void {
+  app.use(function answer(ctx) {
+    ctx.body = BODY;
+  });
+}
+
+function bare(): RunningApp {
+  const app = new Koa();
+  answer(app);
+  return { app, close: async () => {} };
+}
+
+async function chainApp(core: BillingCore, closeBackends: () => Promise<void>): Promise<RunningApp> {
+  await seedBenchUser(core, BENCH_USER);
+  // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
+  const subject = benchSubject(BENCH_USER);
+  const app = new Koa();
+  app.use(billingEligibility({ core, subject: () => subject }));
+  answer(app);
+  return {
+    app,
+    async close() {
+      await core.close();
+      await closeBackends();
+    },
+  };
+}
+
+async function chainMemory(): Promise<RunningApp> {
+  const knex: Knex = await createSqliteKnex();
+  const cache = new MemoryBillingCache();
+  const core = createBillingCore({ store: new KnexBillingStore(knex), cache });
+  return chainApp(core, async () => {
+    await cache.close();
+    await knex.destroy();
+  });
+}
+
+async function chainRedis(settings: AppSettings): Promise<RunningApp> {
+  const knex = pgKnex(settings.pgSchema, 10);
+  const redis = benchRedisClient(settings.autoPipelining);
+  const core = createBillingCore({ store: new KnexBillingStore(knex), cache: new RedisBillingCache(redis, { prefix: settings.redisPrefix }) });
+  return chainApp(core, async () => {
+    await knex.destroy();
+    redis.disconnect();
+  });
+}
+
+function rlfRedis(settings: AppSettings): RunningApp {
+  const redis = benchRedisClient(settings.autoPipelining);
+  const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${settings.redisPrefix}rlf`, points: NEVER_TRIPPING_RPM, duration: 60 });
+  const app = new Koa();
+  app.use(async function rateLimit(ctx, next) {
+    try {
+      await limiter.consume(BENCH_USER);
+    } catch {
+      ctx.status = 429;
+      ctx.body = { error: 'rate limited' };
+      return;
+    }
+    await next();
+  });
+  answer(app);
+  return { app, close: async () => redis.disconnect() };
+}
+
+export async function createApp(id: AppId, settings: AppSettings): Promise<RunningApp> {
+  switch (id) {
+    case 'bare': return bare();
+    case 'chain-memory': return chainMemory();
+    case 'chain-redis': return chainRedis(settings);
+    case 'rlf-redis': return rlfRedis(settings);
+  }
+}

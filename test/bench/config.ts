@@ -1,0 +1,67 @@
+// Benchmark settings, read once from the environment so a run can be shortened or stretched without edits.
+
+function positiveInt(name: string, fallback: number, max: number): number {
+  const text = process.env[name];
+  if (text === undefined || text.trim() === '') return fallback;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new TypeError(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+export interface BenchConfig {
+  /** Seconds of load per app per round (BENCH_DURATION_S, default 5). */
+  durationS: number;
+  /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 3). */
+  rounds: number;
+  /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
+  connections: number;
+  /** Seconds of unmeasured load per app before round 1: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
+  warmupS: number;
+  /** Seconds of the settlement run (BENCH_SETTLE_DURATION_S, default 5). */
+  settleDurationS: number;
+  /** Settlements in flight at once (BENCH_SETTLE_CONCURRENCY, default 20). */
+  settleConcurrency: number;
+  /** Checks of the memory-bound run (BENCH_MEMORY_REQUESTS, default 1 000 000). */
+  memoryRequests: number;
+  /** Distinct users of the memory-bound run (BENCH_MEMORY_USERS, default 100 000). */
+  memoryUsers: number;
+  /** maxEntries of the memory cache in the memory-bound run (BENCH_MEMORY_MAX_ENTRIES, default 100 000). */
+  memoryMaxEntries: number;
+  /** Which parts run: any of http, settle, memory, comma-separated (BENCH_PARTS, default all three). */
+  parts: ReadonlySet<'http' | 'settle' | 'memory'>;
+  /** App ids whose server runs under `node --cpu-prof` (BENCH_PROFILE, e.g. "chain-redis"); profiles go to .bench-profiles/. */
+  profile: ReadonlySet<string>;
+  /** Where the JSON results go (BENCH_RESULTS, default bench-results.json at the repository root). */
+  resultsPath: string;
+}
+
+function parts(): ReadonlySet<'http' | 'settle' | 'memory'> {
+  const text = process.env.BENCH_PARTS ?? 'http,settle,memory';
+  const chosen = new Set<'http' | 'settle' | 'memory'>();
+  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    if (part !== 'http' && part !== 'settle' && part !== 'memory') {
+      throw new TypeError(`BENCH_PARTS must list http, settle and/or memory, got ${JSON.stringify(part)}`);
+    }
+    chosen.add(part);
+  }
+  return chosen;
+}
+
+export function readConfig(): BenchConfig {
+  return Object.freeze({
+    durationS: positiveInt('BENCH_DURATION_S', 5, 3600),
+    rounds: positiveInt('BENCH_ROUNDS', 3, 100),
+    connections: positiveInt('BENCH_CONNECTIONS', 50, 10_000),
+    warmupS: positiveInt('BENCH_WARMUP_S', 2, 600),
+    settleDurationS: positiveInt('BENCH_SETTLE_DURATION_S', 5, 3600),
+    settleConcurrency: positiveInt('BENCH_SETTLE_CONCURRENCY', 20, 1000),
+    memoryRequests: positiveInt('BENCH_MEMORY_REQUESTS', 1_000_000, 100_000_000),
+    memoryUsers: positiveInt('BENCH_MEMORY_USERS', 100_000, 10_000_000),
+    memoryMaxEntries: positiveInt('BENCH_MEMORY_MAX_ENTRIES', 100_000, 100_000_000),
+    parts: parts(),
+    profile: new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean)),
+    resultsPath: process.env.BENCH_RESULTS ?? new URL('../../bench-results.json', import.meta.url).pathname,
+  });
+}

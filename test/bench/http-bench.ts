@@ -1,0 +1,119 @@
+// Part one: the four apps, each in its own server process, loaded in interleaved rounds (the order
+// rotates every round so no app always runs first or last) at a fixed connection count and duration.
+import { APP_IDS, type AppId } from './apps.js';
+import type { BenchConfig } from './config.js';
+import { runLoad, type LoadResult } from './load.js';
+import { startChild, type Child } from './processes.js';
+import type { ServerReady } from './server.js';
+import { median, round } from './stats.js';
+
+export interface AppSummary {
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface Ratio {
+  /** Median over rounds of the ratio measured within each round (the apps of one round ran minutes apart at most). */
+  median: number;
+  perRound: number[];
+  target: string;
+  met: boolean;
+}
+
+export interface HttpResults {
+  rounds: { round: number; order: AppId[]; results: Record<AppId, LoadResult> }[];
+  /** Medians over rounds. */
+  apps: Record<AppId, AppSummary>;
+  ratios: {
+    'b/a': Ratio;
+    'c/a': Ratio;
+    'c/d': Ratio;
+    /** p99 of (c) over p99 of (a). */
+    'p99 c/a': Ratio;
+  };
+}
+
+export interface HttpSettings {
+  pgSchema: string;
+  redisPrefix: string;
+  autoPipelining: boolean;
+}
+
+async function startServers(config: BenchConfig, settings: HttpSettings): Promise<Map<AppId, { child: Child; url: string }>> {
+  const servers = new Map<AppId, { child: Child; url: string }>();
+  const started: Child[] = [];
+  try {
+    for (const id of APP_IDS) {
+      const child = startChild('./server.ts', {
+        BENCH_APP: id,
+        BENCH_PG_SCHEMA: settings.pgSchema,
+        BENCH_REDIS_PREFIX: settings.redisPrefix,
+        BENCH_AUTO_PIPELINING: settings.autoPipelining ? '1' : '0',
+      }, config.profile.has(id));
+      started.push(child);
+      const { port } = await child.message<ServerReady>('ready');
+      servers.set(id, { child, url: `http://127.0.0.1:${port}/v1/chat/completions` });
+    }
+  } catch (err) {
+    await Promise.all(started.map((child) => child.stop()));
+    throw err;
+  }
+  return servers;
+}
+
+function assertClean(id: AppId, result: LoadResult): void {
+  // A refused or failed request is not the path being measured: stop rather than report it.
+  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
+    throw new Error(`${id}: ${result.non2xx} non-2xx responses, ${result.errors} errors, ${result.timeouts} timeouts — the benchmark path must answer 200`);
+  }
+}
+
+function ratio(perRound: number[], target: string, met: (value: number) => boolean): Ratio {
+  const value = median(perRound);
+  return { median: round(value, 3), perRound: perRound.map((r) => round(r, 3)), target, met: met(value) };
+}
+
+export async function runHttpBench(config: BenchConfig, settings: HttpSettings, log: (line: string) => void): Promise<HttpResults> {
+  const servers = await startServers(config, settings);
+  try {
+    for (const id of APP_IDS) {
+      const { url } = servers.get(id)!;
+      log(`warm-up ${id} (${config.warmupS} s)`);
+      assertClean(id, await runLoad(url, config.connections, config.warmupS));
+    }
+    const rounds: HttpResults['rounds'] = [];
+    for (let r = 0; r < config.rounds; r++) {
+      const order = APP_IDS.map((_, i) => APP_IDS[(i + r) % APP_IDS.length] as AppId);
+      const results = {} as Record<AppId, LoadResult>;
+      for (const id of order) {
+        const result = await runLoad(servers.get(id)!.url, config.connections, config.durationS);
+        assertClean(id, result);
+        results[id] = result;
+        log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(result.reqPerSec)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms`);
+      }
+      rounds.push({ round: r + 1, order, results });
+    }
+    const apps = {} as Record<AppId, AppSummary>;
+    for (const id of APP_IDS) {
+      apps[id] = {
+        reqPerSec: Math.round(median(rounds.map((r) => r.results[id].reqPerSec))),
+        p50Ms: round(median(rounds.map((r) => r.results[id].p50Ms)), 2),
+        p99Ms: round(median(rounds.map((r) => r.results[id].p99Ms)), 2),
+      };
+    }
+    const per = (f: (r: Record<AppId, LoadResult>) => number) => rounds.map((r) => f(r.results));
+    return {
+      rounds,
+      apps,
+      ratios: {
+        'b/a': ratio(per((r) => r['chain-memory'].reqPerSec / r.bare.reqPerSec), '>= 0.90', (v) => v >= 0.9),
+        'c/a': ratio(per((r) => r['chain-redis'].reqPerSec / r.bare.reqPerSec), '>= 0.70', (v) => v >= 0.7),
+        'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
+        'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
+      },
+    };
+  } finally {
+    await Promise.all([...servers.values()].map(({ child }) => child.stop()));
+  }
+}

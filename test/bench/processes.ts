@@ -1,0 +1,50 @@
+// Starts a benchmark TypeScript entry (server or memory run) as a child Node process through tsx,
+// optionally under --cpu-prof, and exchanges IPC messages with it.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+
+export const PROFILE_DIR = new URL('../../.bench-profiles/', import.meta.url).pathname;
+
+export interface Child {
+  process: ChildProcess;
+  /** The first IPC message of the given type (rejects if the child exits first). */
+  message<T extends { type: string }>(type: T['type']): Promise<T>;
+  /** Sends 'stop' and waits for the exit (killed after `graceMs`). */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export function startChild(entry: string, env: Record<string, string>, profile: boolean): Child {
+  const execArgv = ['--import', 'tsx'];
+  if (profile) {
+    mkdirSync(PROFILE_DIR, { recursive: true });
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`);
+  }
+  const child = fork(new URL(entry, import.meta.url).pathname, [], {
+    execArgv,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    process: child,
+    message<T extends { type: string }>(type: T['type']) {
+      return new Promise<T>((resolve, reject) => {
+        const onMessage = (message: unknown) => {
+          if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type) {
+            child.off('message', onMessage);
+            resolve(message as T);
+          }
+        };
+        child.on('message', onMessage);
+        void exited.then((code) => reject(new Error(`${entry} (${env.BENCH_APP ?? 'child'}) exited with code ${String(code)} before sending '${type}'`)));
+      });
+    },
+    async stop(graceMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (child.connected) child.send('stop');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

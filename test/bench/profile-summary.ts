@@ -1,0 +1,49 @@
+// Summarises a V8 .cpuprofile (from BENCH_PROFILE / node --cpu-prof): self time by function and by
+// file, so "what the profile shows" can be read without a browser. Usage: tsx test/bench/profile-summary.ts <file> [top]
+import { readFileSync } from 'node:fs';
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+function shortUrl(url: string): string {
+  const modules = url.lastIndexOf('node_modules/');
+  if (modules >= 0) return url.slice(modules + 'node_modules/'.length);
+  const repo = url.indexOf('/work/');
+  return repo >= 0 ? url.slice(url.indexOf('/', repo + 6) + 1) : url || '(native)';
+}
+
+export function summarise(profile: CpuProfile, top: number): string {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const selfUs = new Map<number, number>();
+  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
+  const byFunction = new Map<string, number>();
+  const byFile = new Map<string, number>();
+  for (const [id, us] of selfUs) {
+    const frame = byId.get(id)!.callFrame;
+    const file = shortUrl(frame.url);
+    const fn = `${frame.functionName || '(anonymous)'} ${file}:${frame.lineNumber + 1}`;
+    byFunction.set(fn, (byFunction.get(fn) ?? 0) + us);
+    byFile.set(file, (byFile.get(file) ?? 0) + us);
+  }
+  const table = (title: string, entries: Map<string, number>) => {
+    const rows = [...entries].sort((a, b) => b[1] - a[1]).slice(0, top);
+    return [title, ...rows.map(([name, us]) => `${((100 * us) / total).toFixed(1).padStart(5)}%  ${name}`)].join('\n');
+  };
+  return [`total ${(total / 1e6).toFixed(2)} s sampled`, table('self time by function:', byFunction), table('self time by file:', byFile)].join('\n\n');
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
+  const [file, top = '25'] = process.argv.slice(2);
+  if (!file) throw new Error('usage: tsx test/bench/profile-summary.ts <file.cpuprofile> [top]');
+  console.log(summarise(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, Number(top)));
+}

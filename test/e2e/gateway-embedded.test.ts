@@ -1,0 +1,19 @@
+// The example gateway over HTTP on its embedded default: a SQLite file, the memory cache and the bundled mock upstream.
+import { accessScenarios } from './gateway-access-scenarios.js';
+import { billingScenarios } from './gateway-billing-scenarios.js';
+import { startHarness, type GatewayHarness } from './gateway-harness.js';
+
+describe('example gateway e2e: embedded default (SQLite + memory cache)', function () {
+  let harness: GatewayHarness;
+
+  before(async () => {
+    harness = await startHarness({});
+  });
+
+  after(async () => {
+    await harness?.close();
+  });
+
+  describe('billing', () => billingScenarios(() => harness));
+  describe('access', () => accessScenarios(() => harness));
+});

@@ -1,0 +1,148 @@
+// RedisBillingCache on a single Redis beyond the shared contract: keys of a foreign type, construction
+// checks, close(), real connection errors, and the Lua field rules agreeing with the TypeScript codec.
+import { expect } from 'chai';
+import { once } from 'node:events';
+import net from 'node:net';
+import { Redis } from 'ioredis';
+import { checkField, luaRule, type FieldRule } from '../../lib/cache/entity-codec.js';
+import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
+import { LUA_HELPERS } from '../../lib/cache/redis-scripts.js';
+import { createRedisClient, deleteKeysWithPrefix } from '../helpers/redis.js';
+import { requireRedis, uniqueSuffix } from '../helpers/services.js';
+
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  const outcome = await promise.then(() => null, (err: unknown) => err);
+  expect(outcome, 'expected a rejection').to.be.instanceOf(Error);
+  return outcome as Error;
+}
+
+describe('RedisBillingCache on a single Redis', function () {
+  let client: Redis;
+  let prefix: string;
+  let cache: RedisBillingCache;
+
+  before(async function () {
+    await requireRedis(this);
+    client = createRedisClient();
+    prefix = `kbe-test-${uniqueSuffix()}:`;
+    cache = new RedisBillingCache(client, { prefix, random: () => 0 });
+  });
+
+  after(async function () {
+    if (!client) return;
+    await deleteKeysWithPrefix(client, prefix);
+    client.disconnect();
+  });
+
+  describe('keys holding another type', function () {
+    it('reads them as absent and lets every script replace them', async function () {
+      const userId = `foreign-${uniqueSuffix()}`;
+      const ref = { kind: 'balance', userId } as const;
+      const key = cache.keys.entity(ref);
+      await client.set(key, 'not a hash');
+      expect(await cache.readBatch({ userId, balance: true })).to.deep.equal({ balance: { hit: false, generation: 0 } });
+      expect(await cache.fill(ref, { version: 1, balance: 7n }, 0)).to.equal(true);
+      expect(await cache.readBatch({ userId, balance: true })).to.deep.equal({ balance: { hit: true, value: { version: 1, balance: 7n } } });
+
+      await client.del(key);
+      await client.rpush(key, 'a', 'b');
+      expect(await cache.put(ref, { version: 2, balance: 8n })).to.equal(true);
+      await client.del(key);
+      await client.sadd(key, 'x');
+      await cache.invalidate(ref);
+      expect(await cache.readBatch({ userId, balance: true })).to.deep.equal({ balance: { hit: false, generation: 1 } });
+    });
+
+    it('restarts an RPM counter that is not a hash', async function () {
+      const userId = `foreign-${uniqueSuffix()}`;
+      await client.set(cache.keys.rpmUser(userId), '41');
+      await client.rpush(cache.keys.rpmGroup(userId, 'g1'), 'x');
+      const result = await cache.rpmHit({ userId, group: { groupId: 'g1', cap: 5 }, userCap: 5 });
+      expect([result.outcome, result.groupCount, result.userCount]).to.deep.equal(['allowed', 1, 1]);
+      expect(await client.type(cache.keys.rpmUser(userId))).to.equal('hash');
+    });
+  });
+
+  describe('construction', function () {
+    it('refuses a bad prefix, naming the option', function () {
+      for (const prefix of ['a{b', 'a}b', 'with space', 'tab\t', 'x'.repeat(65), 42]) {
+        expect(() => new RedisBillingCache(client, { prefix: prefix as string })).to.throw(TypeError, /prefix/);
+      }
+      expect(new RedisBillingCache(client, { prefix: 'x'.repeat(64) }).keys.prefix).to.have.length(64);
+      expect(new RedisBillingCache(client).keys.user('7')).to.equal('kbe:{u:7}');
+    });
+
+    it('refuses a client that is not ioredis and a random source that is not a function', function () {
+      expect(() => new RedisBillingCache({} as Redis)).to.throw(TypeError, /client/);
+      expect(() => new RedisBillingCache(client, { random: 0.5 as unknown as () => number })).to.throw(TypeError, /random/);
+    });
+  });
+
+  describe('close and connection failures', function () {
+    it('rejects every operation after close(), and leaves the client open by default', async function () {
+      const closing = new RedisBillingCache(client, { prefix });
+      await closing.close();
+      await closing.close();
+      expect((await rejection(closing.readBatch({ userId: '1', balance: true }))).message).to.match(/closed/);
+      expect((await rejection(closing.rpmHit({ userId: '1', userCap: 1 }))).message).to.match(/closed/);
+      expect(await client.ping()).to.equal('PONG');
+    });
+
+    it('quits the client on close() when asked to', async function () {
+      const own = createRedisClient();
+      const owning = new RedisBillingCache(own, { prefix, quitOnClose: true });
+      await owning.ping();
+      await owning.close();
+      // QUIT has been answered; the socket closes right after.
+      if (own.status !== 'end') await once(own, 'end');
+      expect(own.status).to.equal('end');
+    });
+
+    it('rejects when Redis cannot be reached, so the caller can fall back to the store', async function () {
+      const port = await new Promise<number>((resolve) => {
+        const server = net.createServer().listen(0, '127.0.0.1', () => {
+          const { port: free } = server.address() as net.AddressInfo;
+          server.close(() => resolve(free));
+        });
+      });
+      const dead = new Redis({ port, host: '127.0.0.1', lazyConnect: true, enableOfflineQueue: false, retryStrategy: () => null });
+      dead.on('error', () => {});
+      const unreachable = new RedisBillingCache(dead, { prefix });
+      await rejection(unreachable.readBatch({ userId: '1', balance: true }));
+      await rejection(unreachable.rpmHit({ userId: '1', userCap: 1 }));
+      await rejection(unreachable.ping());
+      dead.disconnect();
+    });
+  });
+
+  describe('field rules', function () {
+    const rules: FieldRule[] = [
+      { type: 'int', min: -9007199254740991, max: 9007199254740991, nullable: false },
+      { type: 'int', min: 0, max: 9007199254740991, nullable: true },
+      { type: 'enum', values: ['active', 'expired', 'revoked', 'suspended'] },
+      { type: 'enum', values: ['1'] },
+      { type: 'text', maxLength: 128 },
+    ];
+    const samples = [
+      '', '0', '-0', '7', '007', '-7', '+7', ' 7', '7 ', '7\n', '1.0', '1e3', '0x10', '-', '--1', 'NaN', 'Infinity',
+      '9007199254740991', '9007199254740992', '-9007199254740991', '-9007199254740992', '00000000000000001',
+      '000000000000000001', '99999999999999999', '\u0661', 'active', 'Active', 'active|', '|active', 'active|expired',
+      '1', '11', 'x'.repeat(128), 'x'.repeat(129),
+    ];
+
+    it('accepts and refuses exactly what the TypeScript codec does', async function () {
+      for (const rule of rules) {
+        const reply = await client.eval(
+          `${LUA_HELPERS}\nlocal out = {}\nfor i = 2, #ARGV do out[#out + 1] = valid(ARGV[1], ARGV[i]) and 1 or 0 end\nreturn out`,
+          0,
+          luaRule(rule),
+          ...samples,
+        );
+        const lua = (reply as number[]).map((flag) => flag === 1);
+        const typescript = samples.map((sample) => checkField(rule, sample));
+        const disagreements = samples.filter((_, i) => lua[i] !== typescript[i]);
+        expect(disagreements, `rule ${luaRule(rule)}`).to.deep.equal([]);
+      }
+    });
+  });
+});
