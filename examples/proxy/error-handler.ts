@@ -11,11 +11,18 @@ function isInputError(err: unknown): err is Error {
   return err instanceof InputError || err instanceof BillingValidationError || err instanceof MoneyError;
 }
 
+function methodNotAllowed(ctx: Context): GatewayError {
+  const init = { status: 405, openaiType: 'invalid_request_error', code: 'method_not_allowed', anthropicType: 'invalid_request_error', headers: { allow: ctx.response.get('allow') } };
+  return new GatewayError(init, `${ctx.method} is not allowed on ${ctx.path}.`);
+}
+
 export function errorHandler(logger: Logger): Middleware {
   return async function errorHandler(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
-      if (ctx.status === 404 && ctx.body === undefined) throw gatewayErrors.notFound(`No route ${ctx.method} ${ctx.path}.`);
+      // Answers the router leaves without a body (no route, 405 from allowedMethods) get one in the API's format.
+      if (ctx.status === 404 && ctx.body == null) throw gatewayErrors.notFound(`No route ${ctx.method} ${ctx.path}.`);
+      if (ctx.status === 405 && ctx.body == null) throw methodNotAllowed(ctx);
     } catch (err) {
       const { format } = gatewayState(ctx);
       if (err instanceof GatewayError) return respondWithError(ctx, err, format);

@@ -70,7 +70,7 @@ const ADVISORY_LOCK_CLASS = 0x6b6777;
 export async function migrateGatewaySchema(knex: Knex): Promise<void> {
   const config: Knex.MigratorConfig = { migrationSource, tableName: 'gateway_knex_migrations' };
   await knex.transaction(async (trx) => {
-    if (knex.client.config.client === 'pg') {
+    if (['pg', 'postgres', 'postgresql'].includes(String(knex.client.config.client))) {
       await trx.raw("SELECT pg_advisory_xact_lock(?, hashtext(COALESCE(current_schema(), '')))", [ADVISORY_LOCK_CLASS]);
     }
     await trx.migrate.latest(config);

@@ -41,8 +41,11 @@ export async function openDatabase(config: ProxyConfig): Promise<Knex> {
     try {
       await knex.raw('CREATE SCHEMA IF NOT EXISTS ??', [schema]);
     } catch (err) {
-      await knex.destroy();
-      throw err;
+      // Two processes creating it at the same moment: one loses the race on the catalog's unique index.
+      if ((err as { code?: string }).code !== '23505') {
+        await knex.destroy();
+        throw err;
+      }
     }
   }
   return knex;

@@ -1,5 +1,12 @@
 // The example gateway over HTTP on PostgreSQL (its own schema) and Redis (its own key prefix), as deployed.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
 import knexFactory from 'knex';
+import request from 'supertest';
+import { createLogger } from '../../examples/proxy/logger.js';
+import { createApp, loadConfig, type Gateway } from '../../examples/proxy/server.js';
 import { deleteKeysWithPrefix, createRedisClient } from '../helpers/redis.js';
 import { DATABASE_URL, REDIS_URL, requirePostgres, requireRedis, uniqueSuffix } from '../helpers/services.js';
 import { accessScenarios } from './gateway-access-scenarios.js';
@@ -48,4 +55,39 @@ describe('example gateway e2e: PostgreSQL + Redis', function () {
 
   describe('billing', () => billingScenarios(() => harness));
   describe('access', () => accessScenarios(() => harness));
+});
+
+describe('example gateway e2e: several processes starting on one empty PostgreSQL', function () {
+  const schema = `kbe_e2e_${uniqueSuffix()}`;
+  const dataDirs: string[] = [];
+  const gateways: Gateway[] = [];
+
+  before(async function () {
+    await requirePostgres(this);
+  });
+
+  after(async () => {
+    await Promise.all(gateways.map((gateway) => gateway.close()));
+    for (const dir of dataDirs) fs.rmSync(dir, { recursive: true, force: true });
+    await dropSchema(schema);
+  });
+
+  it('migrates and seeds once: one of them holds the demo keys, the others start normally', async () => {
+    const starts = [0, 1, 2].map(async () => {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kbe-e2e-multi-'));
+      dataDirs.push(dataDir);
+      const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL, DATABASE_SCHEMA: schema, ADMIN_TOKEN: 'e2e-admin-token-0123456789abcdef' });
+      const gateway = await createApp(config, { logger: createLogger('silent') });
+      gateways.push(gateway);
+      return gateway;
+    });
+    const started = await Promise.all(starts);
+    const seeders = started.filter((gateway) => gateway.demoKeys.length > 0);
+    expect(seeders).to.have.length(1);
+    // Every process serves the keys the seeding one printed.
+    const key = seeders[0]?.demoKeys.find((k) => k.userId === 'alice')?.key as string;
+    for (const gateway of started) {
+      await request(gateway.app.callback()).get('/v1/usage').set('Authorization', `Bearer ${key}`).expect(200);
+    }
+  });
 });

@@ -1,0 +1,75 @@
+// Formats the benchmark results as the console/README table and assembles the JSON result file.
+import os from 'node:os';
+import { APP_IDS, APP_LABELS } from './apps.js';
+import type { BenchConfig } from './config.js';
+import type { HttpResults } from './http-bench.js';
+import type { MemoryResults } from './memory-bench.js';
+import type { SettleResults } from './settle-bench.js';
+
+export interface BenchResults {
+  startedAt: string;
+  machine: { node: string; cpus: number; cpuModel: string; platform: string; totalMemMb: number };
+  config: Omit<BenchConfig, 'parts' | 'profile'> & { parts: string[]; profile: string[]; autoPipelining: boolean };
+  http?: HttpResults;
+  settle?: SettleResults;
+  memory?: MemoryResults;
+}
+
+export function machineInfo(): BenchResults['machine'] {
+  const cpus = os.cpus();
+  return {
+    node: process.version,
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    platform: `${os.platform()} ${os.release()}`,
+    totalMemMb: Math.round(os.totalmem() / 1024 / 1024),
+  };
+}
+
+function pad(text: string, width: number, right = false): string {
+  return right ? text.padStart(width) : text.padEnd(width);
+}
+
+/** A Markdown table (readable in a terminal as well). */
+export function formatTables(results: BenchResults): string {
+  const lines: string[] = [];
+  const { http, settle, memory, config } = results;
+  if (http) {
+    lines.push(`HTTP, ${config.connections} connections, ${config.durationS} s per app per round, ${config.rounds} interleaved rounds (medians):`, '');
+    lines.push(`| ${pad('app', 34)} | ${pad('req/s', 8, true)} | ${pad('p50 ms', 7, true)} | ${pad('p99 ms', 7, true)} |`);
+    lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(8)}:|${'-'.repeat(8)}:|`);
+    for (const id of APP_IDS) {
+      const app = http.apps[id];
+      lines.push(`| ${pad(APP_LABELS[id], 34)} | ${pad(String(app.reqPerSec), 8, true)} | ${pad(app.p50Ms.toFixed(2), 7, true)} | ${pad(app.p99Ms.toFixed(2), 7, true)} |`);
+    }
+    lines.push('', `| ${pad('ratio (median of per-round ratios)', 34)} | ${pad('value', 8, true)} | ${pad('target', 8)} | ${pad('met', 4)} | per round`);
+    lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(10)}|${'-'.repeat(6)}|${'-'.repeat(10)}`);
+    const names: Record<keyof HttpResults['ratios'], string> = {
+      'b/a': '(b)/(a) req/s',
+      'c/a': '(c)/(a) req/s',
+      'c/d': '(c)/(d) req/s',
+      'p99 c/a': 'p99 (c) / p99 (a)',
+    };
+    for (const [key, ratio] of Object.entries(http.ratios) as [keyof HttpResults['ratios'], HttpResults['ratios']['b/a']][]) {
+      lines.push(`| ${pad(names[key], 34)} | ${pad(ratio.median.toFixed(2), 8, true)} | ${pad(ratio.target, 8)} | ${pad(ratio.met ? 'yes' : 'NO', 4)} | ${ratio.perRound.map((r) => r.toFixed(2)).join(', ')}`);
+    }
+  }
+  if (settle) {
+    lines.push('', `Settlements into PostgreSQL (Redis cache updated after each commit), ${config.settleConcurrency} in flight, ${config.settleDurationS} s:`, '');
+    lines.push('| users | settlements/s | p50 ms | p99 ms |', '|---|---:|---:|---:|');
+    for (const run of [settle.distinctUsers, settle.oneUser]) {
+      lines.push(`| ${run.users === 1 ? '1 (one hot balance row)' : `${run.users} (one per worker)`} | ${run.perSec} | ${run.p50Ms.toFixed(2)} | ${run.p99Ms.toFixed(2)} |`);
+    }
+  }
+  if (memory) {
+    const last = memory.samples.at(-1) ?? memory.before;
+    lines.push('', `Memory: ${memory.requests} checks over ${memory.users} users, memory cache maxEntries ${memory.maxEntries} (in-process core.check, ${memory.concurrency} in flight):`, '');
+    lines.push('| | RSS MB | heap used MB | cache entries |', '|---|---:|---:|---:|');
+    lines.push(`| before the checks (after seeding) | ${memory.before.rssMb} | ${memory.before.heapUsedMb} | ${memory.before.cacheEntries} |`);
+    const peakRss = Math.max(...memory.samples.map((s) => s.rssMb));
+    lines.push(`| after ${last.checks} checks | ${last.rssMb} | ${last.heapUsedMb} | ${last.cacheEntries} |`);
+    lines.push(`| peak during the run | ${peakRss} | | ${memory.peakCacheEntries} |`);
+    lines.push('', `cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`);
+  }
+  return lines.join('\n');
+}

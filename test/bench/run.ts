@@ -1,0 +1,80 @@
+// `npm run bench`: the HTTP comparison (four apps, interleaved rounds), settlements per second into
+// PostgreSQL, and the memory bound of the memory cache; prints the tables and writes bench-results.json.
+import { writeFileSync } from 'node:fs';
+import { createPgSchema, pgKnex, type PgSchema } from '../helpers/postgres.js';
+import { createRedisClient, deleteKeysWithPrefix } from '../helpers/redis.js';
+import { canConnect, DATABASE_URL, REDIS_URL, uniqueSuffix } from '../helpers/services.js';
+import { readConfig } from './config.js';
+import { runHttpBench } from './http-bench.js';
+import type { MemoryResults } from './memory-bench.js';
+import { startChild } from './processes.js';
+import { formatTables, machineInfo, type BenchResults } from './report.js';
+import { runSettleBench } from './settle-bench.js';
+
+const log = (line: string): void => console.log(`[bench] ${line}`);
+
+async function requireServices(): Promise<void> {
+  const missing = [];
+  if (!(await canConnect(REDIS_URL, 6379))) missing.push(`Redis at ${REDIS_URL}`);
+  if (!(await canConnect(DATABASE_URL, 5432))) missing.push(`PostgreSQL at ${DATABASE_URL}`);
+  if (missing.length) throw new Error(`the benchmark needs ${missing.join(' and ')} (set REDIS_URL / DATABASE_URL)`);
+}
+
+async function runMemoryBench(): Promise<MemoryResults> {
+  // Its own process, so the RSS it reports is the cache's run alone, not the load generator's.
+  const child = startChild('./memory-bench.ts', {}, false);
+  try {
+    return await child.message<MemoryResults>('memory');
+  } finally {
+    await child.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const config = readConfig();
+  const autoPipelining = process.env.BENCH_AUTO_PIPELINING !== '0';
+  const results: BenchResults = {
+    startedAt: new Date().toISOString(),
+    machine: machineInfo(),
+    config: { ...config, parts: [...config.parts], profile: [...config.profile], autoPipelining },
+  };
+  const needsServices = config.parts.has('http') || config.parts.has('settle');
+  if (needsServices) await requireServices();
+  const redisPrefix = `kbe-bench:${uniqueSuffix()}:`;
+  const redis = needsServices ? createRedisClient() : undefined;
+  let pg: PgSchema | undefined;
+  try {
+    if (needsServices) pg = await createPgSchema();
+    if (config.parts.has('http') && pg) {
+      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${autoPipelining ? 'on' : 'off'}`);
+      results.http = await runHttpBench(config, { pgSchema: pg.schema, redisPrefix, autoPipelining }, log);
+    }
+    if (config.parts.has('settle') && pg && redis) {
+      log(`settlements: ${config.settleConcurrency} in flight, ${config.settleDurationS} s per run`);
+      const knex = pgKnex(pg.schema, config.settleConcurrency + 2);
+      try {
+        results.settle = await runSettleBench(config, knex, redis, redisPrefix);
+      } finally {
+        await knex.destroy();
+      }
+    }
+    if (config.parts.has('memory')) {
+      log(`memory: ${config.memoryRequests} checks over ${config.memoryUsers} users, maxEntries ${config.memoryMaxEntries}`);
+      results.memory = await runMemoryBench();
+    }
+  } finally {
+    await pg?.destroy();
+    if (redis) {
+      await deleteKeysWithPrefix(redis, redisPrefix);
+      redis.disconnect();
+    }
+  }
+  console.log(`\n${formatTables(results)}\n`);
+  writeFileSync(config.resultsPath, `${JSON.stringify(results, null, 2)}\n`);
+  log(`results written to ${config.resultsPath}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
