@@ -9,7 +9,7 @@ import type { CoreInternals } from './core-internals.js';
 import { parseCoreOptions, type BillingCoreOptions, type ResolvedCoreOptions } from './core-options.js';
 import { BillingError } from './errors.js';
 import { ThrottledLog } from './log.js';
-import { formatUsd } from './money.js';
+import { formatUsd, parseCostUsd, type Usd } from './money.js';
 import { Settler, type SettleRequest, type SettlementReceipt } from './settlement.js';
 import { SingleFlight } from './single-flight.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
@@ -18,9 +18,22 @@ import { normalizeId, normalizePlatform } from './validate.js';
 import { WINDOWS, effectiveUsage, windowResetAt } from './windows.js';
 import { WriteQueue } from './write-queue.js';
 
+/** A held reservation as returned by check(); pass its id to settle(), or release() it. */
+export interface ReservationHandle {
+  id: string;
+  amountUsd: string;
+  expiresAt: string;
+  release(): void;
+}
+
 export type CheckResult =
-  | { allowed: true; checks: BillingDecision['checks'] }
+  | { allowed: true; checks: BillingDecision['checks']; reservation?: ReservationHandle }
   | { allowed: false; error: BillingError; checks: BillingDecision['checks'] };
+
+export interface CheckOptions {
+  /** Estimated cost to reserve against every limit until settle() (issue 9). */
+  estimateUsd?: Usd;
+}
 
 export interface UsageEntry {
   requestId: string;
@@ -76,40 +89,67 @@ export class BillingCore {
   }
 
   /** Starts one request's pass through the checks (used by the middleware). */
-  beginRequest(subject: NormalizedSubject, signal?: SignalSource): BillingRequest {
-    return new BillingRequest(this.#internals, subject, signal);
+  beginRequest(subject: NormalizedSubject, signal?: SignalSource, estimateUnits?: bigint): BillingRequest {
+    return new BillingRequest(this.#internals, subject, signal, estimateUnits);
   }
 
-  /** The whole chain without HTTP: breaker, balance or subscription, quota, key windows, RPM. */
-  async check(subject: BillingSubject): Promise<CheckResult> {
-    const request = this.beginRequest(normalizeSubject(subject));
+  /**
+   * The whole chain without HTTP: breaker, balance or subscription, quota, key windows, the
+   * reservation when an estimate is given, RPM.
+   */
+  async check(subject: BillingSubject, options: CheckOptions = {}): Promise<CheckResult> {
+    const estimate = options.estimateUsd === undefined ? undefined : parseCostUsd(options.estimateUsd, 'estimateUsd');
+    const request = this.beginRequest(normalizeSubject(subject), undefined, estimate);
     try {
       request.breaker();
       await request.balance();
       await request.subscription();
       await request.platformQuota();
       await request.apiKeyWindows();
+      await request.reserve();
       await request.rpm();
     } catch (error) {
       if (error instanceof BillingError) return { allowed: false, error, checks: request.decision.checks };
       throw error;
     }
-    return { allowed: true, checks: request.decision.checks };
+    const lease = request.lease;
+    if (!lease) return { allowed: true, checks: request.decision.checks };
+    return {
+      allowed: true,
+      checks: request.decision.checks,
+      reservation: {
+        id: lease.leaseId,
+        amountUsd: formatUsd(lease.amountUnits),
+        expiresAt: new Date(lease.expiresAtMs).toISOString(),
+        release: () => request.releaseLease(),
+      },
+    };
   }
 
-  /** Records what a finished request cost (SPEC §3); idempotent by (requestId, API key). */
-  settle(request: SettleRequest): Promise<SettlementReceipt> {
-    return this.settleFor(request, undefined);
+  /**
+   * Records what a finished request cost (SPEC §3); idempotent by (requestId, API key). With the
+   * `reservationId` that check() returned, the reservation is replaced by the actual cost.
+   */
+  settle(request: SettleRequest & { reservationId?: string }): Promise<SettlementReceipt> {
+    return this.settleFor(request, undefined, request.reservationId);
   }
 
-  /** settle() with an already normalised subject (the middleware's ctx.state.billing.settle). */
-  settleFor(request: SettleRequest, subject: NormalizedSubject | undefined): Promise<SettlementReceipt> {
+  /** settle() with an already normalised subject and the request's lease (ctx.state.billing.settle). */
+  settleFor(request: SettleRequest, subject: NormalizedSubject | undefined, leaseId?: string): Promise<SettlementReceipt> {
     if (this.#closed) return Promise.reject(new BillingError('BILLING_SERVICE_ERROR', { message: 'Billing core is closed' }));
     try {
-      return this.#settler.settle(this.#settler.prepare(request, subject));
+      return this.#settler.settle(this.#settler.prepare(request, subject), leaseId);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The user's open reservations (for dashboards and tests); empty without a cache. */
+  async listReservations(userId: BillingId): Promise<{ id: string; amountUsd: string; expiresAt: string }[]> {
+    const cache = this.#internals.cache;
+    if (!cache) return [];
+    const leases = await cache.listLeases(normalizeId(userId, 'userId'));
+    return leases.map((lease) => ({ id: lease.leaseId, amountUsd: formatUsd(lease.amount), expiresAt: new Date(lease.expiresAtMs).toISOString() }));
   }
 
   invalidateBalance(userId: BillingId): Promise<void> {

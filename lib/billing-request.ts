@@ -1,5 +1,6 @@
 // One request's pass through the checks (SPEC §1–§2): one batched cache read shared by every check,
 // store loads through single-flight on a miss, and a record of what each check decided.
+import { randomUUID } from 'node:crypto';
 import { errorText } from './background-tasks.js';
 import type { CoreInternals } from './core-internals.js';
 import {
@@ -7,6 +8,7 @@ import {
   platformQuotaSentinel, type CheckName, type CheckRecord,
 } from './decisions.js';
 import { BillingError } from './errors.js';
+import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
 import type { CacheBatchResult, PlatformQuotaEntity, RpmOverride, TimeContext } from './types.js';
 
@@ -25,15 +27,29 @@ export interface BillingDecision {
 /** Lazily provides the request's cancellation signal (only quota loads need it). */
 export type SignalSource = () => AbortSignal | undefined;
 
+/** An estimated cost held against every limit until settled or released (issue 9). */
+export interface Lease {
+  leaseId: string;
+  amountUnits: bigint;
+  expiresAtMs: number;
+}
+
 export class BillingRequest {
   readonly decision: BillingDecision = { allowed: true, checks: [] };
   readonly time: TimeContext;
+  /** The reservation this request holds, once reserve() succeeded. */
+  lease: Lease | undefined;
   #batch: Promise<CacheBatchResult | null> | undefined;
+  /** Limits a reservation must fit under, collected by the checks only when there is an estimate. */
+  readonly #plan: PlannedDimension[] = [];
+  #leaseHandedOver = false;
 
   constructor(
     private readonly core: CoreInternals,
     readonly subject: NormalizedSubject,
     private readonly signal: SignalSource = () => undefined,
+    /** Estimated cost in units, or undefined for no reservation. */
+    private readonly estimate: bigint | undefined = undefined,
   ) {
     this.time = core.time();
   }
@@ -82,6 +98,7 @@ export class BillingRequest {
       balance = entity.balance;
     }
     this.core.breaker.recordSuccess();
+    if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, balance));
     this.#apply(decideBalance(balance, this.core.options.minimumBalanceReserve, source));
   }
 
@@ -113,6 +130,7 @@ export class BillingRequest {
       }
     }
     this.core.breaker.recordSuccess();
+    if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
     this.#apply(decideSubscription(entity, this.subject.groupLimits, this.time, source));
   }
 
@@ -123,7 +141,7 @@ export class BillingRequest {
     if (mode !== 'balance') return this.#skip('platformQuota', 'subscription_mode');
     if (platform === null) return this.#skip('platformQuota', 'no_platform');
     const read = (await this.#readBatch())?.platformQuota;
-    if (read?.hit) return this.#apply(decidePlatformQuota(read.value, this.time, 'cache'));
+    if (read?.hit) return this.#quotaDecision(userId, platform, read.value, 'cache');
 
     let row: PlatformQuotaEntity | null;
     try {
@@ -141,7 +159,12 @@ export class BillingRequest {
       return this.#failOpen('platformQuota', err);
     }
     if (row === null) return this.#record({ check: 'platformQuota', outcome: 'allowed', reason: 'no_quota', source: 'store' });
-    this.#apply(decidePlatformQuota(row, this.time, 'store'));
+    this.#quotaDecision(userId, platform, row, 'store');
+  }
+
+  #quotaDecision(userId: string, platform: string, entity: PlatformQuotaEntity, source: CheckRecord['source']): void {
+    if (this.estimate !== undefined && !entity.sentinel) this.#plan.push(...platformQuotaDimensions(userId, platform, entity, this.time));
+    this.#apply(decidePlatformQuota(entity, this.time, source));
   }
 
   /** SPEC §2.4 (both modes, keys with a limit). Fails open. */
@@ -167,7 +190,59 @@ export class BillingRequest {
       }
     }
     if (apiKeyWindowsNeedReset(entity, this.time)) this.#resetKeyWindows(userId, apiKeyId);
+    if (this.estimate !== undefined) this.#plan.push(...apiKeyDimensions(userId, apiKeyId, entity, apiKeyLimits, this.time));
     this.#apply(decideApiKeyWindows(entity, apiKeyLimits, this.time, source));
+  }
+
+  /**
+   * Issue 9: holds the estimate against every limit the checks saw, atomically and all or nothing,
+   * in one cache round trip. Without an estimate it does nothing; without a cache, or when the
+   * cache fails, admission rests on the checks of SPEC §2 alone.
+   */
+  async reserve(): Promise<void> {
+    const estimate = this.estimate;
+    if (this.simple || estimate === undefined || this.lease) return;
+    const cache = this.core.cache;
+    if (!cache) return this.#skip('reservation', 'no_cache');
+    if (estimate === 0n) return this.#skip('reservation', 'zero_estimate');
+    if (this.#plan.length === 0) return this.#skip('reservation', 'no_limits');
+    const leaseId = randomUUID();
+    let result;
+    try {
+      result = await cache.reserve({
+        userId: this.subject.userId,
+        leaseId,
+        amount: estimate,
+        ttlMs: this.core.options.reservationTtlMs,
+        dimensions: this.#plan.map((planned) => planned.dimension),
+      });
+    } catch (err) {
+      return this.#failOpen('reservation', err);
+    }
+    if (result.outcome === 'reserved') {
+      this.lease = { leaseId, amountUnits: estimate, expiresAtMs: result.expiresAtMs };
+      return this.#record({ check: 'reservation', outcome: 'allowed', source: 'cache' });
+    }
+    const { dimension } = result;
+    const planned = this.#plan.find((p) => p.dimension.name === dimension);
+    const error = planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
+    this.#deny(new CheckDenial({ check: 'reservation', outcome: 'denied', code: error.code, source: 'cache', reason: dimension }, error));
+  }
+
+  /** Hands the lease to a settlement, which releases it once the cost is stored. */
+  takeLease(): Lease | undefined {
+    if (this.#leaseHandedOver) return undefined;
+    this.#leaseHandedOver = true;
+    return this.lease;
+  }
+
+  /** Releases the lease unless a settlement took it (denial, error, disconnect, response without settlement). */
+  releaseLease(): void {
+    const lease = this.takeLease();
+    const cache = this.core.cache;
+    if (!lease || !cache) return;
+    const { userId } = this.subject;
+    this.core.background.run(`releaseLease:${userId}:${lease.leaseId}`, () => cache.release(userId, lease.leaseId));
   }
 
   /** SPEC §2.5, always last. Fails open; a no-op without a cache. */
@@ -282,6 +357,8 @@ export class BillingRequest {
   }
 
   #deny(denial: CheckDenial): never {
+    // A later check (RPM) denying after the reservation: the estimate must not stay held.
+    this.releaseLease();
     this.#record(denial.record);
     this.decision.allowed = false;
     denials.add(denial.error);

@@ -29,6 +29,8 @@ export interface BillingCoreOptions {
   settlementRetryDelayMs?: number;
   /** How long close() keeps retrying pending settlements before giving up on them (logged), ms. Default 30000. */
   closeTimeoutMs?: number;
+  /** How long a reservation (estimate) is held at most, ms; a crashed process's leases stop counting after it. Default 600000. */
+  reservationTtlMs?: number;
   /** pino-compatible logger; default silent. */
   logger?: BillingLogger;
   /** `{ now(): number }` in epoch ms; default Date.now. One clock for everything computed in the process. */
@@ -47,6 +49,7 @@ export interface ResolvedCoreOptions {
   backgroundTimeoutMs: number;
   settlementRetryDelayMs: number;
   closeTimeoutMs: number;
+  reservationTtlMs: number;
   logger: BillingLogger;
   clock: Clock;
 }
@@ -63,12 +66,13 @@ const DEFAULTS: Readonly<Omit<ResolvedCoreOptions, 'store' | 'minimumBalanceRese
   backgroundTimeoutMs: 2000,
   settlementRetryDelayMs: 100,
   closeTimeoutMs: 30_000,
+  reservationTtlMs: 600_000,
   logger: silentLogger,
   clock: systemClock,
 });
 
 const STORE_METHODS = ['getBalance', 'getActiveSubscription', 'getApiKeyWindows', 'getPlatformQuota', 'getRpmOverride', 'settle'];
-const CACHE_METHODS = ['readBatch', 'fill', 'put', 'invalidate', 'rpmHit'];
+const CACHE_METHODS = ['readBatch', 'fill', 'put', 'invalidate', 'rpmHit', 'reserve', 'release', 'listLeases'];
 
 /** Parses and validates once, at construction; throws BillingConfigError naming the option. */
 export function parseCoreOptions(input: unknown): ResolvedCoreOptions {
@@ -84,6 +88,7 @@ export function parseCoreOptions(input: unknown): ResolvedCoreOptions {
     backgroundTimeoutMs: v.positiveInt(600_000),
     settlementRetryDelayMs: v.positiveInt(60_000),
     closeTimeoutMs: v.nonNegativeInt(3_600_000),
+    reservationTtlMs: v.positiveInt(86_400_000),
     logger: v.object<BillingLogger>('debug', 'info', 'warn', 'error'),
     clock: v.object<Clock>('now'),
   });

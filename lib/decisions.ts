@@ -3,9 +3,10 @@ import { BillingError, type BillingErrorCode } from './errors.js';
 import { formatUsd } from './money.js';
 import type { ApiKeyLimits, GroupLimits } from './subject.js';
 import type { ApiKeyWindowsEntity, PlatformQuotaEntity, SubscriptionEntity, TimeContext } from './types.js';
-import { WINDOWS, effectiveUsage, isWindowExpired, newWindowStart, secondsUntil, windowResetAt, type WindowRule } from './windows.js';
+import { apiKeyWindowSpecs, platformQuotaWindows, subscriptionWindows, type WindowSpec } from './window-specs.js';
+import { WINDOWS, effectiveUsage, isWindowExpired, newWindowStart, secondsUntil, windowResetAt } from './windows.js';
 
-export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'rpm';
+export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reservation' | 'rpm';
 export type CheckOutcome = 'allowed' | 'denied' | 'skipped' | 'failed_open';
 
 /** One window of a check as evaluated: amounts as decimal strings (RPM: request counts). */
@@ -33,15 +34,6 @@ export class CheckDenial {
   constructor(readonly record: CheckRecord, readonly error: BillingError) {}
 }
 
-interface WindowSpec {
-  name: string;
-  rule: WindowRule;
-  limit: bigint | null;
-  usage: bigint;
-  startMs: number | null;
-  code: BillingErrorCode;
-}
-
 /**
  * Evaluates windows in order; the first with usage ≥ limit denies. Expired windows count 0.
  * `withResetMetadata` adds `windowResetsAt` (platform quota, SPEC §2.3.6).
@@ -58,13 +50,13 @@ function evaluateWindows(
   for (const spec of specs) {
     const usage = effectiveUsage(spec.rule, spec.usage, spec.startMs, time);
     const resetAtMs = spec.limit === null ? null : windowResetAt(spec.rule, spec.startMs, time);
-    windows.push({ window: spec.name, limit: spec.limit === null ? null : formatUsd(spec.limit), usage: formatUsd(usage), resetsAtMs: resetAtMs });
+    windows.push({ window: spec.window, limit: spec.limit === null ? null : formatUsd(spec.limit), usage: formatUsd(usage), resetsAtMs: resetAtMs });
     if (!denial && spec.limit !== null && usage >= spec.limit) denial = { spec, resetAtMs: resetAtMs as number };
   }
   if (!denial) return { check, outcome: 'allowed', source, windows };
   const record: CheckRecord = { check, outcome: 'denied', code: denial.spec.code, source, windows };
   const retryAfter = secondsUntil(denial.resetAtMs, time.nowMs);
-  const metadata: Record<string, unknown> = { window: denial.spec.name, limitUsd: formatUsd(denial.spec.limit as bigint) };
+  const metadata: Record<string, unknown> = { window: denial.spec.window, limitUsd: formatUsd(denial.spec.limit as bigint) };
   if (withResetMetadata) metadata.windowResetsAt = new Date(denial.resetAtMs).toISOString();
   return new CheckDenial(record, new BillingError(denial.spec.code, { retryAfter, metadata }));
 }
@@ -94,20 +86,12 @@ export function decideSubscription(
       new BillingError('SUBSCRIPTION_INVALID'),
     );
   }
-  return evaluateWindows('subscription', [
-    { name: 'daily', rule: WINDOWS.subscriptionDaily, limit: limits.daily, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'DAILY_LIMIT_EXCEEDED' },
-    { name: 'weekly', rule: WINDOWS.subscriptionWeekly, limit: limits.weekly, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'WEEKLY_LIMIT_EXCEEDED' },
-    { name: 'monthly', rule: WINDOWS.subscriptionMonthly, limit: limits.monthly, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'MONTHLY_LIMIT_EXCEEDED' },
-  ], time, source, false);
+  return evaluateWindows('subscription', subscriptionWindows(entity, limits), time, source, false);
 }
 
 /** SPEC §2.3: null = unlimited, 0 = blocked, > 0 = cap; usage ≥ limit denies. */
 export function decidePlatformQuota(entity: PlatformQuotaEntity, time: TimeContext, source: CheckRecord['source']): CheckRecord | CheckDenial {
-  return evaluateWindows('platformQuota', [
-    { name: 'daily', rule: WINDOWS.quotaDaily, limit: entity.dailyLimit, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED' },
-    { name: 'weekly', rule: WINDOWS.quotaWeekly, limit: entity.weeklyLimit, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED' },
-    { name: 'monthly', rule: WINDOWS.quotaMonthly, limit: entity.monthlyLimit, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED' },
-  ], time, source, true);
+  return evaluateWindows('platformQuota', platformQuotaWindows(entity), time, source, true);
 }
 
 /** SPEC §2.4: 0 = unlimited; usage ≥ limit denies, 5 h first, then 1 d, then 7 d. */
@@ -117,12 +101,7 @@ export function decideApiKeyWindows(
   time: TimeContext,
   source: CheckRecord['source'],
 ): CheckRecord | CheckDenial {
-  const cap = (limit: bigint) => (limit > 0n ? limit : null);
-  return evaluateWindows('apiKeyWindows', [
-    { name: '5h', rule: WINDOWS.key5h, limit: cap(limits.limit5h), usage: entity.usage5h, startMs: entity.start5hMs, code: 'API_KEY_RATE_5H_EXCEEDED' },
-    { name: '1d', rule: WINDOWS.key1d, limit: cap(limits.limit1d), usage: entity.usage1d, startMs: entity.start1dMs, code: 'API_KEY_RATE_1D_EXCEEDED' },
-    { name: '7d', rule: WINDOWS.key7d, limit: cap(limits.limit7d), usage: entity.usage7d, startMs: entity.start7dMs, code: 'API_KEY_RATE_7D_EXCEEDED' },
-  ], time, source, false);
+  return evaluateWindows('apiKeyWindows', apiKeyWindowSpecs(entity, limits), time, source, false);
 }
 
 /** Whether any key window was started and has expired, so the store should restart it (never-started windows need none). */

@@ -1,5 +1,5 @@
 // Public surface of koa-billing-eligibility (Koa-free): the core, backends, errors, money and types.
-export { createBillingCore, BillingCore, type CheckResult, type UsageEntry, type ApiKeyWindowsView } from './billing-core.js';
+export { createBillingCore, BillingCore, type CheckResult, type CheckOptions, type ReservationHandle, type UsageEntry, type ApiKeyWindowsView } from './billing-core.js';
 export type { BillingCoreOptions } from './core-options.js';
 export type { BillingDecision } from './billing-request.js';
 export type { CheckName, CheckOutcome, CheckRecord, WindowReport } from './decisions.js';
@@ -16,6 +16,7 @@ export type { WriteQueueOptions } from './write-queue.js';
 export { KnexBillingStore } from './store/knex-store.js';
 export { migrateBillingSchema } from './store/migrations.js';
 export { RedisBillingCache } from './cache/redis-cache.js';
+export { recommendedRedisOptions, recommendedClusterOptions } from './cache/redis-client-options.js';
 export { MemoryBillingCache } from './cache/memory-cache.js';
 export type {
   BillingSubject, BillingId, BillingMode, BillingLogger, Clock, BillingStore, BillingCache,

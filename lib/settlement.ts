@@ -75,13 +75,27 @@ export class Settler {
     };
   }
 
-  /** Settles exactly once: retries store failures with backoff until stored, or until close() gives up. */
-  settle(input: SettlementInput): Promise<SettlementReceipt> {
+  /**
+   * Settles exactly once: retries store failures with backoff until stored, or until close() gives up.
+   * A reservation lease is released once the outcome is final (after the cache holds the new usage,
+   * so the estimate and the cost are never both missing).
+   */
+  settle(input: SettlementInput, leaseId?: string): Promise<SettlementReceipt> {
     const run = this.#run(input);
-    this.#pending.add(run);
-    const forget = () => this.#pending.delete(run);
-    run.then(forget, forget);
-    return run;
+    const tracked = leaseId === undefined ? run : run.finally(() => this.#release(input.userId, leaseId));
+    this.#pending.add(tracked);
+    const forget = () => this.#pending.delete(tracked);
+    tracked.then(forget, forget);
+    return tracked;
+  }
+
+  async #release(userId: string, leaseId: string): Promise<void> {
+    try {
+      await this.core.cache?.release(userId, leaseId);
+    } catch (err) {
+      // It still expires at its TTL; until then it only makes admission stricter.
+      this.core.warnings.warn('lease_release_failed', { err: errorText(err) }, 'billing reservation release failed');
+    }
   }
 
   get pending(): number {

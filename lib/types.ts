@@ -251,7 +251,7 @@ export interface RpmResult {
   retryAfterSec: number;
 }
 
-export interface BillingCache {
+export interface BillingCache extends ReservationCache {
   /** One round trip for everything a request needs. */
   readBatch(request: CacheBatchRequest): Promise<CacheBatchResult>;
   /**
@@ -272,4 +272,58 @@ export interface BillingCache {
   /** Cheap reachability probe for health checks. */
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reservations (leases): an estimated cost held against every limit until settled or released.
+
+/** A spend window a reservation counts against, named as in the cache's entity fields. */
+export type ReservationWindow = 'daily' | 'weekly' | 'monthly' | '5h' | '1d' | '7d';
+
+/**
+ * One limit a reservation must fit under. Capacity and usage are read from the live cached entity
+ * inside the cache's atomic step (so a settlement landing meanwhile is seen); the fallbacks apply
+ * when the entity is not cached (it was just read from the store).
+ */
+export type ReservationDimension =
+  | { name: string; kind: 'balance'; entity: { kind: 'balance'; userId: string }; fallbackCapacity: bigint }
+  | {
+      name: string;
+      kind: 'window';
+      entity: Extract<CacheEntityRef, { kind: 'subscription' | 'platformQuota' | 'apiKeyWindows' }>;
+      window: ReservationWindow;
+      /** The window is expired iff its start is null or < this (lib/windows.ts expiryThreshold). */
+      expiryThreshold: number;
+      limit: bigint;
+      /** Effective usage the caller saw, used when the entity is not cached. */
+      fallbackUsed: bigint;
+    };
+
+export interface ReserveRequest {
+  userId: string;
+  leaseId: string;
+  amount: bigint;
+  ttlMs: number;
+  dimensions: ReservationDimension[];
+}
+
+export type ReserveResult =
+  | { outcome: 'reserved'; expiresAtMs: number }
+  | { outcome: 'denied'; dimension: string; availableUnits: bigint };
+
+export interface LeaseInfo {
+  leaseId: string;
+  amount: bigint;
+  expiresAtMs: number;
+  dimensions: string[];
+}
+
+/** Implemented by caches that can hold reservations (both built-in caches do). */
+export interface ReservationCache {
+  /** All or nothing, atomically: fits under every dimension counting open leases, or nothing is held. */
+  reserve(request: ReserveRequest): Promise<ReserveResult>;
+  /** Drops the lease; resolves to whether it was still open. */
+  release(userId: string, leaseId: string): Promise<boolean>;
+  /** The user's open (unexpired) leases, on the cache's clock. */
+  listLeases(userId: string): Promise<LeaseInfo[]>;
 }

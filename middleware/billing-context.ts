@@ -4,7 +4,7 @@ import type { Context, Middleware, Next } from 'koa';
 import type { BillingCore } from '../lib/billing-core.js';
 import { isCheckDenial, type BillingDecision, type BillingRequest } from '../lib/billing-request.js';
 import { BillingError } from '../lib/errors.js';
-import { MoneyError } from '../lib/money.js';
+import { MoneyError, parseCostUsd, type Usd } from '../lib/money.js';
 import { parseOptions, v } from '../lib/options.js';
 import type { SettleRequest, SettlementReceipt } from '../lib/settlement.js';
 import { normalizeSubject } from '../lib/subject.js';
@@ -13,6 +13,8 @@ import { BillingValidationError } from '../lib/validate.js';
 import { renderDenial, renderFailure, type DenialFormat } from './render.js';
 
 export type SubjectResolver = (ctx: Context) => BillingSubject | null | undefined | Promise<BillingSubject | null | undefined>;
+/** The request's estimated cost in USD, or undefined when it cannot be estimated (no reservation then). */
+export type CostEstimator = (ctx: Context) => Usd | undefined | Promise<Usd | undefined>;
 
 export interface BillingContextOptions {
   /** The BillingCore (required). */
@@ -21,6 +23,12 @@ export interface BillingContextOptions {
   subject: SubjectResolver;
   /** Denial body format: 'openai' (default), 'anthropic', or a function rendering it yourself. */
   format?: DenialFormat;
+  /**
+   * Estimated cost of the request (issue 9). When given, the chain reserves it against the balance or
+   * subscription windows, the platform quota and the key windows, atomically, before RPM; the
+   * settlement replaces it with the actual cost, and a request that ends without one releases it.
+   */
+  estimateCost?: CostEstimator;
 }
 
 /** ctx.state.billing (DESIGN §2). */
@@ -30,7 +38,7 @@ export interface BillingState {
   mode: BillingMode;
   /** Each check that ran: outcome, limits, usage, reset times. */
   decision: BillingDecision;
-  /** Settles this request's cost for this subject. */
+  /** Settles this request's cost for this subject (replacing its reservation, if any). */
   settle(input: Omit<SettleRequest, 'subject'>): Promise<SettlementReceipt>;
   /** The request's pass through the checks (used by the check middlewares). */
   request: BillingRequest;
@@ -42,12 +50,23 @@ declare module 'koa' {
   }
 }
 
-function parseContextOptions(options: unknown, scope: string): Readonly<Required<BillingContextOptions>> {
-  return parseOptions<Required<BillingContextOptions>>(scope, options, { core: undefined as never, subject: undefined as never, format: 'openai' }, {
+type ParsedContextOptions = Required<Omit<BillingContextOptions, 'estimateCost'>> & { estimateCost: CostEstimator | undefined };
+
+function parseContextOptions(options: unknown, scope: string): Readonly<ParsedContextOptions> {
+  const defaults: ParsedContextOptions = { core: undefined as never, subject: undefined as never, format: 'openai', estimateCost: undefined };
+  return parseOptions<ParsedContextOptions>(scope, options, defaults, {
     core: v.object<BillingCore>('check', 'beginRequest', 'settleFor'),
     subject: v.func<SubjectResolver>(),
     format: (value, name) => (typeof value === 'function' ? (value as DenialFormat) : v.oneOf('openai', 'anthropic')(value, name)),
+    estimateCost: v.optional(v.func<CostEstimator>()),
   });
+}
+
+/** Releases the request's reservation once the response is over, unless a settlement took it. */
+function releaseWhenDone(ctx: Context, request: BillingRequest): void {
+  if (!request.lease) return;
+  if (ctx.res.writableFinished || ctx.res.destroyed) request.releaseLease();
+  else ctx.res.once('close', () => request.releaseLease());
 }
 
 /** The request's cancellation, created only when a check needs it (a client that went away). */
@@ -70,7 +89,7 @@ export function billingContext(options: BillingContextOptions): Middleware {
 
 /** billingContext with the factory name that configuration errors should mention. */
 export function createBillingContext(options: BillingContextOptions, scope: string): Middleware {
-  const { core, subject: resolve, format } = parseContextOptions(options, scope);
+  const { core, subject: resolve, format, estimateCost } = parseContextOptions(options, scope);
 
   return async function billingContext(ctx: Context, next: Next): Promise<void> {
     let state: BillingState;
@@ -78,19 +97,20 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
       const subject = await resolve(ctx);
       if (!subject) throw new BillingError('INVALID_SUBJECT', { message: 'No billing subject for this request' });
       const normalized = normalizeSubject(subject);
-      const request = core.beginRequest(normalized, cancellationOf(ctx));
+      const estimate = estimateCost ? await estimateCost(ctx) : undefined;
+      const request = core.beginRequest(normalized, cancellationOf(ctx), estimate === undefined ? undefined : parseCostUsd(estimate, 'estimateCost'));
       state = {
         core,
         subject,
         mode: normalized.mode,
         decision: request.decision,
         request,
-        settle: (input) => core.settleFor({ ...input, subject }, normalized),
+        settle: (input) => core.settleFor({ ...input, subject }, normalized, request.takeLease()?.leaseId),
       };
     } catch (err) {
       if (err instanceof BillingValidationError || err instanceof MoneyError) {
         // The field names are ours and safe to show; the values are not echoed.
-        return renderDenial(ctx, new BillingError('INVALID_SUBJECT', { message: `Invalid billing subject: ${err.field}` }), format);
+        return renderDenial(ctx, new BillingError('INVALID_SUBJECT', { message: `Invalid billing input: ${err.field}` }), format);
       }
       if (err instanceof BillingError) return renderDenial(ctx, err, format);
       return renderFailure(ctx, err, format);
@@ -101,6 +121,8 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
     } catch (err) {
       if (!isCheckDenial(err)) throw err;
       renderDenial(ctx, err, format);
+    } finally {
+      releaseWhenDone(ctx, state.request);
     }
   };
 }

@@ -2,12 +2,13 @@
 import compose from 'koa-compose';
 import type { Context, Middleware, Next } from 'koa';
 import { createBillingContext, type BillingContextOptions } from './billing-context.js';
-import { apiKeyWindows, balanceCheck, breakerGuard, platformQuota, rpmLimit, subscriptionCheck } from './checks.js';
+import { apiKeyWindows, balanceCheck, breakerGuard, platformQuota, reserveEstimate, rpmLimit, subscriptionCheck } from './checks.js';
 
 export type BillingEligibilityOptions = BillingContextOptions;
 
 export function billingEligibility(options: BillingEligibilityOptions): Middleware {
-  // RPM last, so requests that fail anyway never consume RPM (SPEC §1.8).
+  // RPM last, so requests that fail anyway never consume RPM (SPEC §1.8); the reservation (a no-op
+  // without estimateCost) just before it, once every limit it counts against has been read.
   const chain = compose([
     createBillingContext(options, 'billingEligibility'),
     breakerGuard(),
@@ -15,6 +16,7 @@ export function billingEligibility(options: BillingEligibilityOptions): Middlewa
     subscriptionCheck(),
     platformQuota(),
     apiKeyWindows(),
+    reserveEstimate(),
     rpmLimit(),
   ]);
   return function billingEligibility(ctx: Context, next: Next): Promise<unknown> {

@@ -3,7 +3,7 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { BillingRequest } from '../lib/billing-request.js';
 
-type CheckMethod = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'rpm';
+type CheckMethod = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reserve' | 'rpm';
 
 function checkMiddleware(name: string, method: CheckMethod): Middleware {
   const middleware = async (ctx: Context, next: Next): Promise<void> => {
@@ -28,5 +28,7 @@ export const subscriptionCheck = (): Middleware => checkMiddleware('subscription
 export const platformQuota = (): Middleware => checkMiddleware('platformQuota', 'platformQuota');
 /** The key's 5 h / 1 d / 7 d USD spend windows (SPEC §2.4; fails open). */
 export const apiKeyWindows = (): Middleware => checkMiddleware('apiKeyWindows', 'apiKeyWindows');
+/** Holds the request's estimated cost against every limit checked before it (issue 9); mount it after them, before rpmLimit. */
+export const reserveEstimate = (): Middleware => checkMiddleware('reserveEstimate', 'reserve');
 /** Per-minute request caps per user and per user within a group (SPEC §2.5; fails open); mount it last. */
 export const rpmLimit = (): Middleware => checkMiddleware('rpmLimit', 'rpm');

@@ -59,15 +59,19 @@ export function completionHandler({ format, upstream, logger, tracker, settleWai
         keyId: principal.key.id,
       }, logger));
 
+    // A client that left during the checks gets no upstream call (and no charge).
+    if (ctx.res.closed || ctx.res.destroyed) return;
     // The client going away aborts the upstream call: nobody is left to read what it would produce.
     const controller = new AbortController();
     ctx.res.once('close', () => { if (!ctx.res.writableFinished) controller.abort(); });
 
     let response: Response;
-    let text: string | null = null;
+    let isSse = false;
+    let body = '';
     try {
       response = await callUpstream(upstream, format, completion.body, ctx.req.headers, controller.signal);
-      if (response.ok && !completion.stream) text = await response.text();
+      isSse = completion.stream && (response.headers.get('content-type') ?? '').includes('text/event-stream');
+      if (response.ok && !isSse) body = await response.text();
     } catch (err) {
       if (controller.signal.aborted) {
         // The upstream had the request and bills for its prompt; charge that much, then stop.
@@ -79,14 +83,12 @@ export function completionHandler({ format, upstream, logger, tracker, settleWai
     }
     if (!response.ok) return relayUpstreamError(ctx, response, logger);
 
-    const isSse = (response.headers.get('content-type') ?? '').includes('text/event-stream');
-    if (completion.stream && isSse) {
+    if (isSse) {
       const finish = (snapshot: UsageSnapshot, complete: boolean) => waitAtMost(settle(snapshot, complete), settleWaitMs);
       void tracker.track(relaySse(ctx, response, { format, signal: controller.signal, logger, finish }));
       return;
     }
 
-    const body = text ?? (await response.text());
     let parsed: unknown;
     try {
       parsed = JSON.parse(body);

@@ -31,7 +31,7 @@ function drained(out: PassThrough): Promise<void> {
   });
 }
 
-/** Starts the relay: sets the response up and returns the pump (resolves after finish()). */
+/** Starts the relay: sets the response up and returns the pump, which resolves once finish() has run and the stream is ended. */
 export function relaySse(ctx: Context, upstream: Response, options: RelayOptions): Promise<void> {
   const out = new PassThrough();
   ctx.status = 200;

@@ -38,6 +38,11 @@ export class CacheKeys {
     }
   }
 
+  /** The user's reservation leases (one hash per user). */
+  leases(userId: string): string {
+    return `${this.user(userId)}:leases`;
+  }
+
   /** The per-user RPM counter. */
   rpmUser(userId: string): string {
     return `${this.user(userId)}:rpm:u`;

@@ -9,12 +9,16 @@ import type {
   CacheEntityMap,
   CacheEntityRef,
   Clock,
+  LeaseInfo,
+  ReserveRequest,
+  ReserveResult,
   RpmRequest,
   RpmResult,
 } from '../types.js';
 import { batchRefs, batchResult } from './batch.js';
 import { checkField, encodeEntity, inspectEntry, META_FIELDS, META_RULE, type RawHash } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
+import { admit, assertReserveRequest, decodeLease, encodeLease } from './leases.js';
 import { assertRpmRequest, rpmBucket, rpmResult } from './rpm.js';
 import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
 
@@ -168,6 +172,49 @@ export class MemoryBillingCache implements BillingCache {
       if (userCount > request.userCap) return rpmResult(2, groupCount, userCount, endsAtMs, nowMs);
     }
     return rpmResult(0, groupCount, userCount, endsAtMs, nowMs);
+  }
+
+  // Mirrors RESERVE_LUA: expired leases dropped, every dimension checked, all or nothing.
+  async reserve(request: ReserveRequest): Promise<ReserveResult> {
+    this.#assertOpen();
+    assertReserveRequest(request);
+    const nowMs = Math.floor(this.#clock.now());
+    const key = this.#keys.leases(request.userId);
+    const entry = this.#get(key);
+    const kept: RawHash = {};
+    const open = new Map<string, bigint>();
+    for (const [leaseId, value] of Object.entries(entry?.hash ?? {})) {
+      const lease = decodeLease(leaseId, value);
+      if (lease === null || lease.expiresAtMs <= nowMs) continue;
+      kept[leaseId] = value;
+      if (leaseId === request.leaseId) continue;
+      for (const name of lease.dimensions) open.set(name, (open.get(name) ?? 0n) + lease.amount);
+    }
+    const denial = admit(request, open, (dimension) => inspectEntry(dimension.entity.kind, this.#get(this.#keys.entity(dimension.entity))?.hash ?? null).live);
+    const remainingMs = entry ? entry.expiresAtMs - nowMs : 0;
+    if (denial) {
+      if (entry) this.#set(key, kept, remainingMs);
+      return denial;
+    }
+    kept[request.leaseId] = encodeLease(nowMs + request.ttlMs, request.amount, request.dimensions.map((d) => d.name));
+    this.#set(key, kept, Math.max(remainingMs, request.ttlMs));
+    return { outcome: 'reserved', expiresAtMs: nowMs + request.ttlMs };
+  }
+
+  async release(userId: string, leaseId: string): Promise<boolean> {
+    this.#assertOpen();
+    const entry = this.#get(this.#keys.leases(userId));
+    if (!entry || !(leaseId in entry.hash)) return false;
+    delete entry.hash[leaseId];
+    return true;
+  }
+
+  async listLeases(userId: string): Promise<LeaseInfo[]> {
+    this.#assertOpen();
+    const nowMs = Math.floor(this.#clock.now());
+    return Object.entries(this.#get(this.#keys.leases(userId))?.hash ?? {})
+      .map(([leaseId, value]) => decodeLease(leaseId, value))
+      .filter((lease): lease is LeaseInfo => lease !== null && lease.expiresAtMs > nowMs);
   }
 
   async ping(): Promise<void> {

@@ -8,13 +8,17 @@ import type {
   CacheEntityKind,
   CacheEntityMap,
   CacheEntityRef,
+  LeaseInfo,
+  ReserveRequest,
+  ReserveResult,
   RpmRequest,
   RpmResult,
 } from '../types.js';
 import { batchRefs, batchResult } from './batch.js';
 import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
-import { FILL_LUA, INVALIDATE_LUA, PUT_LUA, READ_BATCH_LUA, RPM_HIT_LUA } from './redis-scripts.js';
+import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from './leases.js';
+import { FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA } from './redis-scripts.js';
 import { assertRpmRequest, rpmResult } from './rpm.js';
 import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
 
@@ -36,6 +40,8 @@ interface ScriptCommands {
   kbePut(key: string, ...args: ScriptArg[]): Promise<unknown>;
   kbeInvalidate(key: string, ttlMs: number): Promise<unknown>;
   kbeRpmHit(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
+  kbeReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
+  kbeListLeases(key: string): Promise<unknown>;
 }
 
 function appliedFlag(reply: unknown, script: string): boolean {
@@ -78,6 +84,8 @@ export class RedisBillingCache implements BillingCache {
     client.defineCommand('kbePut', { lua: PUT_LUA, numberOfKeys: 1 });
     client.defineCommand('kbeInvalidate', { lua: INVALIDATE_LUA, numberOfKeys: 1 });
     client.defineCommand('kbeRpmHit', { lua: RPM_HIT_LUA });
+    client.defineCommand('kbeReserve', { lua: RESERVE_LUA });
+    client.defineCommand('kbeListLeases', { lua: LIST_LEASES_LUA, numberOfKeys: 1 });
     this.#scripts = client as unknown as ScriptCommands;
   }
 
@@ -135,6 +143,48 @@ export class RedisBillingCache implements BillingCache {
     }
     const [outcome, groupCount, userCount, bucketEndsAtMs, nowMs] = RPM_REPLY.map((what, i) => safeInteger(reply[i], what));
     return rpmResult(outcome!, groupCount!, userCount!, bucketEndsAtMs!, nowMs!);
+  }
+
+  async reserve(request: ReserveRequest): Promise<ReserveResult> {
+    this.#assertOpen();
+    assertReserveRequest(request);
+    const keys = [this.#keys.leases(request.userId)];
+    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs];
+    for (const dimension of request.dimensions) {
+      const key = this.#keys.entity(dimension.entity);
+      let index = keys.indexOf(key);
+      if (index < 0) index = keys.push(key) - 1;
+      if (dimension.kind === 'balance') {
+        args.push(dimension.name, 'b', index + 1, BALANCE_FIELD, '', 0, dimension.fallbackCapacity.toString(), 0);
+      } else {
+        const fields = WINDOW_FIELDS[dimension.window];
+        args.push(dimension.name, 'w', index + 1, fields.usage, fields.start, dimension.expiryThreshold, dimension.limit.toString(), dimension.fallbackUsed.toString());
+      }
+    }
+    const reply = await this.#scripts.kbeReserve(keys.length, ...keys, ...args);
+    if (Array.isArray(reply) && reply[0] === 'reserved' && typeof reply[1] === 'string' && /^\d+$/.test(reply[1])) {
+      return { outcome: 'reserved', expiresAtMs: Number(reply[1]) };
+    }
+    if (Array.isArray(reply) && reply[0] === 'denied' && typeof reply[1] === 'string' && typeof reply[2] === 'string' && /^-?\d+$/.test(reply[2])) {
+      return { outcome: 'denied', dimension: reply[1], availableUnits: BigInt(reply[2]) };
+    }
+    throw new Error(`reserve script returned a malformed reply ${JSON.stringify(reply)}`);
+  }
+
+  async release(userId: string, leaseId: string): Promise<boolean> {
+    this.#assertOpen();
+    return (await this.#client.hdel(this.#keys.leases(userId), leaseId)) === 1;
+  }
+
+  async listLeases(userId: string): Promise<LeaseInfo[]> {
+    this.#assertOpen();
+    const reply = await this.#scripts.kbeListLeases(this.#keys.leases(userId));
+    if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw new Error('list-leases script returned a malformed reply');
+    const nowMs = Number(reply[0]);
+    const hash = hashFromFlatReply(reply.slice(1)) ?? {};
+    return Object.entries(hash)
+      .map(([leaseId, value]) => decodeLease(leaseId, value))
+      .filter((lease): lease is LeaseInfo => lease !== null && lease.expiresAtMs > nowMs);
   }
 
   async ping(): Promise<void> {

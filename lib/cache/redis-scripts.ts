@@ -203,3 +203,92 @@ if user_cap > 0 then
 end
 return { 0, group_count, user_count, bucket_end_ms, now_ms }
 `;
+
+/**
+ * Reservation admission (issue 9), all or nothing, on the server's clock.
+ * KEYS[1] = the user's lease hash (lease id → `<expiresAtMs>|<amount>|<dim>,<dim>`); KEYS[2..] = the
+ * entity hashes the dimensions read. ARGV = lease id, amount, ttl ms, then 8 per dimension: name,
+ * kind ('b' balance | 'w' window), index into KEYS, usage (or balance) field, start field, expiry
+ * threshold, capacity (balance: fallback balance; window: limit), fallback usage.
+ * Expired or unreadable leases are dropped on the way. Capacity and usage come from the live entity
+ * when it is cached — read here, atomically with the leases, so a settlement that landed since the
+ * caller's read is counted — else from the caller's fallbacks. A dimension admits iff
+ * used + open leases + amount ≤ capacity; the first that does not names the denial and nothing is held.
+ * Returns { 'reserved', expiresAtMs } or { 'denied', dimension, available units }.
+ * Memory mirror: admit() in lib/cache/leases.ts.
+ */
+export const RESERVE_LUA = `${LUA_HELPERS}
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local lease_key = KEYS[1]
+local lease_id = ARGV[1]
+local amount = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+
+local open = {}
+local lease_type = redis.call('TYPE', lease_key)['ok']
+if lease_type == 'hash' then
+  local flat = redis.call('HGETALL', lease_key)
+  for i = 1, #flat, 2 do
+    local exp, amt, dims = string.match(flat[i + 1], '^(%d+)|(%d+)|([^|]*)$')
+    if exp == nil or tonumber(exp) <= now then
+      redis.call('HDEL', lease_key, flat[i])
+    elseif flat[i] ~= lease_id then
+      for d in string.gmatch(dims, '[^,]+') do open[d] = (open[d] or 0) + tonumber(amt) end
+    end
+  end
+elseif lease_type ~= 'none' then
+  redis.call('DEL', lease_key)
+end
+
+local entities = {}
+local function live(index)
+  if entities[index] == nil then
+    local h = load(KEYS[index])
+    if h == nil or h['t'] == '1' or meta(h['v']) == nil then entities[index] = false else entities[index] = h end
+  end
+  return entities[index]
+end
+
+local names = {}
+for i = 4, #ARGV, 8 do
+  local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local capacity, used = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
+  local h = live(index)
+  if h then
+    local value = int_in(h[ARGV[i + 3]], -MAX_SAFE, MAX_SAFE)
+    if kind == 'b' then
+      if value ~= nil then capacity = value end
+    elseif value ~= nil then
+      local start = h[ARGV[i + 4]]
+      if start == '' then
+        used = 0
+      else
+        local start_ms = int_in(start, 0, MAX_SAFE)
+        if start_ms ~= nil then
+          if start_ms < tonumber(ARGV[i + 5]) then used = 0 else used = value end
+        end
+      end
+    end
+  end
+  local held = open[name] or 0
+  if used + held + amount > capacity then
+    return { 'denied', name, string.format('%d', capacity - used - held) }
+  end
+  names[#names + 1] = name
+end
+redis.call('HSET', lease_key, lease_id, string.format('%d', now + ttl) .. '|' .. ARGV[2] .. '|' .. table.concat(names, ','))
+if redis.call('PTTL', lease_key) < ttl then redis.call('PEXPIRE', lease_key, ttl) end
+return { 'reserved', string.format('%d', now + ttl) }
+`;
+
+/** The user's lease hash with the server's time: { nowMs, field, value, field, value, … }. KEYS[1] = lease hash. */
+export const LIST_LEASES_LUA = `
+local time = redis.call('TIME')
+local out = { string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)) }
+if redis.call('TYPE', KEYS[1])['ok'] == 'hash' then
+  local flat = redis.call('HGETALL', KEYS[1])
+  for i = 1, #flat do out[#out + 1] = flat[i] end
+end
+return out
+`;

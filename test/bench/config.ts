@@ -31,7 +31,7 @@ export interface BenchConfig {
   memoryMaxEntries: number;
   /** Which parts run: any of http, settle, memory, comma-separated (BENCH_PARTS, default all three). */
   parts: ReadonlySet<'http' | 'settle' | 'memory'>;
-  /** App ids whose server runs under `node --cpu-prof` (BENCH_PROFILE, e.g. "chain-redis"); profiles go to .bench-profiles/. */
+  /** App ids whose server runs under `node --cpu-prof` (BENCH_PROFILE, e.g. "chain-redis"); profiles go to BENCH_PROFILE_DIR (default <tmpdir>/kbe-bench-profiles). */
   profile: ReadonlySet<string>;
   /** Where the JSON results go (BENCH_RESULTS, default bench-results.json at the repository root). */
   resultsPath: string;

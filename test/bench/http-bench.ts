@@ -1,7 +1,9 @@
 // Part one: the four apps, each in its own server process, loaded in interleaved rounds (the order
 // rotates every round so no app always runs first or last) at a fixed connection count and duration.
+import type { Redis } from 'ioredis';
 import { APP_IDS, type AppId } from './apps.js';
 import type { BenchConfig } from './config.js';
+import { measureCpu, type CpuPerRequest } from './cpu.js';
 import { runLoad, type LoadResult } from './load.js';
 import { startChild, type Child } from './processes.js';
 import type { ServerReady } from './server.js';
@@ -11,7 +13,11 @@ export interface AppSummary {
   reqPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /** Medians of the CPU spent per request by the server process, Redis (shared server: includes other clients) and autocannon. */
+  cpu: CpuPerRequest;
 }
+
+export type MeasuredLoad = LoadResult & { cpu: CpuPerRequest };
 
 export interface Ratio {
   /** Median over rounds of the ratio measured within each round (the apps of one round ran minutes apart at most). */
@@ -22,7 +28,7 @@ export interface Ratio {
 }
 
 export interface HttpResults {
-  rounds: { round: number; order: AppId[]; results: Record<AppId, LoadResult> }[];
+  rounds: { round: number; order: AppId[]; results: Record<AppId, MeasuredLoad> }[];
   /** Medians over rounds. */
   apps: Record<AppId, AppSummary>;
   ratios: {
@@ -74,7 +80,7 @@ function ratio(perRound: number[], target: string, met: (value: number) => boole
   return { median: round(value, 3), perRound: perRound.map((r) => round(r, 3)), target, met: met(value) };
 }
 
-export async function runHttpBench(config: BenchConfig, settings: HttpSettings, log: (line: string) => void): Promise<HttpResults> {
+export async function runHttpBench(config: BenchConfig, settings: HttpSettings, redis: Redis, log: (line: string) => void): Promise<HttpResults> {
   const servers = await startServers(config, settings);
   try {
     for (const id of APP_IDS) {
@@ -85,12 +91,14 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
     const rounds: HttpResults['rounds'] = [];
     for (let r = 0; r < config.rounds; r++) {
       const order = APP_IDS.map((_, i) => APP_IDS[(i + r) % APP_IDS.length] as AppId);
-      const results = {} as Record<AppId, LoadResult>;
+      const results = {} as Record<AppId, MeasuredLoad>;
       for (const id of order) {
-        const result = await runLoad(servers.get(id)!.url, config.connections, config.durationS);
+        const { child, url } = servers.get(id)!;
+        const result = await measureCpu(child.process.pid ?? -1, redis, () => runLoad(url, config.connections, config.durationS));
         assertClean(id, result);
         results[id] = result;
-        log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(result.reqPerSec)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms`);
+        const { serverUs, redisUs, loadGeneratorUs } = result.cpu;
+        log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(result.reqPerSec)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms; CPU µs/request: server ${serverUs}, Redis ${redisUs}, autocannon ${loadGeneratorUs}`);
       }
       rounds.push({ round: r + 1, order, results });
     }
@@ -100,9 +108,14 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
         reqPerSec: Math.round(median(rounds.map((r) => r.results[id].reqPerSec))),
         p50Ms: round(median(rounds.map((r) => r.results[id].p50Ms)), 2),
         p99Ms: round(median(rounds.map((r) => r.results[id].p99Ms)), 2),
+        cpu: {
+          serverUs: round(median(rounds.map((r) => r.results[id].cpu.serverUs)), 1),
+          redisUs: round(median(rounds.map((r) => r.results[id].cpu.redisUs)), 1),
+          loadGeneratorUs: round(median(rounds.map((r) => r.results[id].cpu.loadGeneratorUs)), 1),
+        },
       };
     }
-    const per = (f: (r: Record<AppId, LoadResult>) => number) => rounds.map((r) => f(r.results));
+    const per = (f: (r: Record<AppId, MeasuredLoad>) => number) => rounds.map((r) => f(r.results));
     return {
       rounds,
       apps,

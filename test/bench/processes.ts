@@ -2,8 +2,11 @@
 // optionally under --cpu-prof, and exchanges IPC messages with it.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
-export const PROFILE_DIR = new URL('../../.bench-profiles/', import.meta.url).pathname;
+/** Where --cpu-prof writes (BENCH_PROFILE_DIR); outside the repository by default, so profiles never get committed. */
+export const PROFILE_DIR = process.env.BENCH_PROFILE_DIR ?? path.join(os.tmpdir(), 'kbe-bench-profiles');
 
 export interface Child {
   process: ChildProcess;

@@ -45,9 +45,9 @@ async function main(): Promise<void> {
   let pg: PgSchema | undefined;
   try {
     if (needsServices) pg = await createPgSchema();
-    if (config.parts.has('http') && pg) {
+    if (config.parts.has('http') && pg && redis) {
       log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${autoPipelining ? 'on' : 'off'}`);
-      results.http = await runHttpBench(config, { pgSchema: pg.schema, redisPrefix, autoPipelining }, log);
+      results.http = await runHttpBench(config, { pgSchema: pg.schema, redisPrefix, autoPipelining }, redis, log);
     }
     if (config.parts.has('settle') && pg && redis) {
       log(`settlements: ${config.settleConcurrency} in flight, ${config.settleDurationS} s per run`);

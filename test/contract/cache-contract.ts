@@ -1,8 +1,9 @@
 // The BillingCache contract suite, run unchanged against the memory cache, a single Redis and a Redis
-// Cluster: versions and generations, the batched read, TTLs, RPM and corrupt contents (issue 4).
+// Cluster: versions and generations, the batched read, TTLs, RPM, corrupt contents (issue 4) and leases (issue 9).
 import type { CacheKeys } from '../../lib/cache/keys.js';
 import type { BillingCache } from '../../lib/types.js';
 import { corruptContract } from './cache-contract-corrupt.js';
+import { leaseContract } from './cache-contract-leases.js';
 import { rpmContract } from './cache-contract-rpm.js';
 import { ttlContract } from './cache-contract-ttl.js';
 import { versionContract } from './cache-contract-versions.js';
@@ -90,5 +91,6 @@ export function describeCacheContract(title: string, setup: (context: Mocha.Cont
     ttlContract(context);
     rpmContract(context);
     corruptContract(context);
+    leaseContract(context);
   });
 }

@@ -1,0 +1,88 @@
+// Reservation leases, shared by both caches: how a lease is stored, which entity fields a dimension
+// reads, and the admission rule the Redis script applies atomically (mirrored here for the memory cache).
+import type { CacheEntityMap, LeaseInfo, ReservationDimension, ReservationWindow, ReserveRequest, ReserveResult } from '../types.js';
+import { BillingValidationError } from '../validate.js';
+
+/** The entity fields a window dimension reads: usage and start (see entity-codec.ts). */
+export const WINDOW_FIELDS: Readonly<Record<ReservationWindow, { usage: string; start: string }>> = Object.freeze({
+  daily: { usage: 'du', start: 'ds' },
+  weekly: { usage: 'wu', start: 'ws' },
+  monthly: { usage: 'mu', start: 'ms' },
+  '5h': { usage: 'u5', start: 's5' },
+  '1d': { usage: 'u1', start: 's1' },
+  '7d': { usage: 'u7', start: 's7' },
+});
+
+/** The balance field of a balance entity. */
+export const BALANCE_FIELD = 'b';
+
+const LEASE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+const DIMENSION_NAME = /^[A-Za-z0-9_.@:-]{1,200}$/;
+const LEASE_VALUE = /^(\d{1,16})\|(\d{1,16})\|([^|]*)$/;
+
+/** Validates a reserve request before it reaches a cache (names end up inside stored values). */
+export function assertReserveRequest(request: ReserveRequest): void {
+  if (!LEASE_ID.test(request.leaseId)) throw new BillingValidationError('leaseId', 'leaseId must be 1-128 characters of [A-Za-z0-9_.:-]');
+  if (request.amount <= 0n) throw new BillingValidationError('amount', 'a reservation amount must be positive');
+  if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
+  for (const dimension of request.dimensions) {
+    if (!DIMENSION_NAME.test(dimension.name)) throw new BillingValidationError('dimension', `bad reservation dimension name ${JSON.stringify(dimension.name)}`);
+  }
+}
+
+/** `<expiresAtMs>|<amount>|<dim>,<dim>`: what the lease hash holds per lease id. */
+export function encodeLease(expiresAtMs: number, amount: bigint, dimensions: readonly string[]): string {
+  return `${expiresAtMs}|${amount}|${dimensions.join(',')}`;
+}
+
+/** The stored value as a lease; null when unreadable (treated as gone). */
+export function decodeLease(leaseId: string, value: string): LeaseInfo | null {
+  const match = LEASE_VALUE.exec(value);
+  if (!match) return null;
+  return { leaseId, expiresAtMs: Number(match[1]), amount: BigInt(match[2]!), dimensions: match[3] ? match[3].split(',') : [] };
+}
+
+type LiveEntity = CacheEntityMap['balance'] | CacheEntityMap['subscription'] | CacheEntityMap['platformQuota'] | CacheEntityMap['apiKeyWindows'];
+
+const USAGE_PROP: Readonly<Record<ReservationWindow, { usage: string; start: string }>> = {
+  daily: { usage: 'dailyUsage', start: 'dailyStartMs' },
+  weekly: { usage: 'weeklyUsage', start: 'weeklyStartMs' },
+  monthly: { usage: 'monthlyUsage', start: 'monthlyStartMs' },
+  '5h': { usage: 'usage5h', start: 'start5hMs' },
+  '1d': { usage: 'usage1d', start: 'start1dMs' },
+  '7d': { usage: 'usage7d', start: 'start7dMs' },
+};
+
+/**
+ * The admission rule (the memory twin of RESERVE_LUA): for every dimension,
+ * used + open leases + amount ≤ capacity, reading the live entity when there is one.
+ */
+export function admit(
+  request: ReserveRequest,
+  openByDimension: ReadonlyMap<string, bigint>,
+  liveEntity: (dimension: ReservationDimension) => LiveEntity | null,
+): ReserveResult | null {
+  for (const dimension of request.dimensions) {
+    const live = liveEntity(dimension) as Record<string, unknown> | null;
+    let capacity: bigint;
+    let used: bigint;
+    if (dimension.kind === 'balance') {
+      capacity = live ? (live.balance as bigint) : dimension.fallbackCapacity;
+      used = 0n;
+    } else {
+      capacity = dimension.limit;
+      if (live) {
+        const props = USAGE_PROP[dimension.window];
+        const start = live[props.start] as number | null;
+        used = start === null || start < dimension.expiryThreshold ? 0n : (live[props.usage] as bigint);
+      } else {
+        used = dimension.fallbackUsed;
+      }
+    }
+    const open = openByDimension.get(dimension.name) ?? 0n;
+    if (used + open + request.amount > capacity) {
+      return { outcome: 'denied', dimension: dimension.name, availableUnits: capacity - used - open };
+    }
+  }
+  return null;
+}

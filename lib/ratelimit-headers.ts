@@ -1,0 +1,146 @@
+// IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers-11) built from the checks' records.
+import type { CheckRecord } from './decisions.js';
+import { parseUsd } from './money.js';
+import { DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, WEEK_MS } from './windows.js';
+
+/**
+ * The `qu` (quota unit) of USD policies. The draft's default unit is "requests", so a USD policy
+ * without `qu` would tell clients they have millions of requests left; this value says what `q`
+ * and `r` count instead. It is not (yet) in the draft's quota-unit registry, whose initial
+ * entries are request counts, content bytes and concurrent requests only.
+ */
+export const USD_QUOTA_UNIT = 'usd-micros';
+/** 1e-8 USD units (lib/money.ts) per quota unit: USD policies count micro-dollars. */
+export const MONEY_UNITS_PER_QUOTA_UNIT = 100n;
+
+/** The two response fields; both are structured-field Lists (RFC 9651). */
+export interface RateLimitHeaderFields {
+  'RateLimit-Policy': string;
+  RateLimit: string;
+}
+
+/**
+ * Structured-field Integers have at most 15 digits (RFC 9651 §3.3.1). Micro-dollars stay below it
+ * for every amount lib/money.ts accepts (≤ 2⁵³−1 units ≈ 9.0e13 micro-dollars); 1e-8 units would not.
+ */
+const SF_INTEGER_MAX = 999_999_999_999_999n;
+
+interface PolicyDef {
+  /** Bit for de-duplication within one response. */
+  readonly bit: number;
+  readonly usd: boolean;
+  /** `"name";q=` */
+  readonly policyHead: string;
+  /** `;w=…` (and `;qu=…` for USD), after q. */
+  readonly policyTail: string;
+  /** `"name";r=` */
+  readonly limitHead: string;
+  /** Cap on `t`, or 0 for none. */
+  readonly maxResetSec: number;
+}
+
+let nextBit = 1;
+function policy(name: string, windowMs: number, usd: boolean, maxResetSec = 0): PolicyDef {
+  const bit = nextBit;
+  nextBit *= 2;
+  const w = `;w=${windowMs / SECOND_MS}`;
+  // Parameter order as in the draft's examples: q, then qu, then w.
+  return { bit, usd, policyHead: `"${name}";q=`, policyTail: usd ? `;qu="${USD_QUOTA_UNIT}"${w}` : w, limitHead: `"${name}";r=`, maxResetSec };
+}
+
+/**
+ * One named policy per RPM cap and per spend window, keyed by check and then by the window name
+ * that check reports. The balance check is absent: a balance is a stock, not a quota over a window.
+ * `w` is the window's nominal length; calendar windows (days, weeks) are that long except across
+ * a DST change, which `t` (computed from the real reset time) reflects.
+ */
+const POLICIES: ReadonlyMap<string, ReadonlyMap<string, PolicyDef>> = new Map([
+  // RPM buckets end on the cache's clock (Redis TIME), nowMs is the process clock: cap t at the
+  // bucket length so clock skew cannot advertise a wait longer than one bucket.
+  ['rpm', new Map([['group', policy('rpm-group', MINUTE_MS, false, 60)], ['user', policy('rpm-user', MINUTE_MS, false, 60)]])],
+  ['apiKeyWindows', new Map([
+    ['5h', policy('key-5h', 5 * HOUR_MS, true)],
+    ['1d', policy('key-1d', DAY_MS, true)],
+    ['7d', policy('key-7d', WEEK_MS, true)],
+  ])],
+  ['platformQuota', new Map([
+    ['daily', policy('quota-daily', DAY_MS, true)],
+    ['weekly', policy('quota-weekly', WEEK_MS, true)],
+    ['monthly', policy('quota-monthly', 30 * DAY_MS, true)],
+  ])],
+  ['subscription', new Map([
+    ['daily', policy('sub-daily', DAY_MS, true)],
+    ['weekly', policy('sub-weekly', WEEK_MS, true)],
+    ['monthly', policy('sub-monthly', 30 * DAY_MS, true)],
+  ])],
+]);
+
+/** A record's amount in quota units (requests, or micro-dollars rounded down), or null if unusable. */
+function quotaUnits(text: string, usd: boolean): bigint | null {
+  let value: bigint;
+  if (usd) {
+    try {
+      value = parseUsd(text) / MONEY_UNITS_PER_QUOTA_UNIT;
+    } catch {
+      return null;
+    }
+  } else {
+    const count = Number(text);
+    if (!Number.isSafeInteger(count)) return null;
+    value = BigInt(count);
+  }
+  return value;
+}
+
+/**
+ * The RateLimit-Policy and RateLimit fields for one response: one named policy per RPM cap and
+ * per spend window that has a limit, in check order, whatever the check's outcome (a denied
+ * window shows `r=0`). `q` = the limit, `r` = what is left (0..q; amounts rounded down, so a
+ * client never plans on more than it has), `t` = whole seconds until the window resets (rounded
+ * up, like Retry-After, so Retry-After is never earlier than the end of the denying window's
+ * `t`), `w` = window length in seconds. No partition key is sent: it would identify the user.
+ * Returns null when no window with a limit was reported. Pure; nowMs is epoch milliseconds.
+ */
+export function buildRateLimitHeaders(
+  records: readonly Pick<CheckRecord, 'check' | 'windows'>[],
+  nowMs: number,
+): RateLimitHeaderFields | null {
+  if (!Number.isFinite(nowMs)) throw new TypeError(`buildRateLimitHeaders: nowMs must be a finite epoch time in ms, got ${String(nowMs)}`);
+  let policies = '';
+  let limits = '';
+  let seen = 0;
+  for (const record of records) {
+    const windows = record.windows;
+    if (windows === undefined || windows.length === 0) continue;
+    const defs = POLICIES.get(record.check);
+    if (defs === undefined) continue;
+    for (const report of windows) {
+      if (report.limit === null) continue;
+      const def = defs.get(report.window);
+      if (def === undefined || (seen & def.bit) !== 0) continue;
+      const quota = quotaUnits(report.limit, def.usd);
+      const usage = quotaUnits(report.usage, def.usd);
+      // A value that cannot be an SF Integer is left out: a malformed field is ignored whole by
+      // clients (draft §7), which would hide every other policy with it.
+      if (quota === null || usage === null || quota < 0n || quota > SF_INTEGER_MAX) continue;
+      seen |= def.bit;
+      const left = quota - usage;
+      const remaining = left < 0n ? 0n : left > quota ? quota : left;
+      let limit = def.limitHead + remaining;
+      // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed.
+      if (report.resetsAtMs !== null && Number.isFinite(report.resetsAtMs)) {
+        let t = Math.ceil((report.resetsAtMs - nowMs) / SECOND_MS);
+        if (t < 0) t = 0;
+        else if (def.maxResetSec !== 0 && t > def.maxResetSec) t = def.maxResetSec;
+        limit += `;t=${t}`;
+      }
+      if (policies !== '') {
+        policies += ', ';
+        limits += ', ';
+      }
+      policies += def.policyHead + quota + def.policyTail;
+      limits += limit;
+    }
+  }
+  return policies === '' ? null : { 'RateLimit-Policy': policies, RateLimit: limits };
+}
