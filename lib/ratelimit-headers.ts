@@ -75,21 +75,17 @@ const POLICIES: ReadonlyMap<string, ReadonlyMap<string, PolicyDef>> = new Map([
   ])],
 ]);
 
-/** A record's amount in quota units (requests, or micro-dollars rounded down), or null if unusable. */
-function quotaUnits(text: string, usd: boolean): bigint | null {
-  let value: bigint;
+/** A record's amount in its exact unit (1e-8 USD, or requests), or null if it does not parse. */
+function exactAmount(text: string, usd: boolean): bigint | null {
   if (usd) {
     try {
-      value = parseUsd(text) / MONEY_UNITS_PER_QUOTA_UNIT;
+      return parseUsd(text);
     } catch {
       return null;
     }
-  } else {
-    const count = Number(text);
-    if (!Number.isSafeInteger(count)) return null;
-    value = BigInt(count);
   }
-  return value;
+  const count = Number(text);
+  return Number.isSafeInteger(count) ? BigInt(count) : null;
 }
 
 /**
@@ -102,7 +98,7 @@ function quotaUnits(text: string, usd: boolean): bigint | null {
  * Returns null when no window with a limit was reported. Pure; nowMs is epoch milliseconds.
  */
 export function buildRateLimitHeaders(
-  records: readonly Pick<CheckRecord, 'check' | 'windows'>[],
+  records: readonly CheckRecord[],
   nowMs: number,
 ): RateLimitHeaderFields | null {
   if (!Number.isFinite(nowMs)) throw new TypeError(`buildRateLimitHeaders: nowMs must be a finite epoch time in ms, got ${String(nowMs)}`);
@@ -118,13 +114,17 @@ export function buildRateLimitHeaders(
       if (report.limit === null) continue;
       const def = defs.get(report.window);
       if (def === undefined || (seen & def.bit) !== 0) continue;
-      const quota = quotaUnits(report.limit, def.usd);
-      const usage = quotaUnits(report.usage, def.usd);
+      const limitAmount = exactAmount(report.limit, def.usd);
+      const usage = exactAmount(report.usage, def.usd);
+      if (limitAmount === null || usage === null || limitAmount < 0n) continue;
+      // Subtract exactly, then round down once, so the client is never told of money it lacks.
+      const scale = def.usd ? MONEY_UNITS_PER_QUOTA_UNIT : 1n;
+      const quota = limitAmount / scale;
+      const left = (limitAmount - usage) / scale;
       // A value that cannot be an SF Integer is left out: a malformed field is ignored whole by
       // clients (draft §7), which would hide every other policy with it.
-      if (quota === null || usage === null || quota < 0n || quota > SF_INTEGER_MAX) continue;
+      if (quota > SF_INTEGER_MAX) continue;
       seen |= def.bit;
-      const left = quota - usage;
       const remaining = left < 0n ? 0n : left > quota ? quota : left;
       let limit = def.limitHead + remaining;
       // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed.

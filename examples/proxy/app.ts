@@ -15,6 +15,7 @@ import { errorHandler } from './error-handler.js';
 import type { ApiFormat } from './gateway-errors.js';
 import { GatewayRepository } from './gateway-repo.js';
 import { migrateGatewaySchema } from './gateway-schema.js';
+import { estimateCompletionCost } from './cost-estimate.js';
 import { InFlightTracker } from './in-flight.js';
 import { infoRoutes } from './info-routes.js';
 import { createLogger, type Logger } from './logger.js';
@@ -82,7 +83,16 @@ function chatRoute(
     path,
     authenticate({ repo: deps.repo, platform: format }),
     parseCompletionRequest({ format, maxBodyBytes: deps.config.maxBodyBytes }),
-    billingEligibility({ core: deps.core, subject: (ctx) => ctx.state.gateway?.subject, format }),
+    billingEligibility({
+      core: deps.core,
+      subject: (ctx) => ctx.state.gateway?.subject,
+      format,
+      // Reserve the worst case (every allowed output token) so concurrent requests cannot overspend.
+      estimateCost: (ctx) => {
+        const { completion, principal } = gatewayState(ctx);
+        return completion ? estimateCompletionCost(completion, principal?.group?.rateMultiplier ?? '1') : undefined;
+      },
+    }),
     completionHandler({
       format,
       upstream: { baseUrl: deps.upstreamUrl, apiKey: deps.config.upstreamApiKey },

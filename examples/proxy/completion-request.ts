@@ -20,6 +20,12 @@ export function parseCompletionRequest({ format, maxBodyBytes }: CompletionReque
     if (typeof fields.model !== 'string') throw gatewayErrors.badRequest('"model" is required.');
     if (!Array.isArray(fields.messages) || fields.messages.length === 0) throw gatewayErrors.badRequest('"messages" must be a non-empty array.');
     if (fields.stream !== undefined && typeof fields.stream !== 'boolean') throw gatewayErrors.badRequest('"stream" must be a boolean.');
+    for (const cap of ['max_tokens', 'max_completion_tokens'] as const) {
+      const value = fields[cap];
+      if (value !== undefined && !(typeof value === 'number' && Number.isSafeInteger(value) && value > 0)) {
+        throw gatewayErrors.badRequest(`"${cap}" must be a positive integer.`);
+      }
+    }
     const price = findModelPrice(fields.model);
     if (!price || price.platform !== format) throw gatewayErrors.unknownModel(fields.model);
     gatewayState(ctx).completion = { body: fields, price, stream: fields.stream === true, promptEstimate: estimatePromptTokens(fields) };

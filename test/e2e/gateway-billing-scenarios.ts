@@ -113,4 +113,25 @@ export function billingScenarios(harness: () => GatewayHarness): void {
     const denied = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody()).expect(403);
     expect(denied.body.error).to.include({ code: 'subscription_invalid' });
   });
+
+  it('reserves the worst case (max_tokens) up front: a request that could overspend the balance is refused before the upstream', async () => {
+    const h = harness();
+    // gpt-4o: (8 × 2.50 + 1000 × 10.00) / 1e6 = 0.01002 USD if every allowed output token is used.
+    const user = await h.createUser({ balanceUsd: '0.01' });
+    const upstreamBefore = h.gateway.mockUpstream?.stats.requests ?? 0;
+    const refused = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ model: 'gpt-4o', max_tokens: 1000 })).expect(403);
+    expect(refused.body.error).to.include({ code: 'insufficient_balance' });
+    expect(h.gateway.mockUpstream?.stats.requests ?? 0).to.equal(upstreamBefore, 'no upstream call was made');
+    await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ model: 'gpt-4o', max_tokens: 900 })).expect(200);
+    expect(await h.gateway.core.listReservations(user.userId)).to.deep.equal([], 'the settlement released the reservation');
+  });
+
+  it('refuses a max_tokens that is not a positive integer, before billing', async () => {
+    const h = harness();
+    const user = await h.createUser({ balanceUsd: '1.00' });
+    const res = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ max_tokens: -5 })).expect(400);
+    expect(res.body.error.message).to.include('max_tokens');
+  });
 }

@@ -28,6 +28,8 @@ export interface Gateway {
 
 export async function startGateway(core: BillingCore, users: readonly FaultUser[], ledger: Ledger, random: () => number): Promise<Gateway> {
   const settlements: Promise<SettlementReceipt>[] = [];
+  // Unique per gateway: the suites share one schema, and request ids are the settlements' identity.
+  const run = Math.random().toString(36).slice(2, 8);
   let nextId = 0;
   const app = new Koa();
   app.use(async (ctx, next) => {
@@ -46,7 +48,7 @@ export async function startGateway(core: BillingCore, users: readonly FaultUser[
       rpm: checks.find((c) => c.check === 'rpm')?.outcome ?? null,
     };
     // Settled after the "upstream call", without holding the response (the gateway's pattern).
-    const requestId = `req-${nextId++}`;
+    const requestId = `${run}-req-${nextId++}`;
     const units = randomCostUnits(random);
     ledger.record(requestId, user.id, units);
     settlements.push(billing.settle({ requestId, costUsd: formatUsd(units) }));

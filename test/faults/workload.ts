@@ -82,9 +82,11 @@ export class Ledger {
   }
 }
 
-/** Store exactness: one usage row per distinct settlement, and every balance, 7-day key window and monthly quota = initial − Σ costs. */
+/** Store exactness for `users`: one usage row per distinct settlement, and every balance, 7-day key window and monthly quota = initial − Σ costs. */
 export async function expectStoreExact(knex: Knex, store: KnexBillingStore, users: readonly FaultUser[], ledger: Ledger): Promise<void> {
-  const [{ rows, distinct }] = (await knex(TABLES.usageLog).select(knex.raw('count(*)::int as rows'), knex.raw('count(distinct request_id)::int as distinct'))) as [{ rows: number; distinct: number }];
+  const [{ rows, distinct }] = (await knex(TABLES.usageLog)
+    .whereIn('user_id', users.map((user) => user.id))
+    .select(knex.raw('count(*)::int as rows'), knex.raw('count(distinct request_id)::int as distinct'))) as [{ rows: number; distinct: number }];
   expect(rows, 'usage rows').to.equal(ledger.size);
   expect(distinct, 'distinct request ids').to.equal(ledger.size);
   for (const user of users) {

@@ -1,0 +1,242 @@
+// Unit tests for lib/ratelimit-headers.ts: field syntax per draft-ietf-httpapi-ratelimit-headers-11, values against limits and window ends.
+import { expect } from 'chai';
+import { CheckDenial, decideApiKeyWindows, decideBalance, decidePlatformQuota, type CheckRecord } from '../../lib/decisions.js';
+import { MAX_USD_UNITS, formatUsd, parseUsd } from '../../lib/money.js';
+import { buildRateLimitHeaders, USD_QUOTA_UNIT } from '../../lib/ratelimit-headers.js';
+import type { ApiKeyWindowsEntity, PlatformQuotaEntity, TimeContext } from '../../lib/types.js';
+
+const NOW = Date.UTC(2025, 0, 15, 12, 0, 0); // a Wednesday
+const HOUR = 3_600_000;
+
+interface Member {
+  name: string;
+  params: Record<string, number | string>;
+}
+
+/**
+ * A strict parser for the subset of RFC 9651 Lists the draft uses: String items whose parameters
+ * are Integers (≤ 15 digits) or Strings. Throws on anything else, so a test fails on bad syntax.
+ */
+function parseList(field: string): Member[] {
+  return field.split(', ').map((member) => {
+    const match = /^"([\x20\x21\x23-\x5b\x5d-\x7e]*)"((?:;[a-z*][a-z0-9_.*-]*=(?:-?\d{1,15}|"[\x20\x21\x23-\x5b\x5d-\x7e]*"))*)$/.exec(member);
+    if (!match) throw new Error(`not a List member of the draft's shape: ${member}`);
+    const params: Record<string, number | string> = {};
+    for (const param of (match[2] ?? '').split(';').slice(1)) {
+      const [key = '', raw = ''] = param.split('=');
+      expect(params, `duplicate parameter ${key}`).not.to.have.property(key);
+      params[key] = raw.startsWith('"') ? raw.slice(1, -1) : Number(raw);
+    }
+    return { name: match[1] ?? '', params };
+  });
+}
+
+/** Both fields parsed, with the draft's per-parameter rules checked. */
+function parse(records: readonly CheckRecord[], nowMs = NOW) {
+  const fields = buildRateLimitHeaders(records, nowMs);
+  if (fields === null) throw new Error('expected RateLimit fields, got null');
+  const policies = parseList(fields['RateLimit-Policy']);
+  const limits = parseList(fields.RateLimit);
+  for (const { name, params } of policies) {
+    expect(params.q, `${name} q`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
+    expect(params.w, `${name} w`).to.be.a('number').that.is.above(0); // non-zero Integer seconds
+  }
+  for (const { name, params } of limits) {
+    expect(params.r, `${name} r`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
+    if ('t' in params) expect(params.t, `${name} t`).to.be.a('number').that.is.at.least(0);
+  }
+  // Every service limit refers to an advertised policy, in the same order.
+  expect(limits.map((m) => m.name)).to.deep.equal(policies.map((m) => m.name));
+  const byName = (list: Member[]) => Object.fromEntries(list.map((m) => [m.name, m.params]));
+  return { fields, policies: byName(policies), limits: byName(limits), names: policies.map((m) => m.name) };
+}
+
+function rpmRecord(outcome: CheckRecord['outcome'], windows: [string, number, number][], resetsAtMs: number): CheckRecord {
+  return {
+    check: 'rpm',
+    outcome,
+    source: 'cache',
+    windows: windows.map(([window, limit, usage]) => ({ window, limit: String(limit), usage: String(usage), resetsAtMs })),
+  };
+}
+
+function recordOf(result: CheckRecord | CheckDenial): CheckRecord {
+  return result instanceof CheckDenial ? result.record : result;
+}
+
+function keyEntity(over: Partial<ApiKeyWindowsEntity> = {}): ApiKeyWindowsEntity {
+  return { version: 1, usage5h: 0n, usage1d: 0n, usage7d: 0n, start5hMs: null, start1dMs: null, start7dMs: null, ...over };
+}
+
+function quotaEntity(over: Partial<PlatformQuotaEntity> = {}): PlatformQuotaEntity {
+  return {
+    version: 1, sentinel: false,
+    dailyLimit: null, weeklyLimit: null, monthlyLimit: null,
+    dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n,
+    dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
+    ...over,
+  };
+}
+
+describe('buildRateLimitHeaders', () => {
+  const utc: TimeContext = { nowMs: NOW, timezone: 'UTC' };
+
+  it('advertises one named policy per RPM cap, in requests (no qu), with remaining requests and seconds to the bucket end', () => {
+    const { fields, policies, limits } = parse([rpmRecord('allowed', [['group', 10, 3], ['user', 5, 3]], NOW + 42_000)]);
+    expect(fields).to.deep.equal({
+      'RateLimit-Policy': '"rpm-group";q=10;w=60, "rpm-user";q=5;w=60',
+      RateLimit: '"rpm-group";r=7;t=42, "rpm-user";r=2;t=42',
+    });
+    expect(policies['rpm-user']).not.to.have.property('qu'); // the draft's default unit is requests
+    expect(limits['rpm-group']).to.deep.equal({ r: 7, t: 42 });
+  });
+
+  it('shows r=0 on a denied RPM request, whose count went past the cap', () => {
+    const { limits } = parse([rpmRecord('denied', [['user', 5, 6]], NOW + 1_000)]);
+    expect(limits['rpm-user']).to.deep.equal({ r: 0, t: 1 });
+  });
+
+  it('rounds t up to whole seconds, never below 0, and caps the RPM t at one bucket against clock skew', () => {
+    expect(parse([rpmRecord('allowed', [['user', 5, 1]], NOW + 41_001)]).limits['rpm-user']?.t).to.equal(42);
+    expect(parse([rpmRecord('allowed', [['user', 5, 1]], NOW - 2_500)]).limits['rpm-user']?.t).to.equal(0);
+    expect(parse([rpmRecord('allowed', [['user', 5, 1]], NOW + 75_000)]).limits['rpm-user']?.t).to.equal(60);
+  });
+
+  it('advertises the key windows in micro-dollars with qu, w = window length and t = seconds to the window end', () => {
+    const start5h = NOW - 2 * HOUR - 30_000;
+    const record = recordOf(decideApiKeyWindows(
+      keyEntity({ usage5h: parseUsd('1.23456789'), start5hMs: start5h, usage1d: parseUsd('2'), start1dMs: Date.UTC(2025, 0, 15) }),
+      { limit5h: parseUsd('5'), limit1d: parseUsd('20'), limit7d: 0n },
+      utc,
+      'cache',
+    ));
+    expect(record.outcome).to.equal('allowed');
+    const { names, policies, limits } = parse([record]);
+    expect(names).to.deep.equal(['key-5h', 'key-1d']); // 7d has no limit (0 = unlimited)
+    expect(policies['key-5h']).to.deep.equal({ q: 5_000_000, qu: USD_QUOTA_UNIT, w: 5 * 3600 });
+    expect(policies['key-1d']).to.deep.equal({ q: 20_000_000, qu: USD_QUOTA_UNIT, w: 86_400 });
+    // 5 − 1.23456789 = 3.76543211 USD → 3765432 micro-dollars, rounded down.
+    expect(limits['key-5h']).to.deep.equal({ r: 3_765_432, t: (start5h + 5 * HOUR - NOW) / 1000 });
+    // 1 d is anchored at the start of the day of first use, so it ends at the next midnight.
+    expect(limits['key-1d']).to.deep.equal({ r: 18_000_000, t: (Date.UTC(2025, 0, 16) - NOW) / 1000 });
+  });
+
+  it('shows the exhausted window of a denial with r=0 and the same t as its Retry-After', () => {
+    const start5h = NOW - HOUR;
+    const denial = decideApiKeyWindows(
+      keyEntity({ usage5h: parseUsd('5.5'), start5hMs: start5h }),
+      { limit5h: parseUsd('5'), limit1d: 0n, limit7d: parseUsd('100') },
+      utc,
+      'cache',
+    );
+    expect(denial).to.be.instanceOf(CheckDenial);
+    const { limits, policies } = parse([recordOf(denial)]);
+    expect(limits['key-5h']).to.deep.equal({ r: 0, t: 4 * 3600 });
+    expect((denial as CheckDenial).error.retryAfter).to.equal(limits['key-5h']?.t);
+    // A never-used 7-day window: full quota, and a reset a whole window away.
+    expect(policies['key-7d']).to.deep.equal({ q: 100_000_000, qu: USD_QUOTA_UNIT, w: 604_800 });
+    expect(limits['key-7d']?.r).to.equal(100_000_000);
+  });
+
+  it('names platform-quota windows, blocks with q=0 for a zero limit, and uses the zone\'s real day length for t', () => {
+    // Europe/Berlin springs forward on 2025-03-30: that local day has 23 hours.
+    const nowMs = Date.UTC(2025, 2, 29, 23, 30); // 00:30 local on the 30th
+    const time: TimeContext = { nowMs, timezone: 'Europe/Berlin' };
+    const record = recordOf(decidePlatformQuota(
+      quotaEntity({ dailyLimit: parseUsd('2'), dailyUsage: parseUsd('0.5'), dailyStartMs: Date.UTC(2025, 2, 29, 23), weeklyLimit: 0n }),
+      time,
+      'cache',
+    ));
+    expect(record.outcome).to.equal('denied'); // weekly limit 0 = fully blocked
+    const { names, policies, limits } = parse([record], nowMs);
+    expect(names).to.deep.equal(['quota-daily', 'quota-weekly']);
+    expect(policies['quota-daily']?.w).to.equal(86_400); // nominal
+    expect(limits['quota-daily']).to.deep.equal({ r: 1_500_000, t: 22.5 * 3600 }); // next local midnight is 22:00Z
+    expect(policies['quota-weekly']).to.deep.equal({ q: 0, qu: USD_QUOTA_UNIT, w: 604_800 });
+    expect(limits['quota-weekly']?.r).to.equal(0);
+  });
+
+  it('lists every applicable policy of a whole chain in check order, and leaves out the balance', () => {
+    const balance = recordOf(decideBalance(parseUsd('10'), parseUsd('0.000001'), 'cache'));
+    const subscription: CheckRecord = {
+      check: 'subscription',
+      outcome: 'allowed',
+      windows: [
+        { window: 'daily', limit: '1.00000000', usage: '0.25000000', resetsAtMs: NOW + 12 * HOUR },
+        { window: 'weekly', limit: null, usage: '3.00000000', resetsAtMs: null },
+        { window: 'monthly', limit: '30.00000000', usage: '31.00000000', resetsAtMs: NOW + 10 * 24 * HOUR },
+      ],
+    };
+    const { names, policies, limits } = parse([
+      { check: 'breaker', outcome: 'allowed' },
+      balance,
+      subscription,
+      { check: 'apiKeyWindows', outcome: 'skipped', reason: 'no_limits' },
+      rpmRecord('allowed', [['user', 60, 1]], NOW + 30_000),
+    ]);
+    expect(names).to.deep.equal(['sub-daily', 'sub-monthly', 'rpm-user']);
+    expect(policies['sub-monthly']).to.deep.equal({ q: 30_000_000, qu: USD_QUOTA_UNIT, w: 30 * 86_400 });
+    expect(limits['sub-daily']).to.deep.equal({ r: 750_000, t: 12 * 3600 });
+    expect(limits['sub-monthly']).to.deep.equal({ r: 0, t: 10 * 86_400 }); // overdrawn: never negative
+  });
+
+  it('returns null when nothing applies', () => {
+    expect(buildRateLimitHeaders([], NOW)).to.equal(null);
+    expect(buildRateLimitHeaders([
+      { check: 'breaker', outcome: 'allowed' },
+      recordOf(decideBalance(parseUsd('10'), 0n, 'cache')),
+      { check: 'platformQuota', outcome: 'allowed', reason: 'no_quota', source: 'store' },
+      recordOf(decidePlatformQuota(quotaEntity({ sentinel: true }), utc, 'cache')), // all limits null
+      { check: 'rpm', outcome: 'skipped', reason: 'no_caps' },
+      { check: 'rpm', outcome: 'failed_open', reason: 'error', source: 'none' },
+    ], NOW)).to.equal(null);
+  });
+
+  it('advertises the largest amount the package accepts as a structured-field Integer', () => {
+    const { policies, limits } = parse([{
+      check: 'apiKeyWindows',
+      outcome: 'allowed',
+      windows: [{ window: '7d', limit: formatUsd(MAX_USD_UNITS), usage: '0.00000000', resetsAtMs: NOW + 1000 }],
+    }]);
+    expect(policies['key-7d']?.q).to.equal(90_071_992_547_409);
+    expect(limits['key-7d']?.r).to.equal(90_071_992_547_409);
+  });
+
+  it('rounds remaining micro-dollars down, so a client never plans on money it does not have', () => {
+    const { limits } = parse([{
+      check: 'apiKeyWindows',
+      outcome: 'allowed',
+      windows: [{ window: '5h', limit: '0.00000300', usage: '0.00000101', resetsAtMs: NOW + 1000 }],
+    }]);
+    expect(limits['key-5h']?.r).to.equal(1); // 1.99 micro-dollars left
+  });
+
+  it('leaves out a window it cannot express instead of emitting a field clients must ignore whole', () => {
+    const fields = buildRateLimitHeaders([
+      {
+        check: 'apiKeyWindows',
+        outcome: 'allowed',
+        windows: [
+          { window: '5h', limit: 'lots', usage: '0.00000000', resetsAtMs: NOW + 1000 },
+          { window: '1d', limit: '1.00000000', usage: '0.00000000', resetsAtMs: Number.NaN },
+          { window: '30d', limit: '1.00000000', usage: '0.00000000', resetsAtMs: NOW + 1000 },
+        ],
+      },
+      rpmRecord('allowed', [['user', 1e16, 1]], NOW + 1000),
+    ], NOW);
+    // t is optional in the draft: an unknown reset time drops only t.
+    expect(fields).to.deep.equal({ 'RateLimit-Policy': '"key-1d";q=1000000;qu="usd-micros";w=86400', RateLimit: '"key-1d";r=1000000' });
+  });
+
+  it('advertises each policy once even if a check was recorded twice', () => {
+    const { fields } = parse([
+      rpmRecord('allowed', [['user', 5, 1]], NOW + 10_000),
+      rpmRecord('allowed', [['user', 5, 2]], NOW + 10_000),
+    ]);
+    expect(fields.RateLimit).to.equal('"rpm-user";r=4;t=10');
+  });
+
+  it('refuses a nowMs that is not a time', () => {
+    expect(() => buildRateLimitHeaders([], Number.NaN)).to.throw(TypeError, /nowMs/);
+  });
+});
