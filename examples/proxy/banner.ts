@@ -61,7 +61,7 @@ export function formatBanner(input: BannerInput): string {
   const dave = key('dave');
   if (dave) {
     lines.push(
-      '  # dave is nearly out of money: the second call answers 403 insufficient balance',
+      '  # dave has 0.0001 USD: the worst case of this call (every allowed output token) is reserved first, so it answers 403',
       `  ${openaiCurl(baseUrl, dave, { model: 'gpt-4o', stream: false, content: 'Hello!' })}`,
     );
   }

@@ -60,7 +60,7 @@ export const DEMO_USERS: readonly DemoUser[] = [
   {
     user: { id: 'dave', name: 'Dave', groupId: 'standard', rpmLimit: 0 },
     key: { id: 'dave-key', userId: 'dave', name: 'Dave script', enabled: true, ...noKeyLimits },
-    description: 'nearly out of money: 0.0001 USD left (one gpt-4o call, then 403)',
+    description: 'nearly out of money: 0.0001 USD left (a gpt-4o call cannot reserve its worst case: 403)',
     setup: (core) => core.admin.setBalance('dave', '0.0001'),
   },
 ];

@@ -99,7 +99,8 @@ export class RedisBillingCache implements BillingCache {
     const refs = batchRefs(request);
     if (refs.length === 0) return {};
     const keys = refs.map(([, ref]) => this.#keys.entity(ref));
-    const reply = await this.#scripts.kbeReadBatch(keys.length, ...keys);
+    const text = await this.#scripts.kbeReadBatch(keys.length, ...keys);
+    const reply: unknown = typeof text === 'string' ? JSON.parse(text) : text;
     if (!Array.isArray(reply) || reply.length !== keys.length) {
       throw new Error(`read script returned ${Array.isArray(reply) ? `${reply.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
     }

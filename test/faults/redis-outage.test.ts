@@ -55,7 +55,7 @@ describe('faults: Redis outage under load', function () {
     expect(all.filter((s) => s.status !== 200).map((s) => s.status), 'non-200 answers').to.deep.equal([]);
     // Once the client has seen the connection drop (a few ms), nothing waits for Redis any more.
     const settledIn = result.during.filter((s) => s.startedMs > result.faultAt + 50);
-    expect(settledIn.length).to.be.greaterThan(500);
+    expect(settledIn.length, "requests sent during the cut").to.be.greaterThan(200);
     expect(settledIn.filter((s) => s.balanceSource !== 'store'), 'balance reads that did not come from the store').to.deep.equal([]);
     expect(settledIn.filter((s) => s.rpm !== 'failed_open'), 'RPM checks that did not fail open').to.deep.equal([]);
     expect(result.cacheBackAfterMs, 'ms from restore until the cache is read again').to.be.below(2000);
