@@ -65,13 +65,54 @@ const DEFAULTS: Readonly<Required<BillingMetricsOptions>> = Object.freeze({ regi
 /** Metrics this module created, so a second BillingMetrics reuses them and never adopts someone else's. */
 const owned = new WeakSet<object>();
 
+/**
+ * A counter's series in a fixed order. The request path only bumps `counts` (a plain array write,
+ * about 20 ns, where a prom-client child's inc() hashes and validates its labels, about 270 ns);
+ * the counter's collect callback adds the difference to prom-client at scrape time. All instances
+ * on one registry share the table through the shared metric.
+ */
+interface CounterTable {
+  readonly labels: readonly Record<string, string>[];
+  readonly counts: Float64Array;
+  /** What earlier scrapes already added to the prom-client counter. */
+  readonly exported: Float64Array;
+}
+const tables = new WeakMap<object, CounterTable>();
+
+/** Where each label combination lives in its table; the same layout for every instance. */
+interface Layout<K> {
+  readonly labels: readonly Record<string, string>[];
+  readonly slots: K;
+}
+
+function layout2(names: readonly [string, string], outer: readonly string[], inner: (o: string) => readonly string[]): Layout<ReadonlyMap<string, ReadonlyMap<string, number>>> {
+  const labels: Record<string, string>[] = [];
+  const slots = new Map<string, Map<string, number>>();
+  for (const a of outer) {
+    const row = new Map<string, number>();
+    for (const b of inner(a)) {
+      row.set(b, labels.length);
+      labels.push({ [names[0]]: a, [names[1]]: b });
+    }
+    slots.set(a, row);
+  }
+  return { labels, slots };
+}
+
+function layout1(name: string, values: readonly string[]): Layout<ReadonlyMap<string, number>> {
+  return { labels: values.map((value) => ({ [name]: value })), slots: new Map(values.map((value, i) => [value, i])) };
+}
+
+const DECISIONS = layout2(['check', 'outcome'], CHECKS, () => OUTCOMES);
+const CACHE_READS = layout2(['entity', 'result'], ENTITIES, () => CACHE_RESULTS);
+const TRANSITIONS = layout2(['from', 'to'], BREAKER_STATES, (from) => BREAKER_STATES.filter((to) => to !== from));
+const SETTLEMENTS = layout1('result', SETTLEMENT_RESULTS);
+const UNLABELLED: readonly Record<string, string>[] = [{}];
+
 /** Scrape-time sources per pull metric; every BillingMetrics bound to it contributes. */
 type Sources = Set<() => number>;
 const sourcesOf = new WeakMap<object, Sources>();
 
-interface Child {
-  inc(value?: number): void;
-}
 interface ObserveChild {
   observe(value: number): void;
 }
@@ -79,12 +120,12 @@ interface ObserveChild {
 export class BillingMetrics implements BillingMetricsRecorder {
   readonly registry: Registry;
   readonly prefix: string;
-  readonly #decisions = new Map<string, Map<string, Child>>();
+  readonly #decisions: Float64Array;
+  readonly #cacheReads: Float64Array;
+  readonly #transitions: Float64Array;
+  readonly #settlements: Float64Array;
+  readonly #retries: Float64Array;
   readonly #durations = new Map<string, ObserveChild>();
-  readonly #cache = new Map<string, Map<string, Child>>();
-  readonly #transitions = new Map<string, Map<string, Child>>();
-  readonly #settlements = new Map<string, Child>();
-  readonly #retries: Counter;
   readonly #writeQueueDepth: Gauge;
   readonly #writeQueueDropped: Counter;
   readonly #openReservations: Gauge;
@@ -102,26 +143,13 @@ export class BillingMetrics implements BillingMetricsRecorder {
     this.prefix = parsed.prefix;
     const p = this.prefix;
 
-    const decisions = this.#counter(`${p}decisions_total`, 'Billing check decisions by check and outcome.', ['check', 'outcome']);
-    for (const check of CHECKS) {
-      this.#decisions.set(check, new Map(OUTCOMES.map((outcome) => [outcome, zeroed(decisions.labels(check, outcome))])));
-    }
+    this.#decisions = this.#tableCounter(`${p}decisions_total`, 'Billing check decisions by check and outcome.', ['check', 'outcome'], DECISIONS.labels);
     const durations = this.#histogram(`${p}check_duration_seconds`, 'Time spent in each billing check, in seconds.', ['check']);
     for (const check of CHECKS) this.#durations.set(check, durations.labels(check));
-
-    const cache = this.#counter(`${p}cache_requests_total`, 'Billing cache reads by entity and result.', ['entity', 'result']);
-    for (const entity of ENTITIES) {
-      this.#cache.set(entity, new Map(CACHE_RESULTS.map((result) => [result, zeroed(cache.labels(entity, result))])));
-    }
-
-    const transitions = this.#counter(`${p}breaker_transitions_total`, 'Circuit breaker state changes.', ['from', 'to']);
-    for (const from of BREAKER_STATES) {
-      this.#transitions.set(from, new Map(BREAKER_STATES.filter((to) => to !== from).map((to) => [to, zeroed(transitions.labels(from, to))])));
-    }
-
-    const settlements = this.#counter(`${p}settlements_total`, 'Settlements by result.', ['result']);
-    for (const result of SETTLEMENT_RESULTS) this.#settlements.set(result, zeroed(settlements.labels(result)));
-    this.#retries = this.#counter(`${p}settlement_retries_total`, 'Settlement attempts retried after a store failure.', []);
+    this.#cacheReads = this.#tableCounter(`${p}cache_requests_total`, 'Billing cache reads by entity and result.', ['entity', 'result'], CACHE_READS.labels);
+    this.#transitions = this.#tableCounter(`${p}breaker_transitions_total`, 'Circuit breaker state changes.', ['from', 'to'], TRANSITIONS.labels);
+    this.#settlements = this.#tableCounter(`${p}settlements_total`, 'Settlements by result.', ['result'], SETTLEMENTS.labels);
+    this.#retries = this.#tableCounter(`${p}settlement_retries_total`, 'Settlement attempts retried after a store failure.', [], UNLABELLED);
 
     this.#writeQueueDepth = this.#pullGauge(`${p}write_queue_depth`, 'Cache write tasks queued, not yet running.', sum);
     this.#writeQueueDropped = this.#pullCounter(`${p}write_queue_dropped_total`, 'Best-effort cache fills dropped because the write queue was full or closed.');
@@ -129,29 +157,36 @@ export class BillingMetrics implements BillingMetricsRecorder {
     this.#breakerState = this.#pullGauge(`${p}breaker_state`, 'Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst of the bound breakers).', max);
   }
 
+  // Unknown label values (a JavaScript caller bypassing the types) find no slot and are dropped:
+  // a metrics call must never throw on the request path, nor grow a series per value.
+
   decision(check: CheckName, outcome: DecisionOutcomeLabel): void {
-    this.#decisions.get(check)?.get(outcome)?.inc();
+    const slot = DECISIONS.slots.get(check)?.get(outcome);
+    if (slot !== undefined) this.#decisions[slot]! += 1;
   }
 
   checkDuration(check: CheckName, seconds: number): void {
-    // prom-client throws on a non-finite value; a metrics call must never fail a request.
+    // prom-client throws on a non-finite value.
     if (Number.isFinite(seconds) && seconds >= 0) this.#durations.get(check)?.observe(seconds);
   }
 
   cache(entity: CacheEntityKind, result: CacheResultLabel): void {
-    this.#cache.get(entity)?.get(result)?.inc();
+    const slot = CACHE_READS.slots.get(entity)?.get(result);
+    if (slot !== undefined) this.#cacheReads[slot]! += 1;
   }
 
   breakerTransition(from: BreakerState, to: BreakerState): void {
-    this.#transitions.get(from)?.get(to)?.inc();
+    const slot = TRANSITIONS.slots.get(from)?.get(to);
+    if (slot !== undefined) this.#transitions[slot]! += 1;
   }
 
   settlement(result: SettlementResultLabel): void {
-    this.#settlements.get(result)?.inc();
+    const slot = SETTLEMENTS.slots.get(result);
+    if (slot !== undefined) this.#settlements[slot]! += 1;
   }
 
   settlementRetry(): void {
-    this.#retries.inc();
+    this.#retries[0]! += 1;
   }
 
   bindGauges(sources: BillingGaugeSources): () => void {
@@ -175,7 +210,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
     };
   }
 
-  /** The metric registered under `name` if this module made it with the same type and labels, else a new one. */
+  /** The metric registered under `name` if this module made it with the same type and labels, else undefined. */
   #reuse<T>(name: string, type: string, labelNames: readonly string[]): T | undefined {
     const existing = this.registry.getSingleMetric(name) as unknown as { type?: string; labelNames?: readonly string[] } | undefined;
     if (existing === undefined) return undefined;
@@ -189,14 +224,39 @@ export class BillingMetrics implements BillingMetricsRecorder {
     return existing as T;
   }
 
-  #counter<L extends string>(name: string, help: string, labelNames: readonly L[], collect?: (this: Counter) => void): Counter<L> {
-    const metric = this.#reuse<Counter<L>>(name, 'counter', labelNames)
-      ?? new Counter<L>({ name, help, labelNames, registers: [this.registry], ...(collect ? { collect } : {}) });
+  /** A counter fed from a CounterTable; returns the counts array the request path bumps. */
+  #tableCounter(name: string, help: string, labelNames: readonly string[], labels: readonly Record<string, string>[]): Float64Array {
+    const existing = this.#reuse<Counter>(name, 'counter', labelNames);
+    const shared = existing && tables.get(existing);
+    if (shared) return shared.counts;
+    const table: CounterTable = { labels, counts: new Float64Array(labels.length), exported: new Float64Array(labels.length) };
+    const metric = new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect(this: Counter) {
+        for (let i = 0; i < table.labels.length; i++) {
+          const delta = table.counts[i]! - table.exported[i]!;
+          if (delta > 0) {
+            this.inc(table.labels[i]!, delta);
+            table.exported[i] = table.counts[i]!;
+          }
+        }
+      },
+    });
+    // Every known series exists at 0 from the start, so rate() and absence alerts work before the first event.
+    for (const series of labels) metric.inc(series, 0);
+    tables.set(metric, table);
     owned.add(metric);
-    return metric;
+    return table.counts;
   }
 
-  /** The per-check duration histogram; its series start at zero when it is created (zero() on a reused one would wipe it). */
+  /**
+   * The per-check duration histogram. Unlike the counters it is fed through prom-client on the
+   * request path (about 450 ns per observation): prom-client has no public way to load bucket
+   * counts kept elsewhere. Its series start at zero when it is created (zero() on a reused one would wipe it).
+   */
   #histogram(name: string, help: string, labelNames: readonly ['check']): Histogram<'check'> {
     let metric = this.#reuse<Histogram<'check'>>(name, 'histogram', labelNames);
     if (!metric) {
@@ -223,23 +283,20 @@ export class BillingMetrics implements BillingMetricsRecorder {
     let metric = this.#reuse<Counter>(name, 'counter', []);
     if (!metric) {
       const sources: Sources = new Set();
-      metric = this.#counter(name, help, [], function collect(this: Counter) {
-        this.reset();
-        this.inc(sum(read(sources)));
+      metric = new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect(this: Counter) {
+          this.reset();
+          this.inc(sum(read(sources)));
+        },
       });
       sourcesOf.set(metric, sources);
+      owned.add(metric);
     }
     return metric;
   }
-}
-
-/**
- * Makes the series exist at 0 from the start (inc(0) adds nothing to a reused one), so rate() and
- * absent-series alerts work before the first event.
- */
-function zeroed(child: Child): Child {
-  child.inc(0);
-  return child;
 }
 
 /** Reads every bound source; a throwing or nonsensical getter is skipped so a scrape never fails on it. */

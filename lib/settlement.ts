@@ -5,7 +5,7 @@ import type { CoreInternals } from './core-internals.js';
 import { BillingError } from './errors.js';
 import { MoneyError, formatUsd, parseCostUsd, type Usd } from './money.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
-import type { BillingSubject, SettlementInput, SettlementResult } from './types.js';
+import type { BillingSubject, CacheEntityRef, SettlementInput, SettlementResult } from './types.js';
 import { BillingValidationError, normalizeRequestId } from './validate.js';
 
 const MAX_RETRY_DELAY_MS = 5000;
@@ -126,7 +126,10 @@ export class Settler {
         delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS);
         continue;
       }
-      await this.#updateCache(input, result);
+      // A failed attempt may have committed with only its answer lost; this retry then finds a
+      // duplicate and gets no rows back, so drop the entries that commit changed instead (SPEC §3.3).
+      if (result.duplicate && attempt > 1) await this.#invalidateCache(input);
+      else await this.#updateCache(input, result);
       return { requestId: input.requestId, duplicate: result.duplicate, costUsd: formatUsd(input.costUnits), charged: input.charge !== false };
     }
   }
@@ -141,6 +144,18 @@ export class Settler {
     if (result.apiKeyWindows && apiKeyId !== '') writes.push(cacheSync.put({ kind: 'apiKeyWindows', userId, apiKeyId }, result.apiKeyWindows));
     if (result.platformQuota && platform !== null) writes.push(cacheSync.put({ kind: 'platformQuota', userId, platform }, result.platformQuota));
     await Promise.all(writes);
+  }
+
+  /** The entries a committed settlement of `input` wrote (SPEC §3.2), invalidated; failures are repaired later by CacheSync. */
+  async #invalidateCache(input: SettlementInput): Promise<void> {
+    if (input.charge === false || input.costUnits === 0n) return;
+    const { userId, groupId, apiKeyId, platform, mode } = input;
+    const refs: CacheEntityRef[] = [];
+    if (mode === 'balance') refs.push({ kind: 'balance', userId });
+    else if (groupId !== null) refs.push({ kind: 'subscription', userId, groupId });
+    if (input.trackKeyWindows && apiKeyId !== '') refs.push({ kind: 'apiKeyWindows', userId, apiKeyId });
+    if (mode === 'balance' && platform !== null) refs.push({ kind: 'platformQuota', userId, platform });
+    await Promise.all(refs.map((ref) => this.core.cacheSync.invalidate(ref)));
   }
 }
 

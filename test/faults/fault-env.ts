@@ -60,6 +60,8 @@ export interface FaultEnv {
   directCache: RedisBillingCache;
   /** Errors the proxied Redis client emitted (each lost connection is one). */
   redisErrors: () => number;
+  /** Connection errors the proxied knex logged (silenced, counted). */
+  knexErrors: () => number;
   /** A core over the proxied store and cache; closed by cleanup() if the test did not. */
   makeCore(options?: Partial<BillingCoreOptions>): BillingCore;
   cleanup(): Promise<void>;
@@ -78,6 +80,8 @@ export async function createFaultEnv(
   await directKnex.raw('CREATE SCHEMA ??', [schema]);
   await migrateBillingSchema(directKnex);
 
+  let knexLines = 0;
+  const countKnexLine = () => void knexLines++;
   const pgProxy = await TcpFaultProxy.start(DATABASE_URL);
   const redisProxy = await TcpFaultProxy.start(REDIS_URL);
   const { acquireConnectionTimeout, connectionTimeoutMillis, query_timeout } = PG_TIMEOUTS;
@@ -87,6 +91,8 @@ export async function createFaultEnv(
     searchPath: [schema],
     pool: { min: 0, max: options.poolMax ?? 8 },
     acquireConnectionTimeout,
+    // knex prints every failed connection attempt; during an injected outage those are expected.
+    log: { warn: countKnexLine, error: countKnexLine, debug: () => {}, deprecate: () => {} },
   });
 
   const redis = new Redis(redisProxy.urlFor(REDIS_URL), recommendedRedisOptions({ lazyConnect: true, ...options.redisOptions }));
@@ -112,6 +118,7 @@ export async function createFaultEnv(
     cache,
     directCache: new RedisBillingCache(directRedis, { prefix }),
     redisErrors: () => redisErrors,
+    knexErrors: () => knexLines,
     makeCore(coreOptions = {}) {
       const core = createBillingCore({ store, cache, ...coreOptions });
       cores.push(core);

@@ -1,5 +1,6 @@
 // Redis helpers for the cache suites: clients for the shared server, prefix cleanup by SCAN, and a
 // server-side count of the commands a client sent (MONITOR), which is how "one round trip" is checked.
+import net from 'node:net';
 import { Redis, type Cluster } from 'ioredis';
 import { REDIS_URL } from './services.js';
 
@@ -43,6 +44,57 @@ async function clientAddress(connection: Redis): Promise<string> {
   return match[1];
 }
 
+/** One MONITOR line: the command's arguments and the client address it came from ("lua" inside scripts). */
+interface MonitorLine {
+  args: string[];
+  source: string;
+}
+
+/** Parses `+<time> [<db> <source>] "arg" "arg" …` (arguments quoted, with C-style escapes). */
+function parseMonitorLine(line: string): MonitorLine | null {
+  const head = /^\+\d+\.\d+ \[\d+ ([^\]]+)\] /.exec(line);
+  if (!head) return null;
+  const args: string[] = [];
+  const quoted = /"((?:[^"\\]|\\.)*)"/g;
+  for (let match = quoted.exec(line.slice(head[0].length)); match; match = quoted.exec(line.slice(head[0].length))) {
+    args.push(match[1]!.replace(/\\(x[0-9a-f]{2}|.)/g, (_, e: string) => (e.length === 3 ? String.fromCharCode(parseInt(e.slice(1), 16)) : e)));
+  }
+  return { args, source: head[1]! };
+}
+
+/**
+ * A MONITOR session on a raw socket. (ioredis's monitor mode can mistake the first lines of a busy
+ * server for the reply to MONITOR and then throw from its socket handler, failing unrelated tests.)
+ */
+async function openMonitor({ host, port }: RedisNodeAddress, onLine: (line: MonitorLine) => void): Promise<net.Socket> {
+  const socket = net.connect({ host, port });
+  socket.setEncoding('utf8');
+  await new Promise<void>((resolve, reject) => {
+    let buffer = '';
+    let started = false;
+    socket.once('error', reject);
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      let end = buffer.indexOf('\r\n');
+      while (end >= 0) {
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        if (!started) {
+          if (line !== '+OK') return reject(new Error(`MONITOR answered ${line}`));
+          started = true;
+          resolve();
+        } else {
+          const parsed = parseMonitorLine(line);
+          if (parsed) onLine(parsed);
+        }
+        end = buffer.indexOf('\r\n');
+      }
+    });
+    socket.write('MONITOR\r\n');
+  });
+  return socket;
+}
+
 /**
  * Runs `action` while MONITOR watches `nodes`, and returns the commands that arrived from the
  * connections of `client` (commands run inside scripts report the source "lua" and are not counted:
@@ -55,30 +107,26 @@ export async function commandsSentDuring(
 ): Promise<string[][]> {
   const sources = new Set(await Promise.all(connectionsOf(client).map(clientAddress)));
   const seen: string[][] = [];
-  const watchers = await Promise.all(
-    nodes.map(async ({ host, port }) => {
-      const control = new Redis({ host, port, maxRetriesPerRequest: 1, lazyConnect: true });
-      await control.connect();
-      const monitor = await control.monitor();
-      return { control, monitor };
-    }),
-  );
+  const marker = `kbe-monitor-end-${Math.random().toString(36).slice(2)}`;
+  const markers: Promise<void>[] = [];
+  const monitors: net.Socket[] = [];
+  const controls: Redis[] = [];
   try {
-    const marker = `kbe-monitor-end-${Math.random().toString(36).slice(2)}`;
-    const markersSeen = watchers.map(({ monitor }) => new Promise<void>((resolve) => {
-      monitor.on('monitor', (_time: string, args: string[], source: string) => {
-        if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) resolve();
+    for (const node of nodes) {
+      let markerSeen: () => void = () => {};
+      markers.push(new Promise<void>((resolve) => (markerSeen = resolve)));
+      monitors.push(await openMonitor(node, ({ args, source }) => {
+        if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) markerSeen();
         else if (sources.has(source)) seen.push(args);
-      });
-    }));
+      }));
+      controls.push(new Redis({ host: node.host, port: node.port, maxRetriesPerRequest: 1 }));
+    }
     await action();
-    await Promise.all(watchers.map(({ control }) => control.echo(marker)));
-    await Promise.all(markersSeen);
+    await Promise.all(controls.map((control) => control.echo(marker)));
+    await Promise.all(markers);
     return seen;
   } finally {
-    for (const { control, monitor } of watchers) {
-      monitor.disconnect();
-      control.disconnect();
-    }
+    for (const socket of monitors) socket.destroy();
+    for (const control of controls) control.disconnect();
   }
 }

@@ -52,6 +52,21 @@ describe('BillingMetrics', () => {
     expect(await value(registry, name, { check: 'reservation', outcome: 'skipped' })).to.equal(1);
     expect(await value(registry, name, { check: 'rpm', outcome: 'allowed' })).to.equal(0);
     expect(await registry.metrics()).to.include('billing_decisions_total{check="balance",outcome="allowed"} 2');
+
+    // Counts are handed to prom-client at scrape time: later events add to what was scraped.
+    metrics.decision('balance', 'allowed');
+    expect(await value(registry, name, { check: 'balance', outcome: 'allowed' })).to.equal(3);
+    expect(await value(registry, name, { check: 'rpm', outcome: 'denied' })).to.equal(1);
+  });
+
+  it('honours registry.resetMetrics(): counters restart from zero', async () => {
+    metrics.decision('rpm', 'denied');
+    metrics.settlementRetry();
+    expect(await value(registry, 'billing_decisions_total', { check: 'rpm', outcome: 'denied' })).to.equal(1);
+    registry.resetMetrics();
+    metrics.decision('rpm', 'denied');
+    expect(await value(registry, 'billing_decisions_total', { check: 'rpm', outcome: 'denied' })).to.equal(1);
+    expect(await value(registry, 'billing_settlement_retries_total')).to.equal(0);
   });
 
   it('pre-creates every known series at zero, so rate() works before the first event', async () => {

@@ -211,6 +211,18 @@ describe('buildRateLimitHeaders', () => {
     expect(limits['key-5h']?.r).to.equal(1); // 1.99 micro-dollars left
   });
 
+  it('reads amounts that are not in formatUsd\'s canonical form the same way', () => {
+    const fields = (limit: string, usage: string) => buildRateLimitHeaders([{
+      check: 'apiKeyWindows',
+      outcome: 'allowed',
+      windows: [{ window: '5h', limit, usage, resetsAtMs: NOW + 1000 }],
+    }], NOW);
+    expect(fields('5', '0.5')).to.deep.equal(fields('5.00000000', '0.50000000'));
+    expect(fields('5', '0.5')?.RateLimit).to.equal('"key-5h";r=4500000;t=1');
+    // Hex is not a decimal amount, even where BigInt would accept it.
+    expect(fields('0x.12345678', '0.00000000')).to.equal(null);
+  });
+
   it('leaves out a window it cannot express instead of emitting a field clients must ignore whole', () => {
     const fields = buildRateLimitHeaders([
       {
