@@ -2,7 +2,8 @@
 // check, settle, invalidations, admin writes, reads for dashboards, health and close (DESIGN §2).
 import { BillingAdmin } from './admin.js';
 import { BackgroundTasks } from './background-tasks.js';
-import { BillingRequest, type BillingDecision, type SignalSource } from './billing-request.js';
+import { BillingRequest, CHECK_METHODS, CHECK_NAMES, type BillingDecision, type SignalSource } from './billing-request.js';
+import type { CheckName } from './decisions.js';
 import { CircuitBreaker } from './breaker.js';
 import { CacheSync } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
@@ -33,6 +34,8 @@ export type CheckResult =
 export interface CheckOptions {
   /** Estimated cost to reserve against every limit until settle() (issue 9). */
   estimateUsd?: Usd;
+  /** Checks evaluated and counted but never blocking (shadow mode, issue 10). */
+  shadow?: readonly CheckName[];
 }
 
 export interface UsageEntry {
@@ -56,6 +59,7 @@ export class BillingCore {
   readonly admin: BillingAdmin;
   readonly #internals: CoreInternals;
   readonly #settler: Settler;
+  readonly #unbindGauges: () => void;
   #closed: Promise<void> | undefined;
 
   constructor(options: BillingCoreOptions) {
@@ -63,11 +67,22 @@ export class BillingCore {
     const { clock, logger, timezone } = resolved;
     const warnings = new ThrottledLog(logger, clock);
     const queue = new WriteQueue(resolved.writeQueue, { clock, logger });
+    const { metrics } = resolved;
+    const breaker = new CircuitBreaker(resolved.circuitBreaker, { clock, logger, onStateChange: (from, to) => metrics.breakerTransition(from, to) });
+    const openLeases = { count: 0 };
+    this.#unbindGauges = metrics.bindGauges({
+      writeQueueDepth: () => queue.depth,
+      writeQueueDropped: () => queue.dropped,
+      openReservations: () => openLeases.count,
+      breakerState: () => breaker.state,
+    });
     this.#internals = {
       options: resolved,
       store: resolved.store,
       cache: resolved.cache,
-      breaker: new CircuitBreaker(resolved.circuitBreaker, { clock, logger }),
+      breaker,
+      metrics,
+      openLeases,
       loads: new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs }),
       queue,
       cacheSync: new CacheSync(resolved.cache, queue, warnings),
@@ -100,14 +115,9 @@ export class BillingCore {
   async check(subject: BillingSubject, options: CheckOptions = {}): Promise<CheckResult> {
     const estimate = options.estimateUsd === undefined ? undefined : parseCostUsd(options.estimateUsd, 'estimateUsd');
     const request = this.beginRequest(normalizeSubject(subject), undefined, estimate);
+    const shadow = new Set(options.shadow ?? []);
     try {
-      request.breaker();
-      await request.balance();
-      await request.subscription();
-      await request.platformQuota();
-      await request.apiKeyWindows();
-      await request.reserve();
-      await request.rpm();
+      for (const method of CHECK_METHODS) await request.run(method, shadow.has(CHECK_NAMES[method]));
     } catch (error) {
       if (error instanceof BillingError) return { allowed: false, error, checks: request.decision.checks };
       throw error;
@@ -137,11 +147,14 @@ export class BillingCore {
   /** settle() with an already normalised subject and the request's lease (ctx.state.billing.settle). */
   settleFor(request: SettleRequest, subject: NormalizedSubject | undefined, leaseId?: string): Promise<SettlementReceipt> {
     if (this.#closed) return Promise.reject(new BillingError('BILLING_SERVICE_ERROR', { message: 'Billing core is closed' }));
+    let input;
     try {
-      return this.#settler.settle(this.#settler.prepare(request, subject), leaseId);
+      input = this.#settler.prepare(request, subject);
     } catch (err) {
+      this.#internals.metrics.settlement('rejected');
       return Promise.reject(err);
     }
+    return this.#settler.settle(input, leaseId);
   }
 
   /** The user's open reservations (for dashboards and tests); empty without a cache. */
@@ -235,6 +248,7 @@ export class BillingCore {
       await queue.close();
       await cacheSync.close();
       warnings.flush();
+      this.#unbindGauges();
     })();
     return this.#closed;
   }

@@ -10,7 +10,7 @@ import {
 import { BillingError } from './errors.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
-import type { CacheBatchResult, PlatformQuotaEntity, RpmOverride, TimeContext } from './types.js';
+import type { CacheBatchRequest, CacheBatchResult, CacheEntityKind, PlatformQuotaEntity, RpmOverride, TimeContext } from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
 const denials = new WeakSet<BillingError>();
@@ -23,6 +23,21 @@ export interface BillingDecision {
   allowed: boolean;
   checks: CheckRecord[];
 }
+
+/** The check methods of a request, in chain order, and the name each records under. */
+export type CheckMethod = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reserve' | 'rpm';
+export const CHECK_NAMES: Readonly<Record<CheckMethod, CheckName>> = {
+  breaker: 'breaker', balance: 'balance', subscription: 'subscription', platformQuota: 'platformQuota',
+  apiKeyWindows: 'apiKeyWindows', reserve: 'reservation', rpm: 'rpm',
+};
+/** The chain's order: breaker first, RPM last, the reservation just before it. */
+export const CHECK_METHODS = Object.keys(CHECK_NAMES) as readonly CheckMethod[];
+
+/** Which entity each field of a batch request reads (for the cache metrics). */
+const BATCH_ENTITIES: readonly [keyof CacheBatchRequest, CacheEntityKind][] = [
+  ['balance', 'balance'], ['subscriptionGroupId', 'subscription'], ['apiKeyId', 'apiKeyWindows'],
+  ['platform', 'platformQuota'], ['rpmOverrideGroupId', 'rpmOverride'],
+];
 
 /** Lazily provides the request's cancellation signal (only quota loads need it). */
 export type SignalSource = () => AbortSignal | undefined;
@@ -43,6 +58,8 @@ export class BillingRequest {
   /** Limits a reservation must fit under, collected by the checks only when there is an estimate. */
   readonly #plan: PlannedDimension[] = [];
   #leaseHandedOver = false;
+  /** Whether the check now running is in shadow mode. */
+  #shadow = false;
 
   constructor(
     private readonly core: CoreInternals,
@@ -56,6 +73,22 @@ export class BillingRequest {
 
   get simple(): boolean {
     return this.core.options.runMode === 'simple';
+  }
+
+  /**
+   * Runs one check, timed for the metrics. A `shadow` check is evaluated, logged and counted as
+   * `shadow_deny` when it would deny, but never blocks (issue 10).
+   */
+  async run(check: CheckMethod, shadow = false): Promise<void> {
+    if (this.simple) return;
+    this.#shadow = shadow;
+    const startedAt = performance.now();
+    try {
+      await this[check]();
+    } finally {
+      this.#shadow = false;
+      this.core.metrics.checkDuration(CHECK_NAMES[check], (performance.now() - startedAt) / 1000);
+    }
   }
 
   /** SPEC §1.2: open breaker → 503 before anything else runs. */
@@ -221,6 +254,7 @@ export class BillingRequest {
     }
     if (result.outcome === 'reserved') {
       this.lease = { leaseId, amountUnits: estimate, expiresAtMs: result.expiresAtMs };
+      this.core.openLeases.count++;
       return this.#record({ check: 'reservation', outcome: 'allowed', source: 'cache' });
     }
     const { dimension } = result;
@@ -233,6 +267,7 @@ export class BillingRequest {
   takeLease(): Lease | undefined {
     if (this.#leaseHandedOver) return undefined;
     this.#leaseHandedOver = true;
+    if (this.lease) this.core.openLeases.count--;
     return this.lease;
   }
 
@@ -302,14 +337,22 @@ export class BillingRequest {
     if (!cache) return Promise.resolve(null);
     if (this.#batch) return this.#batch;
     const { userId, mode, groupId, apiKeyId, apiKeyLimits, platform, groupRpmOverride } = this.subject;
-    this.#batch = cache.readBatch({
+    const request: CacheBatchRequest = {
       userId,
       balance: mode === 'balance',
       subscriptionGroupId: mode === 'subscription' && groupId !== null ? groupId : undefined,
       apiKeyId: apiKeyLimits !== null && apiKeyId !== null ? apiKeyId : undefined,
       platform: mode === 'balance' && platform !== null ? platform : undefined,
       rpmOverrideGroupId: groupId !== null && groupRpmOverride === undefined ? groupId : undefined,
-    }).catch((err: unknown) => {
+    };
+    const { metrics } = this.core;
+    this.#batch = cache.readBatch(request).then((result) => {
+      for (const [entity, read] of Object.entries(result) as [CacheEntityKind, { hit: boolean } | undefined][]) {
+        if (read) metrics.cache(entity, read.hit ? 'hit' : 'miss');
+      }
+      return result;
+    }, (err: unknown) => {
+      for (const [field, entity] of BATCH_ENTITIES) if (request[field]) metrics.cache(entity, 'error');
       this.core.warnings.warn('cache_read_failed', { err: errorText(err) }, 'billing cache read failed; reading the store');
       return null;
     });
@@ -329,7 +372,7 @@ export class BillingRequest {
     });
   }
 
-  #infrastructureFailure(check: CheckName, err: unknown): never {
+  #infrastructureFailure(check: CheckName, err: unknown): void {
     this.core.breaker.recordFailure();
     this.core.warnings.warn(`${check}_store_failed`, { check, err: errorText(err) }, 'billing store read failed');
     this.#deny(new CheckDenial(
@@ -349,14 +392,21 @@ export class BillingRequest {
 
   #record(record: CheckRecord): void {
     this.decision.checks.push(record);
+    this.core.metrics.decision(record.check, record.outcome);
   }
 
   #apply(result: CheckRecord | CheckDenial): void {
-    if (result instanceof CheckDenial) this.#deny(result);
-    this.#record(result as CheckRecord);
+    if (result instanceof CheckDenial) return this.#deny(result);
+    this.#record(result);
   }
 
-  #deny(denial: CheckDenial): never {
+  /** Throws the denial, or, for a check in shadow mode, records and logs it and lets the request go on. */
+  #deny(denial: CheckDenial): void {
+    if (this.#shadow) {
+      this.#record({ ...denial.record, outcome: 'shadow_deny' });
+      this.core.warnings.warn(`${denial.record.check}_shadow_deny`, { check: denial.record.check, code: denial.error.code }, 'billing check would deny (shadow mode)');
+      return;
+    }
     // A later check (RPM) denying after the reservation: the estimate must not stay held.
     this.releaseLease();
     this.#record(denial.record);

@@ -3,6 +3,7 @@ import type { CircuitBreaker } from './breaker.js';
 import type { CacheSync } from './cache-sync.js';
 import type { ResolvedCoreOptions } from './core-options.js';
 import type { ThrottledLog } from './log.js';
+import type { BillingMetricsRecorder } from './metrics.js';
 import type { SingleFlight } from './single-flight.js';
 import type { BillingCache, BillingStore, TimeContext } from './types.js';
 import type { WriteQueue } from './write-queue.js';
@@ -19,5 +20,8 @@ export interface CoreInternals {
   readonly cacheSync: CacheSync;
   readonly background: BackgroundTasks;
   readonly warnings: ThrottledLog;
+  readonly metrics: BillingMetricsRecorder;
+  /** Reservations this process holds and has not handed to a settlement or released. */
+  readonly openLeases: { count: number };
   time(): TimeContext;
 }

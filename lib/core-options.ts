@@ -2,6 +2,7 @@
 import type { CircuitBreakerOptions } from './breaker.js';
 import { systemClock } from './clock.js';
 import { silentLogger } from './log.js';
+import { noopMetrics, type BillingMetricsRecorder } from './metrics.js';
 import { parseOptions, v } from './options.js';
 import type { BillingCache, BillingLogger, BillingStore, Clock, Usd } from './types.js';
 import type { WriteQueueOptions } from './write-queue.js';
@@ -31,6 +32,8 @@ export interface BillingCoreOptions {
   closeTimeoutMs?: number;
   /** How long a reservation (estimate) is held at most, ms; a crashed process's leases stop counting after it. Default 600000. */
   reservationTtlMs?: number;
+  /** Prometheus metrics: `new BillingMetrics({ registry })`; default none (nothing is counted). */
+  metrics?: BillingMetricsRecorder;
   /** pino-compatible logger; default silent. */
   logger?: BillingLogger;
   /** `{ now(): number }` in epoch ms; default Date.now. One clock for everything computed in the process. */
@@ -50,6 +53,7 @@ export interface ResolvedCoreOptions {
   settlementRetryDelayMs: number;
   closeTimeoutMs: number;
   reservationTtlMs: number;
+  metrics: BillingMetricsRecorder;
   logger: BillingLogger;
   clock: Clock;
 }
@@ -67,6 +71,7 @@ const DEFAULTS: Readonly<Omit<ResolvedCoreOptions, 'store' | 'minimumBalanceRese
   settlementRetryDelayMs: 100,
   closeTimeoutMs: 30_000,
   reservationTtlMs: 600_000,
+  metrics: noopMetrics,
   logger: silentLogger,
   clock: systemClock,
 });
@@ -89,6 +94,7 @@ export function parseCoreOptions(input: unknown): ResolvedCoreOptions {
     settlementRetryDelayMs: v.positiveInt(60_000),
     closeTimeoutMs: v.nonNegativeInt(3_600_000),
     reservationTtlMs: v.positiveInt(86_400_000),
+    metrics: v.object<BillingMetricsRecorder>('decision', 'checkDuration', 'cache', 'breakerTransition', 'settlement', 'settlementRetry', 'bindGauges'),
     logger: v.object<BillingLogger>('debug', 'info', 'warn', 'error'),
     clock: v.object<Clock>('now'),
   });

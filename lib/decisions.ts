@@ -7,7 +7,7 @@ import { apiKeyWindowSpecs, platformQuotaWindows, subscriptionWindows, type Wind
 import { WINDOWS, effectiveUsage, isWindowExpired, newWindowStart, secondsUntil, windowResetAt } from './windows.js';
 
 export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reservation' | 'rpm';
-export type CheckOutcome = 'allowed' | 'denied' | 'skipped' | 'failed_open';
+export type CheckOutcome = 'allowed' | 'denied' | 'skipped' | 'failed_open' | 'shadow_deny';
 
 /** One window of a check as evaluated: amounts as decimal strings (RPM: request counts). */
 export interface WindowReport {

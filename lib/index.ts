@@ -13,6 +13,8 @@ export { MoneyError, parseUsd, parseCostUsd, formatUsd, multiplyUsd, MAX_USD_UNI
 export { systemClock, ManualClock } from './clock.js';
 export type { CircuitBreakerOptions, BreakerState } from './breaker.js';
 export type { WriteQueueOptions } from './write-queue.js';
+export { BillingMetrics, noopMetrics, type BillingMetricsOptions, type BillingMetricsRecorder } from './metrics.js';
+export { buildRateLimitHeaders, type RateLimitHeaderFields } from './ratelimit-headers.js';
 export { KnexBillingStore } from './store/knex-store.js';
 export { migrateBillingSchema } from './store/migrations.js';
 export { RedisBillingCache } from './cache/redis-cache.js';

@@ -115,17 +115,24 @@ export class Settler {
       try {
         result = await this.core.store.settle(input);
       } catch (err) {
-        if (isPermanent(err)) throw asBillingError(err, input);
+        if (isPermanent(err)) {
+          const conflict = (err as { code?: unknown }).code === 'SETTLEMENT_CONFLICT';
+          this.core.metrics.settlement(conflict ? 'conflict' : 'rejected');
+          throw asBillingError(err, input);
+        }
         if (this.#closingDeadlineMs !== undefined && Date.now() + delayMs > this.#closingDeadlineMs) {
           // Shutting down and out of time: the content is logged so it can be reconciled by hand.
           this.core.options.logger.error({ settlement: describe(input), attempts: attempt, err: errorText(err) }, 'billing settlement could not be stored before shutdown');
+          this.core.metrics.settlement('failed');
           throw new BillingError('BILLING_SERVICE_ERROR', { cause: err });
         }
         this.core.warnings.warn('settlement_retry', { attempt, err: errorText(err) }, 'billing settlement failed; retrying');
+        this.core.metrics.settlementRetry();
         await sleep(delayMs);
         delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS);
         continue;
       }
+      this.core.metrics.settlement(result.duplicate ? 'duplicate' : 'stored');
       // A failed attempt may have committed with only its answer lost; this retry then finds a
       // duplicate and gets no rows back, so drop the entries that commit changed instead (SPEC §3.3).
       if (result.duplicate && attempt > 1) await this.#invalidateCache(input);

@@ -10,6 +10,7 @@ import type { SettleRequest, SettlementReceipt } from '../lib/settlement.js';
 import { normalizeSubject } from '../lib/subject.js';
 import type { BillingMode, BillingSubject } from '../lib/types.js';
 import { BillingValidationError } from '../lib/validate.js';
+import { buildRateLimitHeaders } from '../lib/ratelimit-headers.js';
 import { renderDenial, renderFailure, type DenialFormat } from './render.js';
 
 export type SubjectResolver = (ctx: Context) => BillingSubject | null | undefined | Promise<BillingSubject | null | undefined>;
@@ -29,6 +30,11 @@ export interface BillingContextOptions {
    * settlement replaces it with the actual cost, and a request that ends without one releases it.
    */
   estimateCost?: CostEstimator;
+  /**
+   * IETF RateLimit-Policy / RateLimit response fields, one named policy per RPM cap and spend window
+   * (issue 10). Default true; false turns them off.
+   */
+  rateLimitHeaders?: boolean;
 }
 
 /** ctx.state.billing (DESIGN §2). */
@@ -42,6 +48,8 @@ export interface BillingState {
   settle(input: Omit<SettleRequest, 'subject'>): Promise<SettlementReceipt>;
   /** The request's pass through the checks (used by the check middlewares). */
   request: BillingRequest;
+  /** Whether RateLimit headers are sent for this request. */
+  rateLimitHeaders: boolean;
 }
 
 declare module 'koa' {
@@ -52,14 +60,28 @@ declare module 'koa' {
 
 type ParsedContextOptions = Required<Omit<BillingContextOptions, 'estimateCost'>> & { estimateCost: CostEstimator | undefined };
 
+/** Validators of billingContext's options (billingEligibility parses its own `shadow` first). */
+const CONTEXT_OPTION_VALIDATORS = {
+  core: v.object<BillingCore>('check', 'beginRequest', 'settleFor'),
+  subject: v.func<SubjectResolver>(),
+  format: (value: unknown, name: string) => (typeof value === 'function' ? (value as DenialFormat) : v.oneOf('openai', 'anthropic')(value, name)),
+  estimateCost: v.optional(v.func<CostEstimator>()),
+  rateLimitHeaders: v.boolean(),
+};
+
+const CONTEXT_DEFAULTS: ParsedContextOptions = Object.freeze({
+  core: undefined as never, subject: undefined as never, format: 'openai', estimateCost: undefined, rateLimitHeaders: true,
+});
+
 function parseContextOptions(options: unknown, scope: string): Readonly<ParsedContextOptions> {
-  const defaults: ParsedContextOptions = { core: undefined as never, subject: undefined as never, format: 'openai', estimateCost: undefined };
-  return parseOptions<ParsedContextOptions>(scope, options, defaults, {
-    core: v.object<BillingCore>('check', 'beginRequest', 'settleFor'),
-    subject: v.func<SubjectResolver>(),
-    format: (value, name) => (typeof value === 'function' ? (value as DenialFormat) : v.oneOf('openai', 'anthropic')(value, name)),
-    estimateCost: v.optional(v.func<CostEstimator>()),
-  });
+  return parseOptions<ParsedContextOptions>(scope, options, CONTEXT_DEFAULTS, CONTEXT_OPTION_VALIDATORS);
+}
+
+/** Sets the RateLimit fields from what the checks recorded so far. */
+export function setRateLimitHeaders(ctx: Context, state: BillingState): void {
+  if (!state.rateLimitHeaders) return;
+  const fields = buildRateLimitHeaders(state.decision.checks, state.request.time.nowMs);
+  if (fields) ctx.set(fields as unknown as Record<string, string>);
 }
 
 /** Releases the request's reservation once the response is over, unless a settlement took it. */
@@ -89,7 +111,7 @@ export function billingContext(options: BillingContextOptions): Middleware {
 
 /** billingContext with the factory name that configuration errors should mention. */
 export function createBillingContext(options: BillingContextOptions, scope: string): Middleware {
-  const { core, subject: resolve, format, estimateCost } = parseContextOptions(options, scope);
+  const { core, subject: resolve, format, estimateCost, rateLimitHeaders } = parseContextOptions(options, scope);
 
   return async function billingContext(ctx: Context, next: Next): Promise<void> {
     let state: BillingState;
@@ -105,6 +127,7 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
         mode: normalized.mode,
         decision: request.decision,
         request,
+        rateLimitHeaders,
         settle: (input) => core.settleFor({ ...input, subject }, normalized, request.takeLease()?.leaseId),
       };
     } catch (err) {
@@ -120,6 +143,7 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
       await next();
     } catch (err) {
       if (!isCheckDenial(err)) throw err;
+      setRateLimitHeaders(ctx, state);
       renderDenial(ctx, err, format);
     } finally {
       releaseWhenDone(ctx, state.request);

@@ -1,17 +1,24 @@
 // The six check middlewares: thin adapters over the request's pass through the checks that
 // billingContext attached. Denials are thrown and rendered by billingContext.
 import type { Context, Middleware, Next } from 'koa';
-import type { BillingRequest } from '../lib/billing-request.js';
+import type { CheckMethod } from '../lib/billing-request.js';
+import { parseOptions, v } from '../lib/options.js';
 
-type CheckMethod = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reserve' | 'rpm';
+export interface CheckMiddlewareOptions {
+  /** Shadow mode: evaluate, log and count (outcome `shadow_deny`) but never block. Default false. */
+  shadow?: boolean;
+}
 
-function checkMiddleware(name: string, method: CheckMethod): Middleware {
+const CHECK_DEFAULTS: Required<CheckMiddlewareOptions> = Object.freeze({ shadow: false });
+
+function checkMiddleware(name: string, method: CheckMethod, options: CheckMiddlewareOptions | undefined): Middleware {
+  const { shadow } = parseOptions<Required<CheckMiddlewareOptions>>(name, options, CHECK_DEFAULTS, { shadow: v.boolean() });
   const middleware = async (ctx: Context, next: Next): Promise<void> => {
     const billing = ctx.state.billing;
     if (!billing) {
       throw new Error(`${name}() needs billingContext({ core, subject }) (or billingEligibility()) earlier in the middleware chain`);
     }
-    await (billing.request as BillingRequest)[method]();
+    await billing.request.run(method, shadow);
     await next();
   };
   // Named like the factory, as koa middleware are, so stack traces and debug output say which check.
@@ -19,16 +26,16 @@ function checkMiddleware(name: string, method: CheckMethod): Middleware {
 }
 
 /** Rejects with 503 while the circuit breaker is open (SPEC §1.2, §5); mount it first. */
-export const breakerGuard = (): Middleware => checkMiddleware('breakerGuard', 'breaker');
+export const breakerGuard = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('breakerGuard', 'breaker', options);
 /** The prepaid balance must be positive and at least the reserve (SPEC §2.1; balance mode only). */
-export const balanceCheck = (): Middleware => checkMiddleware('balanceCheck', 'balance');
+export const balanceCheck = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('balanceCheck', 'balance', options);
 /** An active subscription within the group's daily/weekly/monthly limits (SPEC §2.2; subscription mode only). */
-export const subscriptionCheck = (): Middleware => checkMiddleware('subscriptionCheck', 'subscription');
+export const subscriptionCheck = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('subscriptionCheck', 'subscription', options);
 /** The user × platform USD quota windows (SPEC §2.3; balance mode only; fails open). */
-export const platformQuota = (): Middleware => checkMiddleware('platformQuota', 'platformQuota');
+export const platformQuota = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('platformQuota', 'platformQuota', options);
 /** The key's 5 h / 1 d / 7 d USD spend windows (SPEC §2.4; fails open). */
-export const apiKeyWindows = (): Middleware => checkMiddleware('apiKeyWindows', 'apiKeyWindows');
+export const apiKeyWindows = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('apiKeyWindows', 'apiKeyWindows', options);
 /** Holds the request's estimated cost against every limit checked before it (issue 9); mount it after them, before rpmLimit. */
-export const reserveEstimate = (): Middleware => checkMiddleware('reserveEstimate', 'reserve');
+export const reserveEstimate = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('reserveEstimate', 'reserve', options);
 /** Per-minute request caps per user and per user within a group (SPEC §2.5; fails open); mount it last. */
-export const rpmLimit = (): Middleware => checkMiddleware('rpmLimit', 'rpm');
+export const rpmLimit = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('rpmLimit', 'rpm', options);

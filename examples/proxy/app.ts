@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { Router } from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Knex } from 'knex';
-import { createBillingCore, KnexBillingStore, migrateBillingSchema, type BillingCore } from '../../lib/index.js';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { BillingMetrics, createBillingCore, KnexBillingStore, migrateBillingSchema, type BillingCore } from '../../lib/index.js';
 import { billingEligibility } from '../../middleware/index.js';
 import { adminRoutes } from './admin-routes.js';
 import { authenticate } from './auth.js';
@@ -121,7 +122,15 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
       await opened.cache.close();
       await opened.client?.quit();
     });
-    const core = createBillingCore({ store: new KnexBillingStore(knex), cache: opened.cache, timezone: config.timezone, logger });
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const core = createBillingCore({
+      store: new KnexBillingStore(knex),
+      cache: opened.cache,
+      timezone: config.timezone,
+      logger,
+      metrics: new BillingMetrics({ registry }),
+    });
     cleanups.push(() => core.close());
 
     let mockUpstream: MockUpstream | null = null;
@@ -147,7 +156,7 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     const deps = { repo, core, config, logger, inFlight, upstreamUrl };
     chatRoute(router, '/v1/chat/completions', 'openai', deps);
     chatRoute(router, '/v1/messages', 'anthropic', deps);
-    const info = infoRoutes({ repo, core });
+    const info = infoRoutes({ repo, core, registry });
     const admin = adminRoutes({ repo, core, adminToken, now });
     for (const routes of [router, info, admin]) app.use(routes.routes()).use(routes.allowedMethods());
 

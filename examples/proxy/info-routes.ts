@@ -1,6 +1,7 @@
-// Routes mounted without the billing chain: the model list, the caller's own usage, and the health probe.
+// Routes mounted without the billing chain: the model list, the caller's own usage, the health probe and the metrics.
 import { Router } from '@koa/router';
 import type { Context } from 'koa';
+import type { Registry } from 'prom-client';
 import type { BillingCore } from '../../lib/index.js';
 import { authenticate } from './auth.js';
 import type { GatewayRepository } from './gateway-repo.js';
@@ -10,6 +11,8 @@ import { principalOf } from './request-state.js';
 export interface InfoRoutesOptions {
   repo: GatewayRepository;
   core: BillingCore;
+  /** The registry the billing metrics (and the process metrics) are registered on. */
+  registry: Registry;
 }
 
 /** Fixed "created" time of the listed models (the price table has no dates). */
@@ -34,7 +37,7 @@ function modelList(ctx: Context): unknown {
   };
 }
 
-export function infoRoutes({ repo, core }: InfoRoutesOptions): Router {
+export function infoRoutes({ repo, core, registry }: InfoRoutesOptions): Router {
   const router = new Router();
   const auth = authenticate({ repo, platform: null });
 
@@ -69,6 +72,12 @@ export function infoRoutes({ repo, core }: InfoRoutesOptions): Router {
     const ok = health.store && health.cache !== false;
     ctx.status = ok ? 200 : 503;
     ctx.body = { status: ok ? 'ok' : 'degraded', ...health };
+  });
+
+  // Prometheus text format; no per-user or per-key series exist, so nothing here identifies a caller.
+  router.get('/metrics', async (ctx) => {
+    ctx.type = registry.contentType;
+    ctx.body = await registry.metrics();
   });
 
   return router;

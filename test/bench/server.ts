@@ -18,6 +18,14 @@ async function main(): Promise<void> {
     redisPrefix: process.env.BENCH_REDIS_PREFIX ?? '',
     autoPipelining: process.env.BENCH_AUTO_PIPELINING !== '0',
   });
+  // One failing request is enough to see why; thousands of identical stack traces are not.
+  running.app.silent = true;
+  let reported = false;
+  running.app.on('error', (err: unknown) => {
+    if (reported) return;
+    reported = true;
+    console.error(`[bench ${id}] first request error (the run will report the non-2xx count):`, err);
+  });
   const server = http.createServer(running.app.callback());
   // Load is generated with keep-alive; the default 5 s would drop idle connections between rounds.
   server.keepAliveTimeout = 120_000;

@@ -8,7 +8,7 @@ export const BENCH_GROUP_ID = 'bench-group';
 /** RPM caps far above what 2 cores can send in a minute, so every request is counted and none is refused. */
 export const NEVER_TRIPPING_RPM = 1_000_000_000;
 /** USD limits far above what a benchmark spends, so the windows are evaluated and never deny. */
-const GENEROUS_LIMIT_USD = '1000000';
+export const GENEROUS_LIMIT_USD = '1000000';
 
 /**
  * A balance-mode subject for which every check of the chain runs: balance, platform quota, key

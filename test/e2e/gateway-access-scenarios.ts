@@ -150,6 +150,20 @@ export function accessScenarios(harness: () => GatewayHarness): void {
     expect(res.body.cache).not.to.equal(false);
   });
 
+  it('serves Prometheus metrics that move with decisions, with no per-user labels, and sends RateLimit fields', async () => {
+    const h = harness();
+    const user = await h.createUser({ rpmLimit: 30 });
+    const allowed = await openaiCall(h, user).expect(200);
+    expect(allowed.headers['ratelimit-policy']).to.equal('"rpm-user";q=30;w=60');
+    expect(allowed.headers.ratelimit).to.match(/^"rpm-user";r=29;t=\d+$/);
+    const text = (await h.http().get('/metrics').expect(200)).text;
+    const allowedCount = /^billing_decisions_total\{check="balance",outcome="allowed"\} (\d+)/m.exec(text);
+    expect(Number(allowedCount?.[1])).to.be.at.least(1);
+    expect(text).to.match(/^billing_settlements_total\{result="stored"\} [1-9]/m);
+    expect(text).to.not.include(user.userId);
+    expect(text).to.not.include(user.key);
+  });
+
   it('never writes a key or the admin token into the logs', async () => {
     const h = harness();
     const user = await h.createUser();
