@@ -2,6 +2,7 @@
 // store loads through single-flight on a miss, and a record of what each check decided.
 import { randomUUID } from 'node:crypto';
 import { errorText } from './background-tasks.js';
+import { refKey } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import {
   CheckDenial, apiKeyWindowsNeedReset, decideApiKeyWindows, decideBalance, decidePlatformQuota, decideSubscription,
@@ -10,7 +11,7 @@ import {
 import { BillingError } from './errors.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
-import type { CacheBatchRequest, CacheBatchResult, CacheEntityKind, PlatformQuotaEntity, RpmOverride, TimeContext } from './types.js';
+import type { CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead, PlatformQuotaEntity, RpmOverride, TimeContext } from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
 const denials = new WeakSet<BillingError>();
@@ -115,11 +116,7 @@ export class BillingRequest {
       source = 'store';
       let entity;
       try {
-        entity = await this.#load(`balance:${userId}`, async () => {
-          const loaded = await this.core.store.getBalance(userId);
-          if (loaded && read) this.core.cacheSync.fill({ kind: 'balance', userId }, loaded, read.generation);
-          return loaded;
-        });
+        entity = await this.#loadAndFill({ kind: 'balance', userId }, read, () => this.core.store.getBalance(userId), (loaded) => loaded);
       } catch (err) {
         return this.#infrastructureFailure('balance', err);
       }
@@ -148,11 +145,10 @@ export class BillingRequest {
     } else {
       source = 'store';
       try {
-        entity = await this.#load(`subscription:${userId}:${groupId}`, async () => {
-          const loaded = await this.core.store.getActiveSubscription(userId, groupId, this.time);
-          if (loaded && read) this.core.cacheSync.fill({ kind: 'subscription', userId, groupId }, loaded, read.generation);
-          return loaded;
-        });
+        entity = await this.#loadAndFill(
+          { kind: 'subscription', userId, groupId }, read,
+          () => this.core.store.getActiveSubscription(userId, groupId, this.time), (loaded) => loaded,
+        );
       } catch (err) {
         return this.#infrastructureFailure('subscription', err);
       }
@@ -178,12 +174,11 @@ export class BillingRequest {
 
     let row: PlatformQuotaEntity | null;
     try {
-      row = await this.#load(`platformQuota:${userId}:${platform}`, async () => {
-        const loaded = await this.core.store.getPlatformQuota(userId, platform);
-        // Only when the cache read itself succeeded: a sentinel for "no row", else the row (SPEC §2.3.4–5).
-        if (read) this.core.cacheSync.fill({ kind: 'platformQuota', userId, platform }, loaded ?? platformQuotaSentinel(this.time), read.generation);
-        return loaded;
-      }, this.signal());
+      // No row is cached as a sentinel, so users without a quota do not reach the store every time (SPEC §2.3.4–5).
+      row = await this.#loadAndFill(
+        { kind: 'platformQuota', userId, platform }, read,
+        () => this.core.store.getPlatformQuota(userId, platform), (loaded) => loaded ?? platformQuotaSentinel(this.time), this.signal(),
+      );
     } catch (err) {
       if (err instanceof Error && err.name === 'AbortError') {
         // The client is gone; letting it through costs nothing (SPEC §2.3.2).
@@ -213,11 +208,9 @@ export class BillingRequest {
     } else {
       source = 'store';
       try {
-        entity = await this.#load(`apiKeyWindows:${userId}:${apiKeyId}`, async () => {
-          const loaded = await this.core.store.getApiKeyWindows(userId, apiKeyId);
-          if (read) this.core.cacheSync.fill({ kind: 'apiKeyWindows', userId, apiKeyId }, loaded, read.generation);
-          return loaded;
-        });
+        entity = await this.#loadAndFill(
+          { kind: 'apiKeyWindows', userId, apiKeyId }, read, () => this.core.store.getApiKeyWindows(userId, apiKeyId), (loaded) => loaded,
+        );
       } catch (err) {
         return this.#failOpen('apiKeyWindows', err);
       }
@@ -319,12 +312,10 @@ export class BillingRequest {
     const read = (await this.#readBatch())?.rpmOverride;
     if (read?.hit) return read.value.value;
     try {
-      return await this.#load(`rpmOverride:${userId}:${groupId}`, async () => {
-        const value = await this.core.store.getRpmOverride(userId, groupId);
-        // Version 0: overrides are never put, only invalidated by setRpmOverride.
-        if (read) this.core.cacheSync.fill({ kind: 'rpmOverride', userId, groupId }, { version: 0, value }, read.generation);
-        return value;
-      });
+      // Version 0: overrides are never put, only invalidated by setRpmOverride; "none" is cached too.
+      return await this.#loadAndFill(
+        { kind: 'rpmOverride', userId, groupId }, read, () => this.core.store.getRpmOverride(userId, groupId), (value) => ({ version: 0, value }),
+      );
     } catch (err) {
       this.core.warnings.warn('rpm_override_lookup_failed', { err: errorText(err) }, 'RPM override lookup failed; treating as none');
       return null;
@@ -359,8 +350,24 @@ export class BillingRequest {
     return this.#batch;
   }
 
-  #load<T>(key: string, load: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return this.core.loads.do(key, load, signal) as Promise<T>;
+  /**
+   * One store load shared by every concurrent request for the entity (single-flight, detached from
+   * any caller). Its leader fills the cache with what it read — only when this request's cache read
+   * itself succeeded, with that read's generation, so an invalidation since then refuses the fill.
+   */
+  #loadAndFill<K extends CacheEntityKind, T>(
+    ref: CacheEntityRef & { kind: K },
+    read: CacheRead<CacheEntityMap[K]> | undefined,
+    load: () => Promise<T>,
+    toCached: (loaded: T) => CacheEntityMap[K] | null,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    return this.core.loads.do(refKey(ref), async () => {
+      const loaded = await load();
+      const value = toCached(loaded);
+      if (value !== null && read && !read.hit) this.core.cacheSync.fill(ref, value, read.generation);
+      return loaded;
+    }, signal) as Promise<T>;
   }
 
   #resetKeyWindows(userId: string, apiKeyId: string): void {

@@ -7,7 +7,8 @@ import type { WriteQueue } from './write-queue.js';
 
 const REPAIR_INTERVAL_MS = 1000;
 
-function refKey(ref: CacheEntityRef): string {
+/** A stable text key of one cached entity (repair list, single-flight loads). */
+export function refKey(ref: CacheEntityRef): string {
   switch (ref.kind) {
     case 'balance': return `balance:${ref.userId}`;
     case 'subscription': return `subscription:${ref.userId}:${ref.groupId}`;

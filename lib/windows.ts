@@ -41,6 +41,8 @@ interface Zone {
 }
 
 const zones = new Map<string, Zone>();
+/** Zone names assertTimeZone accepted, with their canonical spelling (bounded like `zones`). */
+const acceptedZones = new Map<string, string>();
 
 function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value);
@@ -53,14 +55,22 @@ function show(value: unknown): string {
  * are not zone names, and only some Node versions accept them.
  */
 export function assertTimeZone(timezone: string, option = 'timezone'): string {
+  // The store checks the zone of every settlement; building an Intl.DateTimeFormat for it each
+  // time cost more than the rest of the argument checks together (issue 7).
+  const known = typeof timezone === 'string' ? acceptedZones.get(timezone) : undefined;
+  if (known !== undefined) return known;
   const invalid = (): TypeError =>
     new TypeError(`${option} must be an IANA time zone name such as "UTC" or "Europe/Berlin", got ${show(timezone)}`);
   if (typeof timezone !== 'string' || timezone.trim() === '' || /^[+\-\u2212\d]/.test(timezone)) throw invalid();
+  let canonical: string;
   try {
-    return new Intl.DateTimeFormat('en-US', { timeZone: timezone }).resolvedOptions().timeZone;
+    canonical = new Intl.DateTimeFormat('en-US', { timeZone: timezone }).resolvedOptions().timeZone;
   } catch {
     throw invalid();
   }
+  if (acceptedZones.size >= MAX_ZONES) acceptedZones.clear();
+  acceptedZones.set(timezone, canonical);
+  return canonical;
 }
 
 function zoneFor(timezone: string): Zone {

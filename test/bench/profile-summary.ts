@@ -1,5 +1,5 @@
 // Summarises a V8 .cpuprofile (from BENCH_PROFILE / node --cpu-prof): self time by function and by
-// file, so "what the profile shows" can be read without a browser. Usage: tsx test/bench/profile-summary.ts <file> [top]
+// file, so "what the profile shows" can be read without a browser. Usage: tsx test/bench/profile-summary.ts <file> [top] [all]
 import { readFileSync } from 'node:fs';
 
 interface ProfileNode {
@@ -21,7 +21,8 @@ function shortUrl(url: string): string {
   return repo >= 0 ? url.slice(url.indexOf('/', repo + 6) + 1) : url || '(native)';
 }
 
-export function summarise(profile: CpuProfile, top: number): string {
+/** `includeAll`: inclusive time of every function (dependencies too), not only the package's. */
+export function summarise(profile: CpuProfile, top: number, includeAll = false): string {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const selfUs = new Map<number, number>();
   profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
@@ -48,7 +49,7 @@ export function summarise(profile: CpuProfile, top: number): string {
     for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
       const frame = byId.get(at)!.callFrame;
       const file = shortUrl(frame.url);
-      if (!/^(lib|middleware)\//.test(file)) continue;
+      if (!includeAll && !/^(lib|middleware)\//.test(file)) continue;
       const fn = `${frame.functionName || '(anonymous)'} ${file}:${frame.lineNumber + 1}`;
       if (seen.has(fn)) continue; // recursion counts once
       seen.add(fn);
@@ -63,7 +64,7 @@ export function summarise(profile: CpuProfile, top: number): string {
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
-  const [file, top = '25'] = process.argv.slice(2);
-  if (!file) throw new Error('usage: tsx test/bench/profile-summary.ts <file.cpuprofile> [top]');
-  console.log(summarise(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, Number(top)));
+  const [file, top = '25', all] = process.argv.slice(2);
+  if (!file) throw new Error('usage: tsx test/bench/profile-summary.ts <file.cpuprofile> [top] [all]');
+  console.log(summarise(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, Number(top), all === 'all'));
 }
