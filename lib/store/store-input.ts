@@ -1,6 +1,6 @@
 // Boundary checks for every store method: malformed input is refused with an error naming the field, before any SQL runs.
 import { formatUsd, MAX_USD_UNITS } from '../money.js';
-import type { BillingMode, PlatformQuotaLimits, SettlementInput, SubscriptionInput, SubscriptionStatus, TimeContext } from '../types.js';
+import type { PlatformQuotaLimits, SettlementInput, SubscriptionInput, SubscriptionStatus, TimeContext } from '../types.js';
 import { BillingValidationError, normalizeId, normalizePlatform, normalizeRequestId } from '../validate.js';
 import { assertTimeZone } from '../windows.js';
 
@@ -63,21 +63,7 @@ function tokensOf(value: unknown, field: string): number | null {
 }
 
 /** A settlement input as the store uses it: every optional field resolved. */
-export interface CheckedSettlement {
-  requestId: string;
-  apiKeyId: string;
-  userId: string;
-  groupId: string | null;
-  mode: BillingMode;
-  costUnits: bigint;
-  platform: string | null;
-  trackKeyWindows: boolean;
-  charge: boolean;
-  model: string | null;
-  inputTokens: number | null;
-  outputTokens: number | null;
-  time: TimeContext;
-}
+export type CheckedSettlement = Required<SettlementInput>;
 
 export function settlementOf(input: SettlementInput): CheckedSettlement {
   if (typeof input !== 'object' || input === null) fail('settlement', 'an object', input);
