@@ -17,6 +17,8 @@ export interface BenchConfig {
   rounds: number;
   /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
   connections: number;
+  /** ioredis enableAutoPipelining on the Redis client of both Redis apps, (c) and (d) alike (BENCH_AUTO_PIPELINING=1|0, default 1). */
+  autoPipelining: boolean;
   /** Seconds of unmeasured load per app before round 1: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
   warmupS: number;
   /** Seconds of the settlement run (BENCH_SETTLE_DURATION_S, default 5). */
@@ -37,6 +39,13 @@ export interface BenchConfig {
   resultsPath: string;
 }
 
+function flag(name: string, fallback: boolean): boolean {
+  const text = process.env[name];
+  if (text === undefined || text.trim() === '') return fallback;
+  if (text === '1' || text === '0') return text === '1';
+  throw new TypeError(`${name} must be 1 or 0, got ${JSON.stringify(text)}`);
+}
+
 function parts(): ReadonlySet<'http' | 'settle' | 'memory'> {
   const text = process.env.BENCH_PARTS ?? 'http,settle,memory';
   const chosen = new Set<'http' | 'settle' | 'memory'>();
@@ -54,6 +63,7 @@ export function readConfig(): BenchConfig {
     durationS: positiveInt('BENCH_DURATION_S', 5, 3600),
     rounds: positiveInt('BENCH_ROUNDS', 3, 100),
     connections: positiveInt('BENCH_CONNECTIONS', 50, 10_000),
+    autoPipelining: flag('BENCH_AUTO_PIPELINING', true),
     warmupS: positiveInt('BENCH_WARMUP_S', 2, 600),
     settleDurationS: positiveInt('BENCH_SETTLE_DURATION_S', 5, 3600),
     settleConcurrency: positiveInt('BENCH_SETTLE_CONCURRENCY', 20, 1000),

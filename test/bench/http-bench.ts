@@ -43,7 +43,6 @@ export interface HttpResults {
 export interface HttpSettings {
   pgSchema: string;
   redisPrefix: string;
-  autoPipelining: boolean;
 }
 
 async function startServers(config: BenchConfig, settings: HttpSettings): Promise<Map<AppId, { child: Child; url: string }>> {
@@ -55,7 +54,7 @@ async function startServers(config: BenchConfig, settings: HttpSettings): Promis
         BENCH_APP: id,
         BENCH_PG_SCHEMA: settings.pgSchema,
         BENCH_REDIS_PREFIX: settings.redisPrefix,
-        BENCH_AUTO_PIPELINING: settings.autoPipelining ? '1' : '0',
+        BENCH_AUTO_PIPELINING: config.autoPipelining ? '1' : '0',
       }, config.profile.has(id));
       started.push(child);
       const { port } = await child.message<ServerReady>('ready');

@@ -8,8 +8,8 @@ import type { SettleResults } from './settle-bench.js';
 
 export interface BenchResults {
   startedAt: string;
-  machine: { node: string; cpus: number; cpuModel: string; platform: string; totalMemMb: number };
-  config: Omit<BenchConfig, 'parts' | 'profile'> & { parts: string[]; profile: string[]; autoPipelining: boolean };
+  machine: { node: string; cpus: number; cpuModel: string; platform: string; totalMemMb: number; loadAvgAtStart: number[]; loadAvgAtEnd?: number[] };
+  config: Omit<BenchConfig, 'parts' | 'profile'> & { parts: string[]; profile: string[] };
   http?: HttpResults;
   settle?: SettleResults;
   memory?: MemoryResults;
@@ -23,6 +23,8 @@ export function machineInfo(): BenchResults['machine'] {
     cpuModel: cpus[0]?.model ?? 'unknown',
     platform: `${os.platform()} ${os.release()}`,
     totalMemMb: Math.round(os.totalmem() / 1024 / 1024),
+    // The machine may be shared: a high load average means other work competed with the run.
+    loadAvgAtStart: os.loadavg().map((l) => Math.round(l * 100) / 100),
   };
 }
 
@@ -33,14 +35,16 @@ function pad(text: string, width: number, right = false): string {
 /** A Markdown table (readable in a terminal as well). */
 export function formatTables(results: BenchResults): string {
   const lines: string[] = [];
-  const { http, settle, memory, config } = results;
+  const { http, settle, memory, config, machine } = results;
+  lines.push(`${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; load average ${machine.loadAvgAtStart.join(' ')} at start${machine.loadAvgAtEnd ? `, ${machine.loadAvgAtEnd.join(' ')} at end` : ''}`, '');
   if (http) {
     lines.push(`HTTP, ${config.connections} connections, ${config.durationS} s per app per round, ${config.rounds} interleaved rounds (medians):`, '');
-    lines.push(`| ${pad('app', 34)} | ${pad('req/s', 8, true)} | ${pad('p50 ms', 7, true)} | ${pad('p99 ms', 7, true)} |`);
-    lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(8)}:|${'-'.repeat(8)}:|`);
+    lines.push(`| ${pad('app', 34)} | ${pad('req/s', 8, true)} | ${pad('p50 ms', 7, true)} | ${pad('p99 ms', 7, true)} | CPU µs/request: server / Redis / autocannon |`);
+    lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(8)}:|${'-'.repeat(8)}:|${'-'.repeat(44)}:|`);
     for (const id of APP_IDS) {
       const app = http.apps[id];
-      lines.push(`| ${pad(APP_LABELS[id], 34)} | ${pad(String(app.reqPerSec), 8, true)} | ${pad(app.p50Ms.toFixed(2), 7, true)} | ${pad(app.p99Ms.toFixed(2), 7, true)} |`);
+      const cpu = `${app.cpu.serverUs} / ${app.cpu.redisUs} / ${app.cpu.loadGeneratorUs}`;
+      lines.push(`| ${pad(APP_LABELS[id], 34)} | ${pad(String(app.reqPerSec), 8, true)} | ${pad(app.p50Ms.toFixed(2), 7, true)} | ${pad(app.p99Ms.toFixed(2), 7, true)} | ${pad(cpu, 43, true)} |`);
     }
     lines.push('', `| ${pad('ratio (median of per-round ratios)', 34)} | ${pad('value', 8, true)} | ${pad('target', 8)} | ${pad('met', 4)} | per round`);
     lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(10)}|${'-'.repeat(6)}|${'-'.repeat(10)}`);

@@ -1,6 +1,7 @@
 // `npm run bench`: the HTTP comparison (four apps, interleaved rounds), settlements per second into
 // PostgreSQL, and the memory bound of the memory cache; prints the tables and writes bench-results.json.
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { createPgSchema, pgKnex, type PgSchema } from '../helpers/postgres.js';
 import { createRedisClient, deleteKeysWithPrefix } from '../helpers/redis.js';
 import { canConnect, DATABASE_URL, REDIS_URL, uniqueSuffix } from '../helpers/services.js';
@@ -32,22 +33,35 @@ async function runMemoryBench(): Promise<MemoryResults> {
 
 async function main(): Promise<void> {
   const config = readConfig();
-  const autoPipelining = process.env.BENCH_AUTO_PIPELINING !== '0';
   const results: BenchResults = {
     startedAt: new Date().toISOString(),
     machine: machineInfo(),
-    config: { ...config, parts: [...config.parts], profile: [...config.profile], autoPipelining },
+    config: { ...config, parts: [...config.parts], profile: [...config.profile] },
   };
   const needsServices = config.parts.has('http') || config.parts.has('settle');
   if (needsServices) await requireServices();
   const redisPrefix = `kbe-bench:${uniqueSuffix()}:`;
   const redis = needsServices ? createRedisClient() : undefined;
   let pg: PgSchema | undefined;
+  let cleaned: Promise<void> | undefined;
+  // Only what this run created: its schema and the keys under its prefix (never FLUSHDB).
+  const cleanUp = () =>
+    (cleaned ??= (async () => {
+      await pg?.destroy();
+      if (redis) {
+        await deleteKeysWithPrefix(redis, redisPrefix);
+        redis.disconnect();
+      }
+    })());
+  process.once('SIGINT', () => {
+    log('interrupted: cleaning up');
+    void cleanUp().finally(() => process.exit(130));
+  });
   try {
     if (needsServices) pg = await createPgSchema();
     if (config.parts.has('http') && pg && redis) {
-      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${autoPipelining ? 'on' : 'off'}`);
-      results.http = await runHttpBench(config, { pgSchema: pg.schema, redisPrefix, autoPipelining }, redis, log);
+      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`);
+      results.http = await runHttpBench(config, { pgSchema: pg.schema, redisPrefix }, redis, log);
     }
     if (config.parts.has('settle') && pg && redis) {
       log(`settlements: ${config.settleConcurrency} in flight, ${config.settleDurationS} s per run`);
@@ -63,12 +77,9 @@ async function main(): Promise<void> {
       results.memory = await runMemoryBench();
     }
   } finally {
-    await pg?.destroy();
-    if (redis) {
-      await deleteKeysWithPrefix(redis, redisPrefix);
-      redis.disconnect();
-    }
+    await cleanUp();
   }
+  results.machine.loadAvgAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
   console.log(`\n${formatTables(results)}\n`);
   writeFileSync(config.resultsPath, `${JSON.stringify(results, null, 2)}\n`);
   log(`results written to ${config.resultsPath}`);

@@ -1,7 +1,7 @@
 // The faults suites' world: a PostgreSQL schema and a Redis key prefix of their own, each reached by
 // the package through a TCP fault proxy, plus direct connections for seeding and for checking results.
 import knexFactory, { type Knex } from 'knex';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis } from 'ioredis';
 import { createBillingCore, type BillingCore } from '../../lib/billing-core.js';
 import type { BillingCoreOptions } from '../../lib/core-options.js';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
@@ -50,7 +50,7 @@ export interface FaultEnv {
   knex: Knex;
   /** Straight to PostgreSQL: seeding and verification, unaffected by faults. */
   directKnex: Knex;
-  /** Through the Redis proxy, with recommendedRedisOptions (plus the suite's overrides). */
+  /** Through the Redis proxy, with recommendedRedisOptions. */
   redis: Redis;
   directRedis: Redis;
   store: KnexBillingStore;
@@ -68,10 +68,7 @@ export interface FaultEnv {
 }
 
 /** Call in `before` (this = the mocha context): skips without the services, like the integration suites. */
-export async function createFaultEnv(
-  context: Mocha.Context,
-  options: { redisOptions?: RedisOptions; poolMax?: number } = {},
-): Promise<FaultEnv> {
+export async function createFaultEnv(context: Mocha.Context): Promise<FaultEnv> {
   await requirePostgres(context);
   await requireRedis(context);
   const schema = `kbe_faults_${uniqueSuffix()}`;
@@ -89,13 +86,13 @@ export async function createFaultEnv(
     client: 'pg',
     connection: { connectionString: pgProxy.urlFor(DATABASE_URL), connectionTimeoutMillis, query_timeout },
     searchPath: [schema],
-    pool: { min: 0, max: options.poolMax ?? 8 },
+    pool: { min: 0, max: 8 },
     acquireConnectionTimeout,
     // knex prints every failed connection attempt; during an injected outage those are expected.
     log: { warn: countKnexLine, error: countKnexLine, debug: () => {}, deprecate: () => {} },
   });
 
-  const redis = new Redis(redisProxy.urlFor(REDIS_URL), recommendedRedisOptions({ lazyConnect: true, ...options.redisOptions }));
+  const redis = new Redis(redisProxy.urlFor(REDIS_URL), recommendedRedisOptions({ lazyConnect: true }));
   let redisErrors = 0;
   redis.on('error', () => void redisErrors++);
   await redis.connect();

@@ -34,7 +34,7 @@ export interface ScenarioResult {
 }
 
 export async function runFaultUnderLoad(env: FaultEnv, core: BillingCore, users: readonly FaultUser[], options: ScenarioOptions): Promise<ScenarioResult> {
-  const { fault, faultMs, seed, concurrency = 8, ratePerSec = 200, warmupMs = 1500, afterMs = 1000, recoveryLimitMs = 4000 } = options;
+  const { fault, faultMs, seed, concurrency = 8, ratePerSec = 200, warmupMs = 1000, afterMs = 500, recoveryLimitMs = 4000 } = options;
   const random = seededRandom(seed);
   const ledger = new Ledger();
   const gateway = await startGateway(core, users, ledger, random);

@@ -68,6 +68,7 @@ describe('faults: PostgreSQL outage', function () {
     const store = instrument<BillingStore>(env.store);
     const logger = recordingLogger();
     const core = env.makeCore({ store: store.target, clock, logger, circuitBreaker: { failureThreshold: 5, resetTimeoutMs: RESET_TIMEOUT_MS } });
+    const knexErrors = env.knexErrors();
     const call = gateway(core, users);
     await warm(core, warmUsers);
 
@@ -128,6 +129,7 @@ describe('faults: PostgreSQL outage', function () {
     report(`warm-cache requests during the cut: ${warmAnswers.length}× 200, slowest ${Math.max(...warmAnswers.map((a) => a.ms)).toFixed(1)} ms, 0 store calls`);
     report(`misses during the cut: 5× 503 in ${failures.map((a) => a.ms.toFixed(1)).join(', ')} ms; breaker open; then 503 without the store`);
     report(`breaker: half-open after ${RESET_TIMEOUT_MS} ms, failed probe re-opened it; after restore a probe closed it (${probe.ms.toFixed(1)} ms)`);
+    report(`knex connection errors while cut: ${env.knexErrors() - knexErrors} (logged by knex; silenced here)`);
     report(`settlements made during the cut: 3 (+1 repeat) landed ${landedAfterMs.toFixed(0)} ms after restore, once each; settlement_retry warnings: ${logger.count('billing settlement failed; retrying')}; cache: ${cached.hits} equal, ${cached.misses} invalidated`);
   });
 

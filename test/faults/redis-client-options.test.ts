@@ -72,7 +72,8 @@ describe('faults: recommended ioredis options', () => {
       const failed = await failureAfter(redis.ping());
       // Nothing is queued or waits for a reconnect: the failure is immediate.
       expect(failed.ms).to.be.below(50);
-      await new Promise((resolve) => setTimeout(resolve, 3000));
+      // Long enough for the reconnect backoff to reach its 1 s cap.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
       await proxy.restore();
       const readyAfterMs = await waitFor('the client to be ready again', () => redis.status === 'ready', 2000);
       expect(await redis.ping()).to.equal('PONG');
