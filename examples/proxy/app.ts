@@ -117,7 +117,7 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     await migrateBillingSchema(knex);
     await migrateGatewaySchema(knex);
 
-    const opened: OpenedCache = openCache(config, logger);
+    const opened: OpenedCache = await openCache(config, logger);
     cleanups.push(async () => {
       await opened.cache.close();
       await opened.client?.quit();

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import knexFactory, { type Knex } from 'knex';
-import { MemoryBillingCache, RedisBillingCache, type BillingCache } from '../../lib/index.js';
+import { MemoryBillingCache, RedisBillingCache, recommendedClusterOptions, recommendedRedisOptions, type BillingCache } from '../../lib/index.js';
 import type { ProxyConfig } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -33,8 +33,10 @@ export async function openDatabase(config: ProxyConfig): Promise<Knex> {
   const schema = config.databaseSchema;
   const knex = knexFactory({
     client: 'pg',
-    connection: config.databaseUrl,
+    // Bounded waits: a silent PostgreSQL must turn into a quick 503 (and a breaker failure), not a hung request.
+    connection: { connectionString: config.databaseUrl, connectionTimeoutMillis: 1000, query_timeout: 2000 },
     pool: { min: 0, max: 10 },
+    acquireConnectionTimeout: 2000,
     ...(schema && { searchPath: [schema] }),
   });
   if (schema) {
@@ -58,14 +60,14 @@ export interface OpenedCache {
 }
 
 /** The billing cache. A Redis that is down makes the library fall back to the store; it never fails a request by itself. */
-export function openCache(config: ProxyConfig, logger: Logger): OpenedCache {
-  // Few retries per command: a cache error is answered from the store, so waiting long helps nobody.
-  const redisOptions = { maxRetriesPerRequest: 1, connectTimeout: 2000 };
+export async function openCache(config: ProxyConfig, logger: Logger): Promise<OpenedCache> {
+  // Fail fast (100 ms per command, no offline queue): a cache error is answered from the store,
+  // so waiting on Redis helps nobody.
   let client: Redis | Cluster | null = null;
   if (config.redisClusterNodes) {
-    client = new Cluster(config.redisClusterNodes, { redisOptions });
+    client = new Cluster(config.redisClusterNodes, recommendedClusterOptions({ lazyConnect: true }));
   } else if (config.redisUrl) {
-    client = new Redis(config.redisUrl, redisOptions);
+    client = new Redis(config.redisUrl, recommendedRedisOptions({ lazyConnect: true }));
   }
   if (!client) return { cache: new MemoryBillingCache({ maxEntries: 100_000 }), client: null };
   // Without an 'error' listener ioredis prints every reconnect failure; log them once per state change instead.
@@ -78,5 +80,8 @@ export function openCache(config: ProxyConfig, logger: Logger): OpenedCache {
     if (!healthy) logger.info('redis connection restored');
     healthy = true;
   });
+  // Without an offline queue, commands sent before the connection is ready fail: connect first. A
+  // Redis that is down at start is not fatal — requests are served from the store until it answers.
+  await client.connect().catch((err: Error) => logger.warn({ err: { message: err.message } }, 'redis not reachable at start; serving from the store until it is'));
   return { cache: new RedisBillingCache(client, { prefix: config.redisPrefix }), client };
 }
