@@ -77,8 +77,9 @@ export class BillingRequest {
   }
 
   /**
-   * Runs one check, timed for the metrics. A `shadow` check is evaluated, logged and counted as
-   * `shadow_deny` when it would deny, but never blocks (issue 10).
+   * Runs one check, timed for the metrics; in runMode 'simple' none runs. A `shadow` check is
+   * evaluated, logged and counted as `shadow_deny` when it would deny, but never blocks (issue 10).
+   * The check methods below assume they are called through here.
    */
   async run(check: CheckMethod, shadow = false): Promise<void> {
     if (this.simple) return;
@@ -94,7 +95,6 @@ export class BillingRequest {
 
   /** SPEC §1.2: open breaker → 503 before anything else runs. */
   breaker(): void {
-    if (this.simple) return;
     if (this.core.breaker.allow()) {
       this.#record({ check: 'breaker', outcome: 'allowed' });
       return;
@@ -104,7 +104,6 @@ export class BillingRequest {
 
   /** SPEC §2.1 (balance mode only). */
   async balance(): Promise<void> {
-    if (this.simple) return;
     if (this.subject.mode !== 'balance') return this.#skip('balance', 'subscription_mode');
     const { userId } = this.subject;
     const read = (await this.#readBatch())?.balance;
@@ -134,7 +133,6 @@ export class BillingRequest {
 
   /** SPEC §2.2 (subscription mode only). */
   async subscription(): Promise<void> {
-    if (this.simple) return;
     const { mode, userId, groupId } = this.subject;
     if (mode !== 'subscription' || groupId === null) return this.#skip('subscription', 'balance_mode');
     const read = (await this.#readBatch())?.subscription;
@@ -165,7 +163,6 @@ export class BillingRequest {
 
   /** SPEC §2.3 (balance mode, platform given). Fails open. */
   async platformQuota(): Promise<void> {
-    if (this.simple) return;
     const { mode, userId, platform } = this.subject;
     if (mode !== 'balance') return this.#skip('platformQuota', 'subscription_mode');
     if (platform === null) return this.#skip('platformQuota', 'no_platform');
@@ -197,7 +194,6 @@ export class BillingRequest {
 
   /** SPEC §2.4 (both modes, keys with a limit). Fails open. */
   async apiKeyWindows(): Promise<void> {
-    if (this.simple) return;
     const { userId, apiKeyId, apiKeyLimits } = this.subject;
     if (apiKeyId === null || apiKeyLimits === null) return this.#skip('apiKeyWindows', 'no_key_limits');
     const read = (await this.#readBatch())?.apiKeyWindows;
@@ -227,7 +223,7 @@ export class BillingRequest {
    */
   async reserve(): Promise<void> {
     const estimate = this.estimate;
-    if (this.simple || estimate === undefined || this.lease) return;
+    if (estimate === undefined || this.lease) return;
     const cache = this.core.cache;
     if (!cache) return this.#skip('reservation', 'no_cache');
     if (estimate === 0n) return this.#skip('reservation', 'zero_estimate');
@@ -275,7 +271,6 @@ export class BillingRequest {
 
   /** SPEC §2.5, always last. Fails open; a no-op without a cache. */
   async rpm(): Promise<void> {
-    if (this.simple) return;
     const cache = this.core.cache;
     if (!cache) return this.#skip('rpm', 'no_cache');
     const { userId, groupId, userRpmLimit, groupRpmLimit } = this.subject;

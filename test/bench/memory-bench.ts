@@ -118,7 +118,8 @@ async function main(): Promise<void> {
   };
   await cache.close();
   await knex.destroy();
-  process.send?.(results);
+  // Done: exit once the parent has the results (the IPC channel would keep this process alive).
+  process.send?.(results, () => process.exit(0));
 }
 
 main().catch((err: unknown) => {

@@ -28,6 +28,8 @@ export function startChild(entry: string, env: Record<string, string>, profile: 
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // A child that already finished closes its IPC channel; a late 'stop' must not crash the parent.
+  child.on('error', (err) => console.error(`[bench] ${entry} (${env.BENCH_APP ?? 'child'}): ${err.message}`));
   return {
     process: child,
     message<T extends { type: string }>(type: T['type']) {
@@ -44,7 +46,7 @@ export function startChild(entry: string, env: Record<string, string>, profile: 
     },
     async stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      if (child.connected) child.send('stop');
+      if (child.connected) child.send('stop', () => {});
       const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
       await exited;
       clearTimeout(timer);

@@ -13,6 +13,8 @@ export interface BenchResults {
   http?: HttpResults;
   settle?: SettleResults;
   memory?: MemoryResults;
+  /** Parts that failed, with the reason; the parts before them are kept. */
+  failures?: Record<string, string>;
 }
 
 export function machineInfo(): BenchResults['machine'] {
@@ -67,7 +69,7 @@ export function formatTables(results: BenchResults): string {
   }
   if (memory) {
     const last = memory.samples.at(-1) ?? memory.before;
-    lines.push('', `Memory: ${memory.requests} checks over ${memory.users} users, memory cache maxEntries ${memory.maxEntries} (in-process core.check, ${memory.concurrency} in flight):`, '');
+    lines.push('', `Memory: ${memory.requests} checks over ${memory.users} users (each visited once with a burst of ${memory.checksPerVisit}, ${memory.concurrency} visits in flight; in-process core.check), memory cache maxEntries ${memory.maxEntries}:`, '');
     lines.push('| | RSS MB | heap used MB | cache entries |', '|---|---:|---:|---:|');
     lines.push(`| before the checks (after seeding) | ${memory.before.rssMb} | ${memory.before.heapUsedMb} | ${memory.before.cacheEntries} |`);
     const peakRss = Math.max(...memory.samples.map((s) => s.rssMb));
@@ -75,5 +77,6 @@ export function formatTables(results: BenchResults): string {
     lines.push(`| peak during the run | ${peakRss} | | ${memory.peakCacheEntries} |`);
     lines.push('', `cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`);
   }
+  for (const [part, reason] of Object.entries(results.failures ?? {})) lines.push('', `FAILED ${part}: ${reason}`);
   return lines.join('\n');
 }

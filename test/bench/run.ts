@@ -2,9 +2,10 @@
 // PostgreSQL, and the memory bound of the memory cache; prints the tables and writes bench-results.json.
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { createPgSchema, pgKnex, type PgSchema } from '../helpers/postgres.js';
+import { pgKnex } from '../helpers/postgres.js';
 import { createRedisClient, deleteKeysWithPrefix } from '../helpers/redis.js';
 import { canConnect, DATABASE_URL, REDIS_URL, uniqueSuffix } from '../helpers/services.js';
+import { createBenchSchema, type BenchSchema } from './bench-schema.js';
 import { readConfig } from './config.js';
 import { runHttpBench } from './http-bench.js';
 import type { MemoryResults } from './memory-bench.js';
@@ -42,12 +43,12 @@ async function main(): Promise<void> {
   if (needsServices) await requireServices();
   const redisPrefix = `kbe-bench:${uniqueSuffix()}:`;
   const redis = needsServices ? createRedisClient() : undefined;
-  let pg: PgSchema | undefined;
+  let pg: BenchSchema | undefined;
   let cleaned: Promise<void> | undefined;
   // Only what this run created: its schema and the keys under its prefix (never FLUSHDB).
   const cleanUp = () =>
     (cleaned ??= (async () => {
-      await pg?.destroy();
+      await pg?.drop();
       if (redis) {
         await deleteKeysWithPrefix(redis, redisPrefix);
         redis.disconnect();
@@ -57,24 +58,41 @@ async function main(): Promise<void> {
     log('interrupted: cleaning up');
     void cleanUp().finally(() => process.exit(130));
   });
-  try {
-    if (needsServices) pg = await createPgSchema();
-    if (config.parts.has('http') && pg && redis) {
-      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`);
-      results.http = await runHttpBench(config, { pgSchema: pg.schema, redisPrefix }, redis, log);
+  // A failing part is reported and the next one still runs: one broken service should not cost the rest.
+  const part = async (name: string, run: () => Promise<void>): Promise<void> => {
+    try {
+      await run();
+    } catch (err) {
+      (results.failures ??= {})[name] = err instanceof Error ? err.message : String(err);
+      console.error(`[bench] ${name} failed:`, err);
+      process.exitCode = 1;
     }
-    if (config.parts.has('settle') && pg && redis) {
+  };
+  try {
+    if (needsServices) pg = await createBenchSchema();
+    const schema = pg;
+    if (config.parts.has('http') && schema && redis) {
+      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`);
+      await part('http', async () => {
+        results.http = await runHttpBench(config, { pgSchema: schema.schema, redisPrefix }, redis, log);
+      });
+    }
+    if (config.parts.has('settle') && schema && redis) {
       log(`settlements: ${config.settleConcurrency} in flight, ${config.settleDurationS} s per run`);
-      const knex = pgKnex(pg.schema, config.settleConcurrency + 2);
-      try {
-        results.settle = await runSettleBench(config, knex, redis, redisPrefix);
-      } finally {
-        await knex.destroy();
-      }
+      await part('settle', async () => {
+        const knex = pgKnex(schema.schema, config.settleConcurrency + 2);
+        try {
+          results.settle = await runSettleBench(config, knex, redis, redisPrefix);
+        } finally {
+          await knex.destroy();
+        }
+      });
     }
     if (config.parts.has('memory')) {
       log(`memory: ${config.memoryRequests} checks over ${config.memoryUsers} users, maxEntries ${config.memoryMaxEntries}`);
-      results.memory = await runMemoryBench();
+      await part('memory', async () => {
+        results.memory = await runMemoryBench();
+      });
     }
   } finally {
     await cleanUp();

@@ -172,8 +172,8 @@ describeChain('platformQuota', (env) => {
     const cancelled = new AbortController();
     const a = core.beginRequest(normalized, () => cancelled.signal);
     const b = core.beginRequest(normalized);
-    const pendingA = a.platformQuota();
-    const pendingB = b.platformQuota().then(() => 'allowed', (err: { code?: string }) => err.code);
+    const pendingA = a.run('platformQuota');
+    const pendingB = b.run('platformQuota').then(() => 'allowed', (err: { code?: string }) => err.code);
     await new Promise((resolve) => setTimeout(resolve, 20));
     cancelled.abort();
     await pendingA;
