@@ -32,8 +32,7 @@ export async function createBenchSchema(): Promise<BenchSchema> {
     await knex.destroy();
     await drop();
     throw err;
-  } finally {
-    await knex.destroy();
   }
+  await knex.destroy();
   return { schema, drop };
 }

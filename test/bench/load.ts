@@ -23,7 +23,7 @@ export function runLoad(url: string, connections: number, durationS: number): Pr
       const completed = result.requests.total;
       resolve({
         requests: completed,
-        reqPerSec: completed / ((result.duration as number) || durationS),
+        reqPerSec: completed / (result.duration || durationS),
         p50Ms,
         p99Ms,
         non2xx: result.non2xx,

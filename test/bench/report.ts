@@ -75,7 +75,8 @@ export function formatTables(results: BenchResults): string {
     const peakRss = Math.max(...memory.samples.map((s) => s.rssMb));
     lines.push(`| after ${last.checks} checks | ${last.rssMb} | ${last.heapUsedMb} | ${last.cacheEntries} |`);
     lines.push(`| peak during the run | ${peakRss} | | ${memory.peakCacheEntries} |`);
-    lines.push('', `cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`);
+    lines.push('', `RSS MB every ${memory.samples[0]?.checks ?? 0} checks: ${memory.samples.map((s) => s.rssMb).join(', ')}`);
+    lines.push(`cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`);
   }
   for (const [part, reason] of Object.entries(results.failures ?? {})) lines.push('', `FAILED ${part}: ${reason}`);
   return lines.join('\n');
