@@ -10,6 +10,7 @@ import type { CoreInternals } from './core-internals.js';
 import { parseCoreOptions, type BillingCoreOptions, type ResolvedCoreOptions } from './core-options.js';
 import { BillingError } from './errors.js';
 import { ThrottledLog } from './log.js';
+import { noopMetrics } from './metrics.js';
 import { formatUsd, parseCostUsd, type Usd } from './money.js';
 import { Settler, type SettleRequest, type SettlementReceipt } from './settlement.js';
 import { SingleFlight } from './single-flight.js';
@@ -82,6 +83,7 @@ export class BillingCore {
       cache: resolved.cache,
       breaker,
       metrics,
+      timed: metrics !== noopMetrics,
       openLeases,
       loads: new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs }),
       queue,

@@ -84,6 +84,13 @@ export class BillingRequest {
   async run(check: CheckMethod, shadow = false): Promise<void> {
     if (this.simple) return;
     this.#shadow = shadow;
+    if (!this.core.timed) {
+      try {
+        return await this[check]();
+      } finally {
+        this.#shadow = false;
+      }
+    }
     const startedAt = performance.now();
     try {
       await this[check]();

@@ -21,6 +21,8 @@ export interface CoreInternals {
   readonly background: BackgroundTasks;
   readonly warnings: ThrottledLog;
   readonly metrics: BillingMetricsRecorder;
+  /** Whether checks are timed (only when metrics are configured: the clock reads cost too). */
+  readonly timed: boolean;
   /** Reservations this process holds and has not handed to a settlement or released. */
   readonly openLeases: { count: number };
   time(): TimeContext;

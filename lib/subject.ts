@@ -39,10 +39,21 @@ function rpm(value: unknown, field: string): number {
   throw new BillingValidationError(field, `${field} must be a non-negative integer, got ${String(value)}`);
 }
 
+/**
+ * Limits parsed before: the same few limit values arrive with every request of a key or group, and
+ * exact decimal parsing is a noticeable share of a warm request. Bounded; cleared when full.
+ */
+const parsedLimits = new Map<string | number, bigint>();
+const PARSED_LIMITS_MAX = 4096;
+
 function usdLimit(value: unknown, field: string): bigint {
   if (value === undefined || value === null) return 0n;
+  const known = typeof value === 'string' || typeof value === 'number' ? parsedLimits.get(value) : undefined;
+  if (known !== undefined) return known;
   const units = parseUsd(value as string | number, field);
   if (units < 0n) throw new BillingValidationError(field, `${field} must not be negative`);
+  if (parsedLimits.size >= PARSED_LIMITS_MAX) parsedLimits.clear();
+  parsedLimits.set(value as string | number, units);
   return units;
 }
 

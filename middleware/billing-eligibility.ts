@@ -1,12 +1,10 @@
 // billingEligibility: the whole chain — context, breaker first, balance/subscription, quota, key windows,
 // the reservation, RPM last — then the RateLimit headers of an admitted request.
-import compose from 'koa-compose';
 import type { Context, Middleware, Next } from 'koa';
-import { CHECK_NAMES } from '../lib/billing-request.js';
+import { CHECK_METHODS, CHECK_NAMES } from '../lib/billing-request.js';
 import type { CheckName } from '../lib/decisions.js';
 import { BillingConfigError } from '../lib/options.js';
-import { createBillingContext, setRateLimitHeaders, type BillingContextOptions } from './billing-context.js';
-import { apiKeyWindows, balanceCheck, breakerGuard, platformQuota, reserveEstimate, rpmLimit, subscriptionCheck } from './checks.js';
+import { createBillingContext, setRateLimitHeaders, type BillingContextOptions, type BillingState } from './billing-context.js';
 
 export interface BillingEligibilityOptions extends BillingContextOptions {
   /** Checks in shadow mode: evaluated, logged and counted as `shadow_deny`, never blocking. Default none. */
@@ -23,31 +21,25 @@ function parseShadow(value: unknown): ReadonlySet<CheckName> {
   return new Set(value as CheckName[]);
 }
 
-/** Sets the RateLimit fields once every check has passed, before the handler writes the response. */
-function rateLimitHeaders(ctx: Context, next: Next): Promise<unknown> {
-  const state = ctx.state.billing;
-  if (state) setRateLimitHeaders(ctx, state);
-  return next();
-}
-
 export function billingEligibility(options: BillingEligibilityOptions): Middleware {
   const { shadow: shadowOption, ...contextOptions } = options ?? ({} as BillingEligibilityOptions);
   const shadow = parseShadow(shadowOption);
-  const mode = (check: CheckName) => ({ shadow: shadow.has(check) });
-  // RPM last, so requests that fail anyway never consume RPM (SPEC §1.8); the reservation (a no-op
-  // without estimateCost) just before it, once every limit it counts against has been read.
-  const chain = compose([
-    createBillingContext(contextOptions, 'billingEligibility'),
-    breakerGuard(mode('breaker')),
-    balanceCheck(mode('balance')),
-    subscriptionCheck(mode('subscription')),
-    platformQuota(mode('platformQuota')),
-    apiKeyWindows(mode('apiKeyWindows')),
-    reserveEstimate(mode('reservation')),
-    rpmLimit(mode('rpm')),
-    rateLimitHeaders,
-  ]);
+  const context = createBillingContext(contextOptions, 'billingEligibility');
+  // Breaker first, RPM last so that requests that fail anyway never consume RPM (SPEC §1.8), the
+  // reservation (a no-op without estimateCost) just before it, once every limit it counts against
+  // has been read. One loop instead of one composed middleware per check: the same checks as
+  // breakerGuard() … rpmLimit() mounted in that order, without a dispatch frame for each.
+  const checks = CHECK_METHODS.map((method) => [method, shadow.has(CHECK_NAMES[method])] as const);
+
+  async function runChecks(ctx: Context, next: Next): Promise<unknown> {
+    const state = ctx.state.billing as BillingState;
+    for (const [method, shadowed] of checks) await state.request.run(method, shadowed);
+    // Set before the handler writes the response (denials get theirs from billingContext).
+    setRateLimitHeaders(ctx, state);
+    return next();
+  }
+
   return function billingEligibility(ctx: Context, next: Next): Promise<unknown> {
-    return chain(ctx, next);
+    return context(ctx, () => runChecks(ctx, next));
   };
 }

@@ -8,6 +8,7 @@ import type {
   CacheEntityKind,
   CacheEntityMap,
   CacheEntityRef,
+  CacheRead,
   Clock,
   LeaseInfo,
   ReserveRequest,
@@ -15,7 +16,7 @@ import type {
   RpmRequest,
   RpmResult,
 } from '../types.js';
-import { batchRefs, batchResult } from './batch.js';
+import { batchRefs, toCacheRead } from './batch.js';
 import { checkField, encodeEntity, inspectEntry, META_FIELDS, META_RULE, type RawHash } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
 import { admit, assertReserveRequest, decodeLease, encodeLease } from './leases.js';
@@ -38,6 +39,10 @@ export interface MemoryBillingCacheOptions {
 interface Entry {
   hash: RawHash;
   expiresAtMs: number;
+  /** Value of the access counter when the entry last moved to the most-recent end. */
+  touchedAt: number;
+  /** The hash decoded as a read result, kept until the entry is replaced (hashes are never edited in place). */
+  decoded?: CacheRead<unknown>;
 }
 
 /** Test access to stored entries, exactly as Redis tests use HGETALL/HSET/PTTL. Not part of the public API. */
@@ -55,6 +60,7 @@ export interface MemoryRawAccess {
 export const memoryRawAccess: unique symbol = Symbol('MemoryBillingCache raw access');
 
 const DEFAULT_MAX_ENTRIES = 100_000;
+const ABSENT: CacheRead<unknown> = Object.freeze({ hit: false, generation: 0 });
 const DEFAULT_SWEEP_INTERVAL_MS = 60_000;
 const RAW_DEFAULT_TTL_MS = 3_600_000;
 
@@ -75,6 +81,8 @@ export class MemoryBillingCache implements BillingCache {
   readonly #clock: Clock;
   readonly #random: () => number;
   readonly #keys: CacheKeys;
+  /** Counts reads and writes, the clock of the approximate LRU. */
+  #accesses = 0;
   #sweepTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -107,8 +115,13 @@ export class MemoryBillingCache implements BillingCache {
 
   async readBatch(request: CacheBatchRequest): Promise<CacheBatchResult> {
     this.#assertOpen();
-    const refs = batchRefs(request);
-    return batchResult(refs, refs.map(([, ref]) => this.#get(this.#keys.entity(ref))?.hash ?? null));
+    const result: Record<string, CacheRead<unknown>> = {};
+    for (const [slot, ref] of batchRefs(request)) {
+      const entry = this.#get(this.#keys.entity(ref));
+      // Decoding and validating every field is most of a read; an entry is decoded once per write.
+      result[slot] = entry === undefined ? ABSENT : (entry.decoded ??= toCacheRead(ref.kind, entry.hash));
+    }
+    return result as CacheBatchResult;
   }
 
   // Mirrors FILL_LUA: same generation, and no intact live value at this or a newer version.
@@ -250,19 +263,31 @@ export class MemoryBillingCache implements BillingCache {
     if (this.#closed) throw new Error('MemoryBillingCache is closed');
   }
 
-  /** The live entry, refreshed as most recently used; expired entries are dropped here (Redis: now > expiry). */
+  /**
+   * The live entry; expired entries are dropped here (Redis: now > expiry). Recency is kept
+   * approximately: an entry moves to the most-recent end only when it has not moved for half the
+   * capacity's worth of accesses, which spares a Map delete + insert on most reads, yet an entry
+   * read at least that often can never reach the eviction end.
+   */
   #get(key: string): Entry | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    this.#entries.delete(key);
-    if (Math.floor(this.#clock.now()) > entry.expiresAtMs) return undefined;
-    this.#entries.set(key, entry);
+    if (Math.floor(this.#clock.now()) > entry.expiresAtMs) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    const now = ++this.#accesses;
+    if (now - entry.touchedAt > this.#maxEntries / 2) {
+      entry.touchedAt = now;
+      this.#entries.delete(key);
+      this.#entries.set(key, entry);
+    }
     return entry;
   }
 
   #set(key: string, hash: RawHash, ttlMs: number): void {
     this.#entries.delete(key);
-    this.#entries.set(key, { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs });
+    this.#entries.set(key, { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs, touchedAt: ++this.#accesses });
     for (const oldest of this.#entries.keys()) {
       if (this.#entries.size <= this.#maxEntries) break;
       this.#entries.delete(oldest);
