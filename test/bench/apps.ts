@@ -1,10 +1,13 @@
-// The four apps under test, each answering the same small JSON body: bare Koa, the full chain on the
-// memory cache + SQLite, the full chain on Redis + PostgreSQL, and a rate-limiter-flexible reference.
+// The apps under test, each answering the same small JSON body: bare Koa, the full chain on the memory
+// cache + SQLite (without and with metrics), the full chain on Redis + PostgreSQL, and a
+// rate-limiter-flexible reference.
 import Koa from 'koa';
 import type { Knex } from 'knex';
 import { Redis } from 'ioredis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
+import { Registry } from 'prom-client';
 import { createBillingCore, type BillingCore } from '../../lib/billing-core.js';
+import { BillingMetrics } from '../../lib/metrics.js';
 import { MemoryBillingCache } from '../../lib/cache/memory-cache.js';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
 import { KnexBillingStore } from '../../lib/store/knex-store.js';
@@ -14,12 +17,13 @@ import { REDIS_URL } from '../helpers/services.js';
 import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
-export const APP_IDS = ['bare', 'chain-memory', 'chain-redis', 'rlf-redis'] as const;
+export const APP_IDS = ['bare', 'chain-memory', 'chain-memory-metrics', 'chain-redis', 'rlf-redis'] as const;
 export type AppId = (typeof APP_IDS)[number];
 
 export const APP_LABELS: Readonly<Record<AppId, string>> = {
   bare: '(a) bare Koa',
   'chain-memory': '(b) chain, memory + SQLite',
+  'chain-memory-metrics': '(b+m) (b) with Prometheus metrics',
   'chain-redis': '(c) chain, Redis + PostgreSQL',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
 };
@@ -75,10 +79,15 @@ async function chainApp(core: BillingCore, closeBackends: () => Promise<void>): 
   };
 }
 
-async function chainMemory(): Promise<RunningApp> {
+/** (b), or with `metrics` the same app counting every decision, cache read and check duration (issue 10). */
+async function chainMemory(metrics = false): Promise<RunningApp> {
   const knex: Knex = await createSqliteKnex();
   const cache = new MemoryBillingCache();
-  const core = createBillingCore({ store: new KnexBillingStore(knex), cache });
+  const core = createBillingCore({
+    store: new KnexBillingStore(knex),
+    cache,
+    ...(metrics && { metrics: new BillingMetrics({ registry: new Registry() }) }),
+  });
   return chainApp(core, async () => {
     await cache.close();
     await knex.destroy();
@@ -117,6 +126,7 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
   switch (id) {
     case 'bare': return bare();
     case 'chain-memory': return chainMemory();
+    case 'chain-memory-metrics': return chainMemory(true);
     case 'chain-redis': return chainRedis(settings);
     case 'rlf-redis': return rlfRedis(settings);
   }

@@ -37,6 +37,8 @@ export interface HttpResults {
     'c/d': Ratio;
     /** p99 of (c) over p99 of (a). */
     'p99 c/a': Ratio;
+    /** Metrics on vs off (issue 10). */
+    'bm/b': Ratio;
   };
 }
 
@@ -123,6 +125,7 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
         'c/a': ratio(per((r) => r['chain-redis'].reqPerSec / r.bare.reqPerSec), '>= 0.70', (v) => v >= 0.7),
         'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
         'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
+        'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
       },
     };
   } finally {
