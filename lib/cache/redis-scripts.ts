@@ -242,26 +242,18 @@ elseif lease_type ~= 'none' then
   redis.call('DEL', lease_key)
 end
 
-local entities = {}
-local function live(index)
-  if entities[index] == nil then
-    local h = load(KEYS[index])
-    if h == nil or h['t'] == '1' or meta(h['v']) == nil then entities[index] = false else entities[index] = h end
-  end
-  return entities[index]
-end
-
 local names = {}
 for i = 4, #ARGV, 8 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local capacity, used = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
-  local h = live(index)
-  if h then
-    local value = int_in(h[ARGV[i + 3]], -MAX_SAFE, MAX_SAFE)
+  -- Only the fields this dimension needs; a key of another type reads as not cached.
+  local ok, h = pcall(redis.call, 'HMGET', KEYS[index], 't', 'v', ARGV[i + 3], ARGV[i + 4])
+  if ok and h[1] ~= '1' and meta(h[2]) ~= nil then
+    local value = int_in(h[3], -MAX_SAFE, MAX_SAFE)
     if kind == 'b' then
       if value ~= nil then capacity = value end
     elseif value ~= nil then
-      local start = h[ARGV[i + 4]]
+      local start = h[4]
       if start == '' then
         used = 0
       else

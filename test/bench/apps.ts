@@ -17,7 +17,7 @@ import { REDIS_URL } from '../helpers/services.js';
 import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
-export const APP_IDS = ['bare', 'chain-memory', 'chain-memory-metrics', 'chain-redis', 'rlf-redis'] as const;
+export const APP_IDS = ['bare', 'chain-memory', 'chain-memory-metrics', 'chain-redis', 'chain-redis-reserve', 'rlf-redis'] as const;
 export type AppId = (typeof APP_IDS)[number];
 
 export const APP_LABELS: Readonly<Record<AppId, string>> = {
@@ -25,6 +25,7 @@ export const APP_LABELS: Readonly<Record<AppId, string>> = {
   'chain-memory': '(b) chain, memory + SQLite',
   'chain-memory-metrics': '(b+m) (b) with Prometheus metrics',
   'chain-redis': '(c) chain, Redis + PostgreSQL',
+  'chain-redis-reserve': '(c+r) (c) reserving an estimate',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
 };
 
@@ -63,12 +64,15 @@ function bare(): RunningApp {
   return { app, close: async () => {} };
 }
 
-async function chainApp(core: BillingCore, closeBackends: () => Promise<void>): Promise<RunningApp> {
+/** A tiny estimate, so the reservation is taken (and released when the response ends) on every request. */
+const BENCH_ESTIMATE_USD = '0.0001';
+
+async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, reserve = false): Promise<RunningApp> {
   await seedBenchUser(core, BENCH_USER);
   // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
   const subject = benchSubject(BENCH_USER);
   const app = new Koa();
-  app.use(billingEligibility({ core, subject: () => subject }));
+  app.use(billingEligibility({ core, subject: () => subject, ...(reserve && { estimateCost: () => BENCH_ESTIMATE_USD }) }));
   answer(app);
   return {
     app,
@@ -94,14 +98,15 @@ async function chainMemory(metrics = false): Promise<RunningApp> {
   });
 }
 
-async function chainRedis(settings: AppSettings): Promise<RunningApp> {
+/** (c), or with `reserve` the same app holding an estimate per request (issue 9: one more round trip, plus the release). */
+async function chainRedis(settings: AppSettings, reserve = false): Promise<RunningApp> {
   const knex = pgKnex(settings.pgSchema, 10);
   const redis = benchRedisClient(settings.autoPipelining);
   const core = createBillingCore({ store: new KnexBillingStore(knex), cache: new RedisBillingCache(redis, { prefix: settings.redisPrefix }) });
   return chainApp(core, async () => {
     await knex.destroy();
     redis.disconnect();
-  });
+  }, reserve);
 }
 
 function rlfRedis(settings: AppSettings): RunningApp {
@@ -128,6 +133,7 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
     case 'chain-memory': return chainMemory();
     case 'chain-memory-metrics': return chainMemory(true);
     case 'chain-redis': return chainRedis(settings);
+    case 'chain-redis-reserve': return chainRedis(settings, true);
     case 'rlf-redis': return rlfRedis(settings);
   }
 }

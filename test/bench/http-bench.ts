@@ -39,6 +39,8 @@ export interface HttpResults {
     'p99 c/a': Ratio;
     /** Metrics on vs off (issue 10). */
     'bm/b': Ratio;
+    /** Reserving an estimate vs not (issue 9). */
+    'cr/c': Ratio;
   };
 }
 
@@ -126,6 +128,7 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
         'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
         'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
         'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
+        'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
       },
     };
   } finally {
