@@ -55,6 +55,8 @@ export interface ApiKeyWindowsView {
 }
 
 const HEALTH_TIMEOUT_MS = 1000;
+/** One request in this many has its checks timed for billing_check_duration_seconds (a power of two). */
+export const CHECK_TIMING_SAMPLE = 8;
 
 export class BillingCore {
   readonly admin: BillingAdmin;
@@ -71,6 +73,7 @@ export class BillingCore {
     const { metrics } = resolved;
     const breaker = new CircuitBreaker(resolved.circuitBreaker, { clock, logger, onStateChange: (from, to) => metrics.breakerTransition(from, to) });
     const openLeases = { count: 0 };
+    let timingCounter = 0;
     this.#unbindGauges = metrics.bindGauges({
       writeQueueDepth: () => queue.depth,
       writeQueueDropped: () => queue.dropped,
@@ -83,7 +86,7 @@ export class BillingCore {
       cache: resolved.cache,
       breaker,
       metrics,
-      timed: metrics !== noopMetrics,
+      sampleTiming: metrics === noopMetrics ? () => false : () => (++timingCounter & (CHECK_TIMING_SAMPLE - 1)) === 0,
       openLeases,
       loads: new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs }),
       queue,

@@ -61,6 +61,8 @@ export class BillingRequest {
   #leaseHandedOver = false;
   /** Whether the check now running is in shadow mode. */
   #shadow = false;
+  /** Whether this request's check durations go into the histogram (sampled). */
+  readonly #timed: boolean;
 
   constructor(
     private readonly core: CoreInternals,
@@ -70,6 +72,7 @@ export class BillingRequest {
     private readonly estimate: bigint | undefined = undefined,
   ) {
     this.time = core.time();
+    this.#timed = core.sampleTiming();
   }
 
   get simple(): boolean {
@@ -84,7 +87,7 @@ export class BillingRequest {
   async run(check: CheckMethod, shadow = false): Promise<void> {
     if (this.simple) return;
     this.#shadow = shadow;
-    if (!this.core.timed) {
+    if (!this.#timed) {
       try {
         return await this[check]();
       } finally {

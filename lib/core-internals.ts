@@ -21,8 +21,12 @@ export interface CoreInternals {
   readonly background: BackgroundTasks;
   readonly warnings: ThrottledLog;
   readonly metrics: BillingMetricsRecorder;
-  /** Whether checks are timed (only when metrics are configured: the clock reads cost too). */
-  readonly timed: boolean;
+  /**
+   * Whether this request's checks are timed: only with metrics configured, and then one request in
+   * CHECK_TIMING_SAMPLE (clock reads and histogram updates for seven checks would cost more than
+   * the rest of the metrics together; a sample describes the latency distribution as well).
+   */
+  sampleTiming(): boolean;
   /** Reservations this process holds and has not handed to a settlement or released. */
   readonly openLeases: { count: number };
   time(): TimeContext;

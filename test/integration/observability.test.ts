@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
 import request from 'supertest';
+import { CHECK_TIMING_SAMPLE } from '../../lib/billing-core.js';
 import { BillingMetrics } from '../../lib/metrics.js';
 import type { BillingLogger, BillingSubject } from '../../lib/types.js';
 import { billingEligibility, rpmLimit, billingContext } from '../../middleware/index.js';
@@ -10,7 +11,8 @@ import { balanceSubject, describeChain } from '../helpers/chain-harness.js';
 
 /** The value of one series of a metric, 0 when absent. */
 async function value(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
+  // A histogram's _count/_sum/_bucket series live under the histogram's own name.
+  const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name || name.startsWith(`${m.name}_`));
   const series = (metric?.values ?? []) as { labels: Record<string, string | number>; value: number; metricName?: string }[];
   const match = series.find((s) => (s.metricName === undefined || s.metricName === name) &&
     Object.entries(labels).every(([k, v]) => String(s.labels[k]) === v));
@@ -54,6 +56,16 @@ describeChain('observability', (env) => {
     }
     const names = (await registry.getMetricsAsJSON()).flatMap((m) => m.values.flatMap((s) => Object.keys(s.labels)));
     expect(names.filter((label) => /user|key|subject/i.test(label))).to.deep.equal([], 'no per-user or per-key labels');
+  });
+
+  it('times the checks of one request in CHECK_TIMING_SAMPLE into the duration histogram', async () => {
+    const registry = new Registry();
+    const core = env().makeCore({ metrics: new BillingMetrics({ registry }) });
+    const userId = env().userId();
+    await core.admin.setBalance(userId, '5');
+    for (let i = 0; i < 4 * CHECK_TIMING_SAMPLE; i++) await core.check(balanceSubject(userId));
+    expect(await value(registry, 'billing_check_duration_seconds_count', { check: 'balance' })).to.equal(4);
+    expect(await value(registry, 'billing_decisions_total', { check: 'balance', outcome: 'allowed' })).to.equal(4 * CHECK_TIMING_SAMPLE);
   });
 
   it('reports breaker transitions and state, the write queue and open reservations', async () => {
