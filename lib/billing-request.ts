@@ -116,57 +116,41 @@ export class BillingRequest {
   async balance(): Promise<void> {
     if (this.subject.mode !== 'balance') return this.#skip('balance', 'subscription_mode');
     const { userId } = this.subject;
-    const read = (await this.#readBatch())?.balance;
-    let balance: bigint;
-    let source: CheckRecord['source'] = 'cache';
-    if (read?.hit) {
-      balance = read.value.balance;
-    } else {
-      source = 'store';
-      let entity;
-      try {
-        entity = await this.#loadAndFill({ kind: 'balance', userId }, read, () => this.core.store.getBalance(userId), (loaded) => loaded);
-      } catch (err) {
-        return this.#infrastructureFailure('balance', err);
-      }
-      if (entity === null) {
-        // The store answered: an unknown user is not an outage (SPEC §2.1 [ours]).
-        this.core.breaker.recordSuccess();
-        return this.#deny(new CheckDenial({ check: 'balance', outcome: 'denied', code: 'BILLING_SUBJECT_NOT_FOUND', source }, new BillingError('BILLING_SUBJECT_NOT_FOUND')));
-      }
-      balance = entity.balance;
+    let found;
+    try {
+      found = await this.#readThrough({ kind: 'balance', userId }, (await this.#readBatch())?.balance, () => this.core.store.getBalance(userId));
+    } catch (err) {
+      return this.#infrastructureFailure('balance', err);
     }
+    // The store answered either way: an unknown user is not an outage (SPEC §2.1 [ours]).
     this.core.breaker.recordSuccess();
-    if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, balance));
-    this.#apply(decideBalance(balance, this.core.options.minimumBalanceReserve, source));
+    const { value: entity, source } = found;
+    if (entity === null) {
+      return this.#deny(new CheckDenial({ check: 'balance', outcome: 'denied', code: 'BILLING_SUBJECT_NOT_FOUND', source }, new BillingError('BILLING_SUBJECT_NOT_FOUND')));
+    }
+    if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity.balance));
+    this.#apply(decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
   }
 
   /** SPEC §2.2 (subscription mode only). */
   async subscription(): Promise<void> {
     const { mode, userId, groupId } = this.subject;
     if (mode !== 'subscription' || groupId === null) return this.#skip('subscription', 'balance_mode');
-    const read = (await this.#readBatch())?.subscription;
-    let source: CheckRecord['source'] = 'cache';
-    let entity;
-    if (read?.hit) {
-      entity = read.value;
-    } else {
-      source = 'store';
-      try {
-        entity = await this.#loadAndFill(
-          { kind: 'subscription', userId, groupId }, read,
-          () => this.core.store.getActiveSubscription(userId, groupId, this.time), (loaded) => loaded,
-        );
-      } catch (err) {
-        return this.#infrastructureFailure('subscription', err);
-      }
-      if (entity === null) {
-        // Expired or revoked since authentication: a denial, not an outage (SPEC §2.2 [ours]).
-        this.core.breaker.recordSuccess();
-        return this.#deny(new CheckDenial({ check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source }, new BillingError('SUBSCRIPTION_INVALID')));
-      }
+    let found;
+    try {
+      found = await this.#readThrough(
+        { kind: 'subscription', userId, groupId }, (await this.#readBatch())?.subscription,
+        () => this.core.store.getActiveSubscription(userId, groupId, this.time),
+      );
+    } catch (err) {
+      return this.#infrastructureFailure('subscription', err);
     }
+    // Expired or revoked since authentication is a denial, not an outage (SPEC §2.2 [ours]).
     this.core.breaker.recordSuccess();
+    const { value: entity, source } = found;
+    if (entity === null) {
+      return this.#deny(new CheckDenial({ check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source }, new BillingError('SUBSCRIPTION_INVALID')));
+    }
     if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
     this.#apply(decideSubscription(entity, this.subject.groupLimits, this.time, source));
   }
@@ -206,21 +190,16 @@ export class BillingRequest {
   async apiKeyWindows(): Promise<void> {
     const { userId, apiKeyId, apiKeyLimits } = this.subject;
     if (apiKeyId === null || apiKeyLimits === null) return this.#skip('apiKeyWindows', 'no_key_limits');
-    const read = (await this.#readBatch())?.apiKeyWindows;
-    let source: CheckRecord['source'] = 'cache';
-    let entity;
-    if (read?.hit) {
-      entity = read.value;
-    } else {
-      source = 'store';
-      try {
-        entity = await this.#loadAndFill(
-          { kind: 'apiKeyWindows', userId, apiKeyId }, read, () => this.core.store.getApiKeyWindows(userId, apiKeyId), (loaded) => loaded,
-        );
-      } catch (err) {
-        return this.#failOpen('apiKeyWindows', err);
-      }
+    let found;
+    try {
+      found = await this.#readThrough(
+        { kind: 'apiKeyWindows', userId, apiKeyId }, (await this.#readBatch())?.apiKeyWindows,
+        () => this.core.store.getApiKeyWindows(userId, apiKeyId),
+      );
+    } catch (err) {
+      return this.#failOpen('apiKeyWindows', err);
     }
+    const { value: entity, source } = found;
     if (apiKeyWindowsNeedReset(entity, this.time)) this.#resetKeyWindows(userId, apiKeyId);
     if (this.estimate !== undefined) this.#plan.push(...apiKeyDimensions(userId, apiKeyId, entity, apiKeyLimits, this.time));
     this.#apply(decideApiKeyWindows(entity, apiKeyLimits, this.time, source));
@@ -353,6 +332,16 @@ export class BillingRequest {
       return null;
     });
     return this.#batch;
+  }
+
+  /** The cached entity on a hit; else the store's (shared load, cache filled), null when there is none. */
+  async #readThrough<K extends CacheEntityKind, L extends CacheEntityMap[K] | null>(
+    ref: CacheEntityRef & { kind: K },
+    read: CacheRead<CacheEntityMap[K]> | undefined,
+    load: () => Promise<L>,
+  ): Promise<{ value: CacheEntityMap[K] | L; source: 'cache' | 'store' }> {
+    if (read?.hit) return { value: read.value, source: 'cache' };
+    return { value: await this.#loadAndFill<K, L>(ref, read, load, (loaded) => loaded), source: 'store' };
   }
 
   /**
