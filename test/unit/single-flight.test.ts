@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import { AbortError, SingleFlight, SingleFlightTimeoutError } from '../../lib/single-flight.js';
 import { BillingConfigError } from '../../lib/options.js';
+import { failOnUnhandledRejections } from '../helpers/unhandled-rejections.js';
 
 /** A promise settled from outside, to hold a load open while the test arranges its callers. */
 function deferred<T>() {
@@ -18,19 +19,7 @@ function deferred<T>() {
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 describe('SingleFlight', () => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => void unhandled.push(reason);
-  before(() => process.on('unhandledRejection', onUnhandled));
-  after(() => process.off('unhandledRejection', onUnhandled));
-  beforeEach(() => {
-    unhandled.length = 0;
-  });
-  afterEach(async () => {
-    // Unhandled rejections are reported after a macrotask turn.
-    await flush();
-    await flush();
-    expect(unhandled, 'unhandled rejections').to.deep.equal([]);
-  });
+  failOnUnhandledRejections();
 
   it('16 concurrent callers share one load and all get its value', async () => {
     const flight = new SingleFlight<string, number>({ timeoutMs: 3000 });

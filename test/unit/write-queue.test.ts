@@ -4,6 +4,7 @@ import { ManualClock } from '../../lib/clock.js';
 import { BillingConfigError } from '../../lib/options.js';
 import type { BillingLogger } from '../../lib/types.js';
 import { WriteQueue, WriteTaskTimeoutError, type WriteQueueOptions } from '../../lib/write-queue.js';
+import { failOnUnhandledRejections } from '../helpers/unhandled-rejections.js';
 
 interface Line {
   level: string;
@@ -37,18 +38,7 @@ function blockers() {
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 describe('WriteQueue', () => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => void unhandled.push(reason);
-  before(() => process.on('unhandledRejection', onUnhandled));
-  after(() => process.off('unhandledRejection', onUnhandled));
-  beforeEach(() => {
-    unhandled.length = 0;
-  });
-  afterEach(async () => {
-    await tick();
-    await tick();
-    expect(unhandled, 'unhandled rejections').to.deep.equal([]);
-  });
+  failOnUnhandledRejections();
 
   it('uses the SPEC defaults and names bad options', () => {
     expect(setup().queue.options).to.deep.equal({ capacity: 1000, workers: 10, taskTimeoutMs: 2000 });
