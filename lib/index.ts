@@ -17,10 +17,12 @@ export { BillingMetrics, noopMetrics, type BillingMetricsOptions, type BillingMe
 export { buildRateLimitHeaders, type RateLimitHeaderFields } from './ratelimit-headers.js';
 export { KnexBillingStore } from './store/knex-store.js';
 export { migrateBillingSchema } from './store/migrations.js';
+export { BillingStoreError, SettlementConflictError, SettlementTargetMissingError, StoreDataError } from './store/store-errors.js';
 export { RedisBillingCache } from './cache/redis-cache.js';
 export { recommendedRedisOptions, recommendedClusterOptions } from './cache/redis-client-options.js';
 export { MemoryBillingCache } from './cache/memory-cache.js';
 export type {
   BillingSubject, BillingId, BillingMode, BillingLogger, Clock, BillingStore, BillingCache,
   BalanceEntity, SubscriptionEntity, ApiKeyWindowsEntity, PlatformQuotaEntity,
+  ReservationCache, ReserveRequest, ReserveResult, LeaseInfo, TimeContext,
 } from './types.js';
