@@ -17,7 +17,8 @@ import { SingleFlight } from './single-flight.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
 import type { BillingId, BillingSubject, CacheEntityRef, TimeContext } from './types.js';
 import { normalizeId, normalizePlatform } from './validate.js';
-import { WINDOWS, effectiveUsage, windowResetAt } from './windows.js';
+import { apiKeyWindowSpecs } from './window-specs.js';
+import { effectiveUsage, windowResetAt } from './windows.js';
 import { WriteQueue } from './write-queue.js';
 
 /** A held reservation as returned by check(); pass its id to settle(), or release() it. */
@@ -200,17 +201,14 @@ export class BillingCore {
   async getApiKeyWindows(userId: BillingId, apiKeyId: BillingId): Promise<ApiKeyWindowsView> {
     const entity = await this.#internals.store.getApiKeyWindows(normalizeId(userId, 'userId'), normalizeId(apiKeyId, 'apiKeyId'));
     const time = this.#internals.time();
-    const view = (window: '5h' | '1d' | '7d', rule: (typeof WINDOWS)['key5h'], usage: bigint, startMs: number | null) => ({
-      window,
-      usageUsd: formatUsd(effectiveUsage(rule, usage, startMs, time)),
-      resetsAt: startMs === null ? null : new Date(windowResetAt(rule, startMs, time)).toISOString(),
-    });
+    // Limits do not matter here (0 = none): only each window's effective usage and reset.
+    const specs = apiKeyWindowSpecs(entity, { limit5h: 0n, limit1d: 0n, limit7d: 0n });
     return {
-      windows: [
-        view('5h', WINDOWS.key5h, entity.usage5h, entity.start5hMs),
-        view('1d', WINDOWS.key1d, entity.usage1d, entity.start1dMs),
-        view('7d', WINDOWS.key7d, entity.usage7d, entity.start7dMs),
-      ],
+      windows: specs.map(({ window, rule, usage, startMs }) => ({
+        window: window as '5h' | '1d' | '7d',
+        usageUsd: formatUsd(effectiveUsage(rule, usage, startMs, time)),
+        resetsAt: startMs === null ? null : new Date(windowResetAt(rule, startMs, time)).toISOString(),
+      })),
     };
   }
 

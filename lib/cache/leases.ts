@@ -3,14 +3,17 @@
 import type { CacheEntityMap, LeaseInfo, ReservationDimension, ReservationWindow, ReserveRequest, ReserveResult } from '../types.js';
 import { BillingValidationError } from '../validate.js';
 
-/** The entity fields a window dimension reads: usage and start (see entity-codec.ts). */
-export const WINDOW_FIELDS: Readonly<Record<ReservationWindow, { usage: string; start: string }>> = Object.freeze({
-  daily: { usage: 'du', start: 'ds' },
-  weekly: { usage: 'wu', start: 'ws' },
-  monthly: { usage: 'mu', start: 'ms' },
-  '5h': { usage: 'u5', start: 's5' },
-  '1d': { usage: 'u1', start: 's1' },
-  '7d': { usage: 'u7', start: 's7' },
+/**
+ * Where a window dimension's usage and start live: the stored hash fields the Redis script reads
+ * (see entity-codec.ts) and the decoded entity's properties the memory cache reads.
+ */
+export const WINDOW_FIELDS: Readonly<Record<ReservationWindow, { usage: string; start: string; usageProp: string; startProp: string }>> = Object.freeze({
+  daily: { usage: 'du', start: 'ds', usageProp: 'dailyUsage', startProp: 'dailyStartMs' },
+  weekly: { usage: 'wu', start: 'ws', usageProp: 'weeklyUsage', startProp: 'weeklyStartMs' },
+  monthly: { usage: 'mu', start: 'ms', usageProp: 'monthlyUsage', startProp: 'monthlyStartMs' },
+  '5h': { usage: 'u5', start: 's5', usageProp: 'usage5h', startProp: 'start5hMs' },
+  '1d': { usage: 'u1', start: 's1', usageProp: 'usage1d', startProp: 'start1dMs' },
+  '7d': { usage: 'u7', start: 's7', usageProp: 'usage7d', startProp: 'start7dMs' },
 });
 
 /** The balance field of a balance entity. */
@@ -44,15 +47,6 @@ export function decodeLease(leaseId: string, value: string): LeaseInfo | null {
 
 type LiveEntity = CacheEntityMap['balance'] | CacheEntityMap['subscription'] | CacheEntityMap['platformQuota'] | CacheEntityMap['apiKeyWindows'];
 
-const USAGE_PROP: Readonly<Record<ReservationWindow, { usage: string; start: string }>> = {
-  daily: { usage: 'dailyUsage', start: 'dailyStartMs' },
-  weekly: { usage: 'weeklyUsage', start: 'weeklyStartMs' },
-  monthly: { usage: 'monthlyUsage', start: 'monthlyStartMs' },
-  '5h': { usage: 'usage5h', start: 'start5hMs' },
-  '1d': { usage: 'usage1d', start: 'start1dMs' },
-  '7d': { usage: 'usage7d', start: 'start7dMs' },
-};
-
 /**
  * The admission rule (the memory twin of RESERVE_LUA): for every dimension,
  * used + open leases + amount ≤ capacity, reading the live entity when there is one.
@@ -72,9 +66,9 @@ export function admit(
     } else {
       capacity = dimension.limit;
       if (live) {
-        const props = USAGE_PROP[dimension.window];
-        const start = live[props.start] as number | null;
-        used = start === null || start < dimension.expiryThreshold ? 0n : (live[props.usage] as bigint);
+        const { usageProp, startProp } = WINDOW_FIELDS[dimension.window];
+        const start = live[startProp] as number | null;
+        used = start === null || start < dimension.expiryThreshold ? 0n : (live[usageProp] as bigint);
       } else {
         used = dimension.fallbackUsed;
       }
