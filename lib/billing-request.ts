@@ -6,7 +6,7 @@ import { refKey } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import {
   CheckDenial, apiKeyWindowsNeedReset, decideApiKeyWindows, decideBalance, decidePlatformQuota, decideSubscription,
-  platformQuotaSentinel, type CheckName, type CheckRecord,
+  platformQuotaSentinel, toCheckRecord, type CheckEvaluation, type CheckName, type CheckRecord, type WindowEvaluation,
 } from './decisions.js';
 import { BillingError } from './errors.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
@@ -20,9 +20,32 @@ export function isCheckDenial(error: unknown): error is BillingError {
   return error instanceof BillingError && denials.has(error);
 }
 
+/** What the chain decided for one request (ctx.state.billing.decision). */
 export interface BillingDecision {
-  allowed: boolean;
-  checks: CheckRecord[];
+  readonly allowed: boolean;
+  /** Each check that ran, in order, with its outcome, limits, usage and reset times. */
+  readonly checks: CheckRecord[];
+}
+
+/**
+ * The decision as the checks build it: evaluations in exact units, formatted into the public
+ * records only when `checks` is read (few requests read them; every response's RateLimit fields
+ * read the evaluations).
+ */
+export class DecisionLog implements BillingDecision {
+  allowed = true;
+  readonly evaluations: CheckEvaluation[] = [];
+  readonly #records: CheckRecord[] = [];
+
+  get checks(): CheckRecord[] {
+    const { evaluations } = this;
+    for (let i = this.#records.length; i < evaluations.length; i++) this.#records.push(toCheckRecord(evaluations[i]!));
+    return this.#records;
+  }
+
+  toJSON(): { allowed: boolean; checks: CheckRecord[] } {
+    return { allowed: this.allowed, checks: this.checks };
+  }
 }
 
 /** The check methods of a request, in chain order, and the name each records under. */
@@ -51,7 +74,7 @@ export interface Lease {
 }
 
 export class BillingRequest {
-  readonly decision: BillingDecision = { allowed: true, checks: [] };
+  readonly decision = new DecisionLog();
   readonly time: TimeContext;
   /** The reservation this request holds, once reserve() succeeded. */
   lease: Lease | undefined;
@@ -181,7 +204,7 @@ export class BillingRequest {
     this.#quotaDecision(userId, platform, row, 'store');
   }
 
-  #quotaDecision(userId: string, platform: string, entity: PlatformQuotaEntity, source: CheckRecord['source']): void {
+  #quotaDecision(userId: string, platform: string, entity: PlatformQuotaEntity, source: CheckEvaluation['source']): void {
     if (this.estimate !== undefined && !entity.sentinel) this.#plan.push(...platformQuotaDimensions(userId, platform, entity, this.time));
     this.#apply(decidePlatformQuota(entity, this.time, source));
   }
@@ -277,9 +300,9 @@ export class BillingRequest {
     } catch (err) {
       return this.#failOpen('rpm', err);
     }
-    const windows = [];
-    if (groupCap > 0) windows.push({ window: 'group', limit: String(groupCap), usage: String(result.groupCount), resetsAtMs: result.bucketEndsAtMs });
-    if (userRpmLimit > 0) windows.push({ window: 'user', limit: String(userRpmLimit), usage: String(result.userCount), resetsAtMs: result.bucketEndsAtMs });
+    const windows: WindowEvaluation[] = [];
+    if (groupCap > 0) windows.push({ window: 'group', usd: false, limit: groupCap, usage: result.groupCount, resetsAtMs: result.bucketEndsAtMs });
+    if (userRpmLimit > 0) windows.push({ window: 'user', usd: false, limit: userRpmLimit, usage: result.userCount, resetsAtMs: result.bucketEndsAtMs });
     if (result.outcome === 'allowed') return this.#record({ check: 'rpm', outcome: 'allowed', source: 'cache', windows });
     const code = result.outcome === 'group_exceeded' ? 'GROUP_RPM_EXCEEDED' : 'USER_RPM_EXCEEDED';
     this.#deny(new CheckDenial(
@@ -391,12 +414,12 @@ export class BillingRequest {
     this.#record({ check, outcome: 'skipped', reason });
   }
 
-  #record(record: CheckRecord): void {
-    this.decision.checks.push(record);
+  #record(record: CheckEvaluation): void {
+    this.decision.evaluations.push(record);
     this.core.metrics.decision(record.check, record.outcome);
   }
 
-  #apply(result: CheckRecord | CheckDenial): void {
+  #apply(result: CheckEvaluation | CheckDenial): void {
     if (result instanceof CheckDenial) return this.#deny(result);
     this.#record(result);
   }

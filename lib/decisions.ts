@@ -29,9 +29,38 @@ export interface CheckRecord {
   windows?: WindowReport[];
 }
 
-/** A denial carries the record that explains it. */
+/**
+ * A window as evaluated, in exact units: 1e-8 USD (lib/money.ts) for spend windows, requests for
+ * RPM. The checks keep these and format decimal strings only when someone reads the records: every
+ * response's RateLimit fields need the numbers, few requests ever need the strings.
+ */
+export type WindowEvaluation =
+  | { window: string; usd: true; limit: bigint | null; usage: bigint; resetsAtMs: number | null }
+  | { window: string; usd: false; limit: number | null; usage: number; resetsAtMs: number | null };
+
+/** A CheckRecord before formatting: its windows in exact units. */
+export interface CheckEvaluation extends Omit<CheckRecord, 'windows'> {
+  windows?: WindowEvaluation[];
+}
+
+/** The public record of an evaluation, amounts as decimal strings with 8 places (RPM: counts). */
+export function toCheckRecord(evaluation: CheckEvaluation): CheckRecord {
+  const { windows, ...rest } = evaluation;
+  if (windows === undefined) return rest;
+  return {
+    ...rest,
+    windows: windows.map(({ window, usd, limit, usage, resetsAtMs }) => ({
+      window,
+      limit: limit === null ? null : usd ? formatUsd(limit) : String(limit),
+      usage: usd ? formatUsd(usage) : String(usage),
+      resetsAtMs,
+    })),
+  };
+}
+
+/** A denial carries the evaluation that explains it. */
 export class CheckDenial {
-  constructor(readonly record: CheckRecord, readonly error: BillingError) {}
+  constructor(readonly record: CheckEvaluation, readonly error: BillingError) {}
 }
 
 /**
@@ -44,17 +73,17 @@ function evaluateWindows(
   time: TimeContext,
   source: CheckRecord['source'],
   withResetMetadata: boolean,
-): CheckRecord | CheckDenial {
-  const windows: WindowReport[] = [];
+): CheckEvaluation | CheckDenial {
+  const windows: WindowEvaluation[] = [];
   let denial: { spec: WindowSpec; resetAtMs: number } | null = null;
   for (const spec of specs) {
     const usage = effectiveUsage(spec.rule, spec.usage, spec.startMs, time);
     const resetAtMs = spec.limit === null ? null : windowResetAt(spec.rule, spec.startMs, time);
-    windows.push({ window: spec.window, limit: spec.limit === null ? null : formatUsd(spec.limit), usage: formatUsd(usage), resetsAtMs: resetAtMs });
+    windows.push({ window: spec.window, usd: true, limit: spec.limit, usage, resetsAtMs: resetAtMs });
     if (!denial && spec.limit !== null && usage >= spec.limit) denial = { spec, resetAtMs: resetAtMs as number };
   }
   if (!denial) return { check, outcome: 'allowed', source, windows };
-  const record: CheckRecord = { check, outcome: 'denied', code: denial.spec.code, source, windows };
+  const record: CheckEvaluation = { check, outcome: 'denied', code: denial.spec.code, source, windows };
   const retryAfter = secondsUntil(denial.resetAtMs, time.nowMs);
   const metadata: Record<string, unknown> = { window: denial.spec.window, limitUsd: formatUsd(denial.spec.limit as bigint) };
   if (withResetMetadata) metadata.windowResetsAt = new Date(denial.resetAtMs).toISOString();
@@ -62,8 +91,8 @@ function evaluateWindows(
 }
 
 /** SPEC §2.1: balance ≤ 0, or below a positive reserve, is insufficient. */
-export function decideBalance(balance: bigint, reserve: bigint, source: CheckRecord['source']): CheckRecord | CheckDenial {
-  const windows: WindowReport[] = [{ window: 'balance', limit: formatUsd(reserve), usage: formatUsd(balance), resetsAtMs: null }];
+export function decideBalance(balance: bigint, reserve: bigint, source: CheckRecord['source']): CheckEvaluation | CheckDenial {
+  const windows: WindowEvaluation[] = [{ window: 'balance', usd: true, limit: reserve, usage: balance, resetsAtMs: null }];
   if (balance <= 0n || (reserve > 0n && balance < reserve)) {
     return new CheckDenial(
       { check: 'balance', outcome: 'denied', code: 'INSUFFICIENT_BALANCE', source, windows },
@@ -79,7 +108,7 @@ export function decideSubscription(
   limits: GroupLimits,
   time: TimeContext,
   source: CheckRecord['source'],
-): CheckRecord | CheckDenial {
+): CheckEvaluation | CheckDenial {
   if (entity.status !== 'active' || time.nowMs > entity.expiresAtMs) {
     return new CheckDenial(
       { check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source },
@@ -90,7 +119,7 @@ export function decideSubscription(
 }
 
 /** SPEC §2.3: null = unlimited, 0 = blocked, > 0 = cap; usage ≥ limit denies. */
-export function decidePlatformQuota(entity: PlatformQuotaEntity, time: TimeContext, source: CheckRecord['source']): CheckRecord | CheckDenial {
+export function decidePlatformQuota(entity: PlatformQuotaEntity, time: TimeContext, source: CheckRecord['source']): CheckEvaluation | CheckDenial {
   return evaluateWindows('platformQuota', platformQuotaWindows(entity), time, source, true);
 }
 
@@ -100,7 +129,7 @@ export function decideApiKeyWindows(
   limits: ApiKeyLimits,
   time: TimeContext,
   source: CheckRecord['source'],
-): CheckRecord | CheckDenial {
+): CheckEvaluation | CheckDenial {
   return evaluateWindows('apiKeyWindows', apiKeyWindowSpecs(entity, limits), time, source, false);
 }
 

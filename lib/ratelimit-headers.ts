@@ -1,6 +1,5 @@
 // IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers-11) built from the checks' records.
-import type { CheckRecord } from './decisions.js';
-import { parseUsd } from './money.js';
+import type { CheckEvaluation } from './decisions.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, WEEK_MS } from './windows.js';
 
 /**
@@ -76,31 +75,6 @@ const POLICIES: ReadonlyMap<string, ReadonlyMap<string, PolicyDef>> = new Map([
   ])],
 ]);
 
-/** formatUsd's output: what the decision records carry. */
-const CANONICAL_USD = /^-?\d{1,16}\.\d{8}$/;
-
-/**
- * A record's amount in its exact unit (1e-8 USD, or requests), or null if it does not parse. Every
- * accepted amount is within ±(2⁵³−1) units (lib/money.ts), so a JS number holds it exactly, and the
- * integer arithmetic below (subtraction, % and exact division) stays exact: this runs for every
- * window of every response, and BigInt conversions were most of its cost.
- */
-function exactAmount(text: string, usd: boolean): number | null {
-  let amount: number;
-  if (usd) {
-    // formatUsd's form is read by dropping the point, much cheaper than the general parser.
-    if (CANONICAL_USD.test(text)) amount = Number(text.slice(0, -9) + text.slice(-8));
-    else {
-      try {
-        amount = Number(parseUsd(text));
-      } catch {
-        return null;
-      }
-    }
-  } else amount = Number(text);
-  return Number.isSafeInteger(amount) ? amount : null;
-}
-
 /** a / b rounded toward minus infinity, exactly, for safe integers a and positive b. */
 function floorDiv(a: number, b: number): number {
   const r = a % b;
@@ -117,7 +91,7 @@ function floorDiv(a: number, b: number): number {
  * Returns null when no window with a limit was reported. Pure; nowMs is epoch milliseconds.
  */
 export function buildRateLimitHeaders(
-  records: readonly CheckRecord[],
+  records: readonly CheckEvaluation[],
   nowMs: number,
 ): RateLimitHeaderFields | null {
   if (!Number.isFinite(nowMs)) throw new TypeError(`buildRateLimitHeaders: nowMs must be a finite epoch time in ms, got ${String(nowMs)}`);
@@ -133,9 +107,11 @@ export function buildRateLimitHeaders(
       if (report.limit === null) continue;
       const def = defs.get(report.window);
       if (def === undefined || (seen & def.bit) !== 0) continue;
-      const limitAmount = exactAmount(report.limit, def.usd);
-      const usage = exactAmount(report.usage, def.usd);
-      if (limitAmount === null || usage === null || limitAmount < 0) continue;
+      // Exact: every amount lib/money.ts accepts is within ±(2⁵³−1) units, so a JS number holds it,
+      // and the subtraction, % and exact division below stay exact integer arithmetic.
+      const limitAmount = Number(report.limit);
+      const usage = Number(report.usage);
+      if (!Number.isSafeInteger(limitAmount) || !Number.isSafeInteger(usage) || limitAmount < 0) continue;
       // Subtract exactly, then round down once, so the client is never told of money it lacks.
       const scale = def.usd ? UNITS_PER_QUOTA : 1;
       const quota = floorDiv(limitAmount, scale);

@@ -80,7 +80,7 @@ function parseContextOptions(options: unknown, scope: string): Readonly<ParsedCo
 /** Sets the RateLimit fields from what the checks recorded so far. */
 export function setRateLimitHeaders(ctx: Context, state: BillingState): void {
   if (!state.rateLimitHeaders) return;
-  const fields = buildRateLimitHeaders(state.decision.checks, state.request.time.nowMs);
+  const fields = buildRateLimitHeaders(state.request.decision.evaluations, state.request.time.nowMs);
   if (fields) ctx.set(fields as unknown as Record<string, string>);
 }
 
