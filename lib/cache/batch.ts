@@ -35,3 +35,13 @@ export function batchResult(refs: [BatchSlot, CacheEntityRef][], hashes: (RawHas
   });
   return result as CacheBatchResult;
 }
+
+/** Freezes a result and its reads and values, so one decoding can be handed to many requests. */
+export function freezeBatchResult(result: CacheBatchResult): CacheBatchResult {
+  for (const read of Object.values(result) as (CacheRead<object> | undefined)[]) {
+    if (read === undefined) continue;
+    if (read.hit) Object.freeze(read.value);
+    Object.freeze(read);
+  }
+  return Object.freeze(result);
+}

@@ -14,7 +14,7 @@ import type {
   RpmRequest,
   RpmResult,
 } from '../types.js';
-import { batchRefs, batchResult } from './batch.js';
+import { batchRefs, batchResult, freezeBatchResult } from './batch.js';
 import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
 import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from './leases.js';
@@ -53,6 +53,14 @@ function appliedFlag(reply: unknown, script: string): boolean {
 /** The RPM script's reply, in order. */
 const RPM_REPLY = ['outcome', 'group count', 'user count', 'bucket end', 'server time'] as const;
 
+/**
+ * Key lists whose last batched-read reply is kept decoded. A warm read whose reply text equals the
+ * previous one for the same keys (nothing was written in between) reuses that decoding instead of
+ * parsing JSON and every field again; a write changes the text, and the next read decodes afresh.
+ * Bounded: about 1 KB per entry.
+ */
+const DECODED_REPLIES_MAX = 1024;
+
 function safeInteger(value: unknown, what: string): number {
   if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
   throw new Error(`rpm script returned a bad ${what}: ${JSON.stringify(value)}`);
@@ -64,6 +72,8 @@ export class RedisBillingCache implements BillingCache {
   readonly #keys: CacheKeys;
   readonly #random: () => number;
   readonly #quitOnClose: boolean;
+  /** Last reply per key list, decoded (see DECODED_REPLIES_MAX); results are frozen, so sharing them is safe. */
+  readonly #decodedReplies = new Map<string, { text: string; result: CacheBatchResult }>();
   #closed = false;
 
   constructor(client: Redis | Cluster, options: RedisBillingCacheOptions = {}) {
@@ -100,12 +110,26 @@ export class RedisBillingCache implements BillingCache {
     if (refs.length === 0) return {};
     const keys = refs.map(([, ref]) => this.#keys.entity(ref));
     const text = await this.#scripts.kbeReadBatch(keys.length, ...keys);
+    // Keys never contain spaces (prefix and ids are validated), so this names the key list exactly.
+    const memoKey = keys.join(' ');
+    const memo = this.#decodedReplies.get(memoKey);
+    if (memo !== undefined && memo.text === text) return memo.result;
     const reply: unknown = typeof text === 'string' ? JSON.parse(text) : text;
     if (!Array.isArray(reply) || reply.length !== keys.length) {
       throw new Error(`read script returned ${Array.isArray(reply) ? `${reply.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
     }
     // Per entry, anything malformed is only a miss: bad data must never fail a request.
-    return batchResult(refs, reply.map(hashFromFlatReply));
+    const result = freezeBatchResult(batchResult(refs, reply.map(hashFromFlatReply)));
+    if (typeof text === 'string') this.#rememberReply(memoKey, text, result);
+    return result;
+  }
+
+  #rememberReply(memoKey: string, text: string, result: CacheBatchResult): void {
+    const replies = this.#decodedReplies;
+    replies.delete(memoKey);
+    replies.set(memoKey, { text, result });
+    // Oldest first: Map keeps insertion order, and a re-decoded key was just moved to the end.
+    if (replies.size > DECODED_REPLIES_MAX) replies.delete(replies.keys().next().value as string);
   }
 
   async fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): Promise<boolean> {
@@ -197,6 +221,7 @@ export class RedisBillingCache implements BillingCache {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#decodedReplies.clear();
     if (this.#quitOnClose) await this.#client.quit();
   }
 

@@ -63,6 +63,48 @@ describe('RedisBillingCache on a single Redis', function () {
     });
   });
 
+  describe('decoded replies', function () {
+    it('hands out one frozen decoding while the reply is unchanged, and decodes again after any write', async function () {
+      const userId = `memo-${uniqueSuffix()}`;
+      const ref = { kind: 'balance', userId } as const;
+      const request = { userId, balance: true, platform: 'openai' };
+      await cache.put(ref, { version: 1, balance: 700n });
+      const first = await cache.readBatch(request);
+      const second = await cache.readBatch(request);
+      expect(second).to.equal(first, 'the same decoding');
+      expect(Object.isFrozen(first) && Object.isFrozen(first.balance)).to.equal(true);
+      if (!first.balance?.hit) throw new Error('expected a hit');
+      expect(Object.isFrozen(first.balance.value)).to.equal(true);
+
+      await cache.put(ref, { version: 2, balance: 650n });
+      const afterPut = await cache.readBatch(request);
+      expect(afterPut).not.to.equal(first);
+      expect(afterPut.balance).to.deep.equal({ hit: true, value: { version: 2, balance: 650n } });
+
+      // A write from outside this client (another gateway instance) is seen the same way.
+      await client.hset(cache.keys.entity(ref), 'b', '600');
+      expect((await cache.readBatch(request)).balance).to.deep.equal({ hit: true, value: { version: 2, balance: 600n } });
+      await cache.invalidate(ref);
+      expect((await cache.readBatch(request)).balance).to.deep.equal({ hit: false, generation: 1 });
+    });
+
+    it('keeps a bounded number of key lists, dropping the one decoded longest ago', async function () {
+      const own = new RedisBillingCache(client, { prefix });
+      const suffix = uniqueSuffix();
+      const oldest = { userId: `memo-old-${suffix}`, balance: true };
+      const next = { userId: `memo-next-${suffix}`, balance: true };
+      const oldestRead = await own.readBatch(oldest);
+      const nextRead = await own.readBatch(next);
+      expect(await own.readBatch(oldest)).to.equal(oldestRead);
+      // 1 023 more key lists make 1 025: one over the bound, so the first decoded goes.
+      await Promise.all(Array.from({ length: 1023 }, (_, i) => own.readBatch({ userId: `memo-fill-${i}-${suffix}`, balance: true })));
+      expect(await own.readBatch(next)).to.equal(nextRead, 'still kept');
+      const reread = await own.readBatch(oldest);
+      expect(reread).not.to.equal(oldestRead, 'dropped, so decoded again');
+      expect(reread).to.deep.equal(oldestRead);
+    });
+  });
+
   describe('construction', function () {
     it('refuses a bad prefix, naming the option', function () {
       for (const prefix of ['a{b', 'a}b', 'with space', 'tab\t', 'x'.repeat(65), 42]) {
