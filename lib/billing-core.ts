@@ -2,7 +2,7 @@
 // check, settle, invalidations, admin writes, reads for dashboards, health and close (DESIGN §2).
 import { BillingAdmin } from './admin.js';
 import { BackgroundTasks } from './background-tasks.js';
-import { BillingRequest, CHECK_METHODS, CHECK_NAMES, type BillingDecision, type SignalSource } from './billing-request.js';
+import { BillingRequest, type BillingDecision, type SignalSource } from './billing-request.js';
 import type { CheckName } from './decisions.js';
 import { CircuitBreaker } from './breaker.js';
 import { CacheSync } from './cache-sync.js';
@@ -121,9 +121,8 @@ export class BillingCore {
   async check(subject: BillingSubject, options: CheckOptions = {}): Promise<CheckResult> {
     const estimate = options.estimateUsd === undefined ? undefined : parseCostUsd(options.estimateUsd, 'estimateUsd');
     const request = this.beginRequest(normalizeSubject(subject), undefined, estimate);
-    const shadow = new Set(options.shadow ?? []);
     try {
-      for (const method of CHECK_METHODS) await request.run(method, shadow.has(CHECK_NAMES[method]));
+      await request.runChain(new Set(options.shadow ?? []));
     } catch (error) {
       if (error instanceof BillingError) return { allowed: false, error, checks: request.decision.checks };
       throw error;

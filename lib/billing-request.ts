@@ -11,7 +11,10 @@ import {
 import { BillingError } from './errors.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
-import type { CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead, PlatformQuotaEntity, RpmOverride, TimeContext } from './types.js';
+import type {
+  CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead, PlatformQuotaEntity, RpmOverride, RpmRequest,
+  RpmResult, TimeContext,
+} from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
 const denials = new WeakSet<BillingError>();
@@ -84,6 +87,10 @@ export class BillingRequest {
   #leaseHandedOver = false;
   /** Whether the check now running is in shadow mode. */
   #shadow = false;
+  /** Set by runChain: every check runs, in order, none in shadow mode, so RPM is sure to run last. */
+  #wholeChain = false;
+  /** The RPM hit the batched read already applied (Redis: one round trip for a warm request). */
+  #countedRpm: RpmResult | undefined;
   /** Whether this request's check durations go into the histogram (sampled). */
   readonly #timed: boolean;
 
@@ -100,6 +107,17 @@ export class BillingRequest {
 
   get simple(): boolean {
     return this.core.options.runMode === 'simple';
+  }
+
+  /**
+   * Runs the whole chain in order, breaker first, RPM last (`shadow`: checks that only log and
+   * count their denials). Without shadowed checks and without an estimate, a cache that can count
+   * RPM together with the batched read is allowed to (readBatchCounting): when the checks pass on
+   * the data it last returned and that data is unchanged, a warm request is one round trip.
+   */
+  async runChain(shadow: ReadonlySet<CheckName>): Promise<void> {
+    this.#wholeChain = shadow.size === 0 && this.estimate === undefined;
+    for (const method of CHECK_METHODS) await this.run(method, shadow.has(CHECK_NAMES[method]));
   }
 
   /**
@@ -285,30 +303,59 @@ export class BillingRequest {
   async rpm(): Promise<void> {
     const cache = this.core.cache;
     if (!cache) return this.#skip('rpm', 'no_cache');
-    const { userId, groupId, userRpmLimit, groupRpmLimit } = this.subject;
-    let groupCap = 0;
-    if (groupId !== null) {
-      const override = await this.#rpmOverride(groupId);
-      // An override replaces the group cap; 0 exempts the user from it.
-      groupCap = override === null ? groupRpmLimit : override;
-    }
-    if (groupCap === 0 && userRpmLimit === 0) return this.#skip('rpm', 'no_caps');
+    const { groupId } = this.subject;
+    const request = this.#rpmRequest(groupId === null ? null : await this.#rpmOverride(groupId));
+    if (request === null) return this.#skip('rpm', 'no_caps');
 
     let result;
     try {
-      result = await cache.rpmHit({ userId, group: groupCap > 0 && groupId !== null ? { groupId, cap: groupCap } : undefined, userCap: userRpmLimit });
+      // Counted with the batched read when the checks passed on exactly that data (runChain).
+      result = this.#countedRpm ?? await cache.rpmHit(request);
     } catch (err) {
       return this.#failOpen('rpm', err);
     }
     const windows: WindowEvaluation[] = [];
-    if (groupCap > 0) windows.push({ window: 'group', usd: false, limit: groupCap, usage: result.groupCount, resetsAtMs: result.bucketEndsAtMs });
-    if (userRpmLimit > 0) windows.push({ window: 'user', usd: false, limit: userRpmLimit, usage: result.userCount, resetsAtMs: result.bucketEndsAtMs });
+    if (request.group) windows.push({ window: 'group', usd: false, limit: request.group.cap, usage: result.groupCount, resetsAtMs: result.bucketEndsAtMs });
+    if (request.userCap > 0) windows.push({ window: 'user', usd: false, limit: request.userCap, usage: result.userCount, resetsAtMs: result.bucketEndsAtMs });
     if (result.outcome === 'allowed') return this.#record({ check: 'rpm', outcome: 'allowed', source: 'cache', windows });
     const code = result.outcome === 'group_exceeded' ? 'GROUP_RPM_EXCEEDED' : 'USER_RPM_EXCEEDED';
     this.#deny(new CheckDenial(
       { check: 'rpm', outcome: 'denied', code, source: 'cache', windows },
       new BillingError(code, { retryAfter: result.retryAfterSec, metadata: { windowResetsAt: new Date(result.bucketEndsAtMs).toISOString() } }),
     ));
+  }
+
+  /** The counters this request hits, or null when no cap applies. An override replaces the group cap; 0 exempts the user from it. */
+  #rpmRequest(override: RpmOverride): RpmRequest | null {
+    const { userId, groupId, userRpmLimit, groupRpmLimit } = this.subject;
+    const groupCap = groupId === null ? 0 : override === null ? groupRpmLimit : override;
+    if (groupCap === 0 && userRpmLimit === 0) return null;
+    return { userId, group: groupCap > 0 && groupId !== null ? { groupId, cap: groupCap } : undefined, userCap: userRpmLimit };
+  }
+
+  /**
+   * The RPM hit to apply together with the read when every check would pass on `last` (the cache's
+   * previous result for the same keys), decided by the same pure functions the checks use, on this
+   * request's time. Null (count separately, after the checks) when any entity was a miss or any
+   * check would deny.
+   */
+  #countIfPasses(last: CacheBatchResult): RpmRequest | null {
+    const { balance, subscription, platformQuota, apiKeyWindows, rpmOverride } = last;
+    const { groupId, groupLimits, apiKeyLimits } = this.subject;
+    const time = this.time;
+    const passes = (result: CheckEvaluation | CheckDenial) => !(result instanceof CheckDenial);
+    if (balance && !(balance.hit && passes(decideBalance(balance.value.balance, this.core.options.minimumBalanceReserve, 'cache')))) return null;
+    if (subscription && !(subscription.hit && passes(decideSubscription(subscription.value, groupLimits, time, 'cache')))) return null;
+    if (platformQuota && !(platformQuota.hit && passes(decidePlatformQuota(platformQuota.value, time, 'cache')))) return null;
+    if (apiKeyWindows && !(apiKeyWindows.hit && apiKeyLimits !== null && passes(decideApiKeyWindows(apiKeyWindows.value, apiKeyLimits, time, 'cache')))) return null;
+    let override: RpmOverride = null;
+    if (groupId !== null) {
+      const given = this.subject.groupRpmOverride;
+      if (given !== undefined) override = given;
+      else if (rpmOverride?.hit) override = rpmOverride.value.value;
+      else return null;
+    }
+    return this.#rpmRequest(override);
   }
 
   /** The user's per-group override: from the subject, else the cache, else the store (cached, "none" included). */
@@ -344,7 +391,13 @@ export class BillingRequest {
       rpmOverrideGroupId: groupId !== null && groupRpmOverride === undefined ? groupId : undefined,
     };
     const { metrics } = this.core;
-    this.#batch = cache.readBatch(request).then((result) => {
+    const read = this.#wholeChain && cache.readBatchCounting
+      ? cache.readBatchCounting(request, (last) => this.#countIfPasses(last)).then(({ batch, rpm }) => {
+        this.#countedRpm = rpm;
+        return batch;
+      })
+      : cache.readBatch(request);
+    this.#batch = read.then((result) => {
       for (const [entity, read] of Object.entries(result) as [CacheEntityKind, { hit: boolean } | undefined][]) {
         if (read) metrics.cache(entity, read.hit ? 'hit' : 'miss');
       }

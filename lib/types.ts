@@ -269,6 +269,18 @@ export interface BillingCache extends ReservationCache {
   invalidate(ref: CacheEntityRef): Promise<void>;
   /** The RPM script: SPEC §2.5 in one round trip on the cache's clock. */
   rpmHit(request: RpmRequest): Promise<RpmResult>;
+  /**
+   * Optional: the batched read and the RPM hit in one round trip. `countIf` is called synchronously
+   * with the result this cache last returned for the same keys, when it keeps one; if it returns an
+   * RPM request (the caller's checks all pass on that result), the hit is applied atomically with
+   * the read, and only if the stored entries are still exactly that result. `rpm` is the hit's
+   * result, or undefined when nothing was counted (no earlier result, `countIf` declined, or the
+   * data changed): the caller then checks the returned batch and calls rpmHit itself.
+   */
+  readBatchCounting?(
+    request: CacheBatchRequest,
+    countIf: (last: CacheBatchResult) => RpmRequest | null,
+  ): Promise<{ batch: CacheBatchResult; rpm?: RpmResult }>;
   /** Cheap reachability probe for health checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -1,7 +1,7 @@
 // billingEligibility: the whole chain — context, breaker first, balance/subscription, quota, key windows,
 // the reservation, RPM last — then the RateLimit headers of an admitted request.
 import type { Context, Middleware, Next } from 'koa';
-import { CHECK_METHODS, CHECK_NAMES } from '../lib/billing-request.js';
+import { CHECK_NAMES } from '../lib/billing-request.js';
 import type { CheckName } from '../lib/decisions.js';
 import { BillingConfigError } from '../lib/options.js';
 import { createBillingContext, setRateLimitHeaders, type BillingContextOptions, type BillingState } from './billing-context.js';
@@ -27,13 +27,12 @@ export function billingEligibility(options: BillingEligibilityOptions): Middlewa
   const context = createBillingContext(contextOptions, 'billingEligibility');
   // Breaker first, RPM last so that requests that fail anyway never consume RPM (SPEC §1.8), the
   // reservation (a no-op without estimateCost) just before it, once every limit it counts against
-  // has been read. One loop instead of one composed middleware per check: the same checks as
-  // breakerGuard() … rpmLimit() mounted in that order, without a dispatch frame for each.
-  const checks = CHECK_METHODS.map((method) => [method, shadow.has(CHECK_NAMES[method])] as const);
-
+  // has been read. One loop (runChain) instead of one composed middleware per check: the same checks
+  // as breakerGuard() … rpmLimit() mounted in that order, without a dispatch frame for each, and
+  // knowing RPM runs last lets a warm request count it in the same round trip as its read.
   async function runChecks(ctx: Context, next: Next): Promise<unknown> {
     const state = ctx.state.billing as BillingState;
-    for (const [method, shadowed] of checks) await state.request.run(method, shadowed);
+    await state.request.runChain(shadow);
     // Set before the handler writes the response (denials get theirs from billingContext).
     setRateLimitHeaders(ctx, state);
     return next();

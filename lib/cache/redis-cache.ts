@@ -1,5 +1,6 @@
 // BillingCache on Redis or Redis Cluster (ioredis): each operation is one Lua script call on one
 // user's hash-tagged keys, so it is one round trip and runs unchanged on a Cluster (DESIGN §3, §4).
+import { createHash } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type {
   BillingCache,
@@ -18,7 +19,9 @@ import { batchRefs, batchResult, freezeBatchResult } from './batch.js';
 import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
 import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from './leases.js';
-import { FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA } from './redis-scripts.js';
+import {
+  FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA,
+} from './redis-scripts.js';
 import { assertRpmRequest, rpmResult } from './rpm.js';
 import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
 
@@ -36,6 +39,7 @@ type ScriptArg = string | number;
 /** The commands `defineCommand` adds; names are namespaced so they cannot clash with the app's own. */
 interface ScriptCommands {
   kbeReadBatch(numKeys: number, ...keys: string[]): Promise<unknown>;
+  kbeReadBatchCounting(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
   kbeFill(key: string, ...args: ScriptArg[]): Promise<unknown>;
   kbePut(key: string, ...args: ScriptArg[]): Promise<unknown>;
   kbeInvalidate(key: string, ttlMs: number): Promise<unknown>;
@@ -73,7 +77,7 @@ export class RedisBillingCache implements BillingCache {
   readonly #random: () => number;
   readonly #quitOnClose: boolean;
   /** Last reply per key list, decoded (see DECODED_REPLIES_MAX); results are frozen, so sharing them is safe. */
-  readonly #decodedReplies = new Map<string, { text: string; result: CacheBatchResult }>();
+  readonly #decodedReplies = new Map<string, { text: string; sha1: string; result: CacheBatchResult }>();
   #closed = false;
 
   constructor(client: Redis | Cluster, options: RedisBillingCacheOptions = {}) {
@@ -90,6 +94,7 @@ export class RedisBillingCache implements BillingCache {
     // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, per connection, so scripts
     // survive a SCRIPT FLUSH or a failover; Cluster routes each call by the slot of its KEYS.
     client.defineCommand('kbeReadBatch', { lua: READ_BATCH_LUA });
+    client.defineCommand('kbeReadBatchCounting', { lua: READ_BATCH_COUNTING_LUA });
     client.defineCommand('kbeFill', { lua: FILL_LUA, numberOfKeys: 1 });
     client.defineCommand('kbePut', { lua: PUT_LUA, numberOfKeys: 1 });
     client.defineCommand('kbeInvalidate', { lua: INVALIDATE_LUA, numberOfKeys: 1 });
@@ -109,7 +114,38 @@ export class RedisBillingCache implements BillingCache {
     const refs = batchRefs(request);
     if (refs.length === 0) return {};
     const keys = refs.map(([, ref]) => this.#keys.entity(ref));
-    const text = await this.#scripts.kbeReadBatch(keys.length, ...keys);
+    return this.#decodeReply(refs, keys, await this.#scripts.kbeReadBatch(keys.length, ...keys));
+  }
+
+  async readBatchCounting(
+    request: CacheBatchRequest,
+    countIf: (last: CacheBatchResult) => RpmRequest | null,
+  ): Promise<{ batch: CacheBatchResult; rpm?: RpmResult }> {
+    this.#assertOpen();
+    const refs = batchRefs(request);
+    if (refs.length === 0) return { batch: {} };
+    const keys = refs.map(([, ref]) => this.#keys.entity(ref));
+    const last = this.#decodedReplies.get(keys.join(' '));
+    const rpm = last === undefined ? null : countIf(last.result);
+    if (last === undefined || rpm === null) {
+      return { batch: this.#decodeReply(refs, keys, await this.#scripts.kbeReadBatch(keys.length, ...keys)) };
+    }
+    assertRpmRequest(rpm);
+    const rpmKeys = this.#rpmKeys(rpm);
+    const reply = await this.#scripts.kbeReadBatchCounting(
+      keys.length + rpmKeys.length, ...keys, ...rpmKeys,
+      keys.length, last.sha1, rpm.userCap, rpm.group?.cap ?? 0, RPM_COUNTER_TTL_SEC,
+    );
+    if (!Array.isArray(reply) || (reply[0] !== 0 && reply[0] !== 1)) {
+      throw new Error(`counting read script returned a malformed reply ${JSON.stringify(reply)}`);
+    }
+    // 0: the data changed since `last`, nothing was counted; the fresh reply is checked as usual.
+    if (reply[0] === 0) return { batch: this.#decodeReply(refs, keys, reply[1]) };
+    return { batch: last.result, rpm: this.#rpmReply(reply.slice(1)) };
+  }
+
+  /** A batched-read reply as a result: the kept decoding when the text is unchanged, else decoded and kept. */
+  #decodeReply(refs: ReturnType<typeof batchRefs>, keys: string[], text: unknown): CacheBatchResult {
     // Keys never contain spaces (prefix and ids are validated), so this names the key list exactly.
     const memoKey = keys.join(' ');
     const memo = this.#decodedReplies.get(memoKey);
@@ -127,7 +163,8 @@ export class RedisBillingCache implements BillingCache {
   #rememberReply(memoKey: string, text: string, result: CacheBatchResult): void {
     const replies = this.#decodedReplies;
     replies.delete(memoKey);
-    replies.set(memoKey, { text, result });
+    // The SHA-1 is what the counting read compares on the server (redis.sha1hex of the same bytes).
+    replies.set(memoKey, { text, sha1: createHash('sha1').update(text).digest('hex'), result });
     // Oldest first: Map keeps insertion order, and a re-decoded key was just moved to the end.
     if (replies.size > DECODED_REPLIES_MAX) replies.delete(replies.keys().next().value as string);
   }
@@ -160,9 +197,18 @@ export class RedisBillingCache implements BillingCache {
   async rpmHit(request: RpmRequest): Promise<RpmResult> {
     this.#assertOpen();
     assertRpmRequest(request);
+    const keys = this.#rpmKeys(request);
+    return this.#rpmReply(await this.#scripts.kbeRpmHit(keys.length, ...keys, request.userCap, request.group?.cap ?? 0, RPM_COUNTER_TTL_SEC));
+  }
+
+  /** The user counter, then the user-in-group counter when a group cap applies (the RPM script's KEYS). */
+  #rpmKeys(request: RpmRequest): string[] {
     const keys = [this.#keys.rpmUser(request.userId)];
     if (request.group) keys.push(this.#keys.rpmGroup(request.userId, request.group.groupId));
-    const reply = await this.#scripts.kbeRpmHit(keys.length, ...keys, request.userCap, request.group?.cap ?? 0, RPM_COUNTER_TTL_SEC);
+    return keys;
+  }
+
+  #rpmReply(reply: unknown): RpmResult {
     if (!Array.isArray(reply) || reply.length !== RPM_REPLY.length) {
       throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
     }

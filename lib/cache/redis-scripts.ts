@@ -70,15 +70,21 @@ end
  * One JSON string instead of nested RESP arrays because this runs on every request: the client
  * then decodes one bulk string with JSON.parse instead of ~50 small ones (issue 7), and pcall
  * spares a TYPE call per key. Decoding and validation happen in TypeScript (inspectEntry),
- * identically for both caches.
+ * identically for both caches. `read_entities(n)` reads KEYS[1..n]; the counting read below shares it.
  */
-export const READ_BATCH_LUA = `
-local out = {}
-for i, key in ipairs(KEYS) do
-  local flat = redis.pcall('HGETALL', key)
-  if flat['err'] then out[i] = 0 else out[i] = flat end
+const READ_ENTITIES_LUA = `
+local function read_entities(n)
+  local out = {}
+  for i = 1, n do
+    local flat = redis.pcall('HGETALL', KEYS[i])
+    if flat['err'] then out[i] = 0 else out[i] = flat end
+  end
+  return cjson.encode(out)
 end
-return cjson.encode(out)
+`;
+
+export const READ_BATCH_LUA = `${READ_ENTITIES_LUA}
+return read_entities(#KEYS)
 `;
 
 /**
@@ -159,50 +165,71 @@ return g + 1
 
 /**
  * RPM (SPEC §2.5) on the server's clock, so every gateway instance shares the same minute buckets.
- * KEYS[1] = user counter, KEYS[2] = user-in-group counter (only when a group cap applies);
- * ARGV = user cap (0 = none), group cap, counter ttl seconds.
+ * `rpm_hit(user counter, user-in-group counter or nil when no group cap applies, user cap (0 =
+ * none), group cap, counter ttl seconds)`; RPM_HIT_LUA passes KEYS[1], KEYS[2] and ARGV[1..3].
  * Order and side effects are the contract: the group counter first, and a request over the group
  * cap returns before touching the user counter; a request over the user cap has already counted
  * in the group. A counter from an older bucket (or unreadable) restarts at 0.
  * Returns { outcome (0 allowed, 1 group exceeded, 2 user exceeded), group count, user count,
  * bucket end ms, now ms }.
  */
-export const RPM_HIT_LUA = `${LUA_HELPERS}
-local time = redis.call('TIME')
-local sec = tonumber(time[1])
-local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
-local bucket = math.floor(sec / 60)
-local bucket_end_ms = (bucket + 1) * 60000
-local user_cap = tonumber(ARGV[1])
-local group_cap = tonumber(ARGV[2])
-local ttl_sec = ARGV[3]
+const RPM_HIT_FUNCTION_LUA = `
+local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
+  local time = redis.call('TIME')
+  local sec = tonumber(time[1])
+  local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local bucket = math.floor(sec / 60)
+  local bucket_end_ms = (bucket + 1) * 60000
 
-local function hit(key)
-  local count = 0
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'hash' then
-    local stored = redis.call('HMGET', key, 'b', 'c')
-    if meta(stored[1]) == bucket then count = meta(stored[2]) or 0 end
-  elseif kind ~= 'none' then
-    redis.call('DEL', key)
+  local function hit(key)
+    local count = 0
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'hash' then
+      local stored = redis.call('HMGET', key, 'b', 'c')
+      if meta(stored[1]) == bucket then count = meta(stored[2]) or 0 end
+    elseif kind ~= 'none' then
+      redis.call('DEL', key)
+    end
+    count = count + 1
+    redis.call('HSET', key, 'b', string.format('%d', bucket), 'c', string.format('%d', count))
+    redis.call('EXPIRE', key, ttl_sec)
+    return count
   end
-  count = count + 1
-  redis.call('HSET', key, 'b', string.format('%d', bucket), 'c', string.format('%d', count))
-  redis.call('EXPIRE', key, ttl_sec)
-  return count
-end
 
-local group_count = 0
-if #KEYS >= 2 then
-  group_count = hit(KEYS[2])
-  if group_count > group_cap then return { 1, group_count, 0, bucket_end_ms, now_ms } end
+  local group_count = 0
+  if group_key then
+    group_count = hit(group_key)
+    if group_count > group_cap then return { 1, group_count, 0, bucket_end_ms, now_ms } end
+  end
+  local user_count = 0
+  if user_cap > 0 then
+    user_count = hit(user_key)
+    if user_count > user_cap then return { 2, group_count, user_count, bucket_end_ms, now_ms } end
+  end
+  return { 0, group_count, user_count, bucket_end_ms, now_ms }
 end
-local user_count = 0
-if user_cap > 0 then
-  user_count = hit(KEYS[1])
-  if user_count > user_cap then return { 2, group_count, user_count, bucket_end_ms, now_ms } end
-end
-return { 0, group_count, user_count, bucket_end_ms, now_ms }
+`;
+
+export const RPM_HIT_LUA = `${LUA_HELPERS}${RPM_HIT_FUNCTION_LUA}
+return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+`;
+
+/**
+ * The batched read and the RPM hit in one round trip (issue 7), for a request whose checks pass on
+ * the reply the client last decoded for the same keys. KEYS[1..n] = entities as for READ_BATCH_LUA,
+ * KEYS[n+1] = user counter, KEYS[n+2] = user-in-group counter (optional); ARGV = n, the SHA-1 of the
+ * expected reply, then the RPM script's ARGV. The hit is applied only when this read's reply is
+ * byte for byte the expected one, so the checks were decided on exactly the data stored now and
+ * refused requests still never count (SPEC §1.8). Returns { 1, <RPM script reply…> } when counted,
+ * or { 0, reply } when the data changed: nothing counted, the client checks the fresh reply and
+ * runs the RPM script on its own.
+ */
+export const READ_BATCH_COUNTING_LUA = `${LUA_HELPERS}${READ_ENTITIES_LUA}${RPM_HIT_FUNCTION_LUA}
+local n = tonumber(ARGV[1])
+local text = read_entities(n)
+if redis.sha1hex(text) ~= ARGV[2] then return { 0, text } end
+local reply = rpm_hit(KEYS[n + 1], KEYS[n + 2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+return { 1, reply[1], reply[2], reply[3], reply[4], reply[5] }
 `;
 
 /**

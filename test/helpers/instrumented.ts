@@ -17,14 +17,29 @@ export function instrument<T extends object>(real: T): Instrumented<T> {
   const calls = new Map<string, number>();
   let failure: { error: Error; methods: string[] | '*' } | null = null;
   let hold: { gate: Promise<unknown>; methods: string[] } | null = null;
+  const fails = (method: string) => failure !== null && (failure.methods === '*' || failure.methods.includes(method));
   const target = new Proxy(real, {
     get(obj, prop, receiver) {
       const value = Reflect.get(obj, prop, receiver) as unknown;
       if (typeof value !== 'function' || typeof prop !== 'string') return value;
+      if (prop === 'readBatchCounting') {
+        // A cache's batched read that may also apply the RPM hit: counted, held and failed as the
+        // read ('readBatch'), and as an 'rpmHit' when it counted. A failure set on rpmHit alone
+        // (a broken counter, working reads) lets the read through without counting, so the
+        // request goes on to rpmHit and meets the failure there.
+        return async (request: unknown, countIf: (last: unknown) => unknown) => {
+          calls.set('readBatch', (calls.get('readBatch') ?? 0) + 1);
+          if (hold && hold.methods.includes('readBatch')) await hold.gate;
+          if (fails('readBatch')) throw failure!.error;
+          const result = await (value as (...a: unknown[]) => Promise<{ rpm?: unknown }>).apply(obj, [request, fails('rpmHit') ? () => null : countIf]);
+          if (result.rpm !== undefined) calls.set('rpmHit', (calls.get('rpmHit') ?? 0) + 1);
+          return result;
+        };
+      }
       return async (...args: unknown[]) => {
         calls.set(prop, (calls.get(prop) ?? 0) + 1);
         if (hold && hold.methods.includes(prop)) await hold.gate;
-        if (failure && (failure.methods === '*' || failure.methods.includes(prop))) throw failure.error;
+        if (fails(prop)) throw failure!.error;
         return (value as (...a: unknown[]) => unknown).apply(obj, args);
       };
     },

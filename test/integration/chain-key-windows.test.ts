@@ -29,7 +29,7 @@ function recordingCache(cache: BillingCache): { cache: BillingCache; batches: Ca
       const value = Reflect.get(obj, prop) as unknown;
       if (typeof value !== 'function') return value;
       return (...args: unknown[]) => {
-        if (prop === 'readBatch') batches.push(args[0] as CacheBatchRequest);
+        if (prop === 'readBatch' || prop === 'readBatchCounting') batches.push(args[0] as CacheBatchRequest);
         return (value as (...a: unknown[]) => unknown).apply(obj, args);
       };
     },

@@ -1,5 +1,6 @@
-// Issue 7: a warm request through the full chain costs at most two Redis commands and no store query
-// (counted by the Redis server with MONITOR, and by knex's 'query' event), with every check active.
+// Issue 7: a warm request through the full chain costs one Redis command (two after its data changed)
+// and no store query (counted by the Redis server with MONITOR, and by knex's 'query' event), with
+// every check active; counting RPM with the read never counts a request the checks refuse.
 import { expect } from 'chai';
 import Koa from 'koa';
 import type { Knex } from 'knex';
@@ -85,36 +86,88 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
     await pg?.destroy();
   });
 
+  /** A harness on its own client, seeded and warmed until a request is answered from the cache alone. */
+  async function warmHarness(autoPipelining: boolean, name: string): Promise<Harness & { client: Redis; userId: string }> {
+    const client = new Redis(REDIS_URL, { enableAutoPipelining: autoPipelining, maxRetriesPerRequest: 1 });
+    clients.push(client);
+    const userId = `warm-${name}-${uniqueSuffix()}`;
+    const built = harness(pg.knex, new RedisBillingCache(client, { prefix }), userId);
+    cores.push(built.core);
+    await seedBenchUser(built.core, userId);
+    // Cold: the key windows and the RPM override are not cached yet, so the store is asked —
+    // which also proves the query counter counts.
+    const before = built.queries();
+    await checksOf(built.app);
+    expect(built.queries() - before).to.be.greaterThan(0);
+    await warmUp(built.app);
+    // Once more, so the counting read has been sent (as EVAL, a connection's first use) before counting.
+    await checksOf(built.app);
+    return { ...built, client, userId };
+  }
+
+  /** The Redis commands and store queries of one request, and what it decided. */
+  async function measured(built: Harness & { client: Redis }): Promise<{ commands: string[]; queries: number; checks: Check[] }> {
+    const queriesBefore = built.queries();
+    let checks: Check[] = [];
+    const commands = await commandsSentDuring([redisNode()], built.client, async () => {
+      checks = await checksOf(built.app);
+    });
+    return { commands: commands.map((args) => args[0]!.toLowerCase()), queries: built.queries() - queriesBefore, checks };
+  }
+
+  const rpmUsage = (checks: Check[]) => checks.find((c) => c.check === 'rpm')?.windows?.map((w) => [w.window, w.usage]);
+
   for (const autoPipelining of [false, true]) {
-    it(`every check active, warm: at most 2 Redis commands and 0 store queries (auto-pipelining ${autoPipelining ? 'on' : 'off'})`, async () => {
-      const client = new Redis(REDIS_URL, { enableAutoPipelining: autoPipelining, maxRetriesPerRequest: 1 });
-      clients.push(client);
-      const userId = `warm-${autoPipelining ? 'ap' : 'plain'}-${uniqueSuffix()}`;
-      const { app, core, queries } = harness(pg.knex, new RedisBillingCache(client, { prefix }), userId);
-      cores.push(core);
-      await seedBenchUser(core, userId);
-
-      // Cold: the key windows and the RPM override are not cached yet, so the store is asked —
-      // which also proves the query counter counts.
-      const before = queries();
-      await checksOf(app);
-      expect(queries() - before).to.be.greaterThan(0);
-      await warmUp(app);
-
-      const queriesBefore = queries();
-      let checks: Check[] = [];
-      const commands = await commandsSentDuring([redisNode()], client, async () => {
-        checks = await checksOf(app);
-      });
-      expect(queries() - queriesBefore, 'store queries on the warm path').to.equal(0);
-      // The batched read and the RPM script: one EVALSHA each (EVAL only on a connection's first use).
-      expect(commands.map((args) => args[0]?.toLowerCase()), 'Redis commands on the warm path').to.deep.equal(['evalsha', 'evalsha']);
+    it(`every check active, warm: 1 Redis command and 0 store queries (auto-pipelining ${autoPipelining ? 'on' : 'off'})`, async () => {
+      const built = await warmHarness(autoPipelining, autoPipelining ? 'ap' : 'plain');
+      const { commands, queries, checks } = await measured(built);
+      expect(queries, 'store queries on the warm path').to.equal(0);
+      // The batched read counting RPM in the same script: one EVALSHA.
+      expect(commands, 'Redis commands on the warm path').to.deep.equal(['evalsha']);
       expect(checks.map((c) => c.check)).to.include.members(['breaker', ...CACHED_CHECKS]);
       expect(fromCache(checks)).to.equal(true);
       const rpm = checks.find((c) => c.check === 'rpm');
       expect(rpm?.windows?.map((w) => w.window)).to.deep.equal(['group', 'user'], 'both RPM caps counted');
     });
   }
+
+  it('after a write the next request reads the fresh data, then counts RPM on its own: 2 commands, then 1 again', async () => {
+    const built = await warmHarness(true, 'write');
+    const counted = await measured(built);
+    await built.core.admin.topUp(built.userId, '1'); // puts the new balance into the cache
+    const afterWrite = await measured(built);
+    expect(afterWrite.commands).to.deep.equal(['evalsha', 'evalsha'], 'the counting read declined (data changed), then the RPM script');
+    expect(afterWrite.queries).to.equal(0);
+    const balance = afterWrite.checks.find((c) => c.check === 'balance');
+    expect(balance?.windows?.[0]?.usage).to.equal('1000001.00000000', 'checked on the fresh balance');
+    const next = await measured(built);
+    expect(next.commands).to.deep.equal(['evalsha']);
+    // Each request counted exactly once, whichever way.
+    const users = [counted, afterWrite, next].map((m) => Number(rpmUsage(m.checks)?.find(([w]) => w === 'user')?.[1]));
+    expect(users[1]).to.equal(users[0]! + 1);
+    expect(users[2]).to.equal(users[0]! + 2);
+  });
+
+  it('a request refused on data another instance changed since the last read does not count RPM (SPEC §1.8)', async () => {
+    const built = await warmHarness(true, 'refused');
+    const { checks } = await measured(built);
+    const countBefore = rpmUsage(checks);
+    // Another gateway instance (its own core and client) empties the balance: this instance still
+    // holds the old reply, on which every check passes.
+    const otherClient = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    clients.push(otherClient);
+    const other = createBillingCore({ store: new KnexBillingStore(pg.knex), cache: new RedisBillingCache(otherClient, { prefix }) });
+    cores.push(other);
+    await other.admin.setBalance(built.userId, '0');
+
+    const res = await request(built.app.callback()).post('/v1/chat/completions').expect(403);
+    expect(res.body.error.code).to.equal('insufficient_balance');
+    await other.admin.setBalance(built.userId, '5');
+    const after = await measured(built);
+    // The refused request left both counters where they were: this one is the next.
+    const expected = countBefore?.map(([window, usage]) => [window, String(Number(usage) + 1)]);
+    expect(rpmUsage(after.checks)).to.deep.equal(expected);
+  });
 });
 
 describe('warm path on the memory cache + SQLite (issue 7)', () => {
