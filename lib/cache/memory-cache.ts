@@ -169,10 +169,16 @@ export class MemoryBillingCache implements BillingCache {
     const nowMs = Math.floor(this.#clock.now());
     const { bucket, endsAtMs } = rpmBucket(nowMs);
     const hit = (key: string): number => {
-      const stored = this.#get(key)?.hash;
-      const count = (stored !== undefined && meta(stored.b) === bucket ? meta(stored.c) ?? 0 : 0) + 1;
-      this.#set(key, { b: String(bucket), c: String(count) }, RPM_COUNTER_TTL_SEC * 1000);
-      return count;
+      const entry = this.#get(key);
+      const stored = entry?.hash;
+      const count = stored !== undefined && meta(stored.b) === bucket ? meta(stored.c) : null;
+      if (entry !== undefined && count !== null) {
+        // Same bucket: the expiry set when the bucket began stays, as HINCRBY leaves it in Redis.
+        entry.hash = { b: stored!.b!, c: String(count + 1) };
+        return count + 1;
+      }
+      this.#set(key, { b: String(bucket), c: '1' }, RPM_COUNTER_TTL_SEC * 1000);
+      return 1;
     };
     let groupCount = 0;
     if (request.group) {

@@ -169,7 +169,7 @@ return g + 1
  * none), group cap, counter ttl seconds)`; RPM_HIT_LUA passes KEYS[1], KEYS[2] and ARGV[1..3].
  * Order and side effects are the contract: the group counter first, and a request over the group
  * cap returns before touching the user counter; a request over the user cap has already counted
- * in the group. A counter from an older bucket (or unreadable) restarts at 0.
+ * in the group. A counter from an older bucket (or unreadable) restarts, living ttl seconds from then.
  * Returns { outcome (0 allowed, 1 group exceeded, 2 user exceeded), group count, user count,
  * bucket end ms, now ms }.
  */
@@ -181,19 +181,18 @@ local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
   local bucket = math.floor(sec / 60)
   local bucket_end_ms = (bucket + 1) * 60000
 
+  -- Within the bucket a hit is one HMGET and one HINCRBY: the counter's TTL was set when its bucket
+  -- began, so it already outlives the bucket. A new bucket (or an unreadable counter) starts at 1.
   local function hit(key)
-    local count = 0
-    local kind = redis.call('TYPE', key)['ok']
-    if kind == 'hash' then
-      local stored = redis.call('HMGET', key, 'b', 'c')
-      if meta(stored[1]) == bucket then count = meta(stored[2]) or 0 end
-    elseif kind ~= 'none' then
+    local stored = redis.pcall('HMGET', key, 'b', 'c')
+    if stored['err'] then
       redis.call('DEL', key)
+    elseif meta(stored[1]) == bucket and meta(stored[2]) ~= nil then
+      return redis.call('HINCRBY', key, 'c', 1)
     end
-    count = count + 1
-    redis.call('HSET', key, 'b', string.format('%d', bucket), 'c', string.format('%d', count))
+    redis.call('HSET', key, 'b', string.format('%d', bucket), 'c', '1')
     redis.call('EXPIRE', key, ttl_sec)
-    return count
+    return 1
   end
 
   local group_count = 0
