@@ -91,6 +91,8 @@ export class BillingRequest {
   #wholeChain = false;
   /** The RPM hit the batched read already applied (Redis: one round trip for a warm request). */
   #countedRpm: RpmResult | undefined;
+  /** Why a batched read that offered to count RPM failed: whether it counted is unknown. */
+  #countFailure: unknown;
   /** Whether this request's check durations go into the histogram (sampled). */
   readonly #timed: boolean;
 
@@ -307,6 +309,7 @@ export class BillingRequest {
     const request = this.#rpmRequest(groupId === null ? null : await this.#rpmOverride(groupId));
     if (request === null) return this.#skip('rpm', 'no_caps');
 
+    if (this.#countFailure !== undefined) return this.#failOpen('rpm', this.#countFailure);
     let result;
     try {
       // Counted with the batched read when the checks passed on exactly that data (runChain).
@@ -391,10 +394,20 @@ export class BillingRequest {
       rpmOverrideGroupId: groupId !== null && groupRpmOverride === undefined ? groupId : undefined,
     };
     const { metrics } = this.core;
+    let offered = false;
     const read = this.#wholeChain && cache.readBatchCounting
-      ? cache.readBatchCounting(request, (last) => this.#countIfPasses(last)).then(({ batch, rpm }) => {
+      ? cache.readBatchCounting(request, (last) => {
+        const rpm = this.#countIfPasses(last);
+        offered = rpm !== null;
+        return rpm;
+      }).then(({ batch, rpm }) => {
         this.#countedRpm = rpm;
         return batch;
+      }, (err: unknown) => {
+        // The script may have run and counted even though its answer never came (a timeout), so
+        // RPM fails open instead of counting a second time (and waiting for Redis a second time).
+        if (offered) this.#countFailure = err;
+        throw err;
       })
       : cache.readBatch(request);
     this.#batch = read.then((result) => {
