@@ -15,7 +15,7 @@ import type {
   RpmRequest,
   RpmResult,
 } from '../types.js';
-import { batchRefs, batchResult, freezeBatchResult } from './batch.js';
+import { batchRefs, batchResult, freezeBatchResult, type BatchSlot } from './batch.js';
 import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
 import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from './leases.js';
@@ -65,6 +65,13 @@ const RPM_REPLY = ['outcome', 'group count', 'user count', 'bucket end', 'server
  */
 const DECODED_REPLIES_MAX = 1024;
 
+/** One batched read's refs, their keys in order, and the memo's name for that key list. */
+interface BatchKeys {
+  refs: [BatchSlot, CacheEntityRef][];
+  keys: string[];
+  memoKey: string;
+}
+
 function safeInteger(value: unknown, what: string): number {
   if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
   throw new Error(`rpm script returned a bad ${what}: ${JSON.stringify(value)}`);
@@ -111,10 +118,8 @@ export class RedisBillingCache implements BillingCache {
 
   async readBatch(request: CacheBatchRequest): Promise<CacheBatchResult> {
     this.#assertOpen();
-    const refs = batchRefs(request);
-    if (refs.length === 0) return {};
-    const keys = refs.map(([, ref]) => this.#keys.entity(ref));
-    return this.#decodeReply(refs, keys, await this.#scripts.kbeReadBatch(keys.length, ...keys));
+    const batch = this.#batchKeys(request);
+    return batch === null ? {} : this.#plainRead(batch);
   }
 
   async readBatchCounting(
@@ -122,15 +127,13 @@ export class RedisBillingCache implements BillingCache {
     countIf: (last: CacheBatchResult) => RpmRequest | null,
   ): Promise<{ batch: CacheBatchResult; rpm?: RpmResult }> {
     this.#assertOpen();
-    const refs = batchRefs(request);
-    if (refs.length === 0) return { batch: {} };
-    const keys = refs.map(([, ref]) => this.#keys.entity(ref));
-    const last = this.#decodedReplies.get(keys.join(' '));
+    const batch = this.#batchKeys(request);
+    if (batch === null) return { batch: {} };
+    const last = this.#decodedReplies.get(batch.memoKey);
     const rpm = last === undefined ? null : countIf(last.result);
-    if (last === undefined || rpm === null) {
-      return { batch: this.#decodeReply(refs, keys, await this.#scripts.kbeReadBatch(keys.length, ...keys)) };
-    }
+    if (last === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
     assertRpmRequest(rpm);
+    const { keys } = batch;
     const rpmKeys = this.#rpmKeys(rpm);
     const reply = await this.#scripts.kbeReadBatchCounting(
       keys.length + rpmKeys.length, ...keys, ...rpmKeys,
@@ -140,14 +143,25 @@ export class RedisBillingCache implements BillingCache {
       throw new Error(`counting read script returned a malformed reply ${JSON.stringify(reply)}`);
     }
     // 0: the data changed since `last`, nothing was counted; the fresh reply is checked as usual.
-    if (reply[0] === 0) return { batch: this.#decodeReply(refs, keys, reply[1]) };
+    if (reply[0] === 0) return { batch: this.#decodeReply(batch, reply[1]) };
     return { batch: last.result, rpm: this.#rpmReply(reply.slice(1)) };
   }
 
-  /** A batched-read reply as a result: the kept decoding when the text is unchanged, else decoded and kept. */
-  #decodeReply(refs: ReturnType<typeof batchRefs>, keys: string[], text: unknown): CacheBatchResult {
+  /** The refs a batch request reads, their keys, and the name of that key list in the memo; null when it reads nothing. */
+  #batchKeys(request: CacheBatchRequest): BatchKeys | null {
+    const refs = batchRefs(request);
+    if (refs.length === 0) return null;
+    const keys = refs.map(([, ref]) => this.#keys.entity(ref));
     // Keys never contain spaces (prefix and ids are validated), so this names the key list exactly.
-    const memoKey = keys.join(' ');
+    return { refs, keys, memoKey: keys.join(' ') };
+  }
+
+  async #plainRead(batch: BatchKeys): Promise<CacheBatchResult> {
+    return this.#decodeReply(batch, await this.#scripts.kbeReadBatch(batch.keys.length, ...batch.keys));
+  }
+
+  /** A batched-read reply as a result: the kept decoding when the text is unchanged, else decoded and kept. */
+  #decodeReply({ refs, keys, memoKey }: BatchKeys, text: unknown): CacheBatchResult {
     const memo = this.#decodedReplies.get(memoKey);
     if (memo !== undefined && memo.text === text) return memo.result;
     const reply: unknown = typeof text === 'string' ? JSON.parse(text) : text;
