@@ -159,18 +159,11 @@ export class BillingRequest {
   async balance(): Promise<void> {
     if (this.subject.mode !== 'balance') return this.#skip('balance', 'subscription_mode');
     const { userId } = this.subject;
-    let found;
-    try {
-      found = await this.#readThrough({ kind: 'balance', userId }, (await this.#readBatch())?.balance, () => this.core.store.getBalance(userId));
-    } catch (err) {
-      return this.#infrastructureFailure('balance', err);
-    }
-    // The store answered either way: an unknown user is not an outage (SPEC §2.1 [ours]).
-    this.core.breaker.recordSuccess();
-    const { value: entity, source } = found;
-    if (entity === null) {
-      return this.#deny(new CheckDenial({ check: 'balance', outcome: 'denied', code: 'BILLING_SUBJECT_NOT_FOUND', source }, new BillingError('BILLING_SUBJECT_NOT_FOUND')));
-    }
+    const found = await this.#breakerWatchedRead(
+      { kind: 'balance', userId }, (await this.#readBatch())?.balance, () => this.core.store.getBalance(userId), 'BILLING_SUBJECT_NOT_FOUND',
+    );
+    if (found === undefined) return;
+    const { entity, source } = found;
     if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity.balance));
     this.#apply(decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
   }
@@ -179,23 +172,42 @@ export class BillingRequest {
   async subscription(): Promise<void> {
     const { mode, userId, groupId } = this.subject;
     if (mode !== 'subscription' || groupId === null) return this.#skip('subscription', 'balance_mode');
-    let found;
-    try {
-      found = await this.#readThrough(
-        { kind: 'subscription', userId, groupId }, (await this.#readBatch())?.subscription,
-        () => this.core.store.getActiveSubscription(userId, groupId, this.time),
-      );
-    } catch (err) {
-      return this.#infrastructureFailure('subscription', err);
-    }
-    // Expired or revoked since authentication is a denial, not an outage (SPEC §2.2 [ours]).
-    this.core.breaker.recordSuccess();
-    const { value: entity, source } = found;
-    if (entity === null) {
-      return this.#deny(new CheckDenial({ check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source }, new BillingError('SUBSCRIPTION_INVALID')));
-    }
+    const found = await this.#breakerWatchedRead(
+      { kind: 'subscription', userId, groupId }, (await this.#readBatch())?.subscription,
+      () => this.core.store.getActiveSubscription(userId, groupId, this.time), 'SUBSCRIPTION_INVALID',
+    );
+    if (found === undefined) return;
+    const { entity, source } = found;
     if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
     this.#apply(decideSubscription(entity, this.subject.groupLimits, this.time, source));
+  }
+
+  /**
+   * The two reads that report to the breaker (SPEC §5): cache first, else the store. A store
+   * failure is an outage (503, breaker failure). Any answer of the store is a breaker success, an
+   * empty one included: an unknown user, or a subscription expired or revoked since
+   * authentication, is a denial with `notFound`, not an outage (SPEC §2.1, §2.2 [ours]).
+   * Undefined when the check has ended without an entity (denied, or recorded in shadow mode).
+   */
+  async #breakerWatchedRead<K extends 'balance' | 'subscription'>(
+    ref: CacheEntityRef & { kind: K },
+    read: CacheRead<CacheEntityMap[K]> | undefined,
+    load: () => Promise<CacheEntityMap[K] | null>,
+    notFound: 'BILLING_SUBJECT_NOT_FOUND' | 'SUBSCRIPTION_INVALID',
+  ): Promise<{ entity: CacheEntityMap[K]; source: 'cache' | 'store' } | undefined> {
+    const check = ref.kind;
+    let found;
+    try {
+      found = await this.#readThrough(ref, read, load);
+    } catch (err) {
+      this.#infrastructureFailure(check, err);
+      return undefined;
+    }
+    this.core.breaker.recordSuccess();
+    const { value: entity, source } = found;
+    if (entity !== null) return { entity, source };
+    this.#deny(new CheckDenial({ check, outcome: 'denied', code: notFound, source }, new BillingError(notFound)));
+    return undefined;
   }
 
   /** SPEC §2.3 (balance mode, platform given). Fails open. */
