@@ -1,9 +1,10 @@
-// Starts a benchmark TypeScript entry (server or memory run) as a child Node process through tsx,
-// optionally under --cpu-prof, and exchanges IPC messages with it.
+// Starts a benchmark entry (server or memory run) as a child Node process, from the compiled build
+// (test/bench/build.ts), optionally under --cpu-prof, and exchanges IPC messages with it.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { compiledEntry } from './build.js';
 
 /** Where --cpu-prof writes (BENCH_PROFILE_DIR); outside the repository by default, so profiles never get committed. */
 export const PROFILE_DIR = process.env.BENCH_PROFILE_DIR ?? path.join(os.tmpdir(), 'kbe-bench-profiles');
@@ -16,13 +17,14 @@ export interface Child {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** `entry`: a TypeScript entry relative to test/bench ('./server.ts'); its compiled JavaScript runs (buildBench first). */
 export function startChild(entry: string, env: Record<string, string>, profile: boolean): Child {
-  const execArgv = ['--import', 'tsx'];
+  const execArgv: string[] = [];
   if (profile) {
     mkdirSync(PROFILE_DIR, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`);
   }
-  const child = fork(new URL(entry, import.meta.url).pathname, [], {
+  const child = fork(compiledEntry(entry), [], {
     execArgv,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

@@ -15,6 +15,9 @@ interface CpuProfile {
 }
 
 function shortUrl(url: string): string {
+  // Compiled benchmark servers (test/bench/build.ts) run from node_modules/.cache/kbe-bench/<source path>.js.
+  const built = url.indexOf('/.cache/kbe-bench/');
+  if (built >= 0) return url.slice(built + '/.cache/kbe-bench/'.length);
   const modules = url.lastIndexOf('node_modules/');
   if (modules >= 0) return url.slice(modules + 'node_modules/'.length);
   const repo = url.indexOf('/work/');

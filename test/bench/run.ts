@@ -6,6 +6,7 @@ import { pgKnex } from '../helpers/postgres.js';
 import { createRedisClient, deleteKeysWithPrefix } from '../helpers/redis.js';
 import { canConnect, DATABASE_URL, REDIS_URL, uniqueSuffix } from '../helpers/services.js';
 import { createBenchSchema, type BenchSchema } from './bench-schema.js';
+import { buildBench } from './build.js';
 import { readConfig } from './config.js';
 import { runHttpBench } from './http-bench.js';
 import type { MemoryResults } from './memory-bench.js';
@@ -41,6 +42,8 @@ async function main(): Promise<void> {
   };
   const needsServices = config.parts.has('http') || config.parts.has('settle');
   if (needsServices) await requireServices();
+  log('compiling the package and the benchmark servers (tsc)');
+  buildBench();
   const redisPrefix = `kbe-bench:${uniqueSuffix()}:`;
   const redis = needsServices ? createRedisClient() : undefined;
   let pg: BenchSchema | undefined;
