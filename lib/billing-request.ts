@@ -12,8 +12,8 @@ import { BillingError } from './errors.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
 import type {
-  CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead, PlatformQuotaEntity, RpmOverride, RpmRequest,
-  RpmResult, TimeContext,
+  ApiKeyWindowsEntity, BillingCache, CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead,
+  PlatformQuotaEntity, RpmOverride, RpmRequest, RpmResult, TimeContext,
 } from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
@@ -82,6 +82,8 @@ export class BillingRequest {
   /** The reservation this request holds, once reserve() succeeded. */
   lease: Lease | undefined;
   #batch: Promise<CacheBatchResult | null> | undefined;
+  /** The batched read's result once it has arrived (null: no cache, or the read failed); undefined until then. */
+  #batchValue: CacheBatchResult | null | undefined;
   /** Limits a reservation must fit under, collected by the checks only when there is an estimate. */
   readonly #plan: PlannedDimension[] = [];
   #leaseHandedOver = false;
@@ -118,32 +120,45 @@ export class BillingRequest {
    * the data it last returned and that data is unchanged, a warm request is one round trip.
    */
   async runChain(shadow: ReadonlySet<CheckName>): Promise<void> {
+    if (this.simple) return;
     this.#wholeChain = shadow.size === 0 && this.estimate === undefined;
-    for (const method of CHECK_METHODS) await this.run(method, shadow.has(CHECK_NAMES[method]));
+    for (const method of CHECK_METHODS) {
+      // A check whose data has already arrived completes synchronously: a warm request awaits only its I/O.
+      const pending = this.#step(method, shadow.has(CHECK_NAMES[method]));
+      if (pending !== undefined) await pending;
+    }
   }
 
   /**
    * Runs one check, timed for the metrics; in runMode 'simple' none runs. A `shadow` check is
    * evaluated, logged and counted as `shadow_deny` when it would deny, but never blocks (issue 10).
-   * The check methods below assume they are called through here.
    */
   async run(check: CheckMethod, shadow = false): Promise<void> {
     if (this.simple) return;
+    return this.#step(check, shadow);
+  }
+
+  /**
+   * One check: undefined when it completed synchronously (its data was at hand), else the promise
+   * of its completion. The check methods below assume they are called through here.
+   */
+  #step(check: CheckMethod, shadow: boolean): void | Promise<void> {
     this.#shadow = shadow;
-    if (!this.#timed) {
-      try {
-        return await this[check]();
-      } finally {
-        this.#shadow = false;
-      }
-    }
-    const startedAt = performance.now();
+    const startedAt = this.#timed ? performance.now() : 0;
+    let pending: void | Promise<void>;
     try {
-      await this[check]();
-    } finally {
-      this.#shadow = false;
-      this.core.metrics.checkDuration(CHECK_NAMES[check], (performance.now() - startedAt) / 1000);
+      pending = this[check]();
+    } catch (err) {
+      this.#endStep(check, startedAt);
+      throw err;
     }
+    if (pending === undefined) return this.#endStep(check, startedAt);
+    return pending.finally(() => this.#endStep(check, startedAt));
+  }
+
+  #endStep(check: CheckMethod, startedAt: number): void {
+    this.#shadow = false;
+    if (this.#timed) this.core.metrics.checkDuration(CHECK_NAMES[check], (performance.now() - startedAt) / 1000);
   }
 
   /** SPEC §1.2: open breaker → 503 before anything else runs. */
@@ -156,68 +171,71 @@ export class BillingRequest {
   }
 
   /** SPEC §2.1 (balance mode only). */
-  async balance(): Promise<void> {
+  balance(): void | Promise<void> {
     if (this.subject.mode !== 'balance') return this.#skip('balance', 'subscription_mode');
     const { userId } = this.subject;
-    const found = await this.#breakerWatchedRead(
-      { kind: 'balance', userId }, (await this.#readBatch())?.balance, () => this.core.store.getBalance(userId), 'BILLING_SUBJECT_NOT_FOUND',
-    );
-    if (found === undefined) return;
-    const { entity, source } = found;
-    if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity.balance));
-    this.#apply(decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
+    return this.#withBatch((batch) => this.#breakerWatchedRead(
+      { kind: 'balance', userId }, batch?.balance, () => this.core.store.getBalance(userId), 'BILLING_SUBJECT_NOT_FOUND',
+      (entity, source) => {
+        if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity.balance));
+        this.#apply(decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
+      },
+    ));
   }
 
   /** SPEC §2.2 (subscription mode only). */
-  async subscription(): Promise<void> {
+  subscription(): void | Promise<void> {
     const { mode, userId, groupId } = this.subject;
     if (mode !== 'subscription' || groupId === null) return this.#skip('subscription', 'balance_mode');
-    const found = await this.#breakerWatchedRead(
-      { kind: 'subscription', userId, groupId }, (await this.#readBatch())?.subscription,
+    return this.#withBatch((batch) => this.#breakerWatchedRead(
+      { kind: 'subscription', userId, groupId }, batch?.subscription,
       () => this.core.store.getActiveSubscription(userId, groupId, this.time), 'SUBSCRIPTION_INVALID',
-    );
-    if (found === undefined) return;
-    const { entity, source } = found;
-    if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
-    this.#apply(decideSubscription(entity, this.subject.groupLimits, this.time, source));
+      (entity, source) => {
+        if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
+        this.#apply(decideSubscription(entity, this.subject.groupLimits, this.time, source));
+      },
+    ));
   }
 
   /**
-   * The two reads that report to the breaker (SPEC §5): cache first, else the store. A store
-   * failure is an outage (503, breaker failure). Any answer of the store is a breaker success, an
-   * empty one included: an unknown user, or a subscription expired or revoked since
-   * authentication, is a denial with `notFound`, not an outage (SPEC §2.1, §2.2 [ours]).
-   * Undefined when the check has ended without an entity (denied, or recorded in shadow mode).
+   * The two reads that report to the breaker (SPEC §5): cache first, else the store, then `decide`
+   * on the entity. A store failure is an outage (503, breaker failure). Any answer of the store is
+   * a breaker success, an empty one included: an unknown user, or a subscription expired or
+   * revoked since authentication, is a denial with `notFound`, not an outage (SPEC §2.1, §2.2 [ours]).
    */
-  async #breakerWatchedRead<K extends 'balance' | 'subscription'>(
+  #breakerWatchedRead<K extends 'balance' | 'subscription'>(
     ref: CacheEntityRef & { kind: K },
     read: CacheRead<CacheEntityMap[K]> | undefined,
     load: () => Promise<CacheEntityMap[K] | null>,
     notFound: 'BILLING_SUBJECT_NOT_FOUND' | 'SUBSCRIPTION_INVALID',
-  ): Promise<{ entity: CacheEntityMap[K]; source: 'cache' | 'store' } | undefined> {
+    decide: (entity: CacheEntityMap[K], source: 'cache' | 'store') => void,
+  ): void | Promise<void> {
     const check = ref.kind;
-    let found;
-    try {
-      found = await this.#readThrough(ref, read, load);
-    } catch (err) {
-      this.#infrastructureFailure(check, err);
-      return undefined;
+    if (read?.hit) {
+      this.core.breaker.recordSuccess();
+      return decide(read.value, 'cache');
     }
-    this.core.breaker.recordSuccess();
-    const { value: entity, source } = found;
-    if (entity !== null) return { entity, source };
-    this.#deny(new CheckDenial({ check, outcome: 'denied', code: notFound, source }, new BillingError(notFound)));
-    return undefined;
+    return this.#loadAndFill<K, CacheEntityMap[K] | null>(ref, read, load, (loaded) => loaded).then((entity) => {
+      this.core.breaker.recordSuccess();
+      if (entity !== null) return decide(entity, 'store');
+      this.#deny(new CheckDenial({ check, outcome: 'denied', code: notFound, source: 'store' }, new BillingError(notFound)));
+    }, (err: unknown) => this.#infrastructureFailure(check, err));
   }
 
   /** SPEC §2.3 (balance mode, platform given). Fails open. */
-  async platformQuota(): Promise<void> {
+  platformQuota(): void | Promise<void> {
     const { mode, userId, platform } = this.subject;
     if (mode !== 'balance') return this.#skip('platformQuota', 'subscription_mode');
     if (platform === null) return this.#skip('platformQuota', 'no_platform');
-    const read = (await this.#readBatch())?.platformQuota;
-    if (read?.hit) return this.#quotaDecision(userId, platform, read.value, 'cache');
+    return this.#withBatch((batch) => {
+      const read = batch?.platformQuota;
+      if (read?.hit) return this.#quotaDecision(userId, platform, read.value, 'cache');
+      return this.#platformQuotaFromStore(userId, platform, read);
+    });
+  }
 
+  /** The quota row (or its absence) from the store, shared by concurrent requests, cached as a sentinel when absent. */
+  async #platformQuotaFromStore(userId: string, platform: string, read: CacheRead<PlatformQuotaEntity> | undefined): Promise<void> {
     let row: PlatformQuotaEntity | null;
     try {
       // No row is cached as a sentinel, so users without a quota do not reach the store every time (SPEC §2.3.4–5).
@@ -242,22 +260,21 @@ export class BillingRequest {
   }
 
   /** SPEC §2.4 (both modes, keys with a limit). Fails open. */
-  async apiKeyWindows(): Promise<void> {
+  apiKeyWindows(): void | Promise<void> {
     const { userId, apiKeyId, apiKeyLimits } = this.subject;
     if (apiKeyId === null || apiKeyLimits === null) return this.#skip('apiKeyWindows', 'no_key_limits');
-    let found;
-    try {
-      found = await this.#readThrough(
-        { kind: 'apiKeyWindows', userId, apiKeyId }, (await this.#readBatch())?.apiKeyWindows,
-        () => this.core.store.getApiKeyWindows(userId, apiKeyId),
-      );
-    } catch (err) {
-      return this.#failOpen('apiKeyWindows', err);
-    }
-    const { value: entity, source } = found;
-    if (apiKeyWindowsNeedReset(entity, this.time)) this.#resetKeyWindows(userId, apiKeyId);
-    if (this.estimate !== undefined) this.#plan.push(...apiKeyDimensions(userId, apiKeyId, entity, apiKeyLimits, this.time));
-    this.#apply(decideApiKeyWindows(entity, apiKeyLimits, this.time, source));
+    const decide = (entity: ApiKeyWindowsEntity, source: 'cache' | 'store'): void => {
+      if (apiKeyWindowsNeedReset(entity, this.time)) this.#resetKeyWindows(userId, apiKeyId);
+      if (this.estimate !== undefined) this.#plan.push(...apiKeyDimensions(userId, apiKeyId, entity, apiKeyLimits, this.time));
+      this.#apply(decideApiKeyWindows(entity, apiKeyLimits, this.time, source));
+    };
+    return this.#withBatch((batch) => {
+      const read = batch?.apiKeyWindows;
+      if (read?.hit) return decide(read.value, 'cache');
+      const ref = { kind: 'apiKeyWindows', userId, apiKeyId } as const;
+      return this.#loadAndFill(ref, read, () => this.core.store.getApiKeyWindows(userId, apiKeyId), (loaded) => loaded)
+        .then((entity) => decide(entity, 'store'), (err: unknown) => this.#failOpen('apiKeyWindows', err));
+    });
   }
 
   /**
@@ -265,13 +282,17 @@ export class BillingRequest {
    * in one cache round trip. Without an estimate it does nothing; without a cache, or when the
    * cache fails, admission rests on the checks of SPEC §2 alone.
    */
-  async reserve(): Promise<void> {
+  reserve(): void | Promise<void> {
     const estimate = this.estimate;
     if (estimate === undefined || this.lease) return;
     const cache = this.core.cache;
     if (!cache) return this.#skip('reservation', 'no_cache');
     if (estimate === 0n) return this.#skip('reservation', 'zero_estimate');
     if (this.#plan.length === 0) return this.#skip('reservation', 'no_limits');
+    return this.#reserve(cache, estimate);
+  }
+
+  async #reserve(cache: BillingCache, estimate: bigint): Promise<void> {
     const leaseId = randomUUID();
     let result;
     try {
@@ -314,21 +335,25 @@ export class BillingRequest {
   }
 
   /** SPEC §2.5, always last. Fails open; a no-op without a cache. */
-  async rpm(): Promise<void> {
+  rpm(): void | Promise<void> {
     const cache = this.core.cache;
     if (!cache) return this.#skip('rpm', 'no_cache');
     const { groupId } = this.subject;
-    const request = this.#rpmRequest(groupId === null ? null : await this.#rpmOverride(groupId));
-    if (request === null) return this.#skip('rpm', 'no_caps');
+    if (groupId === null) return this.#rpmCount(cache, null);
+    const override = this.#rpmOverride(groupId);
+    return typeof override === 'object' && override !== null ? override.then((found) => this.#rpmCount(cache, found)) : this.#rpmCount(cache, override);
+  }
 
+  #rpmCount(cache: BillingCache, override: RpmOverride): void | Promise<void> {
+    const request = this.#rpmRequest(override);
+    if (request === null) return this.#skip('rpm', 'no_caps');
     if (this.#countFailure !== undefined) return this.#failOpen('rpm', this.#countFailure);
-    let result;
-    try {
-      // Counted with the batched read when the checks passed on exactly that data (runChain).
-      result = this.#countedRpm ?? await cache.rpmHit(request);
-    } catch (err) {
-      return this.#failOpen('rpm', err);
-    }
+    // Counted with the batched read when the checks passed on exactly that data (runChain).
+    if (this.#countedRpm !== undefined) return this.#rpmDecision(request, this.#countedRpm);
+    return cache.rpmHit(request).then((result) => this.#rpmDecision(request, result), (err: unknown) => this.#failOpen('rpm', err));
+  }
+
+  #rpmDecision(request: RpmRequest, result: RpmResult): void {
     const windows: WindowEvaluation[] = [];
     if (request.group) windows.push({ window: 'group', usd: false, limit: request.group.cap, usage: result.groupCount, resetsAtMs: result.bucketEndsAtMs });
     if (request.userCap > 0) windows.push({ window: 'user', usd: false, limit: request.userCap, usage: result.userCount, resetsAtMs: result.bucketEndsAtMs });
@@ -374,27 +399,36 @@ export class BillingRequest {
   }
 
   /** The user's per-group override: from the subject, else the cache, else the store (cached, "none" included). */
-  async #rpmOverride(groupId: string): Promise<RpmOverride> {
+  #rpmOverride(groupId: string): RpmOverride | Promise<RpmOverride> {
     const given = this.subject.groupRpmOverride;
     if (given !== undefined) return given;
     const { userId } = this.subject;
-    const read = (await this.#readBatch())?.rpmOverride;
-    if (read?.hit) return read.value.value;
-    try {
+    return this.#withBatch((batch) => {
+      const read = batch?.rpmOverride;
+      if (read?.hit) return read.value.value;
       // Version 0: overrides are never put, only invalidated by setRpmOverride; "none" is cached too.
-      return await this.#loadAndFill(
+      return this.#loadAndFill(
         { kind: 'rpmOverride', userId, groupId }, read, () => this.core.store.getRpmOverride(userId, groupId), (value) => ({ version: 0, value }),
-      );
-    } catch (err) {
-      this.core.warnings.warn('rpm_override_lookup_failed', { err: errorText(err) }, 'RPM override lookup failed; treating as none');
-      return null;
-    }
+      ).catch((err: unknown) => {
+        this.core.warnings.warn('rpm_override_lookup_failed', { err: errorText(err) }, 'RPM override lookup failed; treating as none');
+        return null;
+      });
+    });
+  }
+
+  /** `use` on the batched read's result: at once when it has arrived, else once it does. */
+  #withBatch<T>(use: (batch: CacheBatchResult | null) => T | Promise<T>): T | Promise<T> {
+    const arrived = this.#batchValue;
+    return arrived !== undefined ? use(arrived) : this.#readBatch().then(use);
   }
 
   /** One round trip for every entity this subject's checks may need, started by the first check that needs data. */
   #readBatch(): Promise<CacheBatchResult | null> {
     const cache = this.core.cache;
-    if (!cache) return Promise.resolve(null);
+    if (!cache) {
+      this.#batchValue = null;
+      return Promise.resolve(null);
+    }
     if (this.#batch) return this.#batch;
     const { userId, mode, groupId, apiKeyId, apiKeyLimits, platform, groupRpmOverride } = this.subject;
     const request: CacheBatchRequest = {
@@ -426,23 +460,13 @@ export class BillingRequest {
       for (const [entity, read] of Object.entries(result) as [CacheEntityKind, { hit: boolean } | undefined][]) {
         if (read) metrics.cache(entity, read.hit ? 'hit' : 'miss');
       }
-      return result;
+      return (this.#batchValue = result);
     }, (err: unknown) => {
       for (const [field, entity] of BATCH_ENTITIES) if (request[field]) metrics.cache(entity, 'error');
       this.core.warnings.warn('cache_read_failed', { err: errorText(err) }, 'billing cache read failed; reading the store');
-      return null;
+      return (this.#batchValue = null);
     });
     return this.#batch;
-  }
-
-  /** The cached entity on a hit; else the store's (shared load, cache filled), null when there is none. */
-  async #readThrough<K extends CacheEntityKind, L extends CacheEntityMap[K] | null>(
-    ref: CacheEntityRef & { kind: K },
-    read: CacheRead<CacheEntityMap[K]> | undefined,
-    load: () => Promise<L>,
-  ): Promise<{ value: CacheEntityMap[K] | L; source: 'cache' | 'store' }> {
-    if (read?.hit) return { value: read.value, source: 'cache' };
-    return { value: await this.#loadAndFill<K, L>(ref, read, load, (loaded) => loaded), source: 'store' };
   }
 
   /**
