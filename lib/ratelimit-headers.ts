@@ -95,17 +95,19 @@ export function buildRateLimitHeaders(
   nowMs: number,
 ): RateLimitHeaderFields | null {
   if (!Number.isFinite(nowMs)) throw new TypeError(`buildRateLimitHeaders: nowMs must be a finite epoch time in ms, got ${String(nowMs)}`);
-  let policies = '';
   let limits = '';
   let seen = 0;
+  // The policies sent, as (definition, quota) pairs; the Policy field is built from them only when they differ from the last call's.
+  const defs: PolicyDef[] = [];
+  const quotas: number[] = [];
   for (const record of records) {
     const windows = record.windows;
     if (windows === undefined || windows.length === 0) continue;
-    const defs = POLICIES.get(record.check);
-    if (defs === undefined) continue;
+    const byWindow = POLICIES.get(record.check);
+    if (byWindow === undefined) continue;
     for (const report of windows) {
       if (report.limit === null) continue;
-      const def = defs.get(report.window);
+      const def = byWindow.get(report.window);
       if (def === undefined || (seen & def.bit) !== 0) continue;
       // Exact: every amount lib/money.ts accepts is within ±(2⁵³−1) units, so a JS number holds it,
       // and the subtraction, % and exact division below stay exact integer arithmetic.
@@ -120,22 +122,34 @@ export function buildRateLimitHeaders(
       // clients (draft §7), which would hide every other policy with it.
       if (quota > SF_INTEGER_MAX) continue;
       seen |= def.bit;
+      defs.push(def);
+      quotas.push(quota);
       const remaining = left < 0 ? 0 : left > quota ? quota : left;
-      let limit = def.limitHead + remaining;
+      if (limits !== '') limits += ', ';
+      limits += def.limitHead + remaining;
       // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed.
       if (report.resetsAtMs !== null && Number.isFinite(report.resetsAtMs)) {
         let t = Math.ceil((report.resetsAtMs - nowMs) / SECOND_MS);
         if (t < 0) t = 0;
         else if (def.maxResetSec !== 0 && t > def.maxResetSec) t = def.maxResetSec;
-        limit += `;t=${t}`;
+        limits += `;t=${t}`;
       }
-      if (policies !== '') {
-        policies += ', ';
-        limits += ', ';
-      }
-      policies += def.policyHead + quota + def.policyTail;
-      limits += limit;
     }
   }
-  return policies === '' ? null : { 'RateLimit-Policy': policies, RateLimit: limits };
+  return defs.length === 0 ? null : { 'RateLimit-Policy': policyField(defs, quotas), RateLimit: limits };
+}
+
+/**
+ * The last RateLimit-Policy value built and what it was built from. Limits rarely change between
+ * responses, so most calls hand Node the same (already flat) string again instead of building a
+ * few hundred characters anew, which Node would then flatten to validate.
+ */
+let lastPolicy: { defs: PolicyDef[]; quotas: number[]; field: string } = { defs: [], quotas: [], field: '' };
+
+function policyField(defs: PolicyDef[], quotas: number[]): string {
+  const last = lastPolicy;
+  if (defs.length === last.defs.length && defs.every((def, i) => def === last.defs[i] && quotas[i] === last.quotas[i])) return last.field;
+  const field = defs.map((def, i) => def.policyHead + quotas[i] + def.policyTail).join(', ');
+  lastPolicy = { defs, quotas, field };
+  return field;
 }

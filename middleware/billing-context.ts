@@ -80,8 +80,12 @@ function parseContextOptions(options: unknown, scope: string): Readonly<ParsedCo
 /** Sets the RateLimit fields from what the checks recorded so far. */
 export function setRateLimitHeaders(ctx: Context, state: BillingState): void {
   if (!state.rateLimitHeaders) return;
+  if (ctx.headerSent) return;
   const fields = buildRateLimitHeaders(state.request.decision.evaluations, state.request.time.nowMs);
-  if (fields) ctx.set(fields as unknown as Record<string, string>);
+  if (fields === null) return;
+  // Straight to Node (ctx.set would walk the object and re-check each value's type).
+  ctx.res.setHeader('RateLimit-Policy', fields['RateLimit-Policy']);
+  ctx.res.setHeader('RateLimit', fields.RateLimit);
 }
 
 /** Releases the request's reservation once the response is over, unless a settlement took it. */

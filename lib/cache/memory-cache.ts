@@ -116,8 +116,9 @@ export class MemoryBillingCache implements BillingCache {
   async readBatch(request: CacheBatchRequest): Promise<CacheBatchResult> {
     this.#assertOpen();
     const result: Record<string, CacheRead<unknown>> = {};
+    const nowMs = Math.floor(this.#clock.now());
     for (const [slot, ref] of batchRefs(request)) {
-      const entry = this.#get(this.#keys.entity(ref));
+      const entry = this.#get(this.#keys.entity(ref), nowMs);
       // Decoding and validating every field is most of a read; an entry is decoded once per write.
       result[slot] = entry === undefined ? ABSENT : (entry.decoded ??= toCacheRead(ref.kind, entry.hash));
     }
@@ -169,7 +170,7 @@ export class MemoryBillingCache implements BillingCache {
     const nowMs = Math.floor(this.#clock.now());
     const { bucket, endsAtMs } = rpmBucket(nowMs);
     const hit = (key: string): number => {
-      const entry = this.#get(key);
+      const entry = this.#get(key, nowMs);
       const stored = entry?.hash;
       const count = stored !== undefined && meta(stored.b) === bucket ? meta(stored.c) : null;
       if (entry !== undefined && count !== null) {
@@ -275,10 +276,10 @@ export class MemoryBillingCache implements BillingCache {
    * capacity's worth of accesses, which spares a Map delete + insert on most reads, yet an entry
    * read at least that often can never reach the eviction end.
    */
-  #get(key: string): Entry | undefined {
+  #get(key: string, nowMs = Math.floor(this.#clock.now())): Entry | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    if (Math.floor(this.#clock.now()) > entry.expiresAtMs) {
+    if (nowMs > entry.expiresAtMs) {
       this.#entries.delete(key);
       return undefined;
     }

@@ -237,6 +237,20 @@ describe('buildRateLimitHeaders', () => {
     expect(fields.RateLimit).to.equal('"rpm-user";r=4;t=10');
   });
 
+  it('repeats the last policy field while limits stay the same, and builds it anew when one changes', () => {
+    const policy = (userCap: number, groupCap?: number) => {
+      const windows: [string, number, number][] = [['user', userCap, 1]];
+      if (groupCap !== undefined) windows.unshift(['group', groupCap, 1]);
+      return buildRateLimitHeaders([rpmRecord('allowed', windows, NOW + 10_000)], NOW)!['RateLimit-Policy'];
+    };
+    expect(policy(5)).to.equal('"rpm-user";q=5;w=60');
+    expect(policy(5)).to.equal('"rpm-user";q=5;w=60');
+    expect(policy(6)).to.equal('"rpm-user";q=6;w=60');
+    expect(policy(6, 6)).to.equal('"rpm-group";q=6;w=60, "rpm-user";q=6;w=60');
+    expect(policy(6)).to.equal('"rpm-user";q=6;w=60');
+    expect(policy(5)).to.equal('"rpm-user";q=5;w=60');
+  });
+
   it('refuses a nowMs that is not a time', () => {
     expect(() => buildRateLimitHeaders([], Number.NaN)).to.throw(TypeError, /nowMs/);
   });
