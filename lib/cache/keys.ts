@@ -38,6 +38,11 @@ export class CacheKeys {
     }
   }
 
+  /** The user's change stamp, moved by every write of one of the user's entities (lib/cache/redis-scripts.ts CHANGE_STAMP_LUA). */
+  changeStamp(userId: string): string {
+    return `${this.user(userId)}:chg`;
+  }
+
   /** The user's reservation leases (one hash per user). */
   leases(userId: string): string {
     return `${this.user(userId)}:leases`;

@@ -1,6 +1,5 @@
 // BillingCache on Redis or Redis Cluster (ioredis): each operation is one Lua script call on one
 // user's hash-tagged keys, so it is one round trip and runs unchanged on a Cluster (DESIGN §3, §4).
-import { createHash } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import type {
   BillingCache,
@@ -40,9 +39,9 @@ type ScriptArg = string | number;
 interface ScriptCommands {
   kbeReadBatch(numKeys: number, ...keys: string[]): Promise<unknown>;
   kbeReadBatchCounting(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
-  kbeFill(key: string, ...args: ScriptArg[]): Promise<unknown>;
-  kbePut(key: string, ...args: ScriptArg[]): Promise<unknown>;
-  kbeInvalidate(key: string, ttlMs: number): Promise<unknown>;
+  kbeFill(key: string, stampKey: string, ...args: ScriptArg[]): Promise<unknown>;
+  kbePut(key: string, stampKey: string, ...args: ScriptArg[]): Promise<unknown>;
+  kbeInvalidate(key: string, stampKey: string, ttlMs: number): Promise<unknown>;
   kbeRpmHit(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
   kbeReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
   kbeListLeases(key: string): Promise<unknown>;
@@ -65,11 +64,28 @@ const RPM_REPLY = ['outcome', 'group count', 'user count', 'bucket end', 'server
  */
 const DECODED_REPLIES_MAX = 1024;
 
-/** One batched read's refs, their keys in order, and the memo's name for that key list. */
+/**
+ * How long a decoded reply may stand for the stored data in a counting read. The change stamp
+ * tells writes apart, not expiry: an entity that expired since (its TTL ran out, or Redis evicted
+ * it) leaves the stamp as it was. After this long the next request reads the entities again, so an
+ * expired entry is noticed within a second, as it would be by a plain read.
+ */
+const REPLY_TRUSTED_MS = 1000;
+
+/** One batched read's refs, their keys in order, the user's change stamp key, and the memo's name for that key list. */
 interface BatchKeys {
   refs: [BatchSlot, CacheEntityRef][];
   keys: string[];
+  stampKey: string;
   memoKey: string;
+}
+
+/** A decoded batched-read reply: its text, the change stamp read with it, and when (performance.now()). */
+interface DecodedReply {
+  text: string;
+  stamp: string;
+  readAtMs: number;
+  result: CacheBatchResult;
 }
 
 function safeInteger(value: unknown, what: string): number {
@@ -84,7 +100,7 @@ export class RedisBillingCache implements BillingCache {
   readonly #random: () => number;
   readonly #quitOnClose: boolean;
   /** Last reply per key list, decoded (see DECODED_REPLIES_MAX); results are frozen, so sharing them is safe. */
-  readonly #decodedReplies = new Map<string, { text: string; sha1: string; result: CacheBatchResult }>();
+  readonly #decodedReplies = new Map<string, DecodedReply>();
   #closed = false;
 
   constructor(client: Redis | Cluster, options: RedisBillingCacheOptions = {}) {
@@ -102,9 +118,9 @@ export class RedisBillingCache implements BillingCache {
     // survive a SCRIPT FLUSH or a failover; Cluster routes each call by the slot of its KEYS.
     client.defineCommand('kbeReadBatch', { lua: READ_BATCH_LUA });
     client.defineCommand('kbeReadBatchCounting', { lua: READ_BATCH_COUNTING_LUA });
-    client.defineCommand('kbeFill', { lua: FILL_LUA, numberOfKeys: 1 });
-    client.defineCommand('kbePut', { lua: PUT_LUA, numberOfKeys: 1 });
-    client.defineCommand('kbeInvalidate', { lua: INVALIDATE_LUA, numberOfKeys: 1 });
+    client.defineCommand('kbeFill', { lua: FILL_LUA, numberOfKeys: 2 });
+    client.defineCommand('kbePut', { lua: PUT_LUA, numberOfKeys: 2 });
+    client.defineCommand('kbeInvalidate', { lua: INVALIDATE_LUA, numberOfKeys: 2 });
     client.defineCommand('kbeRpmHit', { lua: RPM_HIT_LUA });
     client.defineCommand('kbeReserve', { lua: RESERVE_LUA });
     client.defineCommand('kbeListLeases', { lua: LIST_LEASES_LUA, numberOfKeys: 1 });
@@ -129,22 +145,24 @@ export class RedisBillingCache implements BillingCache {
     this.#assertOpen();
     const batch = this.#batchKeys(request);
     if (batch === null) return { batch: {} };
+    const readAtMs = performance.now();
     const last = this.#decodedReplies.get(batch.memoKey);
-    const rpm = last === undefined ? null : countIf(last.result);
-    if (last === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
+    const current = last !== undefined && readAtMs - last.readAtMs < REPLY_TRUSTED_MS ? last : undefined;
+    const rpm = current === undefined ? null : countIf(current.result);
+    if (current === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
     assertRpmRequest(rpm);
-    const { keys } = batch;
+    const { keys, stampKey } = batch;
     const rpmKeys = this.#rpmKeys(rpm);
     const reply = await this.#scripts.kbeReadBatchCounting(
-      keys.length + rpmKeys.length, ...keys, ...rpmKeys,
-      keys.length, last.sha1, rpm.userCap, rpm.group?.cap ?? 0, RPM_COUNTER_TTL_SEC,
+      keys.length + 1 + rpmKeys.length, ...keys, stampKey, ...rpmKeys,
+      keys.length, current.stamp, rpm.userCap, rpm.group?.cap ?? 0, RPM_COUNTER_TTL_SEC,
     );
     if (!Array.isArray(reply) || (reply[0] !== 0 && reply[0] !== 1)) {
       throw new Error(`counting read script returned a malformed reply ${JSON.stringify(reply)}`);
     }
-    // 0: the data changed since `last`, nothing was counted; the fresh reply is checked as usual.
-    if (reply[0] === 0) return { batch: this.#decodeReply(batch, reply[1]) };
-    return { batch: last.result, rpm: this.#rpmReply(reply.slice(1)) };
+    // 0: an entity of the user was written since `current`, nothing was counted; the fresh reply is checked as usual.
+    if (reply[0] === 0) return { batch: this.#decodeReply(batch, reply.slice(1), readAtMs) };
+    return { batch: current.result, rpm: this.#rpmReply(reply.slice(1)) };
   }
 
   /** The refs a batch request reads, their keys, and the name of that key list in the memo; null when it reads nothing. */
@@ -153,33 +171,42 @@ export class RedisBillingCache implements BillingCache {
     if (refs.length === 0) return null;
     const keys = refs.map(([, ref]) => this.#keys.entity(ref));
     // Keys never contain spaces (prefix and ids are validated), so this names the key list exactly.
-    return { refs, keys, memoKey: keys.join(' ') };
+    return { refs, keys, stampKey: this.#keys.changeStamp(request.userId), memoKey: keys.join(' ') };
   }
 
   async #plainRead(batch: BatchKeys): Promise<CacheBatchResult> {
-    return this.#decodeReply(batch, await this.#scripts.kbeReadBatch(batch.keys.length, ...batch.keys));
+    const readAtMs = performance.now();
+    return this.#decodeReply(batch, await this.#scripts.kbeReadBatch(batch.keys.length + 1, ...batch.keys, batch.stampKey), readAtMs);
   }
 
-  /** A batched-read reply as a result: the kept decoding when the text is unchanged, else decoded and kept. */
-  #decodeReply({ refs, keys, memoKey }: BatchKeys, text: unknown): CacheBatchResult {
+  /**
+   * A batched-read reply ({ stamp, JSON text }) as a result: the kept decoding when the text is
+   * unchanged, else decoded; kept with the stamp and `readAtMs` (when the read was sent).
+   */
+  #decodeReply({ refs, keys, memoKey }: BatchKeys, reply: unknown, readAtMs: number): CacheBatchResult {
+    const [stamp, text] = Array.isArray(reply) ? reply as unknown[] : [];
+    if (typeof stamp !== 'string' || typeof text !== 'string') throw new Error('read script returned a malformed reply');
     const memo = this.#decodedReplies.get(memoKey);
-    if (memo !== undefined && memo.text === text) return memo.result;
-    const reply: unknown = typeof text === 'string' ? JSON.parse(text) : text;
-    if (!Array.isArray(reply) || reply.length !== keys.length) {
-      throw new Error(`read script returned ${Array.isArray(reply) ? `${reply.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
+    let result: CacheBatchResult;
+    if (memo !== undefined && memo.text === text) {
+      result = memo.result;
+    } else {
+      const entries: unknown = JSON.parse(text);
+      if (!Array.isArray(entries) || entries.length !== keys.length) {
+        throw new Error(`read script returned ${Array.isArray(entries) ? `${entries.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
+      }
+      // Per entry, anything malformed is only a miss: bad data must never fail a request.
+      result = freezeBatchResult(batchResult(refs, entries.map(hashFromFlatReply)));
     }
-    // Per entry, anything malformed is only a miss: bad data must never fail a request.
-    const result = freezeBatchResult(batchResult(refs, reply.map(hashFromFlatReply)));
-    if (typeof text === 'string') this.#rememberReply(memoKey, text, result);
+    this.#rememberReply(memoKey, { text, stamp, readAtMs, result });
     return result;
   }
 
-  #rememberReply(memoKey: string, text: string, result: CacheBatchResult): void {
+  #rememberReply(memoKey: string, reply: DecodedReply): void {
     const replies = this.#decodedReplies;
     replies.delete(memoKey);
-    // The SHA-1 is what the counting read compares on the server (redis.sha1hex of the same bytes).
-    replies.set(memoKey, { text, sha1: createHash('sha1').update(text).digest('hex'), result });
-    // Oldest first: Map keeps insertion order, and a re-decoded key was just moved to the end.
+    replies.set(memoKey, reply);
+    // Oldest first: Map keeps insertion order, and a re-read key list was just moved to the end.
     if (replies.size > DECODED_REPLIES_MAX) replies.delete(replies.keys().next().value as string);
   }
 
@@ -190,19 +217,19 @@ export class RedisBillingCache implements BillingCache {
     }
     const args: ScriptArg[] = [generation, value.version, entityTtlMs(ref.kind, value, this.#random)];
     for (const { field, value: text, rule } of encodeEntity(ref.kind, value)) args.push(field, text, luaRule(rule));
-    return appliedFlag(await this.#scripts.kbeFill(this.#keys.entity(ref), ...args), 'fill');
+    return appliedFlag(await this.#scripts.kbeFill(this.#keys.entity(ref), this.#keys.changeStamp(ref.userId), ...args), 'fill');
   }
 
   async put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<boolean> {
     this.#assertOpen();
     const args: ScriptArg[] = [value.version, entityTtlMs(ref.kind, value, this.#random)];
     for (const { field, value: text } of encodeEntity(ref.kind, value)) args.push(field, text);
-    return appliedFlag(await this.#scripts.kbePut(this.#keys.entity(ref), ...args), 'put');
+    return appliedFlag(await this.#scripts.kbePut(this.#keys.entity(ref), this.#keys.changeStamp(ref.userId), ...args), 'put');
   }
 
   async invalidate(ref: CacheEntityRef): Promise<void> {
     this.#assertOpen();
-    const reply = await this.#scripts.kbeInvalidate(this.#keys.entity(ref), CACHE_TTL_MS.tombstone);
+    const reply = await this.#scripts.kbeInvalidate(this.#keys.entity(ref), this.#keys.changeStamp(ref.userId), CACHE_TTL_MS.tombstone);
     if (typeof reply !== 'number' || !Number.isSafeInteger(reply) || reply < 1) {
       throw new Error(`invalidate script returned an unexpected reply ${JSON.stringify(reply)}`);
     }

@@ -3,7 +3,9 @@
 //
 // Stored layout (lib/cache/entity-codec.ts): an entity is a hash of `g` (generation), `v` (version),
 // `t` ('1' for a tombstone) and data fields; an RPM counter is a hash of `b` (minute bucket) and `c`
-// (count). Memory mirror: lib/cache/memory-cache.ts implements the same branches in TypeScript.
+// (count); a user's change stamp is a string (CHANGE_STAMP_LUA). Memory mirror:
+// lib/cache/memory-cache.ts implements the same branches in TypeScript (it has no stamps: it
+// answers in process, so it never needs to tell a client that its last reply is still current).
 
 /**
  * Shared helpers, prepended to the scripts that need them (exported for the Lua/TypeScript parity test).
@@ -64,6 +66,38 @@ end
 `;
 
 /**
+ * The user's change stamp (`<prefix>{u:<id>}:chg`), so the counting read below can tell in one GET
+ * whether any of the user's entities was written since a client read them. Every entity write
+ * (fill, put, invalidate) moves it to max(stamp + 1, server time in µs); a read that finds none
+ * (never written, expired, foreign data) creates one the same way. Time-based, not a plain
+ * counter, so a stamp lost and created again starts above every stamp handed out before (unless
+ * the server's clock went back by more than the stamp's lifetime). It lives a day from its last
+ * write, longer than any entity but key windows, whose expiry clients bound on their own
+ * (lib/cache/redis-cache.ts re-reads a reply older than a second).
+ */
+export const CHANGE_STAMP_LUA = `
+local STAMP_TTL_MS = 86400000
+
+local function new_stamp(key)
+  local time = redis.call('TIME')
+  local stamp = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local previous = redis.pcall('GET', key)
+  if type(previous) == 'string' and string.match(previous, '^%d+$') and #previous <= 16 and tonumber(previous) >= stamp then
+    stamp = tonumber(previous) + 1
+  end
+  local text = string.format('%d', stamp)
+  redis.call('SET', key, text, 'PX', STAMP_TTL_MS)
+  return text
+end
+
+local function current_stamp(key)
+  local stamp = redis.pcall('GET', key)
+  if type(stamp) == 'string' then return stamp end
+  return new_stamp(key)
+end
+`;
+
+/**
  * The batched read: HGETALL of every key in KEYS, in order, as a JSON array of flat arrays.
  * A key that is not a hash answers 0 (a miss), so foreign data cannot fail the read; an absent key
  * answers [] or {} (cjson cannot tell an empty table's kind), also a miss.
@@ -83,19 +117,21 @@ local function read_entities(n)
 end
 `;
 
-export const READ_BATCH_LUA = `${READ_ENTITIES_LUA}
-return read_entities(#KEYS)
+/** KEYS[1..n] = entities, KEYS[n+1] = the user's change stamp. Returns { stamp, JSON text }. */
+export const READ_BATCH_LUA = `${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}
+local n = #KEYS - 1
+return { current_stamp(KEYS[n + 1]), read_entities(n) }
 `;
 
 /**
- * Fill after a miss. KEYS[1] = entity; ARGV = generation, version, ttl ms, then (field, value,
+ * Fill after a miss. KEYS[1] = entity, KEYS[2] = the user's change stamp (moved when applied); ARGV = generation, version, ttl ms, then (field, value,
  * rule) triples. Applied iff the stored generation (0 when absent or unreadable) equals the one the
  * miss reported — no invalidation since the store read began — and there is no intact live value
  * at the same or a newer version. A live value whose fields break their rules counts as absent,
  * so a fill repairs corrupt data instead of being refused by its version forever.
  * Returns 1 when applied, 0 when refused.
  */
-export const FILL_LUA = `${LUA_HELPERS}
+export const FILL_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}
 local key = KEYS[1]
 local generation = tonumber(ARGV[1])
 local version = tonumber(ARGV[2])
@@ -117,16 +153,18 @@ if h and h['t'] ~= '1' then
   end
 end
 store(key, g, ARGV[2], 4, 3, ARGV[3])
+new_stamp(KEYS[2])
 return 1
 `;
 
 /**
- * Versioned write from a settlement or an administration write. KEYS[1] = entity; ARGV = version,
+ * Versioned write from a settlement or an administration write. KEYS[1] = entity, KEYS[2] = the
+ * user's change stamp (moved when applied); ARGV = version,
  * ttl ms, then (field, value) pairs. Applied iff the version is newer than the stored one — live
  * or tombstone; absent or unreadable counts as none. The generation is kept: a put does not
  * undo an invalidation's effect on fills already in flight. Returns 1 when applied, 0 when refused.
  */
-export const PUT_LUA = `${LUA_HELPERS}
+export const PUT_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}
 local key = KEYS[1]
 local h = load(key)
 local g = 0
@@ -136,15 +174,16 @@ if h then
   if v ~= nil and tonumber(ARGV[1]) <= v then return 0 end
 end
 store(key, g, ARGV[1], 3, 2, ARGV[2])
+new_stamp(KEYS[2])
 return 1
 `;
 
 /**
- * Invalidation (SPEC §10). KEYS[1] = entity; ARGV[1] = tombstone ttl ms. Drops the data, bumps the
+ * Invalidation (SPEC §10). KEYS[1] = entity, KEYS[2] = the user's change stamp; ARGV[1] = tombstone ttl ms. Drops the data, bumps the
  * generation (so fills that read the store before now are refused) and keeps the last readable
  * version (so puts older than the dropped value stay refused). Returns the new generation.
  */
-export const INVALIDATE_LUA = `${LUA_HELPERS}
+export const INVALIDATE_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}
 local key = KEYS[1]
 local h = load(key)
 local g = 0
@@ -160,6 +199,7 @@ else
   redis.call('HSET', key, 'g', string.format('%d', g + 1), 't', '1')
 end
 redis.call('PEXPIRE', key, ARGV[1])
+new_stamp(KEYS[2])
 return g + 1
 `;
 
@@ -216,18 +256,19 @@ return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 /**
  * The batched read and the RPM hit in one round trip (issue 7), for a request whose checks pass on
  * the reply the client last decoded for the same keys. KEYS[1..n] = entities as for READ_BATCH_LUA,
- * KEYS[n+1] = user counter, KEYS[n+2] = user-in-group counter (optional); ARGV = n, the SHA-1 of the
- * expected reply, then the RPM script's ARGV. The hit is applied only when this read's reply is
- * byte for byte the expected one, so the checks were decided on exactly the data stored now and
- * refused requests still never count (SPEC §1.8). Returns { 1, <RPM script reply…> } when counted,
- * or { 0, reply } when the data changed: nothing counted, the client checks the fresh reply and
- * runs the RPM script on its own.
+ * KEYS[n+1] = the user's change stamp, KEYS[n+2] = user counter, KEYS[n+3] = user-in-group counter
+ * (optional); ARGV = n, the stamp of that reply, then the RPM script's ARGV. The hit is applied only
+ * when the stamp is unchanged — no entity of the user was written since, so the checks were
+ * decided on the data stored now, and refused requests still never count (SPEC §1.8) — without
+ * reading the entities at all. Returns { 1, <RPM script reply…> } when counted, or
+ * { 0, stamp, JSON text } as READ_BATCH_LUA when something changed: nothing counted, the client
+ * checks the fresh reply and runs the RPM script on its own.
  */
-export const READ_BATCH_COUNTING_LUA = `${LUA_HELPERS}${READ_ENTITIES_LUA}${RPM_HIT_FUNCTION_LUA}
+export const READ_BATCH_COUNTING_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}${RPM_HIT_FUNCTION_LUA}
 local n = tonumber(ARGV[1])
-local text = read_entities(n)
-if redis.sha1hex(text) ~= ARGV[2] then return { 0, text } end
-local reply = rpm_hit(KEYS[n + 1], KEYS[n + 2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+local stamp = current_stamp(KEYS[n + 1])
+if stamp ~= ARGV[2] then return { 0, stamp, read_entities(n) } end
+local reply = rpm_hit(KEYS[n + 2], KEYS[n + 3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 return { 1, reply[1], reply[2], reply[3], reply[4], reply[5] }
 `;
 

@@ -88,20 +88,91 @@ describe('RedisBillingCache on a single Redis', function () {
       expect((await cache.readBatch(request)).balance).to.deep.equal({ hit: false, generation: 1 });
     });
 
-    it('keeps a bounded number of key lists, dropping the one decoded longest ago', async function () {
+    it('keeps a bounded number of key lists, dropping the one read longest ago', async function () {
       const own = new RedisBillingCache(client, { prefix });
       const suffix = uniqueSuffix();
-      const oldest = { userId: `memo-old-${suffix}`, balance: true };
-      const next = { userId: `memo-next-${suffix}`, balance: true };
-      const oldestRead = await own.readBatch(oldest);
-      const nextRead = await own.readBatch(next);
-      expect(await own.readBatch(oldest)).to.equal(oldestRead);
-      // 1 023 more key lists make 1 025: one over the bound, so the first decoded goes.
+      const first = { userId: `memo-first-${suffix}`, balance: true };
+      const second = { userId: `memo-second-${suffix}`, balance: true };
+      const firstRead = await own.readBatch(first);
+      const secondRead = await own.readBatch(second);
+      // Read again, so `second` is now the key list read longest ago.
+      expect(await own.readBatch(first)).to.equal(firstRead);
+      // 1 023 more key lists make 1 025: one over the bound, so the one read longest ago goes.
       await Promise.all(Array.from({ length: 1023 }, (_, i) => own.readBatch({ userId: `memo-fill-${i}-${suffix}`, balance: true })));
-      expect(await own.readBatch(next)).to.equal(nextRead, 'still kept');
-      const reread = await own.readBatch(oldest);
-      expect(reread).not.to.equal(oldestRead, 'dropped, so decoded again');
-      expect(reread).to.deep.equal(oldestRead);
+      expect(await own.readBatch(first)).to.equal(firstRead, 'still kept');
+      const reread = await own.readBatch(second);
+      expect(reread).not.to.equal(secondRead, 'dropped, so decoded again');
+      expect(reread).to.deep.equal(secondRead);
+    });
+  });
+
+  describe('counting read and the change stamp', function () {
+    const countAlways = (userId: string) => () => ({ userId, userCap: 1_000 });
+    const setUp = async () => {
+      const userId = `stamp-${uniqueSuffix()}`;
+      const ref = { kind: 'balance', userId } as const;
+      const request = { userId, balance: true };
+      await cache.put(ref, { version: 1, balance: 700n });
+      // The first read has no decoded reply to count on: a plain read.
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm).to.equal(undefined);
+      const counted = await cache.readBatchCounting(request, countAlways(userId));
+      expect(counted.rpm?.userCount).to.equal(1);
+      return { userId, ref, request, stampKey: cache.keys.changeStamp(userId) };
+    };
+
+    it('declines to count after any write of the user\'s entities by another client (put, fill, invalidate), and returns the fresh data', async function () {
+      const { userId, ref, request } = await setUp();
+      const other = new RedisBillingCache(client, { prefix, random: () => 0 });
+      await other.put(ref, { version: 2, balance: 650n });
+      const afterPut = await cache.readBatchCounting(request, countAlways(userId));
+      expect(afterPut.rpm).to.equal(undefined, 'nothing counted');
+      expect(afterPut.batch.balance).to.deep.equal({ hit: true, value: { version: 2, balance: 650n } });
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm?.userCount).to.equal(2);
+
+      // A write of another entity of the same user moves the same stamp.
+      const quota = { kind: 'rpmOverride', userId, groupId: 'g1' } as const;
+      expect(await other.fill(quota, { version: 0, value: 5 }, 0)).to.equal(true);
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm).to.equal(undefined);
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm?.userCount).to.equal(3);
+
+      await other.invalidate(ref);
+      const afterInvalidate = await cache.readBatchCounting(request, countAlways(userId));
+      expect(afterInvalidate.rpm).to.equal(undefined);
+      expect(afterInvalidate.batch.balance).to.deep.equal({ hit: false, generation: 1 });
+      expect(await client.hget(cache.keys.rpmUser(userId), 'c')).to.equal('3', 'declined reads never counted');
+    });
+
+    it('re-reads a reply older than a second, so an entity that expired since is seen as a miss', async function () {
+      this.timeout(5_000);
+      const { userId, ref, request } = await setUp();
+      await client.pexpire(cache.keys.entity(ref), 1);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const later = await cache.readBatchCounting(request, countAlways(userId));
+      expect(later.rpm).to.equal(undefined, 'not counted on the old reply');
+      expect(later.batch.balance).to.deep.equal({ hit: false, generation: 0 });
+    });
+
+    it('starts a lost or unreadable stamp above every stamp handed out before', async function () {
+      const { userId, request, stampKey } = await setUp();
+      const before = BigInt((await client.get(stampKey))!);
+      await client.del(stampKey);
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm).to.equal(undefined);
+      const recreated = BigInt((await client.get(stampKey))!);
+      expect(recreated > before).to.equal(true);
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm?.userCount).to.equal(2);
+
+      await client.del(stampKey);
+      await client.hset(stampKey, 'x', '1');
+      expect((await cache.readBatchCounting(request, countAlways(userId))).rpm).to.equal(undefined);
+      expect(BigInt((await client.get(stampKey))!) > recreated).to.equal(true);
+    });
+
+    it('moves the stamp by one when writes come faster than the server clock ticks', async function () {
+      const { ref, stampKey } = await setUp();
+      const far = 9_000_000_000_000_000n; // above any time in µs for centuries
+      await client.set(stampKey, far.toString());
+      await cache.put(ref, { version: 5, balance: 1n });
+      expect(await client.get(stampKey)).to.equal((far + 1n).toString());
     });
   });
 
