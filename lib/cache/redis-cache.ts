@@ -64,14 +64,6 @@ const RPM_REPLY = ['outcome', 'group count', 'user count', 'bucket end', 'server
  */
 const DECODED_REPLIES_MAX = 1024;
 
-/**
- * How long a decoded reply may stand for the stored data in a counting read. The change stamp
- * tells writes apart, not expiry: an entity that expired since (its TTL ran out, or Redis evicted
- * it) leaves the stamp as it was. After this long the next request reads the entities again, so an
- * expired entry is noticed within a second, as it would be by a plain read.
- */
-const REPLY_TRUSTED_MS = 1000;
-
 /** One batched read's refs, their keys in order, the user's change stamp key, and the memo's name for that key list. */
 interface BatchKeys {
   refs: [BatchSlot, CacheEntityRef][];
@@ -80,17 +72,27 @@ interface BatchKeys {
   memoKey: string;
 }
 
-/** A decoded batched-read reply: its text, the change stamp read with it, and when (performance.now()). */
+/** A decoded batched-read reply: its text, the user's change stamp read with it, and whether every entity was a hit. */
 interface DecodedReply {
   text: string;
   stamp: string;
-  readAtMs: number;
   result: CacheBatchResult;
+  allHits: boolean;
 }
 
 function safeInteger(value: unknown, what: string): number {
   if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
   throw new Error(`rpm script returned a bad ${what}: ${JSON.stringify(value)}`);
+}
+
+/** Decodes the JSON text of a batched read; per entry, anything malformed is only a miss (bad data must never fail a request). */
+function decodeBatchText(refs: [BatchSlot, CacheEntityRef][], keys: string[], text: string, stamp: string): DecodedReply {
+  const entries: unknown = JSON.parse(text);
+  if (!Array.isArray(entries) || entries.length !== keys.length) {
+    throw new Error(`read script returned ${Array.isArray(entries) ? `${entries.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
+  }
+  const result = freezeBatchResult(batchResult(refs, entries.map(hashFromFlatReply)));
+  return { text, stamp, result, allHits: Object.values(result).every((read) => read?.hit === true) };
 }
 
 export class RedisBillingCache implements BillingCache {
@@ -145,24 +147,23 @@ export class RedisBillingCache implements BillingCache {
     this.#assertOpen();
     const batch = this.#batchKeys(request);
     if (batch === null) return { batch: {} };
-    const readAtMs = performance.now();
     const last = this.#decodedReplies.get(batch.memoKey);
-    const current = last !== undefined && readAtMs - last.readAtMs < REPLY_TRUSTED_MS ? last : undefined;
-    const rpm = current === undefined ? null : countIf(current.result);
-    if (current === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
+    // Only a reply of hits can be confirmed by the script (unchanged stamp, every key still there).
+    const rpm = last === undefined || !last.allHits ? null : countIf(last.result);
+    if (last === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
     assertRpmRequest(rpm);
     const { keys, stampKey } = batch;
     const rpmKeys = this.#rpmKeys(rpm);
     const reply = await this.#scripts.kbeReadBatchCounting(
       keys.length + 1 + rpmKeys.length, ...keys, stampKey, ...rpmKeys,
-      keys.length, current.stamp, rpm.userCap, rpm.group?.cap ?? 0, RPM_COUNTER_TTL_SEC,
+      keys.length, last.stamp, rpm.userCap, rpm.group?.cap ?? 0, RPM_COUNTER_TTL_SEC,
     );
     if (!Array.isArray(reply) || (reply[0] !== 0 && reply[0] !== 1)) {
       throw new Error(`counting read script returned a malformed reply ${JSON.stringify(reply)}`);
     }
-    // 0: an entity of the user was written since `current`, nothing was counted; the fresh reply is checked as usual.
-    if (reply[0] === 0) return { batch: this.#decodeReply(batch, reply.slice(1), readAtMs) };
-    return { batch: current.result, rpm: this.#rpmReply(reply.slice(1)) };
+    // 0: an entity of the user was written or has expired since `last`, nothing was counted; the fresh reply is checked as usual.
+    if (reply[0] === 0) return { batch: this.#decodeReply(batch, reply.slice(1)) };
+    return { batch: last.result, rpm: this.#rpmReply(reply.slice(1)) };
   }
 
   /** The refs a batch request reads, their keys, and the name of that key list in the memo; null when it reads nothing. */
@@ -175,31 +176,17 @@ export class RedisBillingCache implements BillingCache {
   }
 
   async #plainRead(batch: BatchKeys): Promise<CacheBatchResult> {
-    const readAtMs = performance.now();
-    return this.#decodeReply(batch, await this.#scripts.kbeReadBatch(batch.keys.length + 1, ...batch.keys, batch.stampKey), readAtMs);
+    return this.#decodeReply(batch, await this.#scripts.kbeReadBatch(batch.keys.length + 1, ...batch.keys, batch.stampKey));
   }
 
-  /**
-   * A batched-read reply ({ stamp, JSON text }) as a result: the kept decoding when the text is
-   * unchanged, else decoded; kept with the stamp and `readAtMs` (when the read was sent).
-   */
-  #decodeReply({ refs, keys, memoKey }: BatchKeys, reply: unknown, readAtMs: number): CacheBatchResult {
+  /** A batched-read reply ({ stamp, JSON text }) as a result: the kept decoding when the text is unchanged, else decoded; kept with the stamp. */
+  #decodeReply({ refs, keys, memoKey }: BatchKeys, reply: unknown): CacheBatchResult {
     const [stamp, text] = Array.isArray(reply) ? reply as unknown[] : [];
     if (typeof stamp !== 'string' || typeof text !== 'string') throw new Error('read script returned a malformed reply');
     const memo = this.#decodedReplies.get(memoKey);
-    let result: CacheBatchResult;
-    if (memo !== undefined && memo.text === text) {
-      result = memo.result;
-    } else {
-      const entries: unknown = JSON.parse(text);
-      if (!Array.isArray(entries) || entries.length !== keys.length) {
-        throw new Error(`read script returned ${Array.isArray(entries) ? `${entries.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
-      }
-      // Per entry, anything malformed is only a miss: bad data must never fail a request.
-      result = freezeBatchResult(batchResult(refs, entries.map(hashFromFlatReply)));
-    }
-    this.#rememberReply(memoKey, { text, stamp, readAtMs, result });
-    return result;
+    const decoded = memo !== undefined && memo.text === text ? { ...memo, stamp } : decodeBatchText(refs, keys, text, stamp);
+    this.#rememberReply(memoKey, decoded);
+    return decoded.result;
   }
 
   #rememberReply(memoKey: string, reply: DecodedReply): void {

@@ -72,8 +72,7 @@ end
  * (never written, expired, foreign data) creates one the same way. Time-based, not a plain
  * counter, so a stamp lost and created again starts above every stamp handed out before (unless
  * the server's clock went back by more than the stamp's lifetime). It lives a day from its last
- * write, longer than any entity but key windows, whose expiry clients bound on their own
- * (lib/cache/redis-cache.ts re-reads a reply older than a second).
+ * write. Expiry does not move it: the counting read checks that the entities still exist.
  */
 export const CHANGE_STAMP_LUA = `
 local STAMP_TTL_MS = 86400000
@@ -257,17 +256,18 @@ return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
  * The batched read and the RPM hit in one round trip (issue 7), for a request whose checks pass on
  * the reply the client last decoded for the same keys. KEYS[1..n] = entities as for READ_BATCH_LUA,
  * KEYS[n+1] = the user's change stamp, KEYS[n+2] = user counter, KEYS[n+3] = user-in-group counter
- * (optional); ARGV = n, the stamp of that reply, then the RPM script's ARGV. The hit is applied only
- * when the stamp is unchanged — no entity of the user was written since, so the checks were
- * decided on the data stored now, and refused requests still never count (SPEC §1.8) — without
- * reading the entities at all. Returns { 1, <RPM script reply…> } when counted, or
+ * (optional); ARGV = n, the stamp of that reply, then the RPM script's ARGV. The client offers to
+ * count only when every entity of that reply was a hit, so the hit is applied only when the stamp
+ * is unchanged (no entity of the user was written since) and every entity key still exists (none
+ * expired or was evicted since): the checks were decided on the data stored now, and refused
+ * requests still never count (SPEC §1.8) — without reading the entities at all. Returns { 1, <RPM script reply…> } when counted, or
  * { 0, stamp, JSON text } as READ_BATCH_LUA when something changed: nothing counted, the client
  * checks the fresh reply and runs the RPM script on its own.
  */
 export const READ_BATCH_COUNTING_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}${RPM_HIT_FUNCTION_LUA}
 local n = tonumber(ARGV[1])
 local stamp = current_stamp(KEYS[n + 1])
-if stamp ~= ARGV[2] then return { 0, stamp, read_entities(n) } end
+if stamp ~= ARGV[2] or redis.call('EXISTS', unpack(KEYS, 1, n)) ~= n then return { 0, stamp, read_entities(n) } end
 local reply = rpm_hit(KEYS[n + 2], KEYS[n + 3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 return { 1, reply[1], reply[2], reply[3], reply[4], reply[5] }
 `;
