@@ -60,7 +60,7 @@ export const CHECK_NAMES: Readonly<Record<CheckMethod, CheckName>> = {
 /** The chain's order: breaker first, RPM last, the reservation just before it. */
 export const CHECK_METHODS = Object.keys(CHECK_NAMES) as readonly CheckMethod[];
 
-/** Which entity each field of a batch request reads (for the cache metrics). */
+/** Which entity each field of a batch request reads, which is also its field in the result (for the cache metrics). */
 const BATCH_ENTITIES: readonly [keyof CacheBatchRequest, CacheEntityKind][] = [
   ['balance', 'balance'], ['subscriptionGroupId', 'subscription'], ['apiKeyId', 'apiKeyWindows'],
   ['platform', 'platformQuota'], ['rpmOverrideGroupId', 'rpmOverride'],
@@ -457,8 +457,9 @@ export class BillingRequest {
       })
       : cache.readBatch(request);
     this.#batch = read.then((result) => {
-      for (const [entity, read] of Object.entries(result) as [CacheEntityKind, { hit: boolean } | undefined][]) {
-        if (read) metrics.cache(entity, read.hit ? 'hit' : 'miss');
+      for (const [, entity] of BATCH_ENTITIES) {
+        const found = result[entity];
+        if (found) metrics.cache(entity, found.hit ? 'hit' : 'miss');
       }
       return (this.#batchValue = result);
     }, (err: unknown) => {
