@@ -124,11 +124,11 @@ return { current_stamp(KEYS[n + 1]), read_entities(n) }
 
 /**
  * Fill after a miss. KEYS[1] = entity, KEYS[2] = the user's change stamp (moved when applied);
- * ARGV = generation, version, ttl ms, then (field, value, rule) triples. Applied iff the stored generation (0 when absent or unreadable) equals the one the
- * miss reported — no invalidation since the store read began — and there is no intact live value
- * at the same or a newer version. A live value whose fields break their rules counts as absent,
- * so a fill repairs corrupt data instead of being refused by its version forever.
- * Returns 1 when applied, 0 when refused.
+ * ARGV = generation, version, ttl ms, then (field, value, rule) triples. Applied iff the stored
+ * generation (0 when absent or unreadable) equals the one the miss reported — no invalidation
+ * since the store read began — and there is no intact live value at the same or a newer version.
+ * A live value whose fields break their rules counts as absent, so a fill repairs corrupt data
+ * instead of being refused by its version forever. Returns 1 when applied, 0 when refused.
  */
 export const FILL_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}
 local key = KEYS[1]
@@ -158,9 +158,10 @@ return 1
 
 /**
  * Versioned write from a settlement or an administration write. KEYS[1] = entity, KEYS[2] = the
- * user's change stamp (moved when applied); ARGV = version, ttl ms, then (field, value) pairs. Applied iff the version is newer than the stored one — live
- * or tombstone; absent or unreadable counts as none. The generation is kept: a put does not
- * undo an invalidation's effect on fills already in flight. Returns 1 when applied, 0 when refused.
+ * user's change stamp (moved when applied); ARGV = version, ttl ms, then (field, value) pairs.
+ * Applied iff the version is newer than the stored one — live or tombstone; absent or unreadable
+ * counts as none. The generation is kept: a put does not undo an invalidation's effect on fills
+ * already in flight. Returns 1 when applied, 0 when refused.
  */
 export const PUT_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}
 local key = KEYS[1]
@@ -177,9 +178,10 @@ return 1
 `;
 
 /**
- * Invalidation (SPEC §10). KEYS[1] = entity, KEYS[2] = the user's change stamp (moved); ARGV[1] =
- * tombstone ttl ms. Drops the data, bumps the generation (so fills that read the store before now are refused) and keeps the last readable
- * version (so puts older than the dropped value stay refused). Returns the new generation.
+ * Invalidation (SPEC §10). KEYS[1] = entity, KEYS[2] = the user's change stamp (moved);
+ * ARGV[1] = tombstone ttl ms. Drops the data, bumps the generation (so fills that read the store
+ * before now are refused) and keeps the last readable version (so puts older than the dropped
+ * value stay refused). Returns the new generation.
  */
 export const INVALIDATE_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}
 local key = KEYS[1]
