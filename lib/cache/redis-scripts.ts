@@ -261,9 +261,10 @@ return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
  * count only when every entity of that reply was a hit, so the hit is applied only when the stamp
  * is unchanged (no entity of the user was written since) and every entity key still exists (none
  * expired or was evicted since): the checks were decided on the data stored now, and refused
- * requests still never count (SPEC §1.8) — without reading the entities at all. Returns { 1, <RPM script reply…> } when counted, or
- * { 0, stamp, JSON text } as READ_BATCH_LUA when something changed: nothing counted, the client
- * checks the fresh reply and runs the RPM script on its own.
+ * requests still never count (SPEC §1.8) — without reading the entities at all.
+ * Returns { 1, <RPM script reply…> } when counted, or { 0, stamp, JSON text } as READ_BATCH_LUA when
+ * something changed: nothing counted, the client checks the fresh reply and runs the RPM script on
+ * its own.
  */
 export const READ_BATCH_COUNTING_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}${RPM_HIT_FUNCTION_LUA}
 local n = tonumber(ARGV[1])
