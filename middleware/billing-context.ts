@@ -88,6 +88,10 @@ export function setRateLimitHeaders(ctx: Context, state: BillingState): void {
   ctx.res.setHeader('RateLimit', fields.RateLimit);
 }
 
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function';
+}
+
 /** Releases the request's reservation once the response is over, unless a settlement took it. */
 function releaseWhenDone(ctx: Context, request: BillingRequest): void {
   if (!request.lease) return;
@@ -120,7 +124,9 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
   return async function billingContext(ctx: Context, next: Next): Promise<void> {
     let state: BillingState;
     try {
-      const subject = await resolve(ctx);
+      const resolved = resolve(ctx);
+      // A resolver that answers at once (a key cache) is not awaited: one microtask less per request.
+      const subject = isThenable(resolved) ? await resolved : resolved;
       if (!subject) throw new BillingError('INVALID_SUBJECT', { message: 'No billing subject for this request' });
       const normalized = normalizeSubject(subject);
       const estimate = estimateCost ? await estimateCost(ctx) : undefined;

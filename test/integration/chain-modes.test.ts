@@ -5,7 +5,7 @@ import Koa from 'koa';
 import request from 'supertest';
 import { BillingError } from '../../lib/errors.js';
 import type { BillingSubject } from '../../lib/types.js';
-import { balanceCheck, billingContext, billingEligibility, breakerGuard, rpmLimit } from '../../middleware/index.js';
+import { balanceCheck, billingContext, billingEligibility, breakerGuard, rpmLimit, type SubjectResolver } from '../../middleware/index.js';
 import { balanceSubject, describeChain } from '../helpers/chain-harness.js';
 
 describeChain('billing chain modes and rendering', (env) => {
@@ -112,6 +112,26 @@ describeChain('billing chain modes and rendering', (env) => {
     const app = new Koa().use(billingEligibility({ core, subject: () => { throw new Error('SELECT * FROM secrets failed'); } }));
     const res = await request(app.callback()).post('/').expect(503);
     expect(JSON.stringify(res.body)).to.not.include('secrets');
+  });
+
+  it('takes the subject from a resolver that answers at once, from a promise, and from any thenable; a rejected one renders 503', async () => {
+    const { core } = env();
+    const userId = env().userId();
+    await core.admin.topUp(userId, '1');
+    const subject = balanceSubject(userId);
+    const resolvers: SubjectResolver[] = [
+      () => subject,
+      async () => subject,
+      () => ({ then: (resolve: (value: BillingSubject) => void) => resolve(subject) }) as unknown as Promise<BillingSubject>,
+    ];
+    for (const resolver of resolvers) {
+      const app = new Koa().use(billingEligibility({ core, subject: resolver })).use((ctx) => { ctx.body = ctx.state.billing?.mode; });
+      const res = await request(app.callback()).post('/').expect(200);
+      expect(res.text).to.equal('balance');
+    }
+    const rejecting = new Koa().use(billingEligibility({ core, subject: () => Promise.reject(new Error('key lookup failed')) }));
+    const res = await request(rejecting.callback()).post('/').expect(503);
+    expect(JSON.stringify(res.body)).to.not.include('key lookup');
   });
 
   it('errors thrown by the handler after the chain pass through untouched', async () => {
