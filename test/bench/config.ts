@@ -17,7 +17,10 @@ export interface BenchConfig {
   rounds: number;
   /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
   connections: number;
-  /** ioredis enableAutoPipelining on the Redis client of both Redis apps, (c) and (d) alike (BENCH_AUTO_PIPELINING=1|0, default 1). */
+  /**
+   * ioredis enableAutoPipelining on the Redis client of both Redis apps, (c) and (d) alike (BENCH_AUTO_PIPELINING=1|0,
+   * default 0: ioredis's default, and what recommendedRedisOptions leaves it at; on, both apps spend more client CPU per request).
+   */
   autoPipelining: boolean;
   /** Seconds of unmeasured load per app before round 1: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
   warmupS: number;
@@ -63,7 +66,7 @@ export function readConfig(): BenchConfig {
     durationS: positiveInt('BENCH_DURATION_S', 5, 3600),
     rounds: positiveInt('BENCH_ROUNDS', 3, 100),
     connections: positiveInt('BENCH_CONNECTIONS', 50, 10_000),
-    autoPipelining: flag('BENCH_AUTO_PIPELINING', true),
+    autoPipelining: flag('BENCH_AUTO_PIPELINING', false),
     warmupS: positiveInt('BENCH_WARMUP_S', 2, 600),
     settleDurationS: positiveInt('BENCH_SETTLE_DURATION_S', 5, 3600),
     settleConcurrency: positiveInt('BENCH_SETTLE_CONCURRENCY', 20, 1000),

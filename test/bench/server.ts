@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   const running = await createApp(id, {
     pgSchema: process.env.BENCH_PG_SCHEMA ?? '',
     redisPrefix: process.env.BENCH_REDIS_PREFIX ?? '',
-    autoPipelining: process.env.BENCH_AUTO_PIPELINING !== '0',
+    autoPipelining: process.env.BENCH_AUTO_PIPELINING === '1',
   });
   // One failing request is enough to see why; thousands of identical stack traces are not.
   running.app.silent = true;
