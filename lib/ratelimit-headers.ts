@@ -37,6 +37,12 @@ interface PolicyDef {
   readonly limitHead: string;
   /** Cap on `t`, or 0 for none. */
   readonly maxResetSec: number;
+  /**
+   * The last amounts this policy was built from and what they gave (`part` = `"name";r=<remaining>`,
+   * null when the window was left out): most windows report the same limit and usage on request
+   * after request, and then neither the conversions nor the digits are redone.
+   */
+  readonly last: { limit: bigint | number | null; usage: bigint | number; quota: number; part: string | null };
 }
 
 let nextBit = 1;
@@ -45,7 +51,10 @@ function policy(name: string, windowMs: number, usd: boolean, maxResetSec = 0): 
   nextBit *= 2;
   const w = `;w=${windowMs / SECOND_MS}`;
   // Parameter order as in the draft's examples: q, then qu, then w.
-  return { bit, usd, policyHead: `"${name}";q=`, policyTail: usd ? `;qu="${USD_QUOTA_UNIT}"${w}` : w, limitHead: `"${name}";r=`, maxResetSec };
+  return {
+    bit, usd, policyHead: `"${name}";q=`, policyTail: usd ? `;qu="${USD_QUOTA_UNIT}"${w}` : w, limitHead: `"${name}";r=`, maxResetSec,
+    last: { limit: null, usage: 0, quota: 0, part: null },
+  };
 }
 
 /**
@@ -109,24 +118,13 @@ export function buildRateLimitHeaders(
       if (report.limit === null) continue;
       const def = byWindow.get(report.window);
       if (def === undefined || (seen & def.bit) !== 0) continue;
-      // Exact: every amount lib/money.ts accepts is within ±(2⁵³−1) units, so a JS number holds it,
-      // and the subtraction, % and exact division below stay exact integer arithmetic.
-      const limitAmount = Number(report.limit);
-      const usage = Number(report.usage);
-      if (!Number.isSafeInteger(limitAmount) || !Number.isSafeInteger(usage) || limitAmount < 0) continue;
-      // Subtract exactly, then round down once, so the client is never told of money it lacks.
-      const scale = def.usd ? UNITS_PER_QUOTA : 1;
-      const quota = floorDiv(limitAmount, scale);
-      const left = floorDiv(limitAmount - usage, scale);
-      // A value that cannot be an SF Integer is left out: a malformed field is ignored whole by
-      // clients (draft §7), which would hide every other policy with it.
-      if (quota > SF_INTEGER_MAX) continue;
+      const amounts = amountsOf(def, report.limit, report.usage);
+      if (amounts.part === null) continue;
       seen |= def.bit;
       defs.push(def);
-      quotas.push(quota);
-      const remaining = left < 0 ? 0 : left > quota ? quota : left;
+      quotas.push(amounts.quota);
       if (limits !== '') limits += ', ';
-      limits += def.limitHead + remaining;
+      limits += amounts.part;
       // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed.
       if (report.resetsAtMs !== null && Number.isFinite(report.resetsAtMs)) {
         let t = Math.ceil((report.resetsAtMs - nowMs) / SECOND_MS);
@@ -137,6 +135,30 @@ export function buildRateLimitHeaders(
     }
   }
   return defs.length === 0 ? null : { 'RateLimit-Policy': policyField(defs, quotas), RateLimit: limits };
+}
+
+/** `q` and `"name";r=<remaining>` of one window (part null: left out), reusing the last result when the amounts are the same. */
+function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | number): PolicyDef['last'] {
+  const last = def.last;
+  if (last.limit === limit && last.usage === usage) return last;
+  last.limit = limit;
+  last.usage = usage;
+  last.part = null;
+  // Exact: every amount lib/money.ts accepts is within ±(2⁵³−1) units, so a JS number holds it,
+  // and the subtraction, % and exact division below stay exact integer arithmetic.
+  const limitAmount = Number(limit);
+  const used = Number(usage);
+  if (!Number.isSafeInteger(limitAmount) || !Number.isSafeInteger(used) || limitAmount < 0) return last;
+  // Subtract exactly, then round down once, so the client is never told of money it lacks.
+  const scale = def.usd ? UNITS_PER_QUOTA : 1;
+  const quota = floorDiv(limitAmount, scale);
+  const left = floorDiv(limitAmount - used, scale);
+  // A value that cannot be an SF Integer is left out: a malformed field is ignored whole by
+  // clients (draft §7), which would hide every other policy with it.
+  if (quota > SF_INTEGER_MAX) return last;
+  last.quota = quota;
+  last.part = def.limitHead + (left < 0 ? 0 : left > quota ? quota : left);
+  return last;
 }
 
 /**

@@ -251,6 +251,25 @@ describe('buildRateLimitHeaders', () => {
     expect(policy(5)).to.equal('"rpm-user";q=5;w=60');
   });
 
+  it('computes each window\'s remaining amount anew whenever its limit or usage differs from the call before', () => {
+    const usd = (limit: bigint, usage: bigint): CheckEvaluation => ({
+      check: 'apiKeyWindows', outcome: 'allowed', source: 'cache',
+      windows: [{ window: '1d', usd: true, limit, usage, resetsAtMs: null }],
+    });
+    const remaining = (record: CheckEvaluation) => buildRateLimitHeaders([record], NOW)?.RateLimit ?? 'left out';
+    const dollars = (text: string) => parseUsd(text);
+    expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";r=4000000');
+    expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";r=4000000');
+    expect(remaining(usd(dollars('5'), dollars('2')))).to.equal('"key-1d";r=3000000');
+    expect(remaining(usd(dollars('6'), dollars('2')))).to.equal('"key-1d";r=4000000');
+    // Too large to be a structured-field Integer in micro-dollars: left out, then back once it fits.
+    expect(remaining(usd(MAX_USD_UNITS * 1000n, 0n))).to.equal('left out');
+    expect(remaining(usd(MAX_USD_UNITS * 1000n, 0n))).to.equal('left out');
+    expect(remaining(usd(dollars('6'), dollars('2')))).to.equal('"key-1d";r=4000000');
+    expect(remaining(rpmRecord('allowed', [['user', 5, 1]], NOW))).to.equal('"rpm-user";r=4;t=0');
+    expect(remaining(rpmRecord('allowed', [['user', 5, 2]], NOW))).to.equal('"rpm-user";r=3;t=0');
+  });
+
   it('refuses a nowMs that is not a time', () => {
     expect(() => buildRateLimitHeaders([], Number.NaN)).to.throw(TypeError, /nowMs/);
   });
