@@ -13,7 +13,7 @@ function positiveInt(name: string, fallback: number, max: number): number {
 export interface BenchConfig {
   /** Seconds of load per app per round (BENCH_DURATION_S, default 5). */
   durationS: number;
-  /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 3). */
+  /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 5: on a shared 2-core VM one disturbed round in three moves a median of three). */
   rounds: number;
   /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
   connections: number;
@@ -64,7 +64,7 @@ function parts(): ReadonlySet<'http' | 'settle' | 'memory'> {
 export function readConfig(): BenchConfig {
   return Object.freeze({
     durationS: positiveInt('BENCH_DURATION_S', 5, 3600),
-    rounds: positiveInt('BENCH_ROUNDS', 3, 100),
+    rounds: positiveInt('BENCH_ROUNDS', 5, 100),
     connections: positiveInt('BENCH_CONNECTIONS', 50, 10_000),
     autoPipelining: flag('BENCH_AUTO_PIPELINING', false),
     warmupS: positiveInt('BENCH_WARMUP_S', 2, 600),
