@@ -17,13 +17,14 @@ import { REDIS_URL } from '../helpers/services.js';
 import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
-export const APP_IDS = ['bare', 'chain-memory', 'chain-memory-metrics', 'chain-redis', 'chain-redis-reserve', 'rlf-redis'] as const;
+export const APP_IDS = ['bare', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'rlf-redis'] as const;
 export type AppId = (typeof APP_IDS)[number];
 
 export const APP_LABELS: Readonly<Record<AppId, string>> = {
   bare: '(a) bare Koa',
   'chain-memory': '(b) chain, memory + SQLite',
   'chain-memory-metrics': '(b+m) (b) with Prometheus metrics',
+  'chain-memory-no-fields': '(b-f) (b) without RateLimit fields',
   'chain-redis': '(c) chain, Redis + PostgreSQL',
   'chain-redis-reserve': '(c+r) (c) reserving an estimate',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
@@ -67,12 +68,12 @@ function bare(): RunningApp {
 /** A tiny estimate, so the reservation is taken (and released when the response ends) on every request. */
 const BENCH_ESTIMATE_USD = '0.0001';
 
-async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, reserve = false): Promise<RunningApp> {
+async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true } = {}): Promise<RunningApp> {
   await seedBenchUser(core, BENCH_USER);
   // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
   const subject = benchSubject(BENCH_USER);
   const app = new Koa();
-  app.use(billingEligibility({ core, subject: () => subject, ...(reserve && { estimateCost: () => BENCH_ESTIMATE_USD }) }));
+  app.use(billingEligibility({ core, subject: () => subject, rateLimitHeaders, ...(reserve && { estimateCost: () => BENCH_ESTIMATE_USD }) }));
   answer(app);
   return {
     app,
@@ -83,8 +84,11 @@ async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, r
   };
 }
 
-/** (b), or with `metrics` the same app counting every decision, cache read and check duration (issue 10). */
-async function chainMemory(metrics = false): Promise<RunningApp> {
+/**
+ * (b); with `metrics` the same app counting every decision, cache read and check duration (issue
+ * 10); without `rateLimitHeaders` the same app without the RateLimit fields, for what they cost.
+ */
+async function chainMemory({ metrics = false, rateLimitHeaders = true } = {}): Promise<RunningApp> {
   const knex: Knex = await createSqliteKnex();
   const cache = new MemoryBillingCache();
   const core = createBillingCore({
@@ -95,7 +99,7 @@ async function chainMemory(metrics = false): Promise<RunningApp> {
   return chainApp(core, async () => {
     await cache.close();
     await knex.destroy();
-  });
+  }, { rateLimitHeaders });
 }
 
 /** (c), or with `reserve` the same app holding an estimate per request (issue 9: one more round trip, plus the release). */
@@ -106,7 +110,7 @@ async function chainRedis(settings: AppSettings, reserve = false): Promise<Runni
   return chainApp(core, async () => {
     await knex.destroy();
     redis.disconnect();
-  }, reserve);
+  }, { reserve });
 }
 
 function rlfRedis(settings: AppSettings): RunningApp {
@@ -131,7 +135,8 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
   switch (id) {
     case 'bare': return bare();
     case 'chain-memory': return chainMemory();
-    case 'chain-memory-metrics': return chainMemory(true);
+    case 'chain-memory-metrics': return chainMemory({ metrics: true });
+    case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });
     case 'chain-redis': return chainRedis(settings);
     case 'chain-redis-reserve': return chainRedis(settings, true);
     case 'rlf-redis': return rlfRedis(settings);

@@ -41,6 +41,8 @@ export interface HttpResults {
     'bm/b': Ratio;
     /** Reserving an estimate vs not (issue 9). */
     'cr/c': Ratio;
+    /** The chain without the RateLimit fields vs bare Koa: what the checks alone cost. */
+    'bf/a': Ratio;
   };
 }
 
@@ -129,6 +131,7 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
         'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
         'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
         'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
+        'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       },
     };
   } finally {
