@@ -71,6 +71,7 @@ export class BillingCore {
     const { clock, logger, timezone } = resolved;
     const warnings = new ThrottledLog(logger, clock);
     const queue = new WriteQueue(resolved.writeQueue, { clock, logger });
+    const loads = new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs });
     const { metrics } = resolved;
     const breaker = new CircuitBreaker(resolved.circuitBreaker, { clock, logger, onStateChange: (from, to) => metrics.breakerTransition(from, to) });
     const openLeases = { count: 0 };
@@ -89,9 +90,9 @@ export class BillingCore {
       metrics,
       sampleTiming: metrics === noopMetrics ? () => false : () => (++timingCounter & (CHECK_TIMING_SAMPLE - 1)) === 0,
       openLeases,
-      loads: new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs }),
+      loads,
       queue,
-      cacheSync: new CacheSync(resolved.cache, queue, warnings),
+      cacheSync: new CacheSync(resolved.cache, queue, warnings, loads),
       background: new BackgroundTasks(resolved.backgroundTimeoutMs, warnings),
       warnings,
       time: (): TimeContext => ({ nowMs: clock.now(), timezone }),

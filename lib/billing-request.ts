@@ -473,7 +473,9 @@ export class BillingRequest {
   /**
    * One store load shared by every concurrent request for the entity (single-flight, detached from
    * any caller). Its leader fills the cache with what it read — only when this request's cache read
-   * itself succeeded, with that read's generation, so an invalidation since then refuses the fill.
+   * itself succeeded, with that read's generation, so an invalidation since then refuses the fill —
+   * and holds the load's key until the fill has landed, so a request that misses meanwhile joins
+   * this load rather than reading the store again.
    */
   #loadAndFill<K extends CacheEntityKind, T>(
     ref: CacheEntityRef & { kind: K },
@@ -482,10 +484,10 @@ export class BillingRequest {
     toCached: (loaded: T) => CacheEntityMap[K] | null,
     signal?: AbortSignal,
   ): Promise<T> {
-    return this.core.loads.do(refKey(ref), async () => {
+    return this.core.loads.do(refKey(ref), async (_signal, hold) => {
       const loaded = await load();
       const value = toCached(loaded);
-      if (value !== null && read && !read.hit) this.core.cacheSync.fill(ref, value, read.generation);
+      if (value !== null && read && !read.hit) hold(this.core.cacheSync.fill(ref, value, read.generation));
       return loaded;
     }, signal) as Promise<T>;
   }

@@ -2,6 +2,7 @@
 // admin writes, invalidations — and a repair list for entries a cache outage left possibly stale (SPEC §3.3, §7).
 import { errorText } from './background-tasks.js';
 import type { ThrottledLog } from './log.js';
+import type { SingleFlight } from './single-flight.js';
 import type { BillingCache, CacheEntityKind, CacheEntityMap, CacheEntityRef } from './types.js';
 import type { WriteQueue } from './write-queue.js';
 
@@ -28,18 +29,27 @@ export class CacheSync {
     private readonly cache: BillingCache | undefined,
     private readonly queue: WriteQueue,
     private readonly warnings: ThrottledLog,
+    /** The store loads; a write gives up the entity's load so no later caller gets a value read before it. */
+    private readonly loads: SingleFlight<string, unknown>,
   ) {}
 
-  /** Best-effort fill after a miss; dropped when the queue is full (the next read misses again). */
-  fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): void {
+  /**
+   * Best-effort fill after a miss; dropped when the queue is full (the next read misses again).
+   * Resolves when the fill has run or was dropped; never rejects (the queue logs failures).
+   */
+  fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): Promise<void> {
     const cache = this.cache;
-    if (!cache) return;
-    this.queue.enqueue(`fill:${ref.kind}`, () => cache.fill(ref, value, generation));
+    if (!cache) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const queued = this.queue.enqueue(`fill:${ref.kind}`, () => cache.fill(ref, value, generation).finally(resolve));
+      if (!queued) resolve();
+    });
   }
 
   /** Critical versioned write (settlement, admin): never lost silently — a failure marks the entry for repair. */
   put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<void> {
     const cache = this.cache;
+    this.loads.forget(refKey(ref));
     if (!cache) return Promise.resolve();
     return this.queue.enqueueCritical(`put:${ref.kind}`, (signal) => this.#guarded(ref, signal, () => cache.put(ref, value)));
   }
@@ -47,6 +57,7 @@ export class CacheSync {
   /** Invalidation (admin change, key-window reset); on failure the entry is repaired later. */
   async invalidate(ref: CacheEntityRef): Promise<void> {
     const cache = this.cache;
+    this.loads.forget(refKey(ref));
     if (!cache) return;
     try {
       await cache.invalidate(ref);

@@ -16,9 +16,25 @@ export class AbortError extends Error {
   override readonly name = 'AbortError';
 }
 
+/**
+ * What a load may do besides loading: `hold(work)` keeps its key taken until `work` settles (or the
+ * load's timeout passes), though its waiters have their value already. A load that writes its result
+ * to a cache asynchronously holds the key until the write lands, so a caller that missed the cache in
+ * between joins this load instead of starting another.
+ */
+export type LoadHold = (work: Promise<unknown>) => void;
+
+interface Flight<V> {
+  readonly value: Promise<V>;
+  /** Settles when the key is given up: the load settled and every held work settled, or timeout. */
+  readonly released: Promise<void>;
+}
+
 export class SingleFlight<K, V> {
   readonly timeoutMs: number;
-  readonly #flights = new Map<K, Promise<V>>();
+  readonly #flights = new Map<K, Flight<V>>();
+  /** Flights not yet released, forgotten ones included: close() waits for them all. */
+  readonly #unreleased = new Set<Promise<void>>();
 
   constructor(options: SingleFlightOptions = {}) {
     ({ timeoutMs: this.timeoutMs } = parseOptions<Required<SingleFlightOptions>>('singleFlight', options, { timeoutMs: 3000 }, {
@@ -31,12 +47,22 @@ export class SingleFlight<K, V> {
    * AbortSignal fires only on its timeout (then every waiter rejects with SingleFlightTimeoutError).
    * A caller's `signal` abandons that caller's wait only (AbortError); the load and the other
    * waiters go on. A failed load reaches every waiter. The key is released when the load settles
-   * or times out, so the next call after that starts a new load.
+   * and what it held settled (see LoadHold), or at its timeout, or by forget(key); the next call
+   * after that starts a new load.
    */
-  do(key: K, load: (signal: AbortSignal) => Promise<V>, signal?: AbortSignal): Promise<V> {
+  do(key: K, load: (signal: AbortSignal, hold: LoadHold) => Promise<V>, signal?: AbortSignal): Promise<V> {
     if (signal?.aborted) return Promise.reject(new AbortError('The wait was aborted', { cause: signal.reason }));
-    const flight = this.#flights.get(key) ?? this.#start(key, load);
+    const flight = (this.#flights.get(key) ?? this.#start(key, load)).value;
     return signal ? abandonable(flight, signal) : flight;
+  }
+
+  /**
+   * Gives up the key now: the next call starts a new load. For a write to what the key loads — a
+   * caller after it must not be handed a value read before it. The running load goes on for its
+   * current waiters.
+   */
+  forget(key: K): void {
+    this.#flights.delete(key);
   }
 
   /** Keys with a load in flight. */
@@ -44,37 +70,52 @@ export class SingleFlight<K, V> {
     return this.#flights.size;
   }
 
-  /** Resolves when every in-flight load has settled or timed out (bounded by timeoutMs; for close()). */
+  /** Resolves when every in-flight load and its held work has settled or timed out (bounded by timeoutMs; for close()). */
   async idle(): Promise<void> {
     // Loop: a load may start while we wait for the previous ones.
-    while (this.#flights.size > 0) await Promise.allSettled([...this.#flights.values()]);
+    while (this.#unreleased.size > 0) await Promise.all(this.#unreleased);
   }
 
-  #start(key: K, load: (signal: AbortSignal) => Promise<V>): Promise<V> {
+  #start(key: K, load: (signal: AbortSignal, hold: LoadHold) => Promise<V>): Flight<V> {
     const controller = new AbortController();
+    const held: Promise<unknown>[] = [];
     let timer: NodeJS.Timeout | undefined;
+    let resolveReleased!: () => void;
+    const released = new Promise<void>((resolve) => (resolveReleased = resolve));
+    // Synchronous, and registered on the value before any waiter: a caller that saw the value and
+    // calls again starts a new load (unless something was held).
+    const release = (): void => {
+      clearTimeout(timer);
+      this.#unreleased.delete(released);
+      if (this.#flights.get(key) === flight) this.#flights.delete(key);
+      resolveReleased();
+    };
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         const err = new SingleFlightTimeoutError(`single-flight load timed out after ${this.timeoutMs} ms`);
-        controller.abort(err);
+        controller.abort(err); // once the load settled, this cuts short only what it still holds
         reject(err);
+        release();
       }, this.timeoutMs);
       // The timer alone must not keep a process alive.
       timer.unref();
     });
     let loaded: Promise<V>;
     try {
-      loaded = load(controller.signal);
+      loaded = load(controller.signal, (work) => void held.push(work));
     } catch (err) {
       loaded = Promise.reject(err);
     }
-    const flight: Promise<V> = Promise.race([loaded, timeout]).finally(() => {
-      clearTimeout(timer);
-      if (this.#flights.get(key) === flight) this.#flights.delete(key);
-    });
-    // Every waiter may have abandoned its wait; the flight's failure is theirs, never unhandled.
-    flight.catch(() => {});
+    const value = Promise.race([loaded, timeout]);
+    const settled = (): void => {
+      if (held.length === 0) release();
+      else void Promise.allSettled(held).then(release);
+    };
+    // Also handles the failure: every waiter may have abandoned its wait, it is never unhandled.
+    value.then(settled, settled);
+    const flight: Flight<V> = { value, released };
     this.#flights.set(key, flight);
+    this.#unreleased.add(released);
     return flight;
   }
 }

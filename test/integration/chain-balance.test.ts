@@ -77,6 +77,46 @@ describeChain('balanceCheck', (env) => {
     expect(store.count('getBalance')).to.equal(0);
   });
 
+  it('a request that misses while the fill is still on its way joins the finished load: one store read', async () => {
+    const { core, store, cache, realStore } = env();
+    const userId = env().userId();
+    await realStore.setBalance(userId, 300_000_000n);
+    await core.invalidateBalance(userId);
+    let landFill!: () => void;
+    cache.holdUntil(new Promise<void>((resolve) => (landFill = resolve)), ['fill']);
+    store.reset();
+    cache.reset();
+    const app = env().app({ subject: balanceSubject(userId) });
+    for (let i = 0; i < 4; i++) await request(app.callback()).post('/').expect(200);
+    expect(cache.count('readBatch'), 'every request missed the cache').to.equal(4);
+    expect(store.count('getBalance'), 'and one load served them all').to.equal(1);
+    landFill();
+    cache.holdUntil(null);
+    for (let tries = 0; !(await cache.target.readBatch({ userId, balance: true })).balance?.hit; tries++) {
+      if (tries === 200) throw new Error('the held fill never landed');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await request(app.callback()).post('/').expect(200);
+    expect(store.count('getBalance'), 'the landed fill serves the next one').to.equal(1);
+  });
+
+  it('a balance write gives up a held load: the next request reads the new balance', async () => {
+    const { core, cache, realStore } = env();
+    const userId = env().userId();
+    await realStore.setBalance(userId, 300_000_000n);
+    await core.invalidateBalance(userId);
+    let landFill!: () => void;
+    cache.holdUntil(new Promise<void>((resolve) => (landFill = resolve)), ['fill']);
+    const app = env().app({ subject: balanceSubject(userId) });
+    await request(app.callback()).post('/').expect(200);
+    await realStore.setBalance(userId, 0n);
+    await core.invalidateBalance(userId);
+    const res = await request(app.callback()).post('/').expect(403);
+    expect(res.body.error.code).to.equal('insufficient_balance');
+    landFill();
+    cache.holdUntil(null);
+  });
+
   it('a cache error falls back to the store', async () => {
     const { core, cache } = env();
     const userId = env().userId();

@@ -165,6 +165,58 @@ describe('SingleFlight', () => {
     await flight.idle();
   });
 
+  it('a load that holds work keeps its key until the work settles: callers meanwhile join it', async () => {
+    const flight = new SingleFlight<string, number>();
+    const fill = deferred<void>();
+    let loads = 0;
+    const load = async (_signal: AbortSignal, hold: (work: Promise<unknown>) => void) => {
+      hold(fill.promise);
+      return ++loads;
+    };
+    expect(await flight.do('k', load)).to.equal(1);
+    expect(flight.inFlight, 'held after its value was delivered').to.equal(1);
+    expect(await flight.do('k', load), 'joins the held load').to.equal(1);
+    fill.resolve();
+    await flush();
+    expect(flight.inFlight).to.equal(0);
+    expect(await flight.do('k', async () => ++loads)).to.equal(2);
+  });
+
+  it('held work that fails releases the key too; held work that hangs is cut at the timeout', async () => {
+    const flight = new SingleFlight<string, number>({ timeoutMs: 30 });
+    const failing = deferred<void>();
+    await flight.do('a', async (_signal, hold) => (hold(failing.promise), 1));
+    failing.reject(new Error('cache write failed'));
+    await flush();
+    expect(flight.inFlight).to.equal(0);
+    let aborted = false;
+    await flight.do('b', async (signal, hold) => {
+      hold(new Promise(() => {}));
+      signal.addEventListener('abort', () => (aborted = true));
+      return 2;
+    });
+    expect(flight.inFlight).to.equal(1);
+    await flight.idle(); // bounded by the timeout, not by the hung work
+    expect(flight.inFlight).to.equal(0);
+    expect(aborted, 'the hung work is told through the signal').to.equal(true);
+  });
+
+  it('forget() gives up the key: the next call loads again, the running load still serves its waiters', async () => {
+    const flight = new SingleFlight<string, string>();
+    const before = deferred<string>();
+    const waiting = flight.do('k', () => before.promise);
+    flight.forget('k');
+    expect(flight.inFlight).to.equal(0);
+    expect(await flight.do('k', async () => 'after the write')).to.equal('after the write');
+    let idle = false;
+    const idling = flight.idle().then(() => (idle = true));
+    await flush();
+    expect(idle, 'idle() still waits for the forgotten load').to.equal(false);
+    before.resolve('before the write');
+    expect(await waiting).to.equal('before the write');
+    await idling;
+  });
+
   it('rejects a bad timeout naming singleFlight.timeoutMs', () => {
     expect(() => new SingleFlight({ timeoutMs: 0 })).to.throw(BillingConfigError, 'singleFlight.timeoutMs must be a positive integer, got 0');
   });
