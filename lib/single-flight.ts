@@ -65,7 +65,7 @@ export class SingleFlight<K, V> {
     this.#flights.delete(key);
   }
 
-  /** Keys with a load in flight. */
+  /** Keys taken: a load in flight, or a settled one still holding work (see LoadHold). */
   get inFlight(): number {
     return this.#flights.size;
   }
