@@ -69,6 +69,9 @@ function positiveInteger(value: unknown, option: string): number {
   throw new TypeError(`${option} must be a positive integer, got ${String(value)}`);
 }
 
+/** A count HINCRBY can increment past 1, as Redis parses it (no sign, no leading zero). */
+const RPM_COUNT = /^[1-9][0-9]{0,15}$/;
+
 /** Reads a meta field like the Lua `meta` helper: the integer, or null when absent or unreadable. */
 function meta(text: string | undefined): number | null {
   return checkField(META_RULE, text) ? Number(text) : null;
@@ -169,16 +172,17 @@ export class MemoryBillingCache implements BillingCache {
     assertRpmRequest(request);
     const nowMs = Math.floor(this.#clock.now());
     const { bucket, endsAtMs } = rpmBucket(nowMs);
+    const field = String(bucket);
     const hit = (key: string): number => {
       const entry = this.#get(key, nowMs);
-      const stored = entry?.hash;
-      const count = stored !== undefined && meta(stored.b) === bucket ? meta(stored.c) : null;
-      if (entry !== undefined && count !== null) {
+      const text = entry?.hash[field];
+      const count = text !== undefined && RPM_COUNT.test(text) ? Number(text) : 0;
+      if (count >= 1 && count < Number.MAX_SAFE_INTEGER) {
         // Same bucket: the expiry set when the bucket began stays, as HINCRBY leaves it in Redis.
-        entry.hash = { b: stored!.b!, c: String(count + 1) };
+        entry!.hash = { [field]: String(count + 1) };
         return count + 1;
       }
-      this.#set(key, { b: String(bucket), c: '1' }, RPM_COUNTER_TTL_SEC * 1000);
+      this.#set(key, { [field]: '1' }, RPM_COUNTER_TTL_SEC * 1000);
       return 1;
     };
     let groupCount = 0;

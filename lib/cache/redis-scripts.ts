@@ -209,7 +209,9 @@ return g + 1
  * none), group cap, counter ttl seconds)`; RPM_HIT_LUA passes KEYS[1], KEYS[2] and ARGV[1..3].
  * Order and side effects are the contract: the group counter first, and a request over the group
  * cap returns before touching the user counter; a request over the user cap has already counted
- * in the group. A counter from an older bucket (or unreadable) restarts, living ttl seconds from then.
+ * in the group. A counter is a hash with one field, named by its minute bucket, holding the count: a
+ * hit within the bucket is one HINCRBY. A counter from an older bucket (the increment creates the
+ * field at 1) or unreadable restarts as that one field, living ttl seconds from then.
  * Returns { outcome (0 allowed, 1 group exceeded, 2 user exceeded), group count, user count,
  * bucket end ms, now ms }.
  */
@@ -220,17 +222,16 @@ local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
   local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
   local bucket = math.floor(sec / 60)
   local bucket_end_ms = (bucket + 1) * 60000
+  local field = string.format('%d', bucket)
 
-  -- Within the bucket a hit is one HMGET and one HINCRBY: the counter's TTL was set when its bucket
-  -- began, so it already outlives the bucket. A new bucket (or an unreadable counter) starts at 1.
+  -- Within the bucket a hit is one HINCRBY: the counter's TTL was set when its bucket began, so it
+  -- already outlives the bucket. Anything else — the field just created (a new bucket), a count
+  -- that is not a positive safe integer, not a hash — starts over as this bucket's field at 1.
   local function hit(key)
-    local stored = redis.pcall('HMGET', key, 'b', 'c')
-    if stored['err'] then
-      redis.call('DEL', key)
-    elseif meta(stored[1]) == bucket and meta(stored[2]) ~= nil then
-      return redis.call('HINCRBY', key, 'c', 1)
-    end
-    redis.call('HSET', key, 'b', string.format('%d', bucket), 'c', '1')
+    local count = redis.pcall('HINCRBY', key, field, 1)
+    if type(count) == 'number' and count > 1 and count <= MAX_SAFE then return count end
+    redis.call('DEL', key)
+    redis.call('HSET', key, field, '1')
     redis.call('EXPIRE', key, ttl_sec)
     return 1
   end

@@ -133,11 +133,16 @@ export function corruptContract(ctx: ContractContext): void {
       const key = ctx.cache.keys.rpmUser(userId);
       const { bucketEndsAtMs } = await ctx.cache.rpmHit({ userId, userCap: 100 });
       const bucket = String(bucketEndsAtMs / 60_000 - 1);
-      for (const garbage of [{ b: 'now', c: '7' }, { b: bucket, c: 'many' }, { c: '7' }, { b: bucket, c: '-3' }] as Hash[]) {
+      const unreadable: Hash[] = [
+        { [bucket]: 'many' }, { [bucket]: '-3' }, { [bucket]: '0' }, { [bucket]: '007' }, { [bucket]: '9007199254740991' },
+        { [bucket]: '' }, { b: bucket, c: '7' }, { now: '7' },
+      ];
+      for (const garbage of unreadable) {
         await ctx.raw.write(key, garbage);
         const result = await ctx.cache.rpmHit({ userId, userCap: 100 });
         // A hit that lands in the next minute restarts at 1 as well.
         expect([result.outcome, result.userCount], JSON.stringify(garbage)).to.deep.equal(['allowed', 1]);
+        expect(Object.values((await ctx.raw.read(key))!), JSON.stringify(garbage)).to.deep.equal(['1']);
       }
     });
   });

@@ -106,11 +106,14 @@ export function rpmContract(ctx: ContractContext): void {
         const key = ctx.cache.keys.rpmUser(userId);
         const first = await ctx.cache.rpmHit({ userId, userCap: 100 });
         const bucket = first.bucketEndsAtMs / MINUTE - 1;
-        expect(await ctx.raw.read(key)).to.deep.equal({ b: String(bucket), c: '1' });
-        await ctx.raw.write(key, { b: String(bucket - 1), c: '99' });
+        // One field, named by the minute bucket, holding the count.
+        expect(await ctx.raw.read(key)).to.deep.equal({ [bucket]: '1' });
+        await ctx.raw.write(key, { [bucket - 1]: '99' });
         expect((await ctx.cache.rpmHit({ userId, userCap: 100 })).userCount).to.equal(1);
-        await ctx.raw.write(key, { b: String(bucket), c: '41' });
+        expect(await ctx.raw.read(key), 'the older bucket is gone').to.deep.equal({ [bucket]: '1' });
+        await ctx.raw.write(key, { [bucket]: '41' });
         expect((await ctx.cache.rpmHit({ userId, userCap: 100 })).userCount).to.equal(42);
+        expect(await ctx.raw.read(key)).to.deep.equal({ [bucket]: '42' });
       });
     });
 
