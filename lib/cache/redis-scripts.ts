@@ -2,8 +2,8 @@
 // touches only keys passed in KEYS (one user's hash tag, so one Cluster slot) and never trusts stored data.
 //
 // Stored layout (lib/cache/entity-codec.ts): an entity is a hash of `g` (generation), `v` (version),
-// `t` ('1' for a tombstone) and data fields; an RPM counter is a hash of `b` (minute bucket) and `c`
-// (count); a user's change stamp is a string (CHANGE_STAMP_LUA). Memory mirror:
+// `t` ('1' for a tombstone) and data fields; an RPM counter is a hash of one field, named by its minute
+// bucket, holding the count; a user's change stamp is a string (CHANGE_STAMP_LUA). Memory mirror:
 // lib/cache/memory-cache.ts implements the same branches in TypeScript (it has no stamps: it
 // answers in process, so it never needs to tell a client that its last reply is still current).
 
@@ -216,6 +216,8 @@ return g + 1
  * bucket end ms, now ms }.
  */
 const RPM_HIT_FUNCTION_LUA = `
+local RPM_MAX_COUNT = 9007199254740991
+
 local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
   local time = redis.call('TIME')
   local sec = tonumber(time[1])
@@ -229,7 +231,7 @@ local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
   -- that is not a positive safe integer, not a hash — starts over as this bucket's field at 1.
   local function hit(key)
     local count = redis.pcall('HINCRBY', key, field, 1)
-    if type(count) == 'number' and count > 1 and count <= MAX_SAFE then return count end
+    if type(count) == 'number' and count > 1 and count <= RPM_MAX_COUNT then return count end
     redis.call('DEL', key)
     redis.call('HSET', key, field, '1')
     redis.call('EXPIRE', key, ttl_sec)
@@ -250,7 +252,7 @@ local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
 end
 `;
 
-export const RPM_HIT_LUA = `${LUA_HELPERS}${RPM_HIT_FUNCTION_LUA}
+export const RPM_HIT_LUA = `${RPM_HIT_FUNCTION_LUA}
 return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
 `;
 
@@ -267,12 +269,17 @@ return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
  * something changed: nothing counted, the client checks the fresh reply and runs the RPM script on
  * its own.
  */
-export const READ_BATCH_COUNTING_LUA = `${LUA_HELPERS}${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}${RPM_HIT_FUNCTION_LUA}
+export const READ_BATCH_COUNTING_LUA = `
 local n = tonumber(ARGV[1])
-local stamp = current_stamp(KEYS[n + 1])
-if stamp ~= ARGV[2] or redis.call('EXISTS', unpack(KEYS, 1, n)) ~= n then return { 0, stamp, read_entities(n) } end
-local reply = rpm_hit(KEYS[n + 2], KEYS[n + 3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
-return { 1, reply[1], reply[2], reply[3], reply[4], reply[5] }
+-- The counting path first, defining only what it needs: every function a script defines is a
+-- closure made on every call, and this path runs on every warm request.
+if redis.pcall('GET', KEYS[n + 1]) == ARGV[2] and redis.call('EXISTS', unpack(KEYS, 1, n)) == n then
+${RPM_HIT_FUNCTION_LUA}
+  local reply = rpm_hit(KEYS[n + 2], KEYS[n + 3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+  return { 1, reply[1], reply[2], reply[3], reply[4], reply[5] }
+end
+${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}
+return { 0, current_stamp(KEYS[n + 1]), read_entities(n) }
 `;
 
 /**
