@@ -17,7 +17,7 @@
  *   tombstone's `t`) never linger next to new data.
  */
 export const LUA_HELPERS = `
-local MAX_SAFE = 9007199254740991
+local MAX_SAFE = ${Number.MAX_SAFE_INTEGER}
 
 local function int_in(text, lo, hi)
   if type(text) ~= 'string' or #text > 17 or not string.match(text, '^%-?%d+$') then return nil end
@@ -216,7 +216,7 @@ return g + 1
  * bucket end ms, now ms }.
  */
 const RPM_HIT_FUNCTION_LUA = `
-local RPM_MAX_COUNT = 9007199254740991
+local RPM_MAX_COUNT = ${Number.MAX_SAFE_INTEGER}
 
 local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
   local time = redis.call('TIME')
