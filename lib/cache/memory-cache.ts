@@ -43,6 +43,13 @@ interface Entry {
   touchedAt: number;
   /** The hash decoded as a read result, kept until the entry is replaced (hashes are never edited in place). */
   decoded?: CacheRead<unknown>;
+  /**
+   * An RPM counter's count for one bucket field, parsed from the hash once: while present it holds
+   * the count, not `hash[field]` (raw reads render it), so a hit is an increment instead of a
+   * parse, a new hash and a new string. A hash keyed by a bucket number is an object with one
+   * sparse element, which V8 stores as a slow dictionary.
+   */
+  counter?: { readonly field: string; count: number };
 }
 
 /** Test access to stored entries, exactly as Redis tests use HGETALL/HSET/PTTL. Not part of the public API. */
@@ -71,6 +78,11 @@ function positiveInteger(value: unknown, option: string): number {
 
 /** A count HINCRBY can increment past 1, as Redis parses it (no sign, no leading zero). */
 const RPM_COUNT = /^[1-9][0-9]{0,15}$/;
+
+/** A stored RPM count as a number, or 0 when absent or unreadable (the hit then restarts the bucket, as RPM_HIT_LUA does). */
+function rpmCount(text: string | undefined): number {
+  return text !== undefined && RPM_COUNT.test(text) ? Number(text) : 0;
+}
 
 /** Reads a meta field like the Lua `meta` helper: the integer, or null when absent or unreadable. */
 function meta(text: string | undefined): number | null {
@@ -175,14 +187,12 @@ export class MemoryBillingCache implements BillingCache {
     const field = String(bucket);
     const hit = (key: string): number => {
       const entry = this.#get(key, nowMs);
-      const text = entry?.hash[field];
-      const count = text !== undefined && RPM_COUNT.test(text) ? Number(text) : 0;
-      if (count >= 1 && count < Number.MAX_SAFE_INTEGER) {
+      if (entry !== undefined) {
         // Same bucket: the expiry set when the bucket began stays, as HINCRBY leaves it in Redis.
-        entry!.hash = { [field]: String(count + 1) };
-        return count + 1;
+        const counter = entry.counter ?? (entry.counter = { field, count: rpmCount(entry.hash[field]) });
+        if (counter.field === field && counter.count >= 1 && counter.count < Number.MAX_SAFE_INTEGER) return ++counter.count;
       }
-      this.#set(key, { [field]: '1' }, RPM_COUNTER_TTL_SEC * 1000);
+      this.#set(key, { [field]: '1' }, RPM_COUNTER_TTL_SEC * 1000).counter = { field, count: 1 };
       return 1;
     };
     let groupCount = 0;
@@ -256,8 +266,10 @@ export class MemoryBillingCache implements BillingCache {
     const self = this;
     return {
       read: (key) => {
-        const hash = self.#get(key)?.hash;
-        return hash === undefined ? null : { ...hash };
+        const entry = self.#get(key);
+        if (entry === undefined) return null;
+        const { counter } = entry;
+        return counter === undefined ? { ...entry.hash } : { ...entry.hash, [counter.field]: String(counter.count) };
       },
       write: (key, hash, ttlMs = RAW_DEFAULT_TTL_MS) => self.#set(key, { ...hash }, ttlMs),
       ttlMs: (key) => {
@@ -296,13 +308,15 @@ export class MemoryBillingCache implements BillingCache {
     return entry;
   }
 
-  #set(key: string, hash: RawHash, ttlMs: number): void {
+  #set(key: string, hash: RawHash, ttlMs: number): Entry {
+    const entry: Entry = { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs, touchedAt: ++this.#accesses };
     this.#entries.delete(key);
-    this.#entries.set(key, { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs, touchedAt: ++this.#accesses });
+    this.#entries.set(key, entry);
     for (const oldest of this.#entries.keys()) {
       if (this.#entries.size <= this.#maxEntries) break;
       this.#entries.delete(oldest);
     }
+    return entry;
   }
 
   /** Rewrites the entry from scratch, like the Lua `store` helper. */
