@@ -17,7 +17,9 @@ import { REDIS_URL } from '../helpers/services.js';
 import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
-export const APP_IDS = ['bare', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'rlf-redis'] as const;
+export const APP_IDS = [
+  'bare', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis',
+] as const;
 export type AppId = (typeof APP_IDS)[number];
 
 export const APP_LABELS: Readonly<Record<AppId, string>> = {
@@ -27,6 +29,7 @@ export const APP_LABELS: Readonly<Record<AppId, string>> = {
   'chain-memory-no-fields': '(b-f) (b) without RateLimit fields',
   'chain-redis': '(c) chain, Redis + PostgreSQL',
   'chain-redis-reserve': '(c+r) (c) reserving an estimate',
+  'chain-redis-no-fields': '(c-f) (c) without RateLimit fields',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
 };
 
@@ -68,7 +71,7 @@ function bare(): RunningApp {
 /** A tiny estimate, so the reservation is taken (and released when the response ends) on every request. */
 const BENCH_ESTIMATE_USD = '0.0001';
 
-async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true } = {}): Promise<RunningApp> {
+async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true }): Promise<RunningApp> {
   await seedBenchUser(core, BENCH_USER);
   // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
   const subject = benchSubject(BENCH_USER);
@@ -102,15 +105,19 @@ async function chainMemory({ metrics = false, rateLimitHeaders = true } = {}): P
   }, { rateLimitHeaders });
 }
 
-/** (c), or with `reserve` the same app holding an estimate per request (issue 9: one more round trip, plus the release). */
-async function chainRedis(settings: AppSettings, reserve = false): Promise<RunningApp> {
+/**
+ * (c); with `reserve` the same app holding an estimate per request (issue 9: one more round trip,
+ * plus the release); without `rateLimitHeaders` the same app without the RateLimit fields, which
+ * (d) does not send either.
+ */
+async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHeaders = true } = {}): Promise<RunningApp> {
   const knex = pgKnex(settings.pgSchema, 10);
   const redis = benchRedisClient(settings.autoPipelining);
   const core = createBillingCore({ store: new KnexBillingStore(knex), cache: new RedisBillingCache(redis, { prefix: settings.redisPrefix }) });
   return chainApp(core, async () => {
     await knex.destroy();
     redis.disconnect();
-  }, { reserve });
+  }, { reserve, rateLimitHeaders });
 }
 
 function rlfRedis(settings: AppSettings): RunningApp {
@@ -138,7 +145,8 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
     case 'chain-memory-metrics': return chainMemory({ metrics: true });
     case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });
     case 'chain-redis': return chainRedis(settings);
-    case 'chain-redis-reserve': return chainRedis(settings, true);
+    case 'chain-redis-reserve': return chainRedis(settings, { reserve: true });
+    case 'chain-redis-no-fields': return chainRedis(settings, { rateLimitHeaders: false });
     case 'rlf-redis': return rlfRedis(settings);
   }
 }

@@ -1,4 +1,4 @@
-// Part one: the four apps, each in its own server process, loaded in interleaved rounds (the order
+// Part one: the apps, each in its own server process, loaded in interleaved rounds (the order
 // rotates every round so no app always runs first or last) at a fixed connection count and duration.
 import type { Redis } from 'ioredis';
 import { APP_IDS, type AppId } from './apps.js';
@@ -43,6 +43,8 @@ export interface HttpResults {
     'cr/c': Ratio;
     /** The chain without the RateLimit fields vs bare Koa: what the checks alone cost. */
     'bf/a': Ratio;
+    /** The Redis chain without the RateLimit fields vs rate-limiter-flexible, which sends none. */
+    'cf/d': Ratio;
   };
 }
 
@@ -132,6 +134,7 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
         'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
         'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
         'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
+        'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
       },
     };
   } finally {
