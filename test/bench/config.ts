@@ -22,7 +22,7 @@ export interface BenchConfig {
    * default 0: ioredis's default, and what recommendedRedisOptions leaves it at; on, both apps spend more client CPU per request).
    */
   autoPipelining: boolean;
-  /** Seconds of unmeasured load per app before round 1: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
+  /** Seconds of unmeasured load before each measurement, on its fresh server: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
   warmupS: number;
   /** Seconds of the settlement run (BENCH_SETTLE_DURATION_S, default 5). */
   settleDurationS: number;

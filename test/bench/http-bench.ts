@@ -1,5 +1,5 @@
-// Part one: the apps, each in its own server process, loaded in interleaved rounds (the order
-// rotates every round so no app always runs first or last) at a fixed connection count and duration.
+// Part one: the apps, each in a fresh server process per round, loaded in interleaved rounds (the
+// order rotates every round so no app always runs first or last) at a fixed connection count and duration.
 import type { Redis } from 'ioredis';
 import { APP_IDS, type AppId } from './apps.js';
 import type { BenchConfig } from './config.js';
@@ -53,26 +53,27 @@ export interface HttpSettings {
   redisPrefix: string;
 }
 
-async function startServers(config: BenchConfig, settings: HttpSettings): Promise<Map<AppId, { child: Child; url: string }>> {
-  const servers = new Map<AppId, { child: Child; url: string }>();
-  const started: Child[] = [];
+/**
+ * Runs `measure` against a fresh server process for `id`, after `warmupS` of unmeasured load (JIT,
+ * pools, the cache). A fresh process per app per round: the same code in two processes can differ by
+ * ~15 % for the whole life of each (what the JIT happened to optimise, where the heap landed), so one
+ * process per app for the whole run would tilt every round of that app the same way.
+ */
+async function withServer<T>(id: AppId, config: BenchConfig, settings: HttpSettings, measure: (url: string, child: Child) => Promise<T>): Promise<T> {
+  const child = startChild('./server.ts', {
+    BENCH_APP: id,
+    BENCH_PG_SCHEMA: settings.pgSchema,
+    BENCH_REDIS_PREFIX: settings.redisPrefix,
+    BENCH_AUTO_PIPELINING: config.autoPipelining ? '1' : '0',
+  }, config.profile.has(id));
   try {
-    for (const id of APP_IDS) {
-      const child = startChild('./server.ts', {
-        BENCH_APP: id,
-        BENCH_PG_SCHEMA: settings.pgSchema,
-        BENCH_REDIS_PREFIX: settings.redisPrefix,
-        BENCH_AUTO_PIPELINING: config.autoPipelining ? '1' : '0',
-      }, config.profile.has(id));
-      started.push(child);
-      const { port } = await child.message<ServerReady>('ready');
-      servers.set(id, { child, url: `http://127.0.0.1:${port}/v1/chat/completions` });
-    }
-  } catch (err) {
-    await Promise.all(started.map((child) => child.stop()));
-    throw err;
+    const { port } = await child.message<ServerReady>('ready');
+    const url = `http://127.0.0.1:${port}/v1/chat/completions`;
+    assertClean(id, await runLoad(url, config.connections, config.warmupS));
+    return await measure(url, child);
+  } finally {
+    await child.stop();
   }
-  return servers;
 }
 
 function assertClean(id: AppId, result: LoadResult): void {
@@ -88,56 +89,46 @@ function ratio(perRound: number[], target: string, met: (value: number) => boole
 }
 
 export async function runHttpBench(config: BenchConfig, settings: HttpSettings, redis: Redis, log: (line: string) => void): Promise<HttpResults> {
-  const servers = await startServers(config, settings);
-  try {
-    for (const id of APP_IDS) {
-      const { url } = servers.get(id)!;
-      log(`warm-up ${id} (${config.warmupS} s)`);
-      assertClean(id, await runLoad(url, config.connections, config.warmupS));
+  const rounds: HttpResults['rounds'] = [];
+  for (let r = 0; r < config.rounds; r++) {
+    const order = APP_IDS.map((_, i) => APP_IDS[(i + r) % APP_IDS.length] as AppId);
+    const results = {} as Record<AppId, MeasuredLoad>;
+    for (const id of order) {
+      const result = await withServer(id, config, settings, (url, child) =>
+        measureCpu(child.process.pid ?? -1, redis, () => runLoad(url, config.connections, config.durationS)));
+      assertClean(id, result);
+      results[id] = result;
+      const { serverUs, redisUs, loadGeneratorUs } = result.cpu;
+      log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(result.reqPerSec)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms; CPU µs/request: server ${serverUs}, Redis ${redisUs}, autocannon ${loadGeneratorUs}`);
     }
-    const rounds: HttpResults['rounds'] = [];
-    for (let r = 0; r < config.rounds; r++) {
-      const order = APP_IDS.map((_, i) => APP_IDS[(i + r) % APP_IDS.length] as AppId);
-      const results = {} as Record<AppId, MeasuredLoad>;
-      for (const id of order) {
-        const { child, url } = servers.get(id)!;
-        const result = await measureCpu(child.process.pid ?? -1, redis, () => runLoad(url, config.connections, config.durationS));
-        assertClean(id, result);
-        results[id] = result;
-        const { serverUs, redisUs, loadGeneratorUs } = result.cpu;
-        log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(result.reqPerSec)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms; CPU µs/request: server ${serverUs}, Redis ${redisUs}, autocannon ${loadGeneratorUs}`);
-      }
-      rounds.push({ round: r + 1, order, results });
-    }
-    const apps = {} as Record<AppId, AppSummary>;
-    for (const id of APP_IDS) {
-      apps[id] = {
-        reqPerSec: Math.round(median(rounds.map((r) => r.results[id].reqPerSec))),
-        p50Ms: round(median(rounds.map((r) => r.results[id].p50Ms)), 2),
-        p99Ms: round(median(rounds.map((r) => r.results[id].p99Ms)), 2),
-        cpu: {
-          serverUs: round(median(rounds.map((r) => r.results[id].cpu.serverUs)), 1),
-          redisUs: round(median(rounds.map((r) => r.results[id].cpu.redisUs)), 1),
-          loadGeneratorUs: round(median(rounds.map((r) => r.results[id].cpu.loadGeneratorUs)), 1),
-        },
-      };
-    }
-    const per = (f: (r: Record<AppId, MeasuredLoad>) => number) => rounds.map((r) => f(r.results));
-    return {
-      rounds,
-      apps,
-      ratios: {
-        'b/a': ratio(per((r) => r['chain-memory'].reqPerSec / r.bare.reqPerSec), '>= 0.90', (v) => v >= 0.9),
-        'c/a': ratio(per((r) => r['chain-redis'].reqPerSec / r.bare.reqPerSec), '>= 0.70', (v) => v >= 0.7),
-        'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
-        'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
-        'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
-        'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
-        'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
-        'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
+    rounds.push({ round: r + 1, order, results });
+  }
+  const apps = {} as Record<AppId, AppSummary>;
+  for (const id of APP_IDS) {
+    apps[id] = {
+      reqPerSec: Math.round(median(rounds.map((r) => r.results[id].reqPerSec))),
+      p50Ms: round(median(rounds.map((r) => r.results[id].p50Ms)), 2),
+      p99Ms: round(median(rounds.map((r) => r.results[id].p99Ms)), 2),
+      cpu: {
+        serverUs: round(median(rounds.map((r) => r.results[id].cpu.serverUs)), 1),
+        redisUs: round(median(rounds.map((r) => r.results[id].cpu.redisUs)), 1),
+        loadGeneratorUs: round(median(rounds.map((r) => r.results[id].cpu.loadGeneratorUs)), 1),
       },
     };
-  } finally {
-    await Promise.all([...servers.values()].map(({ child }) => child.stop()));
   }
+  const per = (f: (r: Record<AppId, MeasuredLoad>) => number) => rounds.map((r) => f(r.results));
+  return {
+    rounds,
+    apps,
+    ratios: {
+      'b/a': ratio(per((r) => r['chain-memory'].reqPerSec / r.bare.reqPerSec), '>= 0.90', (v) => v >= 0.9),
+      'c/a': ratio(per((r) => r['chain-redis'].reqPerSec / r.bare.reqPerSec), '>= 0.70', (v) => v >= 0.7),
+      'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
+      'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
+      'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
+      'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
+      'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
+      'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
+    },
+  };
 }
