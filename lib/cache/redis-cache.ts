@@ -21,8 +21,8 @@ import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from 
 import {
   FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA,
 } from './redis-scripts.js';
-import { assertRpmRequest, rpmResult } from './rpm.js';
-import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
+import { assertRpmRequest, rpmBucket, rpmResult } from './rpm.js';
+import { CACHE_TTL_MS, entityTtlMs } from './ttl.js';
 
 export interface RedisBillingCacheOptions {
   /** Prepended to every key; no braces or whitespace, at most 64 characters. Default 'kbe:'. */
@@ -53,8 +53,8 @@ function appliedFlag(reply: unknown, script: string): boolean {
   throw new Error(`${script} script returned an unexpected reply ${JSON.stringify(reply)}`);
 }
 
-/** The RPM script's reply, in order. */
-const RPM_REPLY = ['outcome', 'group count', 'user count', 'bucket end', 'server time'] as const;
+/** The RPM script's reply: `<outcome> <group count> <user count> <server time ms>`. */
+const RPM_REPLY = /^([012]) (\d{1,16}) (\d{1,16}) (\d{1,16})$/;
 
 /**
  * Key lists whose last batched-read reply is kept decoded. A warm read whose reply text equals the
@@ -78,11 +78,6 @@ interface DecodedReply {
   stamp: string;
   result: CacheBatchResult;
   allHits: boolean;
-}
-
-function safeInteger(value: unknown, what: string): number {
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
-  throw new Error(`rpm script returned a bad ${what}: ${JSON.stringify(value)}`);
 }
 
 /** Decodes the JSON text of a batched read; per entry, anything malformed is only a miss (bad data must never fail a request). */
@@ -156,14 +151,11 @@ export class RedisBillingCache implements BillingCache {
     const rpmKeys = this.#rpmKeys(rpm);
     const reply = await this.#scripts.kbeReadBatchCounting(
       keys.length + 1 + rpmKeys.length, ...keys, stampKey, ...rpmKeys,
-      keys.length, last.stamp, rpm.userCap, rpm.group?.cap ?? 0, RPM_COUNTER_TTL_SEC,
+      keys.length, last.stamp, rpm.userCap, rpm.group?.cap ?? 0,
     );
-    if (!Array.isArray(reply) || (reply[0] !== 0 && reply[0] !== 1)) {
-      throw new Error(`counting read script returned a malformed reply ${JSON.stringify(reply)}`);
-    }
-    // 0: an entity of the user was written or has expired since `last`, nothing was counted; the fresh reply is checked as usual.
-    if (reply[0] === 0) return { batch: this.#decodeReply(batch, reply.slice(1)) };
-    return { batch: last.result, rpm: this.#rpmReply(reply.slice(1)) };
+    if (typeof reply === 'string') return { batch: last.result, rpm: this.#rpmReply(reply) };
+    // A batched read's reply: an entity of the user was written or has expired since `last`, nothing was counted; the fresh reply is checked as usual.
+    return { batch: this.#decodeReply(batch, reply) };
   }
 
   /** The refs a batch request reads, their keys, and the name of that key list in the memo; null when it reads nothing. */
@@ -226,7 +218,7 @@ export class RedisBillingCache implements BillingCache {
     this.#assertOpen();
     assertRpmRequest(request);
     const keys = this.#rpmKeys(request);
-    return this.#rpmReply(await this.#scripts.kbeRpmHit(keys.length, ...keys, request.userCap, request.group?.cap ?? 0, RPM_COUNTER_TTL_SEC));
+    return this.#rpmReply(await this.#scripts.kbeRpmHit(keys.length, ...keys, request.userCap, request.group?.cap ?? 0));
   }
 
   /** The user counter, then the user-in-group counter when a group cap applies (the RPM script's KEYS). */
@@ -237,11 +229,14 @@ export class RedisBillingCache implements BillingCache {
   }
 
   #rpmReply(reply: unknown): RpmResult {
-    if (!Array.isArray(reply) || reply.length !== RPM_REPLY.length) {
+    const match = typeof reply === 'string' ? RPM_REPLY.exec(reply) : null;
+    const numbers = match === null ? [] : match.slice(1).map(Number);
+    if (numbers.length !== 4 || !numbers.every(Number.isSafeInteger)) {
       throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
     }
-    const [outcome, groupCount, userCount, bucketEndsAtMs, nowMs] = RPM_REPLY.map((what, i) => safeInteger(reply[i], what));
-    return rpmResult(outcome!, groupCount!, userCount!, bucketEndsAtMs!, nowMs!);
+    const [outcome, groupCount, userCount, nowMs] = numbers as [number, number, number, number];
+    // The script's bucket arithmetic on its own clock: the bucket of nowMs ends where its bucket did.
+    return rpmResult(outcome, groupCount, userCount, rpmBucket(nowMs).endsAtMs, nowMs);
   }
 
   async reserve(request: ReserveRequest): Promise<ReserveResult> {

@@ -1,5 +1,6 @@
 // Every Lua script of the Redis cache, as commented constants: each runs atomically in one round trip,
 // touches only keys passed in KEYS (one user's hash tag, so one Cluster slot) and never trusts stored data.
+import { RPM_COUNTER_TTL_SEC } from './ttl.js';
 //
 // Stored layout (lib/cache/entity-codec.ts): an entity is a hash of `g` (generation), `v` (version),
 // `t` ('1' for a tombstone) and data fields; an RPM counter is a hash of one field, named by its minute
@@ -206,25 +207,25 @@ return g + 1
 /**
  * RPM (SPEC §2.5) on the server's clock, so every gateway instance shares the same minute buckets.
  * `rpm_hit(user counter, user-in-group counter or nil when no group cap applies, user cap (0 =
- * none), group cap, counter ttl seconds)`; RPM_HIT_LUA passes KEYS[1], KEYS[2] and ARGV[1..3].
+ * none), group cap)`; RPM_HIT_LUA passes KEYS[1], KEYS[2], ARGV[1] and ARGV[2].
  * Order and side effects are the contract: the group counter first, and a request over the group
  * cap returns before touching the user counter; a request over the user cap has already counted
  * in the group. A counter is a hash with one field, named by its minute bucket, holding the count: a
  * hit within the bucket is one HINCRBY. A counter from an older bucket (the increment creates the
- * field at 1) or unreadable restarts as that one field, living ttl seconds from then.
- * Returns { outcome (0 allowed, 1 group exceeded, 2 user exceeded), group count, user count,
- * bucket end ms, now ms }.
+ * field at 1) or unreadable restarts as that one field, living RPM_COUNTER_TTL_SEC from then.
+ * Returns `<outcome> <group count> <user count> <now ms>` (outcome 0 allowed, 1 group exceeded,
+ * 2 user exceeded): one string, because ioredis decodes a reply element by element and this runs
+ * on every request; the client derives the bucket's end from the time (lib/cache/rpm.ts).
  */
 const RPM_HIT_FUNCTION_LUA = `
 local RPM_MAX_COUNT = ${Number.MAX_SAFE_INTEGER}
+local RPM_TTL_SEC = ${RPM_COUNTER_TTL_SEC}
 
-local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
+local function rpm_hit(user_key, group_key, user_cap, group_cap)
   local time = redis.call('TIME')
   local sec = tonumber(time[1])
   local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
-  local bucket = math.floor(sec / 60)
-  local bucket_end_ms = (bucket + 1) * 60000
-  local field = string.format('%d', bucket)
+  local field = string.format('%d', math.floor(sec / 60))
 
   -- Within the bucket a hit is one HINCRBY: the counter's TTL was set when its bucket began, so it
   -- already outlives the bucket. Anything else — the field just created (a new bucket), a count
@@ -234,26 +235,25 @@ local function rpm_hit(user_key, group_key, user_cap, group_cap, ttl_sec)
     if type(count) == 'number' and count > 1 and count <= RPM_MAX_COUNT then return count end
     redis.call('DEL', key)
     redis.call('HSET', key, field, '1')
-    redis.call('EXPIRE', key, ttl_sec)
+    redis.call('EXPIRE', key, RPM_TTL_SEC)
     return 1
   end
 
-  local group_count = 0
+  local outcome, group_count, user_count = 0, 0, 0
   if group_key then
     group_count = hit(group_key)
-    if group_count > group_cap then return { 1, group_count, 0, bucket_end_ms, now_ms } end
+    if group_count > group_cap then outcome = 1 end
   end
-  local user_count = 0
-  if user_cap > 0 then
+  if outcome == 0 and user_cap > 0 then
     user_count = hit(user_key)
-    if user_count > user_cap then return { 2, group_count, user_count, bucket_end_ms, now_ms } end
+    if user_count > user_cap then outcome = 2 end
   end
-  return { 0, group_count, user_count, bucket_end_ms, now_ms }
+  return string.format('%d %d %d %d', outcome, group_count, user_count, now_ms)
 end
 `;
 
 export const RPM_HIT_LUA = `${RPM_HIT_FUNCTION_LUA}
-return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
 `;
 
 /**
@@ -265,9 +265,9 @@ return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
  * is unchanged (no entity of the user was written since) and every entity key still exists (none
  * expired or was evicted since): the checks were decided on the data stored now, and refused
  * requests still never count (SPEC §1.8) — without reading the entities at all.
- * Returns { 1, <RPM script reply…> } when counted, or { 0, stamp, JSON text } as READ_BATCH_LUA when
- * something changed: nothing counted, the client checks the fresh reply and runs the RPM script on
- * its own.
+ * Returns the RPM script's reply (a string) when counted, or { stamp, JSON text } as READ_BATCH_LUA
+ * when something changed: nothing counted, the client checks the fresh reply and runs the RPM
+ * script on its own.
  */
 export const READ_BATCH_COUNTING_LUA = `
 local n = tonumber(ARGV[1])
@@ -275,11 +275,10 @@ local n = tonumber(ARGV[1])
 -- closure made on every call, and this path runs on every warm request.
 if redis.pcall('GET', KEYS[n + 1]) == ARGV[2] and redis.call('EXISTS', unpack(KEYS, 1, n)) == n then
 ${RPM_HIT_FUNCTION_LUA}
-  local reply = rpm_hit(KEYS[n + 2], KEYS[n + 3], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
-  return { 1, reply[1], reply[2], reply[3], reply[4], reply[5] }
+  return rpm_hit(KEYS[n + 2], KEYS[n + 3], tonumber(ARGV[3]), tonumber(ARGV[4]))
 end
 ${CHANGE_STAMP_LUA}${READ_ENTITIES_LUA}
-return { 0, current_stamp(KEYS[n + 1]), read_entities(n) }
+return { current_stamp(KEYS[n + 1]), read_entities(n) }
 `;
 
 /**
