@@ -7,23 +7,27 @@ export class BackgroundTasks {
 
   constructor(private readonly timeoutMs: number, private readonly warnings: ThrottledLog) {}
 
-  /** Starts `task` unless one with the same key is still running. Errors and timeouts are only logged. */
-  run(key: string, task: (signal: AbortSignal) => Promise<unknown>): void {
+  /**
+   * Starts `task` unless one with the same key is still running. Errors and timeouts are only
+   * logged; a task that outlives the timeout is no longer waited for (close() stops waiting), though
+   * it may still finish. One unref'd timer per task, cleared when it settles: no AbortSignal,
+   * whose timeout would fire (and build an error) for every task, long after most have finished.
+   */
+  run(key: string, task: () => Promise<unknown>): void {
     if (this.#running.has(key)) return;
-    const signal = AbortSignal.timeout(this.timeoutMs);
     const done = new Promise<void>((resolve) => {
-      const onAbort = () => {
-        this.warnings.warn('background_timeout', { task: key.split(':')[0] }, 'billing background task timed out');
+      const timer = setTimeout(() => {
+        this.warnings.warn('background_timeout', { task: taskName(key) }, 'billing background task timed out');
         resolve();
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      task(signal).then(
+      }, this.timeoutMs);
+      timer.unref();
+      task().then(
         () => resolve(),
         (err: unknown) => {
-          this.warnings.warn('background_failed', { task: key.split(':')[0], err: errorText(err) }, 'billing background task failed');
+          this.warnings.warn('background_failed', { task: taskName(key), err: errorText(err) }, 'billing background task failed');
           resolve();
         },
-      ).finally(() => signal.removeEventListener('abort', onAbort));
+      ).finally(() => clearTimeout(timer));
     }).finally(() => this.#running.delete(key));
     this.#running.set(key, done);
   }
@@ -36,6 +40,12 @@ export class BackgroundTasks {
   async idle(): Promise<void> {
     while (this.#running.size > 0) await Promise.all(this.#running.values());
   }
+}
+
+/** The kind of a task, from its key (`kind:ids…`): logged instead of the ids. */
+function taskName(key: string): string {
+  const colon = key.indexOf(':');
+  return colon < 0 ? key : key.slice(0, colon);
 }
 
 /** A short description of an error for logs (never sent to clients). */
