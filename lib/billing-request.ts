@@ -16,6 +16,17 @@ import type {
   PlatformQuotaEntity, RpmOverride, RpmRequest, RpmResult, TimeContext,
 } from './types.js';
 
+/**
+ * Resolves after one turn of the event loop. A cache write that has just landed (a fill, an
+ * invalidation) can still be followed by requests whose cache read was answered before it: their
+ * replies arrived in the same or an earlier network read, and their checks run in the microtasks
+ * that follow. Work that guards against duplicates (a load's single-flight key, a background task's
+ * key) stays taken until those have run.
+ */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
 const denials = new WeakSet<BillingError>();
 
@@ -474,8 +485,8 @@ export class BillingRequest {
    * One store load shared by every concurrent request for the entity (single-flight, detached from
    * any caller). Its leader fills the cache with what it read — only when this request's cache read
    * itself succeeded, with that read's generation, so an invalidation since then refuses the fill —
-   * and holds the load's key until the fill has landed, so a request that misses meanwhile joins
-   * this load rather than reading the store again.
+   * and holds the load's key until the fill has landed and a turn of the event loop has passed, so a
+   * request that misses meanwhile joins this load rather than reading the store again.
    */
   #loadAndFill<K extends CacheEntityKind, T>(
     ref: CacheEntityRef & { kind: K },
@@ -487,7 +498,7 @@ export class BillingRequest {
     return this.core.loads.do(refKey(ref), async (_signal, hold) => {
       const loaded = await load();
       const value = toCached(loaded);
-      if (value !== null && read && !read.hit) hold(this.core.cacheSync.fill(ref, value, read.generation));
+      if (value !== null && read && !read.hit) hold(this.core.cacheSync.fill(ref, value, read.generation).then(nextTurn));
       return loaded;
     }, signal) as Promise<T>;
   }
@@ -498,6 +509,8 @@ export class BillingRequest {
     this.core.background.run(`resetKeyWindows:${userId}:${apiKeyId}`, async () => {
       await store.resetExpiredApiKeyWindows(userId, apiKeyId, time);
       await cacheSync.invalidate({ kind: 'apiKeyWindows', userId, apiKeyId });
+      // The key stays taken while requests that read the windows before the invalidation landed reach this check.
+      await nextTurn();
     });
   }
 

@@ -11,12 +11,31 @@ export interface Instrumented<T> {
   failWith(error: Error | null, methods?: string[] | '*'): void;
   /** While set, calls of these methods wait on this promise before running. */
   holdUntil(gate: Promise<unknown> | null, methods?: string[]): void;
+  /** While set, calls of these methods run at once, but hand back their result (or error) only once this promise settles. */
+  deliverAfter(gate: Promise<unknown> | null, methods?: string[]): void;
+  /** Settles once the next call of `method` has returned (or thrown). */
+  settled(method: string): Promise<void>;
 }
 
 export function instrument<T extends object>(real: T): Instrumented<T> {
   const calls = new Map<string, number>();
   let failure: { error: Error; methods: string[] | '*' } | null = null;
   let hold: { gate: Promise<unknown>; methods: string[] } | null = null;
+  let delivery: { gate: Promise<unknown>; methods: string[] } | null = null;
+  const watchers = new Map<string, (() => void)[]>();
+  /** Runs `call`, then tells the watchers of `method`, then waits for the delivery gate if one applies. */
+  const observe = async <R>(method: string, call: () => Promise<R>): Promise<R> => {
+    const gate = delivery && delivery.methods.includes(method) ? delivery.gate : null;
+    const outcome = call();
+    const notify = () => {
+      const waiting = watchers.get(method) ?? [];
+      watchers.delete(method);
+      for (const resolve of waiting) resolve();
+    };
+    outcome.then(notify, notify);
+    if (gate) await Promise.allSettled([outcome, gate]);
+    return outcome;
+  };
   const fails = (method: string) => failure !== null && (failure.methods === '*' || failure.methods.includes(method));
   const target = new Proxy(real, {
     get(obj, prop, receiver) {
@@ -31,7 +50,7 @@ export function instrument<T extends object>(real: T): Instrumented<T> {
           calls.set('readBatch', (calls.get('readBatch') ?? 0) + 1);
           if (hold && hold.methods.includes('readBatch')) await hold.gate;
           if (fails('readBatch')) throw failure!.error;
-          const result = await (value as (...a: unknown[]) => Promise<{ rpm?: unknown }>).apply(obj, [request, fails('rpmHit') ? () => null : countIf]);
+          const result = await observe('readBatch', () => (value as (...a: unknown[]) => Promise<{ rpm?: unknown }>).apply(obj, [request, fails('rpmHit') ? () => null : countIf]));
           if (result.rpm !== undefined) calls.set('rpmHit', (calls.get('rpmHit') ?? 0) + 1);
           return result;
         };
@@ -40,7 +59,7 @@ export function instrument<T extends object>(real: T): Instrumented<T> {
         calls.set(prop, (calls.get(prop) ?? 0) + 1);
         if (hold && hold.methods.includes(prop)) await hold.gate;
         if (fails(prop)) throw failure!.error;
-        return (value as (...a: unknown[]) => unknown).apply(obj, args);
+        return observe(prop, async () => (value as (...a: unknown[]) => unknown).apply(obj, args));
       };
     },
   });
@@ -55,6 +74,12 @@ export function instrument<T extends object>(real: T): Instrumented<T> {
     },
     holdUntil(gate, methods = []) {
       hold = gate ? { gate, methods } : null;
+    },
+    deliverAfter(gate, methods = []) {
+      delivery = gate ? { gate, methods } : null;
+    },
+    settled(method) {
+      return new Promise<void>((resolve) => watchers.set(method, [...(watchers.get(method) ?? []), resolve]));
     },
   };
 }

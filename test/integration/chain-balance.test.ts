@@ -100,6 +100,32 @@ describeChain('balanceCheck', (env) => {
     expect(store.count('getBalance'), 'the landed fill serves the next one').to.equal(1);
   });
 
+  it('a request whose miss is answered in the same turn the fill lands, however late, joins the load: one store read', async () => {
+    const { core, store, cache, realStore } = env();
+    const userId = env().userId();
+    await realStore.setBalance(userId, 300_000_000n);
+    await core.invalidateBalance(userId);
+    let landFill!: () => void;
+    cache.holdUntil(new Promise<void>((resolve) => (landFill = resolve)), ['fill']);
+    const fillLanded = cache.settled('fill');
+    store.reset();
+    cache.reset();
+    const app = env().app({ subject: balanceSubject(userId) });
+    await request(app.callback()).post('/').expect(200);
+    // The next request reads now — a miss, the fill is held — and gets its answer 50 microtasks after the
+    // fill lands: as a reply read from Redis in the same network read as the fill's, behind it.
+    cache.deliverAfter(fillLanded.then(async () => {
+      for (let i = 0; i < 50; i++) await null;
+    }), ['readBatch']);
+    const second = request(app.callback()).post('/').then((res) => res.status);
+    while (cache.count('readBatch') < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+    landFill();
+    cache.holdUntil(null);
+    expect(await second).to.equal(200);
+    cache.deliverAfter(null);
+    expect(store.count('getBalance'), 'the second request joined the first one\'s load').to.equal(1);
+  });
+
   it('a balance write gives up a held load: the next request reads the new balance', async () => {
     const { core, cache, realStore } = env();
     const userId = env().userId();

@@ -196,6 +196,32 @@ describeChain('apiKeyWindows', (env) => {
     expect((await realStore.getApiKeyWindows(userId, KEY)).start5hMs).to.equal(null);
   });
 
+  it('a request whose windows are answered in the same turn the reset\'s invalidation lands, however late, starts no second reset', async () => {
+    const { core, store, cache, clock } = env();
+    const { subject, app } = await keyUser({ rateLimit5h: '1' });
+    await spend(core, subject, '1');
+    clock.set(T0 + 6 * HOUR);
+    let landInvalidation!: () => void;
+    cache.holdUntil(new Promise<void>((resolve) => (landInvalidation = resolve)), ['invalidate']);
+    const invalidated = cache.settled('invalidate');
+    store.reset();
+    await request(app.callback()).post('/').expect(200);
+    // The next request reads the expired window now and gets its answer 50 microtasks after the
+    // reset's invalidation lands: as a reply read from Redis in the same network read, behind it.
+    cache.deliverAfter(invalidated.then(async () => {
+      for (let i = 0; i < 50; i++) await null;
+    }), ['readBatch']);
+    const readsBefore = cache.count('readBatch');
+    const second = request(app.callback()).post('/').then((res) => res.status);
+    while (cache.count('readBatch') === readsBefore) await new Promise((resolve) => setTimeout(resolve, 1));
+    landInvalidation();
+    cache.holdUntil(null);
+    expect(await second).to.equal(200);
+    cache.deliverAfter(null);
+    await core.close();
+    expect(store.count('resetExpiredApiKeyWindows')).to.equal(1);
+  });
+
   it('a cache error reads the store; a store error on a miss fails open (200, outcome failed_open) even over the limit', async () => {
     const { core, store, cache } = env();
     const { userId, subject, app } = await keyUser({ rateLimit1d: '1' });
