@@ -2,6 +2,7 @@
 // store loads through single-flight on a miss, and a record of what each check decided.
 import { randomUUID } from 'node:crypto';
 import { errorText } from './background-tasks.js';
+import { nextTurn } from './next-turn.js';
 import { refKey } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import {
@@ -15,17 +16,6 @@ import type {
   ApiKeyWindowsEntity, BillingCache, CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead,
   PlatformQuotaEntity, RpmOverride, RpmRequest, RpmResult, TimeContext,
 } from './types.js';
-
-/**
- * Resolves after one turn of the event loop. A cache write that has just landed (a fill, an
- * invalidation) can still be followed by requests whose cache read was answered before it: their
- * replies arrived in the same or an earlier network read, and their checks run in the microtasks
- * that follow. Work that guards against duplicates (a load's single-flight key, a background task's
- * key) stays taken until those have run.
- */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
 const denials = new WeakSet<BillingError>();
