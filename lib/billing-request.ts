@@ -2,7 +2,6 @@
 // store loads through single-flight on a miss, and a record of what each check decided.
 import { randomUUID } from 'node:crypto';
 import { errorText } from './background-tasks.js';
-import { nextTurn } from './next-turn.js';
 import { refKey } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import {
@@ -10,6 +9,7 @@ import {
   platformQuotaSentinel, toCheckRecord, type CheckEvaluation, type CheckName, type CheckRecord, type WindowEvaluation,
 } from './decisions.js';
 import { BillingError } from './errors.js';
+import { nextTurn } from './next-turn.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
 import type {

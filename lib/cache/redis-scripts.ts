@@ -1,12 +1,12 @@
 // Every Lua script of the Redis cache, as commented constants: each runs atomically in one round trip,
 // touches only keys passed in KEYS (one user's hash tag, so one Cluster slot) and never trusts stored data.
-import { RPM_COUNTER_TTL_SEC } from './ttl.js';
 //
 // Stored layout (lib/cache/entity-codec.ts): an entity is a hash of `g` (generation), `v` (version),
 // `t` ('1' for a tombstone) and data fields; an RPM counter is a hash of one field, named by its minute
 // bucket, holding the count; a user's change stamp is a string (CHANGE_STAMP_LUA). Memory mirror:
 // lib/cache/memory-cache.ts implements the same branches in TypeScript (it has no stamps: it
 // answers in process, so it never needs to tell a client that its last reply is still current).
+import { RPM_COUNTER_TTL_SEC } from './ttl.js';
 
 /**
  * Shared helpers, prepended to the scripts that need them (exported for the Lua/TypeScript parity test).

@@ -77,7 +77,8 @@ describeChain('balanceCheck', (env) => {
     expect(store.count('getBalance')).to.equal(0);
   });
 
-  it('a request that misses while the fill is still on its way joins the finished load: one store read', async () => {
+  /** A user whose balance is in the store only, the cache's fills held until landFill(), the call counts reset. */
+  async function missWithHeldFill() {
     const { core, store, cache, realStore } = env();
     const userId = env().userId();
     await realStore.setBalance(userId, 300_000_000n);
@@ -86,7 +87,11 @@ describeChain('balanceCheck', (env) => {
     cache.holdUntil(new Promise<void>((resolve) => (landFill = resolve)), ['fill']);
     store.reset();
     cache.reset();
-    const app = env().app({ subject: balanceSubject(userId) });
+    return { userId, store, cache, landFill, app: env().app({ subject: balanceSubject(userId) }) };
+  }
+
+  it('a request that misses while the fill is still on its way joins the finished load: one store read', async () => {
+    const { userId, store, cache, landFill, app } = await missWithHeldFill();
     for (let i = 0; i < 4; i++) await request(app.callback()).post('/').expect(200);
     expect(cache.count('readBatch'), 'every request missed the cache').to.equal(4);
     expect(store.count('getBalance'), 'and one load served them all').to.equal(1);
@@ -101,16 +106,8 @@ describeChain('balanceCheck', (env) => {
   });
 
   it('a request whose miss is answered in the same turn the fill lands, however late, joins the load: one store read', async () => {
-    const { core, store, cache, realStore } = env();
-    const userId = env().userId();
-    await realStore.setBalance(userId, 300_000_000n);
-    await core.invalidateBalance(userId);
-    let landFill!: () => void;
-    cache.holdUntil(new Promise<void>((resolve) => (landFill = resolve)), ['fill']);
+    const { store, cache, landFill, app } = await missWithHeldFill();
     const fillLanded = cache.settled('fill');
-    store.reset();
-    cache.reset();
-    const app = env().app({ subject: balanceSubject(userId) });
     await request(app.callback()).post('/').expect(200);
     // The next request reads now — a miss, the fill is held — and gets its answer 50 microtasks after the
     // fill lands: as a reply read from Redis in the same network read as the fill's, behind it.
