@@ -24,16 +24,10 @@ export class AbortError extends Error {
  */
 export type LoadHold = (work: Promise<unknown>) => void;
 
-interface Flight<V> {
-  readonly value: Promise<V>;
-  /** Settles when the key is given up: the load settled and every held work settled, or timeout. */
-  readonly released: Promise<void>;
-}
-
 export class SingleFlight<K, V> {
   readonly timeoutMs: number;
-  readonly #flights = new Map<K, Flight<V>>();
-  /** Flights not yet released, forgotten ones included: close() waits for them all. */
+  readonly #flights = new Map<K, Promise<V>>();
+  /** Per flight not yet released (forgotten ones included), settling when it is: close() waits for them all. */
   readonly #unreleased = new Set<Promise<void>>();
 
   constructor(options: SingleFlightOptions = {}) {
@@ -52,7 +46,7 @@ export class SingleFlight<K, V> {
    */
   do(key: K, load: (signal: AbortSignal, hold: LoadHold) => Promise<V>, signal?: AbortSignal): Promise<V> {
     if (signal?.aborted) return Promise.reject(new AbortError('The wait was aborted', { cause: signal.reason }));
-    const flight = (this.#flights.get(key) ?? this.#start(key, load)).value;
+    const flight = this.#flights.get(key) ?? this.#start(key, load);
     return signal ? abandonable(flight, signal) : flight;
   }
 
@@ -76,13 +70,13 @@ export class SingleFlight<K, V> {
     while (this.#unreleased.size > 0) await Promise.all(this.#unreleased);
   }
 
-  #start(key: K, load: (signal: AbortSignal, hold: LoadHold) => Promise<V>): Flight<V> {
+  #start(key: K, load: (signal: AbortSignal, hold: LoadHold) => Promise<V>): Promise<V> {
     const controller = new AbortController();
     const held: Promise<unknown>[] = [];
     let timer: NodeJS.Timeout | undefined;
     let resolveReleased!: () => void;
     const released = new Promise<void>((resolve) => (resolveReleased = resolve));
-    // Synchronous, and registered on the value before any waiter: a caller that saw the value and
+    // Synchronous, and registered on the flight before any waiter: a caller that saw its value and
     // calls again starts a new load (unless something was held).
     const release = (): void => {
       clearTimeout(timer);
@@ -106,14 +100,13 @@ export class SingleFlight<K, V> {
     } catch (err) {
       loaded = Promise.reject(err);
     }
-    const value = Promise.race([loaded, timeout]);
+    const flight = Promise.race([loaded, timeout]);
     const settled = (): void => {
       if (held.length === 0) release();
       else void Promise.allSettled(held).then(release);
     };
     // Also handles the failure: every waiter may have abandoned its wait, it is never unhandled.
-    value.then(settled, settled);
-    const flight: Flight<V> = { value, released };
+    flight.then(settled, settled);
     this.#flights.set(key, flight);
     this.#unreleased.add(released);
     return flight;
