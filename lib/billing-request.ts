@@ -154,6 +154,9 @@ export class BillingRequest {
       throw err;
     }
     if (pending === undefined) return this.#endStep(check, startedAt);
+    // Untimed, the check's own promise is enough: no extra promise and microtasks per awaited check.
+    // #shadow then stays as it is until the next check starts, which sets it again.
+    if (!this.#timed) return pending;
     return pending.finally(() => this.#endStep(check, startedAt));
   }
 

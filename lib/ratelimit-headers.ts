@@ -109,6 +109,8 @@ export function buildRateLimitHeaders(
   // The policies sent, as (definition, quota) pairs; the Policy field is built from them only when they differ from the last call's.
   const defs: PolicyDef[] = [];
   const quotas: number[] = [];
+  // Whether every member so far equals the last call's: then `limits` is that call's text up to here, not concatenated anew.
+  let sameSoFar = true;
   for (const record of records) {
     const windows = record.windows;
     if (windows === undefined || windows.length === 0) continue;
@@ -121,21 +123,43 @@ export function buildRateLimitHeaders(
       const amounts = amountsOf(def, report.limit, report.usage);
       if (amounts.part === null) continue;
       seen |= def.bit;
+      const index = defs.length;
       defs.push(def);
       quotas.push(amounts.quota);
-      if (limits !== '') limits += ', ';
-      limits += amounts.part;
-      // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed.
+      // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed (NO_RESET).
+      let t = NO_RESET;
       if (report.resetsAtMs !== null && Number.isFinite(report.resetsAtMs)) {
-        let t = Math.ceil((report.resetsAtMs - nowMs) / SECOND_MS);
+        t = Math.ceil((report.resetsAtMs - nowMs) / SECOND_MS);
         if (t < 0) t = 0;
         else if (def.maxResetSec !== 0 && t > def.maxResetSec) t = def.maxResetSec;
-        limits += `;t=${t}`;
       }
+      const last = lastLimits;
+      if (sameSoFar && index < last.count && last.parts[index] === amounts.part && last.resets[index] === t) {
+        limits = last.prefixes[index]!;
+        continue;
+      }
+      sameSoFar = false;
+      if (limits !== '') limits += ', ';
+      limits += amounts.part;
+      if (t !== NO_RESET) limits += `;t=${t}`;
+      last.parts[index] = amounts.part;
+      last.resets[index] = t;
+      last.prefixes[index] = limits;
     }
   }
+  lastLimits.count = defs.length;
   return defs.length === 0 ? null : { 'RateLimit-Policy': policyField(defs, quotas), RateLimit: limits };
 }
+
+/** `t` of a member without a reset time. */
+const NO_RESET = -1;
+
+/**
+ * The last RateLimit value built, member by member: its `"name";r=…` parts, `t` values, and the
+ * text up to and including each member. Spend windows report the same remaining amount and `t`
+ * for a second at a time, and the RPM members come last, so most calls rebuild only those.
+ */
+const lastLimits: { count: number; parts: string[]; resets: number[]; prefixes: string[] } = { count: 0, parts: [], resets: [], prefixes: [] };
 
 /** `q` and `"name";r=<remaining>` of one window (part null: left out), reusing the last result when the amounts are the same. */
 function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | number): PolicyDef['last'] {

@@ -270,6 +270,33 @@ describe('buildRateLimitHeaders', () => {
     expect(remaining(rpmRecord('allowed', [['user', 5, 2]], NOW))).to.equal('"rpm-user";r=3;t=0');
   });
 
+  it('reuses the last value up to the first member that differs, and never a stale member after it', () => {
+    const key = (usage1d: bigint, resetsAtMs: number | null): CheckEvaluation => ({
+      check: 'apiKeyWindows', outcome: 'allowed', source: 'cache',
+      windows: [
+        { window: '5h', usd: true, limit: 500n, usage: 100n, resetsAtMs: NOW + 9_000 },
+        { window: '1d', usd: true, limit: 500n, usage: usage1d, resetsAtMs },
+      ],
+    });
+    const limits = (records: CheckEvaluation[], nowMs = NOW) => buildRateLimitHeaders(records, nowMs)?.RateLimit;
+    const rpm = (count: number) => rpmRecord('allowed', [['user', 9, count]], NOW + 5_000);
+    expect(limits([key(200n, NOW + 2_000), rpm(1)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2, "rpm-user";r=8;t=5');
+    // Last member changes (the warm path: RPM counts on every request).
+    expect(limits([key(200n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2, "rpm-user";r=7;t=5');
+    // A middle member's amount, then its t, then t left out; the members after it are rebuilt each time.
+    expect(limits([key(300n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=2, "rpm-user";r=7;t=5');
+    expect(limits([key(300n, NOW + 3_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=3, "rpm-user";r=7;t=5');
+    expect(limits([key(300n, null), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2, "rpm-user";r=7;t=5');
+    // The first member's t moves with the clock: nothing after it is taken from the last value.
+    expect(limits([key(300n, null), rpm(2)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2, "rpm-user";r=7;t=6');
+    // Fewer members, then more again.
+    expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2');
+    expect(limits([key(300n, null), rpm(3)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2, "rpm-user";r=6;t=6');
+    // Another policy in a position a different one held before.
+    expect(limits([rpm(3)], NOW - 1_000)).to.equal('"rpm-user";r=6;t=6');
+    expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2');
+  });
+
   it('refuses a nowMs that is not a time', () => {
     expect(() => buildRateLimitHeaders([], Number.NaN)).to.throw(TypeError, /nowMs/);
   });
