@@ -21,7 +21,7 @@ import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from 
 import {
   FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA,
 } from './redis-scripts.js';
-import { assertRpmRequest, rpmBucket, rpmResult } from './rpm.js';
+import { assertRpmRequest, parseRpmReply, rpmBucket, rpmResult } from './rpm.js';
 import { CACHE_TTL_MS, entityTtlMs } from './ttl.js';
 
 export interface RedisBillingCacheOptions {
@@ -53,27 +53,26 @@ function appliedFlag(reply: unknown, script: string): boolean {
   throw new Error(`${script} script returned an unexpected reply ${JSON.stringify(reply)}`);
 }
 
-/** The RPM script's reply: `<outcome> <group count> <user count> <server time ms>`. */
-const RPM_REPLY = /^([012]) (\d{1,16}) (\d{1,16}) (\d{1,16})$/;
-
 /**
- * Key lists whose last batched-read reply is kept decoded. A warm read whose reply text equals the
- * previous one for the same keys (nothing was written in between) reuses that decoding instead of
- * parsing JSON and every field again; a write changes the text, and the next read decodes afresh.
- * Bounded: about 1 KB per entry.
+ * Users whose last batched-read replies are kept decoded, and key lists kept per user (one per API
+ * key and platform the user's requests read; the least recently used go first). A warm read whose
+ * reply text equals the previous one for the same keys (nothing was written in between) reuses
+ * that decoding instead of parsing JSON and every field again; a write changes the text, and the
+ * next read decodes afresh. Bounded: about 1 KB per key list.
  */
-const DECODED_REPLIES_MAX = 1024;
+const DECODED_USERS_MAX = 1024;
+const DECODED_LISTS_PER_USER = 4;
 
-/** One batched read's refs, their keys in order, the user's change stamp key, and the memo's name for that key list. */
+/** One batched read's refs, their keys in order, and the user's change stamp key. */
 interface BatchKeys {
   refs: [BatchSlot, CacheEntityRef][];
   keys: string[];
   stampKey: string;
-  memoKey: string;
 }
 
-/** A decoded batched-read reply: its text, the user's change stamp read with it, and whether every entity was a hit. */
+/** A decoded batched-read reply: its keys and text, the user's change stamp read with it, and whether every entity was a hit. */
 interface DecodedReply {
+  keys: string[];
   text: string;
   stamp: string;
   result: CacheBatchResult;
@@ -87,7 +86,18 @@ function decodeBatchText(refs: [BatchSlot, CacheEntityRef][], keys: string[], te
     throw new Error(`read script returned ${Array.isArray(entries) ? `${entries.length} entries for ${keys.length} keys` : 'a non-array reply'}`);
   }
   const result = freezeBatchResult(batchResult(refs, entries.map(hashFromFlatReply)));
-  return { text, stamp, result, allHits: Object.values(result).every((read) => read?.hit === true) };
+  return { keys, text, stamp, result, allHits: Object.values(result).every((read) => read?.hit === true) };
+}
+
+/**
+ * Whether two key lists are the same. Key names are built once per user and id (CacheKeys), so
+ * equal names are usually the same string and compare at once, where looking up a joined name
+ * would hash a new string of every key on every request.
+ */
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export class RedisBillingCache implements BillingCache {
@@ -96,8 +106,8 @@ export class RedisBillingCache implements BillingCache {
   readonly #keys: CacheKeys;
   readonly #random: () => number;
   readonly #quitOnClose: boolean;
-  /** Last reply per key list, decoded (see DECODED_REPLIES_MAX); results are frozen, so sharing them is safe. */
-  readonly #decodedReplies = new Map<string, DecodedReply>();
+  /** Last replies per user (keyed by the change-stamp key) and key list, decoded (see DECODED_USERS_MAX); results are frozen, so sharing them is safe. */
+  readonly #decodedReplies = new Map<string, DecodedReply[]>();
   #closed = false;
 
   constructor(client: Redis | Cluster, options: RedisBillingCacheOptions = {}) {
@@ -142,7 +152,7 @@ export class RedisBillingCache implements BillingCache {
     this.#assertOpen();
     const batch = this.#batchKeys(request);
     if (batch === null) return { batch: {} };
-    const last = this.#decodedReplies.get(batch.memoKey);
+    const last = this.#lastReply(batch);
     // Only a reply of hits can be confirmed by the script (unchanged stamp, every key still there).
     const rpm = last === undefined || !last.allHits ? null : countIf(last.result);
     if (last === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
@@ -158,13 +168,12 @@ export class RedisBillingCache implements BillingCache {
     return { batch: this.#decodeReply(batch, reply) };
   }
 
-  /** The refs a batch request reads, their keys, and the name of that key list in the memo; null when it reads nothing. */
+  /** The refs a batch request reads and their keys; null when it reads nothing. */
   #batchKeys(request: CacheBatchRequest): BatchKeys | null {
     const refs = batchRefs(request);
     if (refs.length === 0) return null;
     const keys = refs.map(([, ref]) => this.#keys.entity(ref));
-    // Keys never contain spaces (prefix and ids are validated), so this names the key list exactly.
-    return { refs, keys, stampKey: this.#keys.changeStamp(request.userId), memoKey: keys.join(' ') };
+    return { refs, keys, stampKey: this.#keys.changeStamp(request.userId) };
   }
 
   async #plainRead(batch: BatchKeys): Promise<CacheBatchResult> {
@@ -172,21 +181,30 @@ export class RedisBillingCache implements BillingCache {
   }
 
   /** A batched-read reply ({ stamp, JSON text }) as a result: the kept decoding when the text is unchanged, else decoded; kept with the stamp. */
-  #decodeReply({ refs, keys, memoKey }: BatchKeys, reply: unknown): CacheBatchResult {
+  #decodeReply(batch: BatchKeys, reply: unknown): CacheBatchResult {
     const [stamp, text] = Array.isArray(reply) ? reply as unknown[] : [];
     if (typeof stamp !== 'string' || typeof text !== 'string') throw new Error('read script returned a malformed reply');
-    const memo = this.#decodedReplies.get(memoKey);
-    const decoded = memo !== undefined && memo.text === text ? { ...memo, stamp } : decodeBatchText(refs, keys, text, stamp);
-    this.#rememberReply(memoKey, decoded);
+    const memo = this.#lastReply(batch);
+    const decoded = memo !== undefined && memo.text === text ? { ...memo, stamp } : decodeBatchText(batch.refs, batch.keys, text, stamp);
+    this.#rememberReply(batch.stampKey, decoded);
     return decoded.result;
   }
 
-  #rememberReply(memoKey: string, reply: DecodedReply): void {
+  #lastReply({ stampKey, keys }: BatchKeys): DecodedReply | undefined {
+    const lists = this.#decodedReplies.get(stampKey);
+    if (lists !== undefined) for (const reply of lists) if (sameKeys(reply.keys, keys)) return reply;
+    return undefined;
+  }
+
+  #rememberReply(stampKey: string, reply: DecodedReply): void {
     const replies = this.#decodedReplies;
-    replies.delete(memoKey);
-    replies.set(memoKey, reply);
-    // Oldest first: Map keeps insertion order, and a re-read key list was just moved to the end.
-    if (replies.size > DECODED_REPLIES_MAX) replies.delete(replies.keys().next().value as string);
+    const lists = (replies.get(stampKey) ?? []).filter((kept) => !sameKeys(kept.keys, reply.keys));
+    lists.push(reply);
+    if (lists.length > DECODED_LISTS_PER_USER) lists.shift();
+    // Oldest first: Map keeps insertion order, and a user read again was just moved to the end.
+    replies.delete(stampKey);
+    replies.set(stampKey, lists);
+    if (replies.size > DECODED_USERS_MAX) replies.delete(replies.keys().next().value as string);
   }
 
   async fill<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K], generation: number): Promise<boolean> {
@@ -229,11 +247,8 @@ export class RedisBillingCache implements BillingCache {
   }
 
   #rpmReply(reply: unknown): RpmResult {
-    const match = typeof reply === 'string' ? RPM_REPLY.exec(reply) : null;
-    const numbers = match === null ? [] : match.slice(1).map(Number);
-    if (numbers.length !== 4 || !numbers.every(Number.isSafeInteger)) {
-      throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
-    }
+    const numbers = parseRpmReply(reply);
+    if (numbers === null) throw new Error(`rpm script returned a malformed reply ${JSON.stringify(reply)}`);
     const [outcome, groupCount, userCount, nowMs] = numbers as [number, number, number, number];
     // The script's bucket arithmetic on its own clock: the bucket of nowMs ends where its bucket did.
     return rpmResult(outcome, groupCount, userCount, rpmBucket(nowMs).endsAtMs, nowMs);

@@ -33,3 +33,35 @@ export function rpmResult(outcomeCode: number, groupCount: number, userCount: nu
   if (outcome === undefined) throw new Error(`rpm script returned an unknown outcome code ${outcomeCode}`);
   return { outcome, groupCount, userCount, bucketEndsAtMs, retryAfterSec: rpmRetryAfterSec(bucketEndsAtMs, nowMs) };
 }
+
+const SPACE = 0x20;
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
+
+/**
+ * The RPM script's reply, `<outcome> <group count> <user count> <server time ms>`, as its four
+ * numbers, or null when it is not four space-separated safe integers. Read digit by digit: it
+ * arrives on every warm request, and a regular expression's match array, its substrings and their
+ * conversions cost more than the script's answer is worth.
+ */
+export function parseRpmReply(reply: unknown): number[] | null {
+  if (typeof reply !== 'string') return null;
+  const numbers: number[] = [];
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= reply.length; i++) {
+    const code = i < reply.length ? reply.charCodeAt(i) : SPACE;
+    if (code === SPACE) {
+      if (digits === 0 || !Number.isSafeInteger(value)) return null;
+      numbers.push(value);
+      value = 0;
+      digits = 0;
+    } else if (code >= DIGIT_0 && code <= DIGIT_9 && digits < 16) {
+      value = value * 10 + (code - DIGIT_0);
+      digits++;
+    } else {
+      return null;
+    }
+  }
+  return numbers.length === 4 ? numbers : null;
+}

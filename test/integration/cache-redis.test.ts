@@ -88,6 +88,34 @@ describe('RedisBillingCache on a single Redis', function () {
       expect((await cache.readBatch(request)).balance).to.deep.equal({ hit: false, generation: 1 });
     });
 
+    it('keeps the key lists of one user\'s keys and platforms side by side, at most four, dropping the one read longest ago', async function () {
+      const own = new RedisBillingCache(client, { prefix });
+      const userId = `memo-lists-${uniqueSuffix()}`;
+      await own.put({ kind: 'balance', userId }, { version: 1, balance: 700n });
+      // Quota rows for the two platforms alternated below: a counting read needs every entity cached.
+      for (const platform of ['p1', 'p2']) {
+        await own.put({ kind: 'platformQuota', userId, platform }, {
+          version: 1, sentinel: false, dailyLimit: null, weeklyLimit: null, monthlyLimit: null,
+          dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n, dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
+        });
+      }
+      const request = (platform: string) => ({ userId, balance: true, platform });
+      const first = await own.readBatch(request('p1'));
+      const second = await own.readBatch(request('p2'));
+      // Alternating between two key lists keeps both decodings (and the counting read on both).
+      expect(await own.readBatch(request('p1'))).to.equal(first);
+      expect(await own.readBatch(request('p2'))).to.equal(second);
+      const countUser = () => ({ userId, userCap: 1_000 });
+      expect((await own.readBatchCounting(request('p1'), countUser)).rpm?.userCount).to.equal(1);
+      expect((await own.readBatchCounting(request('p2'), countUser)).rpm?.userCount).to.equal(2);
+      // p1 was read before p2, so it is the one read longest ago when a fifth list arrives.
+      for (const platform of ['p3', 'p4', 'p5']) await own.readBatch(request(platform));
+      expect(await own.readBatch(request('p2'))).to.equal(second, 'still kept');
+      const reread = await own.readBatch(request('p1'));
+      expect(reread).not.to.equal(first, 'dropped, so decoded again');
+      expect(reread).to.deep.equal(first);
+    });
+
     it('keeps a bounded number of key lists, dropping the one read longest ago', async function () {
       const own = new RedisBillingCache(client, { prefix });
       const suffix = uniqueSuffix();
