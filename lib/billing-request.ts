@@ -98,6 +98,11 @@ export class BillingRequest {
   #countFailure: unknown;
   /** Whether this request's check durations go into the histogram (sampled). */
   readonly #timed: boolean;
+  /**
+   * Decisions #countIfPasses made, as entity, decision, entity, decision …: when the read confirms
+   * that data, the checks get the same entity objects on the same time and reuse them.
+   */
+  #decided: (object | CheckEvaluation | CheckDenial)[] | undefined;
 
   constructor(
     private readonly core: CoreInternals,
@@ -182,7 +187,7 @@ export class BillingRequest {
       { kind: 'balance', userId }, batch?.balance, () => this.core.store.getBalance(userId), 'BILLING_SUBJECT_NOT_FOUND',
       (entity, source) => {
         if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity.balance));
-        this.#apply(decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
+        this.#apply(this.#decidedEarlier(entity) ?? decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
       },
     ));
   }
@@ -196,7 +201,7 @@ export class BillingRequest {
       () => this.core.store.getActiveSubscription(userId, groupId, this.time), 'SUBSCRIPTION_INVALID',
       (entity, source) => {
         if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
-        this.#apply(decideSubscription(entity, this.subject.groupLimits, this.time, source));
+        this.#apply(this.#decidedEarlier(entity) ?? decideSubscription(entity, this.subject.groupLimits, this.time, source));
       },
     ));
   }
@@ -260,7 +265,7 @@ export class BillingRequest {
 
   #quotaDecision(userId: string, platform: string, entity: PlatformQuotaEntity, source: CheckEvaluation['source']): void {
     if (this.estimate !== undefined && !entity.sentinel) this.#plan.push(...platformQuotaDimensions(userId, platform, entity, this.time));
-    this.#apply(decidePlatformQuota(entity, this.time, source));
+    this.#apply(this.#decidedEarlier(entity) ?? decidePlatformQuota(entity, this.time, source));
   }
 
   /** SPEC §2.4 (both modes, keys with a limit). Fails open. */
@@ -270,7 +275,7 @@ export class BillingRequest {
     const decide = (entity: ApiKeyWindowsEntity, source: 'cache' | 'store'): void => {
       if (apiKeyWindowsNeedReset(entity, this.time)) this.#resetKeyWindows(userId, apiKeyId);
       if (this.estimate !== undefined) this.#plan.push(...apiKeyDimensions(userId, apiKeyId, entity, apiKeyLimits, this.time));
-      this.#apply(decideApiKeyWindows(entity, apiKeyLimits, this.time, source));
+      this.#apply(this.#decidedEarlier(entity) ?? decideApiKeyWindows(entity, apiKeyLimits, this.time, source));
     };
     return this.#withBatch((batch) => {
       const read = batch?.apiKeyWindows;
@@ -387,11 +392,14 @@ export class BillingRequest {
     const { balance, subscription, platformQuota, apiKeyWindows, rpmOverride } = last;
     const { groupId, groupLimits, apiKeyLimits } = this.subject;
     const time = this.time;
-    const passes = (result: CheckEvaluation | CheckDenial) => !(result instanceof CheckDenial);
-    if (balance && !(balance.hit && passes(decideBalance(balance.value.balance, this.core.options.minimumBalanceReserve, 'cache')))) return null;
-    if (subscription && !(subscription.hit && passes(decideSubscription(subscription.value, groupLimits, time, 'cache')))) return null;
-    if (platformQuota && !(platformQuota.hit && passes(decidePlatformQuota(platformQuota.value, time, 'cache')))) return null;
-    if (apiKeyWindows && !(apiKeyWindows.hit && apiKeyLimits !== null && passes(decideApiKeyWindows(apiKeyWindows.value, apiKeyLimits, time, 'cache')))) return null;
+    const passes = (entity: object, result: CheckEvaluation | CheckDenial) => {
+      (this.#decided ??= []).push(entity, result);
+      return !(result instanceof CheckDenial);
+    };
+    if (balance && !(balance.hit && passes(balance.value, decideBalance(balance.value.balance, this.core.options.minimumBalanceReserve, 'cache')))) return null;
+    if (subscription && !(subscription.hit && passes(subscription.value, decideSubscription(subscription.value, groupLimits, time, 'cache')))) return null;
+    if (platformQuota && !(platformQuota.hit && passes(platformQuota.value, decidePlatformQuota(platformQuota.value, time, 'cache')))) return null;
+    if (apiKeyWindows && !(apiKeyWindows.hit && apiKeyLimits !== null && passes(apiKeyWindows.value, decideApiKeyWindows(apiKeyWindows.value, apiKeyLimits, time, 'cache')))) return null;
     let override: RpmOverride = null;
     if (groupId !== null) {
       const given = this.subject.groupRpmOverride;
@@ -400,6 +408,14 @@ export class BillingRequest {
       else return null;
     }
     return this.#rpmRequest(override);
+  }
+
+  /** What #countIfPasses decided on this very entity object (a cache hit the read confirmed), if anything. */
+  #decidedEarlier(entity: object): CheckEvaluation | CheckDenial | undefined {
+    const decided = this.#decided;
+    if (decided === undefined) return undefined;
+    for (let i = 0; i < decided.length; i += 2) if (decided[i] === entity) return decided[i + 1] as CheckEvaluation | CheckDenial;
+    return undefined;
   }
 
   /** The user's per-group override: from the subject, else the cache, else the store (cached, "none" included). */
