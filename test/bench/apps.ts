@@ -1,6 +1,6 @@
-// The apps under test, each answering the same small JSON body: bare Koa, the full chain on the memory
-// cache + SQLite (without and with metrics), the full chain on Redis + PostgreSQL, and a
-// rate-limiter-flexible reference.
+// The apps under test, each answering the same small JSON body: bare Koa (and bare Koa doing a fixed
+// microsecond of work, the yardstick of the ratios), the full chain on the memory cache + SQLite
+// (without and with metrics), the full chain on Redis + PostgreSQL, and a rate-limiter-flexible reference.
 import Koa from 'koa';
 import type { Knex } from 'knex';
 import { Redis } from 'ioredis';
@@ -18,12 +18,13 @@ import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
 export const APP_IDS = [
-  'bare', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis',
+  'bare', 'bare-1us', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis',
 ] as const;
 export type AppId = (typeof APP_IDS)[number];
 
 export const APP_LABELS: Readonly<Record<AppId, string>> = {
   bare: '(a) bare Koa',
+  'bare-1us': '(a+1µs) (a) + 1 µs of work',
   'chain-memory': '(b) chain, memory + SQLite',
   'chain-memory-metrics': '(b+m) (b) with Prometheus metrics',
   'chain-memory-no-fields': '(b-f) (b) without RateLimit fields',
@@ -64,6 +65,28 @@ function answer(app: Koa): void {
 
 function bare(): RunningApp {
   const app = new Koa();
+  answer(app);
+  return { app, close: async () => {} };
+}
+
+/** Busy time per request of (a+1µs): about what (b)/(a) ≥ 0.90 leaves the whole chain on a 2-core machine. */
+export const YARDSTICK_WORK_US = 1;
+
+/**
+ * Bare Koa holding the CPU for YARDSTICK_WORK_US per request, allocating nothing: what one
+ * microsecond of per-request work costs in req/s in the same run, so the ratios of the chain can
+ * be read as a budget in microseconds (the load generator shares the cores, so a microsecond in
+ * the server costs more than a microsecond of throughput).
+ */
+function bareWithWork(): RunningApp {
+  const app = new Koa();
+  app.use(function work(_ctx, next) {
+    const until = performance.now() + YARDSTICK_WORK_US / 1000;
+    while (performance.now() < until) {
+      // busy: the point is the time, not a result
+    }
+    return next();
+  });
   answer(app);
   return { app, close: async () => {} };
 }
@@ -141,6 +164,7 @@ function rlfRedis(settings: AppSettings): RunningApp {
 export async function createApp(id: AppId, settings: AppSettings): Promise<RunningApp> {
   switch (id) {
     case 'bare': return bare();
+    case 'bare-1us': return bareWithWork();
     case 'chain-memory': return chainMemory();
     case 'chain-memory-metrics': return chainMemory({ metrics: true });
     case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });

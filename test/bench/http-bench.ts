@@ -45,6 +45,10 @@ export interface HttpResults {
     'bf/a': Ratio;
     /** The Redis chain without the RateLimit fields vs rate-limiter-flexible, which sends none. */
     'cf/d': Ratio;
+    /** Bare Koa with one microsecond of work per request vs without: the yardstick of the other ratios. */
+    'w/a': Ratio;
+    /** rate-limiter-flexible alone vs bare Koa: one Redis command per request, nothing else. */
+    'd/a': Ratio;
   };
 }
 
@@ -129,6 +133,8 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
       'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
       'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
+      'w/a': ratio(per((r) => r['bare-1us'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
+      'd/a': ratio(per((r) => r['rlf-redis'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
     },
   };
 }

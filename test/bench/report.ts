@@ -59,6 +59,8 @@ export function formatTables(results: BenchResults): string {
       'cr/c': '(c+r)/(c) req/s: reservation cost',
       'bf/a': '(b-f)/(a) req/s: no RateLimit',
       'cf/d': '(c-f)/(d) req/s: no RateLimit',
+      'w/a': '(a+1µs)/(a) req/s: 1 µs of work',
+      'd/a': '(d)/(a) req/s: one Redis limiter',
     };
     for (const [key, ratio] of Object.entries(http.ratios) as [keyof HttpResults['ratios'], HttpResults['ratios']['b/a']][]) {
       lines.push(`| ${pad(names[key], 34)} | ${pad(ratio.median.toFixed(2), 8, true)} | ${pad(ratio.target, 8)} | ${pad(ratio.met ? 'yes' : 'NO', 4)} | ${ratio.perRound.map((r) => r.toFixed(2)).join(', ')}`);
