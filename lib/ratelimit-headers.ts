@@ -39,10 +39,10 @@ interface PolicyDef {
   readonly maxResetSec: number;
   /**
    * The last amounts this policy was built from and what they gave (`part` = `"name";r=<remaining>`,
-   * null when the window was left out): most windows report the same limit and usage on request
-   * after request, and then neither the conversions nor the digits are redone.
+   * null when the window was left out; `serial` counts the rebuilds): most windows report the same
+   * limit and usage on request after request, and then neither the conversions nor the digits are redone.
    */
-  readonly last: { limit: bigint | number | null; usage: bigint | number; quota: number; part: string | null };
+  readonly last: { limit: bigint | number | null; usage: bigint | number; quota: number; part: string | null; serial: number };
 }
 
 let nextBit = 1;
@@ -53,7 +53,7 @@ function policy(name: string, windowMs: number, usd: boolean, maxResetSec = 0): 
   // Parameter order as in the draft's examples: q, then qu, then w.
   return {
     bit, usd, policyHead: `"${name}";q=`, policyTail: usd ? `;qu="${USD_QUOTA_UNIT}"${w}` : w, limitHead: `"${name}";r=`, maxResetSec,
-    last: { limit: null, usage: 0, quota: 0, part: null },
+    last: { limit: null, usage: 0, quota: 0, part: null, serial: 0 },
   };
 }
 
@@ -134,7 +134,8 @@ export function buildRateLimitHeaders(
         else if (def.maxResetSec !== 0 && t > def.maxResetSec) t = def.maxResetSec;
       }
       const last = lastLimits;
-      if (sameSoFar && index < last.count && last.parts[index] === amounts.part && last.resets[index] === t) {
+      // Compared by policy and serial, not by text: a part rebuilt from new amounts is a new, unflattened string.
+      if (sameSoFar && index < last.count && last.defs[index] === def && last.serials[index] === amounts.serial && last.resets[index] === t) {
         limits = last.prefixes[index]!;
         continue;
       }
@@ -142,7 +143,8 @@ export function buildRateLimitHeaders(
       if (limits !== '') limits += ', ';
       limits += amounts.part;
       if (t !== NO_RESET) limits += `;t=${t}`;
-      last.parts[index] = amounts.part;
+      last.defs[index] = def;
+      last.serials[index] = amounts.serial;
       last.resets[index] = t;
       last.prefixes[index] = limits;
     }
@@ -155,11 +157,14 @@ export function buildRateLimitHeaders(
 const NO_RESET = -1;
 
 /**
- * The last RateLimit value built, member by member: its `"name";r=…` parts, `t` values, and the
- * text up to and including each member. Spend windows report the same remaining amount and `t`
- * for a second at a time, and the RPM members come last, so most calls rebuild only those.
+ * The last RateLimit value built, member by member: each member's policy and the serial of its
+ * `"name";r=…` part, its `t`, and the text up to and including it. Spend windows report the same
+ * remaining amount and `t` for a second at a time, and the RPM members come last, so most calls
+ * rebuild only those.
  */
-const lastLimits: { count: number; parts: string[]; resets: number[]; prefixes: string[] } = { count: 0, parts: [], resets: [], prefixes: [] };
+const lastLimits: { count: number; defs: PolicyDef[]; serials: number[]; resets: number[]; prefixes: string[] } = {
+  count: 0, defs: [], serials: [], resets: [], prefixes: [],
+};
 
 /** `q` and `"name";r=<remaining>` of one window (part null: left out), reusing the last result when the amounts are the same. */
 function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | number): PolicyDef['last'] {
@@ -168,6 +173,7 @@ function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | numbe
   last.limit = limit;
   last.usage = usage;
   last.part = null;
+  last.serial++;
   // Exact: every amount lib/money.ts accepts is within ±(2⁵³−1) units, so a JS number holds it,
   // and the subtraction, % and exact division below stay exact integer arithmetic.
   const limitAmount = Number(limit);
