@@ -70,7 +70,7 @@ function bare(): RunningApp {
 }
 
 /** Busy time per request of (a+1µs): about what (b)/(a) ≥ 0.90 leaves the whole chain on a 2-core machine. */
-export const YARDSTICK_WORK_US = 1;
+const YARDSTICK_WORK_US = 1;
 
 /**
  * Bare Koa holding the CPU for YARDSTICK_WORK_US per request, allocating nothing: what one
