@@ -10,6 +10,7 @@ import { createBillingCore, type BillingCore } from '../../lib/billing-core.js';
 import { BillingMetrics } from '../../lib/metrics.js';
 import { MemoryBillingCache } from '../../lib/cache/memory-cache.js';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
+import { TurnWrites } from '../../lib/cache/turn-writes.js';
 import { KnexBillingStore } from '../../lib/store/knex-store.js';
 import { billingEligibility } from '../../middleware/index.js';
 import { pgKnex } from '../helpers/postgres.js';
@@ -18,7 +19,7 @@ import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
 export const APP_IDS = [
-  'bare', 'bare-1us', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis',
+  'bare', 'bare-1us', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
 ] as const;
 export type AppId = (typeof APP_IDS)[number];
 
@@ -32,6 +33,7 @@ export const APP_LABELS: Readonly<Record<AppId, string>> = {
   'chain-redis-reserve': '(c+r) (c) reserving an estimate',
   'chain-redis-no-fields': '(c-f) (c) without RateLimit fields',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
+  'rlf-redis-coalesced': '(d+w) (d), its writes coalesced',
 };
 
 /** What the parent passes to a server process (through the environment). */
@@ -143,12 +145,20 @@ async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHea
   }, { reserve, rateLimitHeaders });
 }
 
-function rlfRedis(settings: AppSettings): RunningApp {
+/**
+ * (d); with `coalesced` the same limiter with its command's write held to the end of the event-loop
+ * turn exactly as RedisBillingCache holds (c)'s (coalesceWrites, on by default): (c) against (d+w)
+ * compares the work per request with the same transport.
+ */
+function rlfRedis(settings: AppSettings, { coalesced = false } = {}): RunningApp {
   const redis = benchRedisClient(settings.autoPipelining);
   const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${settings.redisPrefix}rlf`, points: NEVER_TRIPPING_RPM, duration: 60 });
+  const turnWrites = coalesced ? new TurnWrites(redis) : null;
   const app = new Koa();
   app.use(async function rateLimit(ctx, next) {
     try {
+      // consume() sends its command synchronously, so it is written while the hold lasts.
+      turnWrites?.hold();
       await limiter.consume(BENCH_USER);
     } catch {
       ctx.status = 429;
@@ -172,5 +182,6 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
     case 'chain-redis-reserve': return chainRedis(settings, { reserve: true });
     case 'chain-redis-no-fields': return chainRedis(settings, { rateLimitHeaders: false });
     case 'rlf-redis': return rlfRedis(settings);
+    case 'rlf-redis-coalesced': return rlfRedis(settings, { coalesced: true });
   }
 }

@@ -49,6 +49,8 @@ export interface HttpResults {
     'w/a': Ratio;
     /** rate-limiter-flexible alone vs bare Koa: one Redis command per request, nothing else. */
     'd/a': Ratio;
+    /** (c) against rate-limiter-flexible with its writes coalesced the same way: the work per request with the same transport. */
+    'c/dw': Ratio;
   };
 }
 
@@ -135,6 +137,7 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
       'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
       'w/a': ratio(per((r) => r['bare-1us'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       'd/a': ratio(per((r) => r['rlf-redis'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
+      'c/dw': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis-coalesced'].reqPerSec), 'report', () => true),
     },
   };
 }

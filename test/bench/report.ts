@@ -61,6 +61,7 @@ export function formatTables(results: BenchResults): string {
       'cf/d': '(c-f)/(d) req/s: no RateLimit',
       'w/a': '(a+1µs)/(a) req/s: 1 µs of work',
       'd/a': '(d)/(a) req/s: one Redis limiter',
+      'c/dw': '(c)/(d+w) req/s: same transport',
     };
     for (const [key, ratio] of Object.entries(http.ratios) as [keyof HttpResults['ratios'], HttpResults['ratios']['b/a']][]) {
       lines.push(`| ${pad(names[key], 34)} | ${pad(ratio.median.toFixed(2), 8, true)} | ${pad(ratio.target, 8)} | ${pad(ratio.met ? 'yes' : 'NO', 4)} | ${ratio.perRound.map((r) => r.toFixed(2)).join(', ')}`);

@@ -130,3 +130,41 @@ export async function commandsSentDuring(
     for (const control of controls) control.disconnect();
   }
 }
+
+/** The Writable hooks a socket sends through: each call is one write(2) or writev(2) of what was buffered. */
+interface SocketWriteHooks {
+  _write: (...args: unknown[]) => unknown;
+  _writev?: (...args: unknown[]) => unknown;
+}
+
+/**
+ * Runs `action` and returns how many socket writes each connection of `client` made meanwhile
+ * (Writable `_write` and `_writev` calls, one system call each), in connectionsOf order.
+ */
+export async function socketWritesDuring(client: Redis | Cluster, action: () => Promise<unknown>): Promise<number[]> {
+  const sockets = connectionsOf(client).map((connection) => (connection as unknown as { stream: SocketWriteHooks }).stream);
+  const counts = sockets.map(() => 0);
+  const restores = sockets.map((socket, i) => {
+    const own = { _write: Object.getOwnPropertyDescriptor(socket, '_write'), _writev: Object.getOwnPropertyDescriptor(socket, '_writev') };
+    for (const hook of ['_write', '_writev'] as const) {
+      const original = socket[hook];
+      if (original === undefined) continue;
+      socket[hook] = function (this: unknown, ...args: unknown[]) {
+        counts[i]!++;
+        return original.apply(this, args);
+      };
+    }
+    return () => {
+      for (const hook of ['_write', '_writev'] as const) {
+        if (own[hook]) Object.defineProperty(socket, hook, own[hook]);
+        else delete socket[hook];
+      }
+    };
+  });
+  try {
+    await action();
+    return counts;
+  } finally {
+    for (const restore of restores) restore();
+  }
+}

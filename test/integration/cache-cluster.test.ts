@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import type { Cluster } from 'ioredis';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
 import type { CacheEntityRef } from '../../lib/types.js';
-import { commandsSentDuring } from '../helpers/redis.js';
+import { commandsSentDuring, socketWritesDuring } from '../helpers/redis.js';
 import { startRedisCluster, type RedisClusterHandle } from '../helpers/redis-cluster.js';
 import { uniqueSuffix } from '../helpers/services.js';
 
@@ -94,5 +94,17 @@ describe('RedisBillingCache on Redis Cluster', function () {
     const keys = rest.slice(0, 6);
     const slots = await Promise.all(keys.map((key) => client.call('CLUSTER', 'KEYSLOT', key)));
     expect(new Set(slots).size, `slots of ${keys.join(', ')}`).to.equal(1);
+  });
+
+  it('sends the commands of one event-loop turn in one socket write per master', async function () {
+    const users = Array.from({ length: 30 }, (_, i) => `turn-${i}-${uniqueSuffix()}`);
+    for (const [i, userId] of users.entries()) await cache.fill({ kind: 'balance', userId }, { version: 1, balance: BigInt(i + 1) }, 0);
+    let replies: unknown[] = [];
+    const writes = await socketWritesDuring(client, async () => {
+      replies = await Promise.all(users.map((userId) => cache.readBatch({ userId, balance: true })));
+    });
+    // 30 users land on all three masters; each master's connection wrote once.
+    expect(writes).to.deep.equal([1, 1, 1]);
+    expect(replies).to.deep.equal(users.map((_, i) => ({ balance: { hit: true, value: { version: 1, balance: BigInt(i + 1) } } })));
   });
 });

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { checkField, luaRule, type FieldRule } from '../../lib/cache/entity-codec.js';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
 import { LUA_HELPERS } from '../../lib/cache/redis-scripts.js';
-import { createRedisClient, deleteKeysWithPrefix } from '../helpers/redis.js';
+import { createRedisClient, deleteKeysWithPrefix, socketWritesDuring } from '../helpers/redis.js';
 import { requireRedis, uniqueSuffix } from '../helpers/services.js';
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
@@ -229,6 +229,69 @@ describe('RedisBillingCache on a single Redis', function () {
     it('refuses a client that is not ioredis and a random source that is not a function', function () {
       expect(() => new RedisBillingCache({} as Redis)).to.throw(TypeError, /client/);
       expect(() => new RedisBillingCache(client, { random: 0.5 as unknown as () => number })).to.throw(TypeError, /random/);
+    });
+
+    it('refuses a coalesceWrites that is not a boolean, naming the option', function () {
+      for (const value of ['yes', 1, null]) {
+        expect(() => new RedisBillingCache(client, { coalesceWrites: value as unknown as boolean })).to.throw(TypeError, /coalesceWrites/);
+      }
+    });
+  });
+
+  describe('commands of one event-loop turn', function () {
+    const USERS = 20;
+
+    /** USERS users with balances 1..USERS cached, and the batched read of each, issued in one turn. */
+    async function seededUsers(): Promise<string[]> {
+      const users = Array.from({ length: USERS }, (_, i) => `turn-${i}-${uniqueSuffix()}`);
+      for (const [i, userId] of users.entries()) await cache.fill({ kind: 'balance', userId }, { version: 1, balance: BigInt(i + 1) }, 0);
+      return users;
+    }
+
+    function readAll(reader: RedisBillingCache, users: string[]): Promise<unknown[]> {
+      return Promise.all(users.map((userId) => reader.readBatch({ userId, balance: true })));
+    }
+
+    it('leave in one socket write, each answered as if sent alone', async function () {
+      const users = await seededUsers();
+      let replies: unknown[] = [];
+      const writes = await socketWritesDuring(client, async () => (replies = await readAll(cache, users)));
+      expect(writes).to.deep.equal([1]);
+      expect(replies).to.deep.equal(users.map((_, i) => ({ balance: { hit: true, value: { version: 1, balance: BigInt(i + 1) } } })));
+    });
+
+    it('leave one write each with coalesceWrites: false', async function () {
+      const users = await seededUsers();
+      const uncoalesced = new RedisBillingCache(client, { prefix, coalesceWrites: false });
+      let replies: unknown[] = [];
+      const writes = await socketWritesDuring(client, async () => (replies = await readAll(uncoalesced, users)));
+      expect(writes).to.deep.equal([USERS]);
+      expect(replies).to.have.length(USERS);
+    });
+
+    it('are released in the check phase of the same turn, also when sent from an immediate', async function () {
+      const stream = (client as unknown as { stream: { writableCorked: number } }).stream;
+      const pending = cache.ping();
+      expect(stream.writableCorked, 'held while the turn runs').to.equal(1);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(stream.writableCorked, 'released by the next immediate').to.equal(0);
+      await pending;
+      // Sent from the check phase, released in the next turn's check phase without a blocking poll in between.
+      const fromImmediate = await new Promise<Promise<void>>((resolve) => setImmediate(() => resolve(cache.ping())));
+      await fromImmediate;
+      expect(stream.writableCorked).to.equal(0);
+    });
+
+    it('leave a connection that is not ready to ioredis (connect, offline queue)', async function () {
+      const lazy = new Redis(client.options.port ?? 6379, client.options.host ?? '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1 });
+      try {
+        const onLazy = new RedisBillingCache(lazy, { prefix });
+        const [userId] = await seededUsers();
+        expect(lazy.status).to.equal('wait');
+        expect(await onLazy.readBatch({ userId: userId!, balance: true })).to.deep.equal({ balance: { hit: true, value: { version: 1, balance: 1n } } });
+      } finally {
+        lazy.disconnect();
+      }
     });
   });
 
