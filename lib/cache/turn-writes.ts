@@ -34,15 +34,16 @@ export class TurnWrites {
   }
 
   /**
-   * Holds this turn's writes on the client's connections (on a Cluster: every node's, since the
-   * command's node is ioredis's to choose), released in the check phase of this turn (setImmediate).
+   * Holds this turn's writes on the client's connections (on a Cluster: every master's, since
+   * ioredis picks the node by the keys, and the cache's commands all go to masters), released in
+   * the check phase of this turn (setImmediate).
    * Called just before a command is sent; a connection not ready is left alone, so ioredis's
    * offline queue and reconnection behave as without it.
    */
   hold(): void {
     if (this.#held !== null) return;
     const held: Corkable[] = [];
-    const connections = this.#client.isCluster ? (this.#client as Cluster).nodes('all') : [this.#client as Redis];
+    const connections = this.#client.isCluster ? (this.#client as Cluster).nodes('master') : [this.#client as Redis];
     for (const connection of connections) {
       const stream = readyStream(connection);
       if (stream === null) continue;
