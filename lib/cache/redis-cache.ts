@@ -130,8 +130,10 @@ export class RedisBillingCache implements BillingCache {
     if (options.random !== undefined && typeof options.random !== 'function') {
       throw new TypeError(`random must be a function returning [0, 1), got ${typeof options.random}`);
     }
-    if (options.coalesceWrites !== undefined && typeof options.coalesceWrites !== 'boolean') {
-      throw new TypeError(`coalesceWrites must be a boolean, got ${typeof options.coalesceWrites}`);
+    for (const name of ['quitOnClose', 'coalesceWrites'] as const) {
+      if (options[name] !== undefined && typeof options[name] !== 'boolean') {
+        throw new TypeError(`${name} must be a boolean, got ${typeof options[name]}`);
+      }
     }
     this.#keys = new CacheKeys(assertKeyPrefix(options.prefix ?? DEFAULT_KEY_PREFIX, 'prefix'));
     this.#random = options.random ?? Math.random;

@@ -231,8 +231,9 @@ describe('RedisBillingCache on a single Redis', function () {
       expect(() => new RedisBillingCache(client, { random: 0.5 as unknown as () => number })).to.throw(TypeError, /random/);
     });
 
-    it('refuses a coalesceWrites that is not a boolean, naming the option', function () {
+    it('refuses a quitOnClose or coalesceWrites that is not a boolean, naming the option', function () {
       for (const value of ['yes', 1, null]) {
+        expect(() => new RedisBillingCache(client, { quitOnClose: value as unknown as boolean })).to.throw(TypeError, /quitOnClose/);
         expect(() => new RedisBillingCache(client, { coalesceWrites: value as unknown as boolean })).to.throw(TypeError, /coalesceWrites/);
       }
     });
