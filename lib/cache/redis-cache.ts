@@ -180,7 +180,7 @@ export class RedisBillingCache implements BillingCache {
     const last = this.#lastReply(batch);
     // Only a reply of hits can be confirmed by the script (unchanged stamp, every key still there).
     const rpm = last === undefined || !last.allHits ? null : countIf(last.result);
-    if (last === undefined || rpm === null) return { batch: await this.#plainRead(batch) };
+    if (last === undefined || rpm === null) return { batch: await this.#plainRead(batch, last) };
     assertRpmRequest(rpm);
     const { keys, stampKey } = batch;
     const rpmKeys = this.#rpmKeys(rpm);
@@ -190,7 +190,7 @@ export class RedisBillingCache implements BillingCache {
     );
     if (typeof reply === 'string') return { batch: last.result, rpm: this.#rpmReply(reply) };
     // A batched read's reply: an entity of the user was written or has expired since `last`, nothing was counted; the fresh reply is checked as usual.
-    return { batch: this.#decodeReply(batch, reply) };
+    return { batch: this.#decodeReply(batch, reply, last) };
   }
 
   /** The refs a batch request reads and their keys; null when it reads nothing. */
@@ -201,15 +201,16 @@ export class RedisBillingCache implements BillingCache {
     return { refs, keys, stampKey: this.#keys.changeStamp(request.userId) };
   }
 
-  async #plainRead(batch: BatchKeys): Promise<CacheBatchResult> {
-    return this.#decodeReply(batch, await this.#commands().kbeReadBatch(batch.keys.length + 1, ...batch.keys, batch.stampKey));
+  /** `memo`: the kept decoding for these keys, when the caller has already looked it up. */
+  async #plainRead(batch: BatchKeys, memo?: DecodedReply): Promise<CacheBatchResult> {
+    return this.#decodeReply(batch, await this.#commands().kbeReadBatch(batch.keys.length + 1, ...batch.keys, batch.stampKey), memo);
   }
 
   /** A batched-read reply ({ stamp, JSON text }) as a result: the kept decoding when the text is unchanged, else decoded; kept with the stamp. */
-  #decodeReply(batch: BatchKeys, reply: unknown): CacheBatchResult {
+  #decodeReply(batch: BatchKeys, reply: unknown, memo = this.#lastReply(batch)): CacheBatchResult {
     const [stamp, text] = Array.isArray(reply) ? reply as unknown[] : [];
     if (typeof stamp !== 'string' || typeof text !== 'string') throw new Error('read script returned a malformed reply');
-    const memo = this.#lastReply(batch);
+    // The decoding depends on the text alone, so a memo looked up before the reply arrived is as good.
     const decoded = memo !== undefined && memo.text === text ? { ...memo, stamp } : decodeBatchText(batch.refs, batch.keys, text, stamp);
     this.#rememberReply(batch.stampKey, decoded);
     return decoded.result;
