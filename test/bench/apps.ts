@@ -1,6 +1,9 @@
-// The apps under test, each answering the same small JSON body: bare Koa (and bare Koa doing a fixed
-// microsecond of work, the yardstick of the ratios), the full chain on the memory cache + SQLite
-// (without and with metrics), the full chain on Redis + PostgreSQL, and a rate-limiter-flexible reference.
+// The apps under test, each answering the same small JSON body: bare Koa (also doing a fixed microsecond
+// of work, the yardstick of the ratios, and sending the chain's RateLimit fields as fixed strings), the
+// full chain on the memory cache + SQLite and on Redis + PostgreSQL (and variants of each), and
+// rate-limiter-flexible references.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import type { Knex } from 'knex';
 import { Redis } from 'ioredis';
@@ -19,13 +22,14 @@ import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
 export const APP_IDS = [
-  'bare', 'bare-1us', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
+  'bare', 'bare-1us', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
 ] as const;
 export type AppId = (typeof APP_IDS)[number];
 
 export const APP_LABELS: Readonly<Record<AppId, string>> = {
   bare: '(a) bare Koa',
   'bare-1us': '(a+1µs) (a) + 1 µs of work',
+  'bare-fields': "(a+f) (a) + (b)'s RateLimit fields",
   'chain-memory': '(b) chain, memory + SQLite',
   'chain-memory-metrics': '(b+m) (b) with Prometheus metrics',
   'chain-memory-no-fields': '(b-f) (b) without RateLimit fields',
@@ -91,6 +95,43 @@ function bareWithWork(): RunningApp {
   });
   answer(app);
   return { app, close: async () => {} };
+}
+
+/**
+ * (a+f): bare Koa sending, as fixed strings, the RateLimit-Policy and RateLimit fields that (b)
+ * sends for the benchmark subject (taken from one request through (b) at startup): what the fields
+ * cost on the wire, in Node's header handling and in the load generator's parser, apart from the
+ * checks that produce them.
+ */
+async function bareWithFields(): Promise<RunningApp> {
+  const { policy, limits } = await chainFields();
+  const app = new Koa();
+  app.use(function fields(ctx, next) {
+    ctx.res.setHeader('RateLimit-Policy', policy);
+    ctx.res.setHeader('RateLimit', limits);
+    return next();
+  });
+  answer(app);
+  return { app, close: async () => {} };
+}
+
+async function chainFields(): Promise<{ policy: string; limits: string }> {
+  const chain = await chainMemory();
+  const server = http.createServer(chain.app.callback());
+  try {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`);
+    await response.arrayBuffer();
+    const policy = response.headers.get('ratelimit-policy');
+    const limits = response.headers.get('ratelimit');
+    if (response.status !== 200 || policy === null || limits === null) throw new Error(`(a+f): the chain answered ${response.status} without both RateLimit fields`);
+    return { policy, limits };
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await chain.close();
+  }
 }
 
 /** A tiny estimate, so the reservation is taken (and released when the response ends) on every request. */
@@ -175,6 +216,7 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
   switch (id) {
     case 'bare': return bare();
     case 'bare-1us': return bareWithWork();
+    case 'bare-fields': return bareWithFields();
     case 'chain-memory': return chainMemory();
     case 'chain-memory-metrics': return chainMemory({ metrics: true });
     case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });

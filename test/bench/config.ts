@@ -13,6 +13,12 @@ function positiveInt(name: string, fallback: number, max: number): number {
 export interface BenchConfig {
   /** Seconds of load per app per round (BENCH_DURATION_S, default 5). */
   durationS: number;
+  /**
+   * Seconds of one turn of load (BENCH_SLICE_S, default 1): within a round the apps take turns of
+   * this length until each has had durationS, so a disturbance of the shared machine lasting
+   * seconds lands on every app of the round alike instead of on the one app measured then.
+   */
+  sliceS: number;
   /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 5: on a shared 2-core VM one disturbed round in three moves a median of three). */
   rounds: number;
   /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
@@ -62,8 +68,12 @@ function parts(): ReadonlySet<'http' | 'settle' | 'memory'> {
 }
 
 export function readConfig(): BenchConfig {
+  const durationS = positiveInt('BENCH_DURATION_S', 5, 3600);
+  const sliceS = positiveInt('BENCH_SLICE_S', 1, 3600);
+  if (durationS % sliceS !== 0) throw new TypeError(`BENCH_DURATION_S (${durationS}) must be a multiple of BENCH_SLICE_S (${sliceS})`);
   return Object.freeze({
-    durationS: positiveInt('BENCH_DURATION_S', 5, 3600),
+    durationS,
+    sliceS,
     rounds: positiveInt('BENCH_ROUNDS', 5, 100),
     connections: positiveInt('BENCH_CONNECTIONS', 50, 10_000),
     autoPipelining: flag('BENCH_AUTO_PIPELINING', false),

@@ -36,18 +36,22 @@ export interface CpuPerRequest {
   loadGeneratorUs: number;
 }
 
-/** Runs `work` and returns its result with the CPU each party spent on it. */
-export async function measureCpu<T extends { requests: number }>(serverPid: number, redis: Redis | undefined, work: () => Promise<T>): Promise<T & { cpu: CpuPerRequest }> {
+/** CPU seconds spent by each party (summed over the slices of a measurement). */
+export interface CpuSeconds {
+  server: number;
+  redis: number;
+  loadGenerator: number;
+}
+
+/** Runs `work` and returns its result with the CPU seconds each party spent meanwhile. */
+export async function measureCpu<T>(serverPid: number, redis: Redis | undefined, work: () => Promise<T>): Promise<{ result: T; cpu: CpuSeconds }> {
   const before = { server: processCpuSeconds(serverPid), redis: redis ? await redisCpuSeconds(redis) : Number.NaN, own: ownCpuSeconds() };
   const result = await work();
   const after = { server: processCpuSeconds(serverPid), redis: redis ? await redisCpuSeconds(redis) : Number.NaN, own: ownCpuSeconds() };
-  const perRequest = (seconds: number) => Math.round((seconds * 1e6) / Math.max(1, result.requests) * 10) / 10;
-  return {
-    ...result,
-    cpu: {
-      serverUs: perRequest(after.server - before.server),
-      redisUs: perRequest(after.redis - before.redis),
-      loadGeneratorUs: perRequest(after.own - before.own),
-    },
-  };
+  return { result, cpu: { server: after.server - before.server, redis: after.redis - before.redis, loadGenerator: after.own - before.own } };
+}
+
+export function cpuPerRequest(cpu: CpuSeconds, requests: number): CpuPerRequest {
+  const perRequest = (seconds: number) => Math.round((seconds * 1e6) / Math.max(1, requests) * 10) / 10;
+  return { serverUs: perRequest(cpu.server), redisUs: perRequest(cpu.redis), loadGeneratorUs: perRequest(cpu.loadGenerator) };
 }

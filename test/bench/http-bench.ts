@@ -1,13 +1,13 @@
-// Part one: the apps, each in a fresh server process per round, loaded in interleaved rounds (the
-// order rotates every round so no app always runs first or last) at a fixed connection count and duration.
+// Part one: the apps, each in a fresh server process per round, loaded in turns within every round
+// (the order rotating every round and every turn) at a fixed connection count.
 import type { Redis } from 'ioredis';
 import { APP_IDS, type AppId } from './apps.js';
 import type { BenchConfig } from './config.js';
-import { measureCpu, type CpuPerRequest } from './cpu.js';
+import { cpuPerRequest, measureCpu, type CpuPerRequest, type CpuSeconds } from './cpu.js';
 import { runLoad, type LoadResult } from './load.js';
 import { startChild, type Child } from './processes.js';
 import type { ServerReady } from './server.js';
-import { median, round } from './stats.js';
+import { median, round, Samples } from './stats.js';
 
 export interface AppSummary {
   reqPerSec: number;
@@ -17,10 +17,18 @@ export interface AppSummary {
   cpu: CpuPerRequest;
 }
 
-export type MeasuredLoad = LoadResult & { cpu: CpuPerRequest };
+/** One app in one round, over all its turns. */
+export interface MeasuredLoad {
+  requests: number;
+  seconds: number;
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpu: CpuPerRequest;
+}
 
 export interface Ratio {
-  /** Median over rounds of the ratio measured within each round (the apps of one round ran minutes apart at most). */
+  /** Median over rounds of the ratio measured within each round (whose apps took turns of a second or so). */
   median: number;
   perRound: number[];
   target: string;
@@ -47,6 +55,10 @@ export interface HttpResults {
     'cf/d': Ratio;
     /** Bare Koa with one microsecond of work per request vs without: the yardstick of the other ratios. */
     'w/a': Ratio;
+    /** Bare Koa sending (b)'s two RateLimit fields as fixed strings vs not: what the fields' bytes alone cost. */
+    'af/a': Ratio;
+    /** The chain vs bare Koa sending the same fields: what the checks (and building the fields) cost. */
+    'b/af': Ratio;
     /** rate-limiter-flexible alone vs bare Koa: one Redis command per request, nothing else. */
     'd/a': Ratio;
     /** (c) against rate-limiter-flexible with its writes coalesced the same way: the work per request with the same transport. */
@@ -59,13 +71,20 @@ export interface HttpSettings {
   redisPrefix: string;
 }
 
+/** A started server of one app, warmed up. */
+interface WarmServer {
+  id: AppId;
+  child: Child;
+  url: string;
+}
+
 /**
- * Runs `measure` against a fresh server process for `id`, after `warmupS` of unmeasured load (JIT,
- * pools, the cache). A fresh process per app per round: the same code in two processes can differ by
- * ~15 % for the whole life of each (what the JIT happened to optimise, where the heap landed), so one
- * process per app for the whole run would tilt every round of that app the same way.
+ * Starts a fresh server process for `id` and gives it `warmupS` of unmeasured load (JIT, pools, the
+ * cache). A fresh process per app per round: the same code in two processes can differ by ~15 % for
+ * the whole life of each (what the JIT happened to optimise, where the heap landed), so one process
+ * per app for the whole run would tilt every round of that app the same way.
  */
-async function withServer<T>(id: AppId, config: BenchConfig, settings: HttpSettings, measure: (url: string, child: Child) => Promise<T>): Promise<T> {
+async function startWarmServer(id: AppId, config: BenchConfig, settings: HttpSettings): Promise<WarmServer> {
   const child = startChild('./server.ts', {
     BENCH_APP: id,
     BENCH_PG_SCHEMA: settings.pgSchema,
@@ -76,9 +95,56 @@ async function withServer<T>(id: AppId, config: BenchConfig, settings: HttpSetti
     const { port } = await child.message<ServerReady>('ready');
     const url = `http://127.0.0.1:${port}/v1/chat/completions`;
     assertClean(id, await runLoad(url, config.connections, config.warmupS));
-    return await measure(url, child);
-  } finally {
+    return { id, child, url };
+  } catch (err) {
     await child.stop();
+    throw err;
+  }
+}
+
+/** What one app's turns of one round add up to. */
+class Turns {
+  requests = 0;
+  seconds = 0;
+  readonly cpu: CpuSeconds = { server: 0, redis: 0, loadGenerator: 0 };
+  readonly latencies = new Samples();
+
+  add(load: LoadResult, cpu: CpuSeconds): void {
+    this.requests += load.requests;
+    this.seconds += load.seconds;
+    this.cpu.server += cpu.server;
+    this.cpu.redis += cpu.redis;
+    this.cpu.loadGenerator += cpu.loadGenerator;
+  }
+
+  result(): MeasuredLoad {
+    const [p50Ms = Number.NaN, p99Ms = Number.NaN] = this.latencies.percentiles(50, 99);
+    return { requests: this.requests, seconds: this.seconds, reqPerSec: this.requests / this.seconds, p50Ms, p99Ms, cpu: cpuPerRequest(this.cpu, this.requests) };
+  }
+}
+
+/**
+ * One round: every app's server started and warmed up first (an idle server costs nothing while
+ * the others run), then the apps take turns of `sliceS` seconds until each has had `durationS`,
+ * the order rotating every turn so no app always follows the same one.
+ */
+async function runRound(order: readonly AppId[], config: BenchConfig, settings: HttpSettings, redis: Redis): Promise<Record<AppId, MeasuredLoad>> {
+  const servers: WarmServer[] = [];
+  try {
+    for (const id of order) servers.push(await startWarmServer(id, config, settings));
+    const turns = new Map(order.map((id) => [id, new Turns()]));
+    for (let turn = 0; turn < config.durationS / config.sliceS; turn++) {
+      for (let k = 0; k < servers.length; k++) {
+        const { id, child, url } = servers[(k + turn) % servers.length]!;
+        const app = turns.get(id)!;
+        const { result, cpu } = await measureCpu(child.process.pid ?? -1, redis, () => runLoad(url, config.connections, config.sliceS, app.latencies));
+        assertClean(id, result);
+        app.add(result, cpu);
+      }
+    }
+    return Object.fromEntries(order.map((id) => [id, turns.get(id)!.result()])) as Record<AppId, MeasuredLoad>;
+  } finally {
+    await Promise.all(servers.map((server) => server.child.stop()));
   }
 }
 
@@ -98,14 +164,10 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
   const rounds: HttpResults['rounds'] = [];
   for (let r = 0; r < config.rounds; r++) {
     const order = APP_IDS.map((_, i) => APP_IDS[(i + r) % APP_IDS.length] as AppId);
-    const results = {} as Record<AppId, MeasuredLoad>;
+    const results = await runRound(order, config, settings, redis);
     for (const id of order) {
-      const result = await withServer(id, config, settings, (url, child) =>
-        measureCpu(child.process.pid ?? -1, redis, () => runLoad(url, config.connections, config.durationS)));
-      assertClean(id, result);
-      results[id] = result;
-      const { serverUs, redisUs, loadGeneratorUs } = result.cpu;
-      log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(result.reqPerSec)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms; CPU µs/request: server ${serverUs}, Redis ${redisUs}, autocannon ${loadGeneratorUs}`);
+      const { reqPerSec, p50Ms, p99Ms, cpu } = results[id];
+      log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(reqPerSec)} req/s, p50 ${p50Ms.toFixed(2)} ms, p99 ${p99Ms.toFixed(2)} ms; CPU µs/request: server ${cpu.serverUs}, Redis ${cpu.redisUs}, autocannon ${cpu.loadGeneratorUs}`);
     }
     rounds.push({ round: r + 1, order, results });
   }
@@ -136,6 +198,8 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
       'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
       'w/a': ratio(per((r) => r['bare-1us'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
+      'af/a': ratio(per((r) => r['bare-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
+      'b/af': ratio(per((r) => r['chain-memory'].reqPerSec / r['bare-fields'].reqPerSec), 'report', () => true),
       'd/a': ratio(per((r) => r['rlf-redis'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       'c/dw': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis-coalesced'].reqPerSec), 'report', () => true),
     },

@@ -40,7 +40,7 @@ export function formatTables(results: BenchResults): string {
   const { http, settle, memory, config, machine } = results;
   lines.push(`${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; load average ${machine.loadAvgAtStart.join(' ')} at start${machine.loadAvgAtEnd ? `, ${machine.loadAvgAtEnd.join(' ')} at end` : ''}`, '');
   if (http) {
-    lines.push(`HTTP, ${config.connections} connections, ${config.durationS} s per app per round, ${config.rounds} interleaved rounds (medians):`, '');
+    lines.push(`HTTP, ${config.connections} connections, ${config.durationS} s per app per round in turns of ${config.sliceS} s, ${config.rounds} rounds (medians):`, '');
     lines.push(`| ${pad('app', 34)} | ${pad('req/s', 8, true)} | ${pad('p50 ms', 7, true)} | ${pad('p99 ms', 7, true)} | CPU µs/request: server / Redis / autocannon |`);
     lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(8)}:|${'-'.repeat(8)}:|${'-'.repeat(44)}:|`);
     for (const id of APP_IDS) {
@@ -60,6 +60,8 @@ export function formatTables(results: BenchResults): string {
       'bf/a': '(b-f)/(a) req/s: no RateLimit',
       'cf/d': '(c-f)/(d) req/s: no RateLimit',
       'w/a': '(a+1µs)/(a) req/s: 1 µs of work',
+      'af/a': '(a+f)/(a) req/s: fields alone',
+      'b/af': '(b)/(a+f) req/s: checks alone',
       'd/a': '(d)/(a) req/s: one Redis limiter',
       'c/dw': '(c)/(d+w) req/s: same transport',
     };

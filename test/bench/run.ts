@@ -1,4 +1,4 @@
-// `npm run bench`: the HTTP comparison (four apps, interleaved rounds), settlements per second into
+// `npm run bench`: the HTTP comparison (the apps taking turns within rounds), settlements per second into
 // PostgreSQL, and the memory bound of the memory cache; prints the tables and writes bench-results.json.
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     if (needsServices) pg = await createBenchSchema();
     const schema = pg;
     if (config.parts.has('http') && schema && redis) {
-      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`);
+      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app in turns of ${config.sliceS} s; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`);
       await part('http', async () => {
         results.http = await runHttpBench(config, { pgSchema: schema.schema, redisPrefix }, redis, log);
       });
