@@ -1,13 +1,17 @@
 // Benchmark settings, read once from the environment so a run can be shortened or stretched without edits.
 
-function positiveInt(name: string, fallback: number, max: number): number {
+function integer(name: string, fallback: number, min: number, max: number): number {
   const text = process.env[name];
   if (text === undefined || text.trim() === '') return fallback;
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
-    throw new TypeError(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(text)}`);
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new TypeError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
   }
   return value;
+}
+
+function positiveInt(name: string, fallback: number, max: number): number {
+  return integer(name, fallback, 1, max);
 }
 
 export interface BenchConfig {
@@ -19,6 +23,12 @@ export interface BenchConfig {
    * seconds lands on every app of the round alike instead of on the one app measured then.
    */
   sliceS: number;
+  /**
+   * Milliseconds of unmeasured load before each turn (BENCH_TURN_WARMUP_MS, default 500): a server
+   * that sat idle while the others had their turns has let V8 shrink its heap, and the first
+   * requests after the pause would measure that regrowth, which a server under steady load never pays.
+   */
+  turnWarmupMs: number;
   /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 5: on a shared 2-core VM one disturbed round in three moves a median of three). */
   rounds: number;
   /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
@@ -74,6 +84,7 @@ export function readConfig(): BenchConfig {
   return Object.freeze({
     durationS,
     sliceS,
+    turnWarmupMs: integer('BENCH_TURN_WARMUP_MS', 500, 0, 60_000),
     rounds: positiveInt('BENCH_ROUNDS', 5, 100),
     connections: positiveInt('BENCH_CONNECTIONS', 50, 10_000),
     autoPipelining: flag('BENCH_AUTO_PIPELINING', false),

@@ -137,6 +137,7 @@ async function runRound(order: readonly AppId[], config: BenchConfig, settings: 
       for (let k = 0; k < servers.length; k++) {
         const { id, child, url } = servers[(k + turn) % servers.length]!;
         const app = turns.get(id)!;
+        if (config.turnWarmupMs > 0) assertClean(id, await runLoad(url, config.connections, config.turnWarmupMs / 1000));
         const { result, cpu } = await measureCpu(child.process.pid ?? -1, redis, () => runLoad(url, config.connections, config.sliceS, app.latencies));
         assertClean(id, result);
         app.add(result, cpu);
