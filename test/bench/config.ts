@@ -25,8 +25,8 @@ export interface BenchConfig {
   sliceS: number;
   /**
    * Milliseconds of unmeasured load before each turn (BENCH_TURN_WARMUP_MS, default 500): a server
-   * that sat idle while the others had their turns has let V8 shrink its heap, and the first
-   * requests after the pause would measure that regrowth, which a server under steady load never pays.
+   * that sat idle while the others had their turns starts cold (an idle V8 shrinks its heap, for
+   * one), and its first requests would measure that, which a server under steady load never sees.
    */
   turnWarmupMs: number;
   /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 5: on a shared 2-core VM one disturbed round in three moves a median of three). */
