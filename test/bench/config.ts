@@ -29,7 +29,7 @@ export interface BenchConfig {
    * one), and its first requests would measure that, which a server under steady load never sees.
    */
   turnWarmupMs: number;
-  /** Interleaved rounds; medians are taken over them (BENCH_ROUNDS, default 5: on a shared 2-core VM one disturbed round in three moves a median of three). */
+  /** Rounds, each with fresh server processes taking turns; medians are taken over them (BENCH_ROUNDS, default 5: on a shared 2-core VM one disturbed round in three moves a median of three). */
   rounds: number;
   /** Concurrent HTTP connections of the load generator (BENCH_CONNECTIONS, default 50). */
   connections: number;
@@ -38,7 +38,7 @@ export interface BenchConfig {
    * default 0: ioredis's default, and what recommendedRedisOptions leaves it at; on, both apps spend more client CPU per request).
    */
   autoPipelining: boolean;
-  /** Seconds of unmeasured load before each measurement, on its fresh server: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
+  /** Seconds of unmeasured load on each fresh server before its round's turns: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
   warmupS: number;
   /** Seconds of the settlement run (BENCH_SETTLE_DURATION_S, default 5). */
   settleDurationS: number;
