@@ -3,27 +3,18 @@
 import type { Redis } from 'ioredis';
 import { APP_IDS, type AppId } from './apps.js';
 import type { BenchConfig } from './config.js';
-import { cpuPerRequest, measureCpu, type CpuPerRequest, type CpuSeconds } from './cpu.js';
+import { measureCpu, type CpuPerRequest } from './cpu.js';
 import { runLoad, type LoadResult } from './load.js';
 import { startChild, type Child } from './processes.js';
 import type { ServerReady } from './server.js';
-import { median, round, Samples } from './stats.js';
+import { median, round } from './stats.js';
+import { Turns, type MeasuredLoad } from './turns.js';
 
 export interface AppSummary {
   reqPerSec: number;
   p50Ms: number;
   p99Ms: number;
   /** Medians of the CPU spent per request by the server process, Redis (shared server: includes other clients) and autocannon. */
-  cpu: CpuPerRequest;
-}
-
-/** One app in one round, over all its turns. */
-export interface MeasuredLoad {
-  requests: number;
-  seconds: number;
-  reqPerSec: number;
-  p50Ms: number;
-  p99Ms: number;
   cpu: CpuPerRequest;
 }
 
@@ -99,27 +90,6 @@ async function startWarmServer(id: AppId, config: BenchConfig, settings: HttpSet
   } catch (err) {
     await child.stop();
     throw err;
-  }
-}
-
-/** What one app's turns of one round add up to. */
-class Turns {
-  requests = 0;
-  seconds = 0;
-  readonly cpu: CpuSeconds = { server: 0, redis: 0, loadGenerator: 0 };
-  readonly latencies = new Samples();
-
-  add(load: LoadResult, cpu: CpuSeconds): void {
-    this.requests += load.requests;
-    this.seconds += load.seconds;
-    this.cpu.server += cpu.server;
-    this.cpu.redis += cpu.redis;
-    this.cpu.loadGenerator += cpu.loadGenerator;
-  }
-
-  result(): MeasuredLoad {
-    const [p50Ms = Number.NaN, p99Ms = Number.NaN] = this.latencies.percentiles(50, 99);
-    return { requests: this.requests, seconds: this.seconds, reqPerSec: this.requests / this.seconds, p50Ms, p99Ms, cpu: cpuPerRequest(this.cpu, this.requests) };
   }
 }
 
