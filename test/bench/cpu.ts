@@ -36,7 +36,7 @@ export interface CpuPerRequest {
   loadGeneratorUs: number;
 }
 
-/** CPU seconds spent by each party (summed over the slices of a measurement). */
+/** CPU seconds spent by each party (added up over the turns of a measurement). */
 export interface CpuSeconds {
   server: number;
   redis: number;
