@@ -1,4 +1,5 @@
 // Benchmark settings, read once from the environment so a run can be shortened or stretched without edits.
+import { APP_IDS, type AppId } from './apps.js';
 
 function integer(name: string, fallback: number, min: number, max: number): number {
   const text = process.env[name];
@@ -50,8 +51,19 @@ export interface BenchConfig {
   memoryUsers: number;
   /** maxEntries of the memory cache in the memory-bound run (BENCH_MEMORY_MAX_ENTRIES, default 100 000). */
   memoryMaxEntries: number;
-  /** Which parts run: any of http, settle, memory, comma-separated (BENCH_PARTS, default all three). */
-  parts: ReadonlySet<'http' | 'settle' | 'memory'>;
+  /** Which parts run: any of http, settle, memory, instructions, comma-separated (BENCH_PARTS, default all four). */
+  parts: ReadonlySet<BenchPart>;
+  /**
+   * Whether BENCH_PARTS named the instructions part: then a machine without valgrind fails the run;
+   * by default that part is skipped there with a line saying so.
+   */
+  instructionsRequired: boolean;
+  /** Apps whose instructions per request are counted (BENCH_INSTRUCTION_APPS, comma-separated; default in INSTRUCTION_APPS). */
+  instructionApps: readonly AppId[];
+  /** Unmeasured requests before the count (BENCH_INSTRUCTION_WARMUP_REQUESTS, default 10 000): until the JIT has settled, compiling is counted too. */
+  instructionWarmupRequests: number;
+  /** Requests counted per app (BENCH_INSTRUCTION_REQUESTS, default 3 000). */
+  instructionRequests: number;
   /** App ids whose server runs under `node --cpu-prof` (BENCH_PROFILE, e.g. "chain-redis"); profiles go to BENCH_PROFILE_DIR (default <tmpdir>/kbe-bench-profiles). */
   profile: ReadonlySet<string>;
   /** Where the JSON results go (BENCH_RESULTS, default bench-results.json at the repository root). */
@@ -65,16 +77,37 @@ function flag(name: string, fallback: boolean): boolean {
   throw new TypeError(`${name} must be 1 or 0, got ${JSON.stringify(text)}`);
 }
 
-function parts(): ReadonlySet<'http' | 'settle' | 'memory'> {
-  const text = process.env.BENCH_PARTS ?? 'http,settle,memory';
-  const chosen = new Set<'http' | 'settle' | 'memory'>();
-  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
-    if (part !== 'http' && part !== 'settle' && part !== 'memory') {
-      throw new TypeError(`BENCH_PARTS must list http, settle and/or memory, got ${JSON.stringify(part)}`);
-    }
-    chosen.add(part);
+export type BenchPart = 'http' | 'settle' | 'memory' | 'instructions';
+const PARTS: readonly BenchPart[] = ['http', 'settle', 'memory', 'instructions'];
+
+function parts(): ReadonlySet<BenchPart> {
+  const chosen = new Set<BenchPart>();
+  for (const part of list(process.env.BENCH_PARTS ?? PARTS.join(','))) {
+    if (!PARTS.includes(part as BenchPart)) throw new TypeError(`BENCH_PARTS must list ${PARTS.join(', ')}, got ${JSON.stringify(part)}`);
+    chosen.add(part as BenchPart);
   }
   return chosen;
+}
+
+function list(text: string): string[] {
+  return text.split(',').map((p) => p.trim()).filter(Boolean);
+}
+
+/**
+ * The apps counted by default: the references and the two chains with and without the RateLimit
+ * fields — what the targets and the fields' cost are read from — and rate-limiter-flexible.
+ */
+export const INSTRUCTION_APPS: readonly AppId[] = ['bare', 'bare-fields', 'chain-memory', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-no-fields', 'rlf-redis'];
+
+function instructionApps(): readonly AppId[] {
+  const text = process.env.BENCH_INSTRUCTION_APPS;
+  if (text === undefined || text.trim() === '') return INSTRUCTION_APPS;
+  const apps = list(text);
+  for (const app of apps) {
+    if (!APP_IDS.includes(app as AppId)) throw new TypeError(`BENCH_INSTRUCTION_APPS must list app ids (${APP_IDS.join(', ')}), got ${JSON.stringify(app)}`);
+  }
+  // The ratios are against bare Koa, so it is always counted.
+  return [...new Set(['bare', ...apps])] as AppId[];
 }
 
 export function readConfig(): BenchConfig {
@@ -95,6 +128,10 @@ export function readConfig(): BenchConfig {
     memoryUsers: positiveInt('BENCH_MEMORY_USERS', 100_000, 10_000_000),
     memoryMaxEntries: positiveInt('BENCH_MEMORY_MAX_ENTRIES', 100_000, 100_000_000),
     parts: parts(),
+    instructionsRequired: list(process.env.BENCH_PARTS ?? '').includes('instructions'),
+    instructionApps: instructionApps(),
+    instructionWarmupRequests: integer('BENCH_INSTRUCTION_WARMUP_REQUESTS', 10_000, 0, 10_000_000),
+    instructionRequests: positiveInt('BENCH_INSTRUCTION_REQUESTS', 3_000, 10_000_000),
     profile: new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean)),
     resultsPath: process.env.BENCH_RESULTS ?? new URL('../../bench-results.json', import.meta.url).pathname,
   });

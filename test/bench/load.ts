@@ -15,12 +15,21 @@ export interface LoadResult {
 
 /** Loads `url` for `durationS` seconds, adding every 2xx latency (ms) to `latencies` (several runs may share one). */
 export function runLoad(url: string, connections: number, durationS: number, latencies?: Samples): Promise<LoadResult> {
+  return load({ url, connections, duration: durationS }, latencies);
+}
+
+/** Sends exactly `amount` requests to `url` over `connections` (however long that takes). */
+export function runRequests(url: string, connections: number, amount: number): Promise<LoadResult> {
+  return load({ url, connections, amount });
+}
+
+function load(options: { url: string; connections: number; duration?: number; amount?: number }, latencies?: Samples): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const tracker = autocannon({ url, connections, duration: durationS, pipelining: 1 }, (err, result) => {
+    const tracker = autocannon({ ...options, pipelining: 1 }, (err, result) => {
       if (err) return reject(err);
       resolve({
         requests: result.requests.total,
-        seconds: (result.finish.getTime() - result.start.getTime()) / 1000 || durationS,
+        seconds: (result.finish.getTime() - result.start.getTime()) / 1000 || (options.duration ?? 0),
         non2xx: result.non2xx,
         errors: result.errors,
         timeouts: result.timeouts,

@@ -17,15 +17,27 @@ export interface Child {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** `entry`: a TypeScript entry relative to test/bench ('./server.ts'); its compiled JavaScript runs (buildBench first). */
-export function startChild(entry: string, env: Record<string, string>, profile: boolean): Child {
+/** A program the child's Node runs under (valgrind): `command args… node nodeArgs… entry`. */
+export interface ChildWrapper {
+  command: string;
+  args: string[];
+}
+
+/**
+ * `entry`: a TypeScript entry relative to test/bench ('./server.ts'); its compiled JavaScript runs
+ * (buildBench first), under `wrapper` when given (its pid is then the wrapped Node's: valgrind runs
+ * its guest in its own process).
+ */
+export function startChild(entry: string, env: Record<string, string>, profile: boolean, wrapper?: ChildWrapper): Child {
   const execArgv: string[] = [];
   if (profile) {
     mkdirSync(PROFILE_DIR, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`);
   }
+  // fork() runs `execPath ...execArgv entry`, so a wrapper goes in front of Node's own arguments.
   const child = fork(compiledEntry(entry), [], {
-    execArgv,
+    ...(wrapper && { execPath: wrapper.command }),
+    execArgv: wrapper ? [...wrapper.args, process.execPath, ...execArgv] : execArgv,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

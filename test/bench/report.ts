@@ -3,6 +3,7 @@ import os from 'node:os';
 import { APP_IDS, APP_LABELS } from './apps.js';
 import type { BenchConfig } from './config.js';
 import type { HttpResults } from './http-bench.js';
+import type { InstructionResults } from './instructions.js';
 import type { MemoryResults } from './memory-bench.js';
 import type { SettleResults } from './settle-bench.js';
 
@@ -13,6 +14,7 @@ export interface BenchResults {
   http?: HttpResults;
   settle?: SettleResults;
   memory?: MemoryResults;
+  instructions?: InstructionResults;
   /** Parts that failed, with the reason; the parts before them are kept. */
   failures?: Record<string, string>;
 }
@@ -37,7 +39,7 @@ function pad(text: string, width: number, right = false): string {
 /** A Markdown table (readable in a terminal as well). */
 export function formatTables(results: BenchResults): string {
   const lines: string[] = [];
-  const { http, settle, memory, config, machine } = results;
+  const { http, settle, memory, instructions, config, machine } = results;
   lines.push(`${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; load average ${machine.loadAvgAtStart.join(' ')} at start${machine.loadAvgAtEnd ? `, ${machine.loadAvgAtEnd.join(' ')} at end` : ''}`, '');
   if (http) {
     lines.push(`HTTP, ${config.connections} connections, ${config.durationS} s per app per round in turns of ${config.sliceS} s, ${config.rounds} rounds (medians):`, '');
@@ -87,6 +89,36 @@ export function formatTables(results: BenchResults): string {
     lines.push('', `RSS MB every ${memory.samples[0]?.checks ?? 0} checks: ${memory.samples.map((s) => s.rssMb).join(', ')}`);
     lines.push(`cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`);
   }
+  if (instructions) lines.push('', ...instructionTable(instructions, config.connections));
   for (const [part, reason] of Object.entries(results.failures ?? {})) lines.push('', `FAILED ${part}: ${reason}`);
   return lines.join('\n');
+}
+
+const INSTRUCTION_RATIO_NAMES: Record<keyof InstructionResults['ratios'], string> = {
+  'b/a': '(b)/(a)',
+  'c/a': '(c)/(a)',
+  'c/d': '(c)/(d)',
+  'af/a': '(a+f)/(a): fields alone',
+  'bf/a': '(b-f)/(a): no RateLimit',
+  'cf/d': '(c-f)/(d): no RateLimit',
+};
+
+function instructionTable(instructions: InstructionResults, connections: number): string[] {
+  const lines = [
+    `Instructions per request of the server process (callgrind; ${instructions.requests} requests counted after ${instructions.warmupRequests} unmeasured, ${connections} connections):`,
+    '',
+    `| ${pad('app', 34)} | main thread | all threads | (a) ÷ app, main thread |`,
+    `|${'-'.repeat(36)}|------------:|------------:|-----------------------:|`,
+  ];
+  const bare = instructions.apps.bare;
+  for (const id of APP_IDS) {
+    const count = instructions.apps[id];
+    if (!count) continue;
+    const share = bare ? (bare.mainThread / count.mainThread).toFixed(2) : '';
+    lines.push(`| ${pad(APP_LABELS[id], 34)} | ${pad(String(count.mainThread), 11, true)} | ${pad(String(count.allThreads), 11, true)} | ${pad(share, 22, true)} |`);
+  }
+  const ratios = (Object.entries(instructions.ratios) as [keyof InstructionResults['ratios'], number][])
+    .map(([key, value]) => `${INSTRUCTION_RATIO_NAMES[key]} ${value.toFixed(2)}`);
+  if (ratios.length > 0) lines.push('', `As req/s ratios, if throughput followed the main thread's instructions: ${ratios.join('; ')}`);
+  return lines;
 }

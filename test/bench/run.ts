@@ -10,6 +10,7 @@ import { createBenchSchema, type BenchSchema } from './bench-schema.js';
 import { buildBench } from './build.js';
 import { readConfig } from './config.js';
 import { runHttpBench } from './http-bench.js';
+import { runInstructionBench, valgrindAvailable } from './instructions.js';
 import type { MemoryResults } from './memory-bench.js';
 import { startChild } from './processes.js';
 import { formatTables, machineInfo, type BenchResults } from './report.js';
@@ -41,7 +42,7 @@ async function main(): Promise<void> {
     machine: machineInfo(),
     config: { ...config, parts: [...config.parts], profile: [...config.profile] },
   };
-  const needsServices = config.parts.has('http') || config.parts.has('settle');
+  const needsServices = config.parts.has('http') || config.parts.has('settle') || config.parts.has('instructions');
   if (needsServices) await requireServices();
   log('compiling the package and the benchmark servers (tsc)');
   buildBench();
@@ -94,6 +95,18 @@ async function main(): Promise<void> {
           await knex.destroy();
         }
       });
+    }
+    if (config.parts.has('instructions') && schema) {
+      if (valgrindAvailable()) {
+        log(`instructions: ${config.instructionApps.join(', ')} under callgrind, ${config.instructionRequests} requests counted after ${config.instructionWarmupRequests}, ${config.connections} connections`);
+        await part('instructions', async () => {
+          results.instructions = await runInstructionBench(config, { pgSchema: schema.schema, redisPrefix }, log);
+        });
+      } else if (config.instructionsRequired) {
+        await part('instructions', () => Promise.reject(new Error('valgrind is not installed (Debian: apt-get install valgrind); it counts the instructions')));
+      } else {
+        log('instructions: SKIPPED, valgrind is not installed (Debian: apt-get install valgrind)');
+      }
     }
     if (config.parts.has('memory')) {
       log(`memory: ${config.memoryRequests} checks over ${config.memoryUsers} users, maxEntries ${config.memoryMaxEntries}`);

@@ -1,6 +1,7 @@
 // The benchmark harness's own arithmetic and settings (test/bench): what the published ratios rest on.
 import { expect } from 'chai';
-import { readConfig } from '../bench/config.js';
+import { INSTRUCTION_APPS, readConfig } from '../bench/config.js';
+import { countFromDumps, dumpInstructions } from '../bench/instructions.js';
 import { Turns } from '../bench/turns.js';
 
 describe('benchmark harness', () => {
@@ -34,7 +35,7 @@ describe('benchmark harness', () => {
   });
 
   describe('settings from the environment', () => {
-    const names = ['BENCH_DURATION_S', 'BENCH_SLICE_S', 'BENCH_TURN_WARMUP_MS'] as const;
+    const names = ['BENCH_DURATION_S', 'BENCH_SLICE_S', 'BENCH_TURN_WARMUP_MS', 'BENCH_PARTS', 'BENCH_INSTRUCTION_APPS'] as const;
     const saved = new Map(names.map((name) => [name, process.env[name]]));
     afterEach(() => {
       for (const [name, value] of saved) {
@@ -63,6 +64,47 @@ describe('benchmark harness', () => {
       expect(() => withEnv({ BENCH_TURN_WARMUP_MS: '-1' })).to.throw(TypeError, /BENCH_TURN_WARMUP_MS must be an integer from 0 to 60000/);
       expect(() => withEnv({ BENCH_TURN_WARMUP_MS: '2.5' })).to.throw(TypeError, /BENCH_TURN_WARMUP_MS/);
       expect(() => withEnv({ BENCH_SLICE_S: '0' })).to.throw(TypeError, /BENCH_SLICE_S must be an integer from 1/);
+    });
+
+    it('runs all four parts by default, the instruction count without failing where valgrind is missing', () => {
+      const config = withEnv({});
+      expect([...config.parts]).to.deep.equal(['http', 'settle', 'memory', 'instructions']);
+      expect(config.instructionsRequired).to.equal(false);
+      expect(config.instructionApps).to.deep.equal(INSTRUCTION_APPS);
+      expect(withEnv({ BENCH_PARTS: 'http, instructions' }).instructionsRequired).to.equal(true);
+      expect(() => withEnv({ BENCH_PARTS: 'http,cpu' })).to.throw(TypeError, /BENCH_PARTS must list http, settle, memory, instructions, got "cpu"/);
+    });
+
+    it('counts bare Koa with any chosen apps (the ratios need it) and refuses unknown app ids', () => {
+      expect(withEnv({ BENCH_INSTRUCTION_APPS: 'chain-redis,rlf-redis' }).instructionApps).to.deep.equal(['bare', 'chain-redis', 'rlf-redis']);
+      expect(withEnv({ BENCH_INSTRUCTION_APPS: 'chain-memory,bare' }).instructionApps).to.deep.equal(['bare', 'chain-memory']);
+      expect(() => withEnv({ BENCH_INSTRUCTION_APPS: 'chain-memory,nginx' })).to.throw(TypeError, /BENCH_INSTRUCTION_APPS must list app ids .*got "nginx"/);
+    });
+  });
+
+  describe('callgrind dumps', () => {
+    const dump = (instructions: number) => `# callgrind format\nversion: 1\npart: 1\n\nevents: Ir\nsummary: ${instructions}\n\nob=(1) /usr/bin/node\n`;
+
+    it('reads the instruction total of a dump', () => {
+      expect(dumpInstructions(dump(620145537))).to.equal(620145537);
+      expect(dumpInstructions('events: Ir\ntotals: 13409\n')).to.equal(13409);
+      expect(() => dumpInstructions('events: Ir\n')).to.throw(/without a summary/);
+    });
+
+    it('divides one dump by the requests, main thread (01) apart from the sum over threads, ignoring the other dumps', () => {
+      const files = [
+        { name: 'out.4242.1-01', text: dump(300_000_000) },
+        { name: 'out.4242.1-02', text: dump(90_000_000) },
+        { name: 'out.4242.1-11', text: dump(30_000_000) },
+        // Written at exit (start-up and shutdown included) and by a later dump: not part of the count.
+        { name: 'out.4242-01', text: dump(9_000_000_000) },
+        { name: 'out.4242.2-01', text: dump(5_000_000) },
+      ];
+      expect(countFromDumps(files, 1, 3000)).to.deep.equal({ mainThread: 100_000, allThreads: 140_000 });
+    });
+
+    it('refuses a dump without the main thread rather than reporting a partial count', () => {
+      expect(() => countFromDumps([{ name: 'out.1.1-02', text: dump(1000) }], 1, 10)).to.throw(/no file for the main thread/);
     });
   });
 });
