@@ -42,14 +42,14 @@ interface Entry {
   /** Value of the access counter when the entry last moved to the most-recent end. */
   touchedAt: number;
   /** The hash decoded as a read result, kept until the entry is replaced (hashes are never edited in place). */
-  decoded?: CacheRead<unknown>;
+  decoded: CacheRead<unknown> | undefined;
   /**
    * An RPM counter's count for one bucket field, parsed from the hash once: while present it holds
    * the count, not `hash[field]` (raw reads render it), so a hit is an increment instead of a
    * parse, a new hash and a new string. A hash keyed by a bucket number is an object with one
    * sparse element, which V8 stores as a slow dictionary.
    */
-  counter?: { readonly field: string; count: number };
+  counter: { readonly field: string; count: number } | undefined;
 }
 
 /** Test access to stored entries, exactly as Redis tests use HGETALL/HSET/PTTL. Not part of the public API. */
@@ -309,7 +309,9 @@ export class MemoryBillingCache implements BillingCache {
   }
 
   #set(key: string, hash: RawHash, ttlMs: number): Entry {
-    const entry: Entry = { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs, touchedAt: ++this.#accesses };
+    // Every field present from the start: adding `decoded` or `counter` later would give entries
+    // several shapes, and V8 throws away the optimised reads that assumed one (a deoptimisation).
+    const entry: Entry = { hash, expiresAtMs: Math.floor(this.#clock.now()) + ttlMs, touchedAt: ++this.#accesses, decoded: undefined, counter: undefined };
     this.#entries.delete(key);
     this.#entries.set(key, entry);
     for (const oldest of this.#entries.keys()) {
