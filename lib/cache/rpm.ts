@@ -49,8 +49,11 @@ export function parseRpmReply(reply: unknown): number[] | null {
   const numbers: number[] = [];
   let value = 0;
   let digits = 0;
-  for (let i = 0; i <= reply.length; i++) {
-    const code = i < reply.length ? reply.charCodeAt(i) : SPACE;
+  // The length read once: the reply string's shape varies with how the client decoded it, so each
+  // \`reply.length\` in the loop would be a full property lookup rather than an inlined load.
+  const length = reply.length;
+  for (let i = 0; i <= length; i++) {
+    const code = i < length ? reply.charCodeAt(i) : SPACE;
     if (code === SPACE) {
       if (digits === 0 || !Number.isSafeInteger(value)) return null;
       numbers.push(value);
