@@ -144,8 +144,8 @@ export class BillingRequest {
    */
   async runChain(shadow: ReadonlySet<CheckName>): Promise<void> {
     if (this.simple) return;
-    this.#wholeChain = shadow.size === 0 && this.estimate === undefined;
     const anyShadow = shadow.size !== 0;
+    this.#wholeChain = !anyShadow && this.estimate === undefined;
     for (const method of CHECK_METHODS) {
       // A check whose data has already arrived completes synchronously: a warm request awaits only its I/O.
       const pending = this.#step(method, anyShadow && shadow.has(CHECK_NAMES[method]));
