@@ -50,7 +50,7 @@ export function parseRpmReply(reply: unknown): number[] | null {
   let value = 0;
   let digits = 0;
   // The length read once: the reply string's shape varies with how the client decoded it, so each
-  // \`reply.length\` in the loop would be a full property lookup rather than an inlined load.
+  // `reply.length` in the loop would be a full property lookup rather than an inlined load.
   const length = reply.length;
   for (let i = 0; i <= length; i++) {
     const code = i < length ? reply.charCodeAt(i) : SPACE;
