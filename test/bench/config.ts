@@ -94,10 +94,13 @@ function list(text: string): string[] {
 }
 
 /**
- * The apps counted by default: the references and the two chains with and without the RateLimit
- * fields — what the targets and the fields' cost are read from — and rate-limiter-flexible.
+ * The apps counted by default: the references, the two chains with and without the RateLimit
+ * fields and the memory chain with metrics — what the targets and the costs of fields and metrics
+ * are read from — and rate-limiter-flexible.
  */
-export const INSTRUCTION_APPS: readonly AppId[] = ['bare', 'bare-fields', 'chain-memory', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-no-fields', 'rlf-redis'];
+export const INSTRUCTION_APPS: readonly AppId[] = [
+  'bare', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-no-fields', 'rlf-redis',
+];
 
 function instructionApps(): readonly AppId[] {
   const text = process.env.BENCH_INSTRUCTION_APPS;

@@ -32,7 +32,7 @@ export interface InstructionResults {
    * if throughput followed the event loop's instructions (it also pays for system calls and cache
    * misses, which this does not count). Present when both apps were counted.
    */
-  ratios: Partial<Record<'b/a' | 'c/a' | 'c/d' | 'af/a' | 'bf/a' | 'cf/d', number>>;
+  ratios: Partial<Record<'b/a' | 'c/a' | 'c/d' | 'bm/b' | 'af/a' | 'bf/a' | 'cf/d', number>>;
 }
 
 /** Whether valgrind (with callgrind_control, from the same package) can be run here. */
@@ -122,7 +122,7 @@ export async function runInstructionBench(config: BenchConfig, settings: HttpSet
   }
   const ratios: InstructionResults['ratios'] = {};
   const pairs: [keyof InstructionResults['ratios'], AppId, AppId][] = [
-    ['b/a', 'chain-memory', 'bare'], ['c/a', 'chain-redis', 'bare'], ['c/d', 'chain-redis', 'rlf-redis'],
+    ['b/a', 'chain-memory', 'bare'], ['c/a', 'chain-redis', 'bare'], ['c/d', 'chain-redis', 'rlf-redis'], ['bm/b', 'chain-memory-metrics', 'chain-memory'],
     ['af/a', 'bare-fields', 'bare'], ['bf/a', 'chain-memory-no-fields', 'bare'], ['cf/d', 'chain-redis-no-fields', 'rlf-redis'],
   ];
   for (const [key, app, base] of pairs) {

@@ -98,6 +98,7 @@ const INSTRUCTION_RATIO_NAMES: Record<keyof InstructionResults['ratios'], string
   'b/a': '(b)/(a)',
   'c/a': '(c)/(a)',
   'c/d': '(c)/(d)',
+  'bm/b': '(b+m)/(b): metrics',
   'af/a': '(a+f)/(a): fields alone',
   'bf/a': '(b-f)/(a): no RateLimit',
   'cf/d': '(c-f)/(d): no RateLimit',
