@@ -135,7 +135,7 @@ export function readConfig(): BenchConfig {
     instructionApps: instructionApps(),
     instructionWarmupRequests: integer('BENCH_INSTRUCTION_WARMUP_REQUESTS', 10_000, 0, 10_000_000),
     instructionRequests: positiveInt('BENCH_INSTRUCTION_REQUESTS', 3_000, 10_000_000),
-    profile: new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean)),
+    profile: new Set(list(process.env.BENCH_PROFILE ?? '')),
     resultsPath: process.env.BENCH_RESULTS ?? new URL('../../bench-results.json', import.meta.url).pathname,
   });
 }
