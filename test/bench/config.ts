@@ -117,6 +117,7 @@ export function readConfig(): BenchConfig {
   const durationS = positiveInt('BENCH_DURATION_S', 5, 3600);
   const sliceS = positiveInt('BENCH_SLICE_S', 1, 3600);
   if (durationS % sliceS !== 0) throw new TypeError(`BENCH_DURATION_S (${durationS}) must be a multiple of BENCH_SLICE_S (${sliceS})`);
+  const chosenParts = parts();
   return Object.freeze({
     durationS,
     sliceS,
@@ -130,8 +131,8 @@ export function readConfig(): BenchConfig {
     memoryRequests: positiveInt('BENCH_MEMORY_REQUESTS', 1_000_000, 100_000_000),
     memoryUsers: positiveInt('BENCH_MEMORY_USERS', 100_000, 10_000_000),
     memoryMaxEntries: positiveInt('BENCH_MEMORY_MAX_ENTRIES', 100_000, 100_000_000),
-    parts: parts(),
-    instructionsRequired: list(process.env.BENCH_PARTS ?? '').includes('instructions'),
+    parts: chosenParts,
+    instructionsRequired: process.env.BENCH_PARTS !== undefined && chosenParts.has('instructions'),
     instructionApps: instructionApps(),
     instructionWarmupRequests: integer('BENCH_INSTRUCTION_WARMUP_REQUESTS', 10_000, 0, 10_000_000),
     instructionRequests: positiveInt('BENCH_INSTRUCTION_REQUESTS', 3_000, 10_000_000),

@@ -62,6 +62,16 @@ export interface HttpSettings {
   redisPrefix: string;
 }
 
+/** What test/bench/server.ts reads from its environment to run `id`. */
+export function serverEnv(id: AppId, config: BenchConfig, settings: HttpSettings): Record<string, string> {
+  return {
+    BENCH_APP: id,
+    BENCH_PG_SCHEMA: settings.pgSchema,
+    BENCH_REDIS_PREFIX: settings.redisPrefix,
+    BENCH_AUTO_PIPELINING: config.autoPipelining ? '1' : '0',
+  };
+}
+
 /** A started server of one app, warmed up. */
 interface WarmServer {
   id: AppId;
@@ -76,12 +86,7 @@ interface WarmServer {
  * per app for the whole run would tilt every round of that app the same way.
  */
 async function startWarmServer(id: AppId, config: BenchConfig, settings: HttpSettings): Promise<WarmServer> {
-  const child = startChild('./server.ts', {
-    BENCH_APP: id,
-    BENCH_PG_SCHEMA: settings.pgSchema,
-    BENCH_REDIS_PREFIX: settings.redisPrefix,
-    BENCH_AUTO_PIPELINING: config.autoPipelining ? '1' : '0',
-  }, config.profile.has(id));
+  const child = startChild('./server.ts', serverEnv(id, config, settings), config.profile.has(id));
   try {
     const { port } = await child.message<ServerReady>('ready');
     const url = `http://127.0.0.1:${port}/v1/chat/completions`;
@@ -119,7 +124,7 @@ async function runRound(order: readonly AppId[], config: BenchConfig, settings: 
   }
 }
 
-function assertClean(id: AppId, result: LoadResult): void {
+export function assertClean(id: AppId, result: LoadResult): void {
   // A refused or failed request is not the path being measured: stop rather than report it.
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
     throw new Error(`${id}: ${result.non2xx} non-2xx responses, ${result.errors} errors, ${result.timeouts} timeouts — the benchmark path must answer 200`);

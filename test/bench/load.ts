@@ -1,5 +1,6 @@
-// One fixed-duration load run with autocannon from this (the parent) process, with every 2xx latency
-// recorded at sub-millisecond resolution (autocannon's own histogram rounds to whole milliseconds).
+// Load runs with autocannon from this (the parent) process: for a fixed duration, with every 2xx
+// latency recorded at sub-millisecond resolution (autocannon's own histogram rounds to whole
+// milliseconds), or for a fixed number of requests.
 import autocannon from 'autocannon';
 import type { Samples } from './stats.js';
 
