@@ -1,5 +1,5 @@
 // Part four: instructions per request of each app's server, counted by valgrind's callgrind. Unlike
-// req/s on a shared VM (±15–30 % within minutes), a count is the same from run to run (±1 %), so it
+// req/s on a shared VM (±15–30 % within minutes), a count is the same from run to run (±1.5 %), so it
 // shows what a change to the request path costs or saves even when the machine is busy.
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
