@@ -99,14 +99,24 @@ function releaseWhenDone(ctx: Context, request: BillingRequest): void {
   else ctx.res.once('close', () => request.releaseLease());
 }
 
-/** The request's cancellation, created only when a check needs it (a client that went away). */
+/** Whether the client went away: the response closed before it was finished. */
+function clientGone(ctx: Context): boolean {
+  return (ctx.res.closed || ctx.res.destroyed) && !ctx.res.writableFinished;
+}
+
+/**
+ * The request's cancellation, created only when a check needs it: the client went away. Never the
+ * request stream's state: Node destroys the request once its body has been read, which every
+ * gateway does before billing (it needs the model and the token limits), and that must not read
+ * as a client that left.
+ */
 function cancellationOf(ctx: Context): () => AbortSignal {
   let controller: AbortController | undefined;
   return () => {
     if (!controller) {
       const created = new AbortController();
       controller = created;
-      if (ctx.req.destroyed && !ctx.res.writableFinished) created.abort();
+      if (clientGone(ctx)) created.abort();
       else ctx.res.once('close', () => { if (!ctx.res.writableFinished) created.abort(); });
     }
     return controller.signal;

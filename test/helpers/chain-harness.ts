@@ -1,5 +1,6 @@
-// Runs a behaviour suite twice: memory cache + SQLite, and Redis + PostgreSQL, with an instrumented
-// store and cache, a manual clock, and a Koa app factory for supertest.
+// Runs a behaviour suite on memory cache + SQLite and on Redis + PostgreSQL, each in two request
+// shapes (the chain first, and a JSON body parsed before the chain as a gateway does), with an
+// instrumented store and cache, a manual clock, and a Koa app factory for supertest.
 import Koa from 'koa';
 import knexFactory, { type Knex } from 'knex';
 import { Redis } from 'ioredis';
@@ -19,8 +20,17 @@ import { DATABASE_URL, REDIS_URL, requirePostgres, requireRedis, uniqueSuffix } 
 /** 2026-03-04 10:00:00 UTC, a Wednesday. */
 export const T0 = Date.UTC(2026, 2, 4, 10, 0, 0);
 
+/**
+ * How the app reaches the chain: 'chain first', or 'body parsed first' — the request body read to its
+ * end and parsed as JSON before the chain, as every LLM gateway does (it needs the model and the
+ * token limits). Node marks a request whose body was read as destroyed, so this shape catches
+ * anything that mistakes that for a client that went away.
+ */
+export type RequestShape = 'chain first' | 'body parsed first';
+
 export interface ChainEnv {
   backend: 'memory+sqlite' | 'redis+postgres';
+  shape: RequestShape;
   clock: ManualClock;
   knex: Knex;
   store: Instrumented<BillingStore>;
@@ -77,10 +87,22 @@ async function redisPostgres(): Promise<Backends> {
   };
 }
 
-/** Defines `body` once per backend pair; each test gets a fresh clock, core and instrumentation. */
+/** Reads the whole request body and parses it as JSON (an empty body is undefined), like a body parser. */
+async function parseJsonBody(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  (ctx.request as { body?: unknown }).body = text === '' ? undefined : JSON.parse(text);
+  await next();
+}
+
+/** Defines `body` once per backend pair and request shape; each test gets a fresh clock, core and instrumentation. */
 export function describeChain(title: string, body: (env: () => ChainEnv) => void): void {
-  for (const backend of ['memory+sqlite', 'redis+postgres'] as const) {
-    describe(`${title} [${backend}]`, function () {
+  for (const [backend, shape] of [
+    ['memory+sqlite', 'chain first'], ['memory+sqlite', 'body parsed first'],
+    ['redis+postgres', 'chain first'], ['redis+postgres', 'body parsed first'],
+  ] as const) {
+    describe(`${title} [${backend}, ${shape}]`, function () {
       let backends: Backends;
       let env: ChainEnv;
       const cores: BillingCore[] = [];
@@ -110,6 +132,7 @@ export function describeChain(title: string, body: (env: () => ChainEnv) => void
         const core = makeCore();
         env = {
           backend,
+          shape,
           clock,
           knex: backends.knex,
           store,
@@ -119,6 +142,7 @@ export function describeChain(title: string, body: (env: () => ChainEnv) => void
           makeCore,
           app({ core: appCore = core, format = 'openai', subject, middleware } = {}) {
             const app = new Koa();
+            if (shape === 'body parsed first') app.use(parseJsonBody);
             app.use(async (ctx, next) => {
               ctx.state.subject = subject ?? (ctx.get('x-subject') ? JSON.parse(ctx.get('x-subject')) : undefined);
               await next();

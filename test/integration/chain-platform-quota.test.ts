@@ -160,6 +160,20 @@ describeChain('platformQuota', (env) => {
     store.failWith(null);
   });
 
+  it('a cold exhausted quota denies all of 50 concurrent requests with a JSON body: a body read before the chain is not a client that left', async () => {
+    const { core, store } = env();
+    const { userId, subject } = await userWithQuota({ dailyLimitUsd: '0.01' });
+    await core.settle({ requestId: `r-${userId}`, subject, costUsd: '0.01' });
+    await core.invalidatePlatformQuota(userId, 'anthropic');
+    store.reset();
+    const app = env().app({ subject });
+    const statuses = await Promise.all(Array.from({ length: 50 }, () =>
+      request(app.callback()).post('/').send({ model: 'claude', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }).then((res) => res.status)));
+    expect(statuses.filter((status) => status === 200)).to.have.length(0);
+    expect(new Set(statuses)).to.deep.equal(new Set([429]));
+    expect(store.count('getPlatformQuota')).to.be.at.least(1);
+  });
+
   it('a request cancelled while its quota load is shared is let through and does not fail the others', async () => {
     const { core, store } = env();
     const { userId, subject } = await userWithQuota({ dailyLimitUsd: '0' });

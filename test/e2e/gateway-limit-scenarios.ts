@@ -1,0 +1,63 @@
+// E2E scenarios about limits that must hold under concurrency, shared by every backend: a platform quota
+// whose cache entry is cold, and request bodies that try to make the reservation smaller than the answer.
+import { expect } from 'chai';
+import { formatUsd, parseUsd } from '../../lib/index.js';
+import type { GatewayHarness, TestUser } from './gateway-harness.js';
+
+const PROMPT = 'Say hello to the billing test.';
+
+const anthropicBody = (fields: object = {}) => ({ model: 'claude-3-5-haiku-latest', max_tokens: 100, messages: [{ role: 'user', content: PROMPT }], ...fields });
+
+function anthropicCall(h: GatewayHarness, user: TestUser, fields: object = {}) {
+  return h.http().post('/v1/messages').set('x-api-key', user.key).set('anthropic-version', '2023-06-01').send(anthropicBody(fields));
+}
+
+/** The user's settled charges, summed, in units. */
+async function chargedUnits(h: GatewayHarness, user: TestUser): Promise<{ total: bigint; largest: bigint; count: number }> {
+  const rows = await h.gateway.core.listUsage(user.userId, 200);
+  let total = 0n;
+  let largest = 0n;
+  for (const row of rows) {
+    const cost = parseUsd(row.costUsd);
+    total += cost;
+    if (cost > largest) largest = cost;
+  }
+  return { total, largest, count: rows.length };
+}
+
+/** Waits until every settlement the gateway started has been stored. */
+async function settled(h: GatewayHarness): Promise<void> {
+  await h.gateway.inFlight.idle();
+}
+
+export function limitScenarios(harness: () => GatewayHarness): void {
+  it('an exhausted platform quota whose cache entry was dropped admits 0 of 50 concurrent requests', async () => {
+    const h = harness();
+    const user = await h.createUser({ balanceUsd: '10.00' });
+    await h.admin('put', `/admin/users/${user.userId}/platform-quotas/anthropic`, { dailyLimitUsd: '0.01' }).expect(200);
+    const subject = { user: { id: user.userId }, apiKey: { id: user.keyId }, platform: 'anthropic' };
+    await h.gateway.core.settle({ requestId: `used-${user.userId}`, subject, costUsd: '0.01' });
+    await h.gateway.core.invalidatePlatformQuota(user.userId, 'anthropic');
+    const upstreamBefore = h.gateway.mockUpstream?.stats.requests ?? 0;
+    const statuses = await Promise.all(Array.from({ length: 50 }, () => anthropicCall(h, user).then((res) => res.status)));
+    expect(statuses.filter((status) => status === 200)).to.have.length(0);
+    expect(new Set(statuses)).to.deep.equal(new Set([429]));
+    expect(h.gateway.mockUpstream?.stats.requests ?? 0).to.equal(upstreamBefore, 'no request reached the upstream');
+  });
+
+  it('a $0.01 daily quota with a cold cache entry under 200 concurrent requests ends at most one request over the limit', async () => {
+    const h = harness();
+    const user = await h.createUser({ balanceUsd: '10.00' });
+    await h.admin('put', `/admin/users/${user.userId}/platform-quotas/anthropic`, { dailyLimitUsd: '0.01' }).expect(200);
+    await h.gateway.core.invalidatePlatformQuota(user.userId, 'anthropic');
+    const statuses = await Promise.all(Array.from({ length: 200 }, () => anthropicCall(h, user).then((res) => res.status)));
+    await settled(h);
+    const { total, largest, count } = await chargedUnits(h, user);
+    const admitted = statuses.filter((status) => status === 200).length;
+    console.log(`      ${admitted} of 200 admitted, ${count} charged, quota usage ${formatUsd(total)} USD (limit 0.01, one request ≤ ${formatUsd(largest)})`);
+    expect(admitted).to.be.greaterThan(0);
+    expect(count).to.equal(admitted);
+    expect(total <= parseUsd('0.01') + largest).to.equal(true, `usage ${formatUsd(total)} exceeds the limit by more than one request`);
+    expect(statuses.filter((status) => status !== 200 && status !== 429)).to.deep.equal([]);
+  });
+}
