@@ -2,6 +2,7 @@
 // store loads through single-flight on a miss, and a record of what each check decided.
 import { randomUUID } from 'node:crypto';
 import { errorText } from './background-tasks.js';
+import type { CircuitBreaker } from './breaker.js';
 import { refKey } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import {
@@ -258,8 +259,9 @@ export class BillingRequest {
       this.core.breaker.recordSuccess();
       return decide(read.value, 'cache');
     }
-    return this.#loadAndFill<K, CacheEntityMap[K] | null>(ref, read, load, (loaded) => loaded).then((entity) => {
-      this.core.breaker.recordSuccess();
+    // The breaker hears from the shared load itself, once, not from each request that waited on it.
+    const reported = (signal: AbortSignal) => reportedToBreaker(this.core.breaker, signal, load());
+    return this.#loadAndFill<K, CacheEntityMap[K] | null>(ref, read, reported, (loaded) => loaded).then((entity) => {
       if (entity !== null) return decide(entity, 'store');
       this.#deny(new CheckDenial({ check, outcome: 'denied', code: notFound, source: 'store' }, new BillingError(notFound)));
     }, (err: unknown) => this.#infrastructureFailure(check, err));
@@ -531,12 +533,12 @@ export class BillingRequest {
   #loadAndFill<K extends CacheEntityKind, T>(
     ref: CacheEntityRef & { kind: K },
     read: CacheRead<CacheEntityMap[K]> | undefined,
-    load: () => Promise<T>,
+    load: (signal: AbortSignal) => Promise<T>,
     toCached: (loaded: T) => CacheEntityMap[K] | null,
     signal?: AbortSignal,
   ): Promise<T> {
-    return this.core.loads.do(refKey(ref), async (_signal, hold) => {
-      const loaded = await load();
+    return this.core.loads.do(refKey(ref), async (loadSignal, hold) => {
+      const loaded = await load(loadSignal);
       const value = toCached(loaded);
       if (value !== null && read && !read.hit) hold(this.core.cacheSync.fill(ref, value, read.generation).then(nextTurn));
       return loaded;
@@ -554,8 +556,8 @@ export class BillingRequest {
     });
   }
 
+  /** The store could not answer: 503. The breaker has already counted the failed load (see reportedToBreaker). */
   #infrastructureFailure(check: CheckName, err: unknown): void {
-    this.core.breaker.recordFailure();
     this.core.warnings.warn(`${check}_store_failed`, { check, err: errorText(err) }, 'billing store read failed');
     this.#deny(new CheckDenial(
       { check, outcome: 'denied', code: 'BILLING_SERVICE_ERROR', source: 'store' },
@@ -598,3 +600,28 @@ export class BillingRequest {
   }
 }
 
+
+/**
+ * `work` (one store load), reported to the breaker exactly once (docs/faults.md, "Circuit breaker"):
+ * success or failure as it settles, or a failure when the load's signal fires first (it timed out;
+ * a late answer then changes nothing).
+ */
+function reportedToBreaker<T>(breaker: CircuitBreaker, signal: AbortSignal, work: Promise<T>): Promise<T> {
+  let reported = false;
+  const report = (ok: boolean): void => {
+    if (reported) return;
+    reported = true;
+    signal.removeEventListener('abort', onAbort);
+    if (ok) breaker.recordSuccess();
+    else breaker.recordFailure();
+  };
+  const onAbort = (): void => report(false);
+  signal.addEventListener('abort', onAbort, { once: true });
+  return work.then((value) => {
+    report(true);
+    return value;
+  }, (err: unknown) => {
+    report(false);
+    throw err;
+  });
+}

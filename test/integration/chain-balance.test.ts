@@ -216,6 +216,40 @@ describeChain('balanceCheck', (env) => {
     expect(core.breakerState).to.equal('closed');
   });
 
+  it('one failed store load shared by 10 waiting requests counts one breaker failure, a timed-out one too', async () => {
+    const { store, makeCore } = env();
+    const core = makeCore({ circuitBreaker: { failureThreshold: 2 }, loadTimeoutMs: 200 });
+    const userId = env().userId();
+    await core.admin.topUp(userId, '5');
+    await core.invalidateBalance(userId);
+    const app = env().app({ core, subject: balanceSubject(userId) });
+    const concurrently = async () => {
+      const statuses = await Promise.all(Array.from({ length: 10 }, () => request(app.callback()).post('/').then((res) => res.status)));
+      expect(statuses).to.deep.equal(Array(10).fill(503));
+    };
+
+    let release: () => void = () => {};
+    store.holdUntil(new Promise<void>((resolve) => (release = resolve)), ['getBalance']);
+    store.failWith(storeDown(), ['getBalance']);
+    const failing = concurrently();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(store.count('getBalance')).to.equal(1, 'the 10 requests share one load');
+    release();
+    await failing;
+    expect(core.breakerState).to.equal('closed', 'one failed load is one failure, not ten');
+
+    // A load that never answers: its timeout is the one failure; its late answer adds nothing.
+    store.failWith(null);
+    let answer: () => void = () => {};
+    store.holdUntil(new Promise<void>((resolve) => (answer = resolve)), ['getBalance']);
+    store.reset();
+    await concurrently();
+    expect(store.count('getBalance')).to.equal(1);
+    expect(core.breakerState).to.equal('open', 'the timed-out load is the second failure');
+    answer();
+    store.holdUntil(null);
+  });
+
   it('the breaker can be disabled', async () => {
     const { store, makeCore } = env();
     const core = makeCore({ circuitBreaker: { enabled: false, failureThreshold: 1 } });
