@@ -1,10 +1,14 @@
 // Reads and checks a chat request before billing runs: body size, JSON, a messages array and a model of the price table.
 import type { Context, Middleware, Next } from 'koa';
 import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
-import { readJsonBody } from './json-body.js';
+import { promptTokenBound } from './cost-estimate.js';
+import { readJsonRequest } from './json-body.js';
 import { findModelPrice } from './prices.js';
 import { gatewayState } from './request-state.js';
 import { estimatePromptTokens } from './token-estimate.js';
+
+/** OpenAI's limit on `n`, the number of choices one request asks for. */
+const MAX_CHOICES = 128;
 
 export interface CompletionRequestOptions {
   format: ApiFormat;
@@ -14,7 +18,7 @@ export interface CompletionRequestOptions {
 /** Mounted after authentication and before billing, so a malformed request never costs RPM or money. */
 export function parseCompletionRequest({ format, maxBodyBytes }: CompletionRequestOptions): Middleware {
   return async function parseCompletionRequest(ctx: Context, next: Next): Promise<void> {
-    const body = await readJsonBody(ctx.req, maxBodyBytes);
+    const { value: body, bytes } = await readJsonRequest(ctx.req, maxBodyBytes);
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw gatewayErrors.badRequest('The request body must be a JSON object.');
     const fields = body as Record<string, unknown>;
     if (typeof fields.model !== 'string') throw gatewayErrors.badRequest('"model" is required.');
@@ -26,9 +30,15 @@ export function parseCompletionRequest({ format, maxBodyBytes }: CompletionReque
         throw gatewayErrors.badRequest(`"${cap}" must be a positive integer.`);
       }
     }
+    if (format === 'openai' && fields.n !== undefined && !(typeof fields.n === 'number' && Number.isSafeInteger(fields.n) && fields.n >= 1 && fields.n <= MAX_CHOICES)) {
+      throw gatewayErrors.badRequest(`"n" must be an integer from 1 to ${MAX_CHOICES}.`);
+    }
     const price = findModelPrice(fields.model);
     if (!price || price.platform !== format) throw gatewayErrors.unknownModel(fields.model);
-    gatewayState(ctx).completion = { body: fields, price, stream: fields.stream === true, promptEstimate: estimatePromptTokens(fields) };
+    gatewayState(ctx).completion = {
+      body: fields, price, stream: fields.stream === true,
+      promptEstimate: estimatePromptTokens(fields), promptBound: promptTokenBound(fields, bytes),
+    };
     await next();
   };
 }

@@ -2,12 +2,23 @@
 import type { IncomingMessage } from 'node:http';
 import { gatewayErrors } from './gateway-errors.js';
 
+/** A parsed body and the bytes it came in (an upper bound on its text in any encoding a tokenizer sees). */
+export interface JsonBody {
+  value: unknown;
+  bytes: number;
+}
+
+/** The parsed body; an empty body reads as undefined. See readJsonRequest. */
+export async function readJsonBody(req: IncomingMessage, limitBytes: number): Promise<unknown> {
+  return (await readJsonRequest(req, limitBytes)).value;
+}
+
 /**
- * Resolves the parsed body; an empty body reads as undefined. Throws GatewayError 413 or 400.
+ * Resolves the parsed body and its size; an empty body reads as undefined. Throws GatewayError 413 or 400.
  * An oversized body is read to its end and discarded before the 413 is sent (as body-parser
  * does): answering while the client is still writing makes many clients see a reset instead.
  */
-export function readJsonBody(req: IncomingMessage, limitBytes: number): Promise<unknown> {
+export function readJsonRequest(req: IncomingMessage, limitBytes: number): Promise<JsonBody> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -29,9 +40,9 @@ export function readJsonBody(req: IncomingMessage, limitBytes: number): Promise<
     const onEnd = () => {
       cleanup();
       if (tooLarge) return reject(gatewayErrors.tooLarge(limitBytes));
-      if (size === 0) return resolve(undefined);
+      if (size === 0) return resolve({ value: undefined, bytes: 0 });
       try {
-        resolve(JSON.parse(Buffer.concat(chunks, size).toString('utf8')));
+        resolve({ value: JSON.parse(Buffer.concat(chunks, size).toString('utf8')), bytes: size });
       } catch {
         reject(gatewayErrors.badRequest('The request body is not valid JSON.'));
       }

@@ -84,10 +84,12 @@ interface Reply {
   id: string;
   promptTokens: number;
   words: string[];
+  /** OpenAI's `n`: this many choices, each the same words (and as many completion tokens each). */
+  choices: number;
   includeUsage: boolean;
 }
 
-function jsonReply({ format, model, id, promptTokens, words }: Reply): unknown {
+function jsonReply({ format, model, id, promptTokens, words, choices }: Reply): unknown {
   const text = words.join(' ');
   if (format === 'anthropic') {
     return {
@@ -97,13 +99,13 @@ function jsonReply({ format, model, id, promptTokens, words }: Reply): unknown {
   }
   return {
     id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model,
-    choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
-    usage: { prompt_tokens: promptTokens, completion_tokens: words.length, total_tokens: promptTokens + words.length },
+    choices: Array.from({ length: choices }, (_, index) => ({ index, message: { role: 'assistant', content: text }, finish_reason: 'stop' })),
+    usage: { prompt_tokens: promptTokens, completion_tokens: words.length * choices, total_tokens: promptTokens + words.length * choices },
   };
 }
 
 /** The SSE events of a reply, one chunk per yielded string (the chunk delay applies between them). */
-function* sseEvents({ format, model, id, promptTokens, words, includeUsage }: Reply): Generator<string> {
+function* sseEvents({ format, model, id, promptTokens, words, choices, includeUsage }: Reply): Generator<string> {
   if (format === 'anthropic') {
     const event = (type: string, data: object) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
     yield event('message_start', {
@@ -119,13 +121,15 @@ function* sseEvents({ format, model, id, promptTokens, words, includeUsage }: Re
   }
   const created = Math.floor(Date.now() / 1000);
   const chunk = (fields: object) => `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model, ...fields })}\n\n`;
-  yield chunk({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
+  const indexes = Array.from({ length: choices }, (_, index) => index);
+  yield indexes.map((index) => chunk({ choices: [{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }] })).join('');
   for (const [i, word] of words.entries()) {
-    yield chunk({ choices: [{ index: 0, delta: { content: i === 0 ? word : ` ${word}` }, finish_reason: null }] });
+    yield indexes.map((index) => chunk({ choices: [{ index, delta: { content: i === 0 ? word : ` ${word}` }, finish_reason: null }] })).join('');
   }
-  let tail = chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
+  let tail = indexes.map((index) => chunk({ choices: [{ index, delta: {}, finish_reason: 'stop' }] })).join('');
   if (includeUsage) {
-    tail += chunk({ choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length, total_tokens: promptTokens + words.length } });
+    const completionTokens = words.length * choices;
+    tail += chunk({ choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens } });
   }
   yield `${tail}data: [DONE]\n\n`;
 }
@@ -156,6 +160,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
       id: `${format === 'anthropic' ? 'msg_mock_' : 'chatcmpl-mock-'}${randomBytes(12).toString('hex')}`,
       promptTokens: estimatePromptTokens(fields),
       words: mockReplyWords(fields, maxReplyWords),
+      choices: format === 'openai' && typeof fields.n === 'number' && Number.isSafeInteger(fields.n) && fields.n > 1 ? fields.n : 1,
       includeUsage: streamOptions?.include_usage === true,
     };
     await pause(latencyMs, res);

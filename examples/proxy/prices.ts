@@ -11,16 +11,18 @@ export interface ModelPrice {
   inputUsdPerMTok: string;
   /** USD per 1,000,000 output (completion) tokens, as an exact decimal string. */
   outputUsdPerMTok: string;
+  /** The most output tokens the model produces for one choice: what a request without a bound reserves. */
+  maxOutputTokens: number;
   ownedBy: string;
 }
 
 /** The models this gateway serves; edit to match your upstream. Anything else is refused with 400. */
 export const PRICE_TABLE: readonly ModelPrice[] = Object.freeze([
-  { model: 'gpt-4o-mini', platform: 'openai', inputUsdPerMTok: '0.15', outputUsdPerMTok: '0.60', ownedBy: 'openai' },
-  { model: 'gpt-4o', platform: 'openai', inputUsdPerMTok: '2.50', outputUsdPerMTok: '10.00', ownedBy: 'openai' },
-  { model: 'gpt-4.1-nano', platform: 'openai', inputUsdPerMTok: '0.10', outputUsdPerMTok: '0.40', ownedBy: 'openai' },
-  { model: 'claude-3-5-haiku-latest', platform: 'anthropic', inputUsdPerMTok: '0.80', outputUsdPerMTok: '4.00', ownedBy: 'anthropic' },
-  { model: 'claude-sonnet-4-0', platform: 'anthropic', inputUsdPerMTok: '3.00', outputUsdPerMTok: '15.00', ownedBy: 'anthropic' },
+  { model: 'gpt-4o-mini', platform: 'openai', inputUsdPerMTok: '0.15', outputUsdPerMTok: '0.60', maxOutputTokens: 16_384, ownedBy: 'openai' },
+  { model: 'gpt-4o', platform: 'openai', inputUsdPerMTok: '2.50', outputUsdPerMTok: '10.00', maxOutputTokens: 16_384, ownedBy: 'openai' },
+  { model: 'gpt-4.1-nano', platform: 'openai', inputUsdPerMTok: '0.10', outputUsdPerMTok: '0.40', maxOutputTokens: 32_768, ownedBy: 'openai' },
+  { model: 'claude-3-5-haiku-latest', platform: 'anthropic', inputUsdPerMTok: '0.80', outputUsdPerMTok: '4.00', maxOutputTokens: 8_192, ownedBy: 'anthropic' },
+  { model: 'claude-sonnet-4-0', platform: 'anthropic', inputUsdPerMTok: '3.00', outputUsdPerMTok: '15.00', maxOutputTokens: 64_000, ownedBy: 'anthropic' },
 ] satisfies ModelPrice[]);
 
 export interface TokenUsage {
@@ -39,6 +41,9 @@ interface ParsedPrice {
 export function indexPrices(table: readonly ModelPrice[]): ReadonlyMap<string, ParsedPrice> {
   const index = new Map<string, ParsedPrice>();
   for (const price of table) {
+    if (!Number.isSafeInteger(price.maxOutputTokens) || price.maxOutputTokens < 1) {
+      throw new RangeError(`maxOutputTokens of ${price.model} must be a positive integer, got ${price.maxOutputTokens}`);
+    }
     index.set(price.model, {
       price,
       inputUnits: parseUsd(price.inputUsdPerMTok, `price of ${price.model} (input)`),

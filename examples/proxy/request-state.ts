@@ -12,6 +12,8 @@ export interface CompletionRequest {
   stream: boolean;
   /** Prompt tokens estimated from the body: the floor charged when the upstream reports nothing. */
   promptEstimate: number;
+  /** Prompt tokens the request cannot exceed: what the reservation holds (see cost-estimate.ts). */
+  promptBound: number;
 }
 
 export interface GatewayRequestState {

@@ -116,7 +116,7 @@ export function billingScenarios(harness: () => GatewayHarness): void {
 
   it('reserves the worst case (max_tokens) up front: a request that could overspend the balance is refused before the upstream', async () => {
     const h = harness();
-    // gpt-4o: (8 × 2.50 + 1000 × 10.00) / 1e6 = 0.01002 USD if every allowed output token is used.
+    // gpt-4o: 1000 output tokens alone cost 1000 × 10.00 / 1e6 = 0.01 USD, before any prompt.
     const user = await h.createUser({ balanceUsd: '0.01' });
     const upstreamBefore = h.gateway.mockUpstream?.stats.requests ?? 0;
     const refused = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
@@ -128,10 +128,15 @@ export function billingScenarios(harness: () => GatewayHarness): void {
     expect(await h.gateway.core.listReservations(user.userId)).to.deep.equal([], 'the settlement released the reservation');
   });
 
-  it('refuses a max_tokens that is not a positive integer, before billing', async () => {
+  it('refuses a max_tokens that is not a positive integer, or an n outside 1-128, before billing', async () => {
     const h = harness();
     const user = await h.createUser({ balanceUsd: '1.00' });
     const res = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ max_tokens: -5 })).expect(400);
     expect(res.body.error.message).to.include('max_tokens');
+    for (const n of [0, 129, 1.5, '3']) {
+      const bad = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ n })).expect(400);
+      expect(bad.body.error.message).to.include('"n"');
+    }
+    expect(await usageOf(h, user)).to.deep.equal([]);
   });
 }

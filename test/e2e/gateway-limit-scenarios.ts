@@ -8,6 +8,12 @@ const PROMPT = 'Say hello to the billing test.';
 
 const anthropicBody = (fields: object = {}) => ({ model: 'claude-3-5-haiku-latest', max_tokens: 100, messages: [{ role: 'user', content: PROMPT }], ...fields });
 
+const openaiBody = (fields: object) => ({ model: 'gpt-4o', messages: [{ role: 'user', content: PROMPT }], ...fields });
+
+function openaiCall(h: GatewayHarness, user: TestUser, fields: object) {
+  return h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody(fields));
+}
+
 function anthropicCall(h: GatewayHarness, user: TestUser, fields: object = {}) {
   return h.http().post('/v1/messages').set('x-api-key', user.key).set('anthropic-version', '2023-06-01').send(anthropicBody(fields));
 }
@@ -60,4 +66,27 @@ export function limitScenarios(harness: () => GatewayHarness): void {
     expect(total <= parseUsd('0.01') + largest).to.equal(true, `usage ${formatUsd(total)} exceeds the limit by more than one request`);
     expect(statuses.filter((status) => status !== 200 && status !== 429)).to.deep.equal([]);
   });
+
+  // The mock upstream honours max_tokens before max_completion_tokens, and answers n choices, as
+  // an upstream may: the reservation must cover what it will do, whatever field the estimate reads.
+  for (const [name, fields] of [
+    ['max_completion_tokens: 1 beside max_tokens: 24', { max_completion_tokens: 1, max_tokens: 24 }],
+    ['n: 3 with max_tokens: 24', { n: 3, max_tokens: 24 }],
+  ] as const) {
+    it(`${name}: 30 concurrent requests cannot spend more than a $0.005 balance`, async () => {
+      const h = harness();
+      const user = await h.createUser({ balanceUsd: '0.005' });
+      const statuses = await Promise.all(Array.from({ length: 30 }, () => openaiCall(h, user, fields).then((res) => res.status)));
+      await settled(h);
+      const { total, largest, count } = await chargedUnits(h, user);
+      const admitted = statuses.filter((status) => status === 200).length;
+      const balance = await h.gateway.core.getBalance(user.userId);
+      console.log(`      ${admitted} of 30 admitted, charged ${formatUsd(total)} USD (one request ${formatUsd(largest)}), balance ${balance}`);
+      expect(admitted).to.be.greaterThan(0);
+      expect(count).to.equal(admitted);
+      expect(total <= parseUsd('0.005')).to.equal(true, `charged ${formatUsd(total)} on a 0.005 balance`);
+      expect(parseUsd(balance!) >= 0n).to.equal(true, `balance ${balance}`);
+      expect(statuses.filter((status) => status !== 200 && status !== 403)).to.deep.equal([]);
+    });
+  }
 }

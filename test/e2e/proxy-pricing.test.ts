@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import { formatUsd } from '../../lib/index.js';
 import { requestIdFor, tokensToCharge } from '../../examples/proxy/charge.js';
+import { IMAGE_TOKEN_BOUND, outputTokenBound, promptTokenBound } from '../../examples/proxy/cost-estimate.js';
 import { PRICE_TABLE, checkMultiplier, computeCostUnits, findModelPrice, indexPrices } from '../../examples/proxy/prices.js';
 import { estimatePromptTokens } from '../../examples/proxy/token-estimate.js';
 import { emptyUsage } from '../../examples/proxy/usage-parser.js';
@@ -88,5 +89,43 @@ describe('example proxy: what a request is charged', () => {
     })).to.equal(3);
     expect(estimatePromptTokens({ messages: [] })).to.equal(1);
     expect(estimatePromptTokens(null)).to.equal(1);
+  });
+});
+
+describe('example proxy: what a request reserves', () => {
+  const gpt4o = findModelPrice('gpt-4o')!;
+  const haiku = findModelPrice('claude-3-5-haiku-latest')!;
+
+  it('bounds output by the largest limit field the upstream could honour, times n, at most the model maximum', () => {
+    expect(outputTokenBound({ max_tokens: 24, max_completion_tokens: 1 }, gpt4o)).to.equal(24);
+    expect(outputTokenBound({ max_tokens: 1, max_completion_tokens: 24 }, gpt4o)).to.equal(24);
+    expect(outputTokenBound({ max_tokens: 24, n: 3 }, gpt4o)).to.equal(72);
+    expect(outputTokenBound({ max_tokens: 10_000_000 }, gpt4o)).to.equal(gpt4o.maxOutputTokens);
+    expect(outputTokenBound({}, gpt4o)).to.equal(gpt4o.maxOutputTokens, 'no bound: the model maximum');
+    expect(outputTokenBound({}, gpt4o)).to.equal(16_384);
+    // Anthropic has no n: one choice.
+    expect(outputTokenBound({ max_tokens: 24, n: 3 }, haiku)).to.equal(24);
+  });
+
+  it('bounds the prompt by the body bytes plus a fixed bound per image block, wherever it nests', () => {
+    expect(promptTokenBound({ messages: [{ role: 'user', content: 'hi' }] }, 57)).to.equal(57);
+    expect(promptTokenBound({}, 0)).to.equal(1);
+    const body = {
+      messages: [
+        { role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png' } }, { type: 'text', text: 'a' }] },
+        { role: 'user', content: [{ type: 'tool_result', content: [{ type: 'image', source: { type: 'url', url: 'https://x/z.png' } }] }] },
+      ],
+    };
+    expect(promptTokenBound(body, 300)).to.equal(300 + 2 * IMAGE_TOKEN_BOUND);
+    // Deep nesting does not overflow the stack.
+    let deep: unknown = { type: 'image' };
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    expect(promptTokenBound(deep, 10)).to.equal(10 + IMAGE_TOKEN_BOUND);
+  });
+
+  it('the prompt bound is at least the UTF-8 bytes of every text in the body, so no tokenizer exceeds it', () => {
+    const text = '日本語のテキスト 😀 and ascii';
+    const json = JSON.stringify({ messages: [{ role: 'user', content: text }] });
+    expect(promptTokenBound(JSON.parse(json), Buffer.byteLength(json))).to.be.at.least(Buffer.byteLength(text));
   });
 });
