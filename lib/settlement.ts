@@ -50,6 +50,8 @@ function isPermanent(err: unknown): boolean {
 
 export class Settler {
   readonly #pending = new Set<Promise<unknown>>();
+  /** Retries waiting for their backoff to pass; drain() wakes them, so a shutdown never waits out a backoff. */
+  readonly #sleepers = new Set<() => void>();
   #closingDeadlineMs: number | undefined;
 
   constructor(private readonly core: CoreInternals) {}
@@ -102,9 +104,14 @@ export class Settler {
     return this.#pending.size;
   }
 
-  /** Waits for pending settlements; after `timeoutMs` their retries stop (each failure is logged with its content). */
+  /**
+   * Waits for pending settlements; after `timeoutMs` their retries stop (each failure is logged with
+   * its content). A retry waiting for its backoff tries again at once, then backs off only as long as
+   * the deadline allows.
+   */
   async drain(timeoutMs: number): Promise<void> {
     this.#closingDeadlineMs = Date.now() + timeoutMs;
+    for (const wake of this.#sleepers) wake();
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
@@ -120,7 +127,7 @@ export class Settler {
           this.core.metrics.settlement(conflict ? 'conflict' : 'rejected');
           throw asBillingError(err, input);
         }
-        if (this.#closingDeadlineMs !== undefined && Date.now() + delayMs > this.#closingDeadlineMs) {
+        if (this.#closingDeadlineMs !== undefined && Date.now() >= this.#closingDeadlineMs) {
           // Shutting down and out of time: the content is logged so it can be reconciled by hand.
           this.core.options.logger.error({ settlement: describe(input), attempts: attempt, err: errorText(err) }, 'billing settlement could not be stored before shutdown');
           this.core.metrics.settlement('failed');
@@ -128,7 +135,7 @@ export class Settler {
         }
         this.core.warnings.warn('settlement_retry', { attempt, err: errorText(err) }, 'billing settlement failed; retrying');
         this.core.metrics.settlementRetry();
-        await sleep(delayMs);
+        await this.#sleep(this.#closingDeadlineMs === undefined ? delayMs : Math.min(delayMs, this.#closingDeadlineMs - Date.now()));
         delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS);
         continue;
       }
@@ -139,6 +146,19 @@ export class Settler {
       else await this.#updateCache(input, result);
       return { requestId: input.requestId, duplicate: result.duplicate, costUsd: formatUsd(input.costUnits), charged: input.charge !== false };
     }
+  }
+
+  /** Waits `ms`, or less when drain() starts. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, Math.max(0, ms));
+      this.#sleepers.add(wake);
+    });
   }
 
   /** After the commit: put the values the transaction returned (never undoes or fails the settlement). */
@@ -172,13 +192,12 @@ function asBillingError(err: unknown, input: SettlementInput): unknown {
   return new BillingError('SETTLEMENT_CONFLICT', { cause: err, metadata: { requestId: input.requestId } });
 }
 
+/** Everything settle() would have stored, so that an operator can replay it by hand (docs/faults.md, "Shutdown"). */
 function describe(input: SettlementInput): object {
   return {
-    requestId: input.requestId, userId: input.userId, groupId: input.groupId, mode: input.mode,
-    costUsd: formatUsd(input.costUnits), platform: input.platform, model: input.model,
+    requestId: input.requestId, apiKeyId: input.apiKeyId, userId: input.userId, groupId: input.groupId, mode: input.mode,
+    costUsd: formatUsd(input.costUnits), platform: input.platform, trackKeyWindows: input.trackKeyWindows, charge: input.charge !== false,
+    model: input.model ?? null, inputTokens: input.inputTokens ?? null, outputTokens: input.outputTokens ?? null,
+    settledAt: new Date(input.time.nowMs).toISOString(),
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -8,9 +8,12 @@ import { gatewayErrors } from './gateway-errors.js';
 import type { GatewayRepository, KeyLimits, UserRecord } from './gateway-repo.js';
 import { InputError, gatewayId, objectBody, optionalName, optionalUsd, requiredUsd, rpmValue } from './input.js';
 import { readJsonBody } from './json-body.js';
+import type { PrincipalLookup } from './principal-cache.js';
 
 export interface AdminRoutesOptions {
   repo: GatewayRepository;
+  /** Cached key lookups: dropped for a user whenever their keys or group change. */
+  principals: PrincipalLookup;
   core: BillingCore;
   adminToken: string;
   /** Clock for created-at stamps and subscription defaults. */
@@ -48,7 +51,7 @@ function expiry(fields: Record<string, unknown>, nowMs: number): number {
   throw new InputError('days', 'days must be a number from 1 to 3650');
 }
 
-export function adminRoutes({ repo, core, adminToken, now }: AdminRoutesOptions): Router {
+export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRoutesOptions): Router {
   const router = new Router({ prefix: '/admin' });
 
   router.use(async function adminAuth(ctx: Context, next: Next) {
@@ -114,7 +117,10 @@ export function adminRoutes({ repo, core, adminToken, now }: AdminRoutesOptions)
     if (!group || group.billingType !== 'subscription') throw new InputError('groupId', 'groupId must name a subscription group');
     const subscription = await core.admin.upsertSubscription({ userId: target.id, groupId: group.id, status, expiresAt: expiry(fields, now()) });
     // Members of a subscription group are billed by their plan; assigning one moves the user into the group.
-    if (status === 'active' && target.groupId !== group.id) await repo.updateUser(target.id, { groupId: group.id });
+    if (status === 'active' && target.groupId !== group.id) {
+      await repo.updateUser(target.id, { groupId: group.id });
+      await principals.invalidateUser(target.id);
+    }
     ctx.body = { userId: target.id, groupId: group.id, ...subscription };
   });
 
@@ -146,9 +152,10 @@ export function adminRoutes({ repo, core, adminToken, now }: AdminRoutesOptions)
     const keyId = param(ctx, 'keyId');
     const fields = await body(ctx);
     if (fields.enabled !== undefined && typeof fields.enabled !== 'boolean') throw new InputError('enabled', 'enabled must be a boolean');
-    // Limits travel in each request's subject, so there is no cached copy to invalidate.
     const updated = await repo.updateKey(keyId, { ...keyLimits(fields), ...(typeof fields.enabled === 'boolean' && { enabled: fields.enabled }) });
     if (!updated) throw gatewayErrors.notFound('No such key.');
+    // Limits and `enabled` travel in the cached principal: every process must read them again.
+    await principals.invalidateUser(updated.userId);
     ctx.body = updated;
   });
 

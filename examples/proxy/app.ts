@@ -16,6 +16,7 @@ import { errorHandler } from './error-handler.js';
 import type { ApiFormat } from './gateway-errors.js';
 import { GatewayRepository } from './gateway-repo.js';
 import { migrateGatewaySchema } from './gateway-schema.js';
+import { MemoryPrincipalCache, PrincipalLookup, RedisPrincipalCache } from './principal-cache.js';
 import { estimateCompletionCost } from './cost-estimate.js';
 import { InFlightTracker } from './in-flight.js';
 import { infoRoutes } from './info-routes.js';
@@ -24,6 +25,7 @@ import { startMockUpstream, type MockUpstream } from './mock-upstream.js';
 import { gatewayState } from './request-state.js';
 import { openCache, openDatabase, type OpenedCache } from './resources.js';
 import { ensureDemoData, type DemoKey } from './seed.js';
+import { ThrottledLog } from './throttled-log.js';
 
 export interface CreateAppOptions {
   /** Defaults to a pino logger at config.logLevel on stdout. */
@@ -46,9 +48,14 @@ export interface Gateway {
   upstreamUrl: string;
   /** The bundled mock upstream, when UPSTREAM_URL is not set. */
   mockUpstream: MockUpstream | null;
-  /** Open requests, relays and settlements; close() waits for them. */
+  /** Open requests and the streams they relay; close() waits for them first. */
   inFlight: InFlightTracker;
-  /** Waits for in-flight work, drains the billing core, then closes the database, cache and mock upstream. */
+  /** Charges started by finished requests; close() waits for them once the billing core has a deadline. */
+  settlements: InFlightTracker;
+  /**
+   * Waits for in-flight requests, then drains the billing core (settlements retried for at most
+   * SETTLEMENT_DRAIN_TIMEOUT_MS, the rest logged), then closes the database, cache and mock upstream.
+   */
   close(): Promise<void>;
 }
 
@@ -78,11 +85,11 @@ function chatRoute(
   router: Router,
   path: string,
   format: ApiFormat,
-  deps: { repo: GatewayRepository; core: BillingCore; config: ProxyConfig; logger: Logger; inFlight: InFlightTracker; upstreamUrl: string },
+  deps: { principals: PrincipalLookup; core: BillingCore; config: ProxyConfig; logger: Logger; inFlight: InFlightTracker; settlements: InFlightTracker; upstreamUrl: string },
 ): void {
   router.post(
     path,
-    authenticate({ repo: deps.repo, platform: format }),
+    authenticate({ principals: deps.principals, platform: format }),
     parseCompletionRequest({ format, maxBodyBytes: deps.config.maxBodyBytes }),
     billingEligibility({
       core: deps.core,
@@ -99,6 +106,7 @@ function chatRoute(
       upstream: { baseUrl: deps.upstreamUrl, apiKey: deps.config.upstreamApiKey },
       logger: deps.logger,
       tracker: deps.inFlight,
+      settlements: deps.settlements,
       settleWaitMs: SETTLE_WAIT_MS,
     }),
   );
@@ -112,7 +120,8 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     for (const step of cleanups.reverse()) await step().catch((err: unknown) => logger.error({ err }, 'cleanup failed'));
   };
   try {
-    const knex = await openDatabase(config);
+    const throttled = new ThrottledLog(logger);
+    const knex = await openDatabase(config, throttled);
     cleanups.push(() => knex.destroy());
     await migrateBillingSchema(knex);
     await migrateGatewaySchema(knex);
@@ -130,6 +139,7 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
       timezone: config.timezone,
       logger,
       metrics: new BillingMetrics({ registry }),
+      closeTimeoutMs: config.settlementDrainTimeoutMs,
     });
     cleanups.push(() => core.close());
 
@@ -144,34 +154,46 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     const demoKeys = await ensureDemoData({ knex, core, dataDir: config.dataDir, logger, nowMs: now() });
     const adminToken = config.adminToken ?? `adm-${randomBytes(24).toString('base64url')}`;
     const repo = new GatewayRepository(knex);
+    const principals = new PrincipalLookup(
+      repo,
+      opened.client ? new RedisPrincipalCache(opened.client, config.redisPrefix) : new MemoryPrincipalCache(now),
+      (err) => throttled.warn('principal cache', { err }, 'API key cache failed; reading the database'),
+    );
+    cleanups.push(async () => principals.close());
     const inFlight = new InFlightTracker();
+    const settlements = new InFlightTracker();
 
     const app = new Koa();
     // Streams cut by a client that went away end up here; that is expected, not an error.
     app.on('error', (err: Error) => logger.debug({ err: { message: err.message } }, 'response stream closed early'));
-    app.use(errorHandler(logger));
+    app.use(errorHandler(logger, throttled));
     app.use(requestLog(logger, inFlight));
 
     const router = new Router();
-    const deps = { repo, core, config, logger, inFlight, upstreamUrl };
+    const deps = { principals, core, config, logger, inFlight, settlements, upstreamUrl };
     chatRoute(router, '/v1/chat/completions', 'openai', deps);
     chatRoute(router, '/v1/messages', 'anthropic', deps);
-    const info = infoRoutes({ repo, core, registry });
-    const admin = adminRoutes({ repo, core, adminToken, now });
+    const info = infoRoutes({ principals, core, registry });
+    const admin = adminRoutes({ repo, principals, core, adminToken, now });
     for (const routes of [router, info, admin]) app.use(routes.routes()).use(routes.allowedMethods());
 
     let closing: Promise<void> | undefined;
-    return {
+    const gateway: Gateway = {
       app, config, core, knex, logger, adminToken, adminTokenGenerated: config.adminToken === null,
-      demoKeys, upstreamUrl, mockUpstream, inFlight,
+      demoKeys, upstreamUrl, mockUpstream, inFlight, settlements,
       close: () => {
+        // In this order (docs/faults.md, "Shutdown"): a request still running may yet settle, so the
+        // core closes only after the requests; its drain deadline then bounds the charges' retries.
         closing ??= (async () => {
           await inFlight.idle();
+          await core.close();
+          await settlements.idle();
           await cleanUp();
         })();
         return closing;
       },
     };
+    return gateway;
   } catch (err) {
     await cleanUp();
     throw err;

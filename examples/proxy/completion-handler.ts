@@ -13,8 +13,10 @@ export interface CompletionHandlerOptions {
   format: ApiFormat;
   upstream: UpstreamTarget;
   logger: Logger;
-  /** Settlements and relays are tracked so that shutdown waits for them. */
+  /** Relays are tracked so that shutdown waits for them... */
   tracker: InFlightTracker;
+  /** ...and the charges, which shutdown waits for once the billing core has a deadline for them. */
+  settlements: InFlightTracker;
   /** How long a finished response waits for its settlement before it is sent or ended (ms). */
   settleWaitMs: number;
 }
@@ -40,7 +42,7 @@ async function relayUpstreamError(ctx: Context, response: Response, logger: Logg
   ctx.body = text;
 }
 
-export function completionHandler({ format, upstream, logger, tracker, settleWaitMs }: CompletionHandlerOptions): Middleware {
+export function completionHandler({ format, upstream, logger, tracker, settlements, settleWaitMs }: CompletionHandlerOptions): Middleware {
   return async function completionHandler(ctx: Context): Promise<void> {
     const { completion } = gatewayState(ctx);
     const principal = principalOf(ctx);
@@ -48,7 +50,7 @@ export function completionHandler({ format, upstream, logger, tracker, settleWai
     if (!completion || !billing) throw new Error('completionHandler needs parseCompletionRequest and billingEligibility before it');
 
     const settle = (snapshot: UsageSnapshot, complete: boolean): Promise<void> =>
-      tracker.track(charge({
+      settlements.track(charge({
         billing,
         model: completion.price.model,
         multiplier: principal.group?.rateMultiplier ?? '1',

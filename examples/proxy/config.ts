@@ -50,6 +50,11 @@ export interface ProxyConfig {
   logLevel: string;
   /** SHUTDOWN_TIMEOUT_MS (default 25000): how long shutdown waits for in-flight requests before cutting them. */
   shutdownTimeoutMs: number;
+  /**
+   * SETTLEMENT_DRAIN_TIMEOUT_MS (default 5000): after the requests, how long shutdown keeps retrying
+   * settlements the store did not take; what is still unstored then is logged with its content.
+   */
+  settlementDrainTimeoutMs: number;
   /** MOCK_LATENCY_MS, MOCK_CHUNK_DELAY_MS, MOCK_MAX_REPLY_WORDS: the bundled mock upstream. */
   mockUpstream: MockUpstreamSettings;
 }
@@ -158,6 +163,7 @@ export function loadConfig(env: Env = process.env): ProxyConfig {
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     logLevel,
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 25_000, 0, 600_000),
+    settlementDrainTimeoutMs: integer(env, 'SETTLEMENT_DRAIN_TIMEOUT_MS', 5_000, 0, 600_000),
     mockUpstream: {
       latencyMs: integer(env, 'MOCK_LATENCY_MS', 50, 0, 60_000),
       chunkDelayMs: integer(env, 'MOCK_CHUNK_DELAY_MS', 20, 0, 10_000),

@@ -1,10 +1,12 @@
 // The outermost middleware: renders every error in the route's format and never leaks internals to the client.
 import type { Context, Middleware, Next } from 'koa';
-import { BillingValidationError, MoneyError } from '../../lib/index.js';
+import { BillingError, BillingValidationError, MoneyError, renderBillingError } from '../../lib/index.js';
 import { GatewayError, gatewayErrors, respondWithError } from './gateway-errors.js';
 import { InputError } from './input.js';
 import type { Logger } from './logger.js';
 import { gatewayState } from './request-state.js';
+import { isServiceUnavailable } from './store-errors.js';
+import { ThrottledLog } from './throttled-log.js';
 
 /** Errors whose message names a bad input field and is safe to show as a 400. */
 function isInputError(err: unknown): err is Error {
@@ -16,7 +18,7 @@ function methodNotAllowed(ctx: Context): GatewayError {
   return new GatewayError(init, `${ctx.method} is not allowed on ${ctx.path}.`);
 }
 
-export function errorHandler(logger: Logger): Middleware {
+export function errorHandler(logger: Logger, throttled = new ThrottledLog(logger)): Middleware {
   return async function errorHandler(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
@@ -34,7 +36,17 @@ export function errorHandler(logger: Logger): Middleware {
         const init = { status, openaiType: 'invalid_request_error', code: 'invalid_request', anthropicType: 'invalid_request_error', headers };
         return respondWithError(ctx, new GatewayError(init, (err as Error).message), format);
       }
-      logger.error({ err, method: ctx.method, path: ctx.path }, 'unhandled error');
+      const billingError = BillingError.is(err) ? err : isServiceUnavailable(err) ? new BillingError('BILLING_SERVICE_ERROR', { cause: err }) : null;
+      if (billingError) {
+        // The database is down or slow: the same answer as the billing chain's own outage rule, 503.
+        if (billingError.status >= 500) throttled.error(`unavailable ${ctx.method} ${ctx.path}`, { err, method: ctx.method, path: ctx.path }, 'database unavailable; answered 503');
+        const rendered = renderBillingError(billingError, format);
+        ctx.status = rendered.status;
+        ctx.set(rendered.headers);
+        ctx.body = rendered.body;
+        return;
+      }
+      throttled.error(`unhandled ${ctx.method} ${ctx.path}`, { err, method: ctx.method, path: ctx.path }, 'unhandled error');
       respondWithError(ctx, gatewayErrors.internal(), format);
     }
   };

@@ -4,12 +4,12 @@ import type { Context } from 'koa';
 import type { Registry } from 'prom-client';
 import type { BillingCore } from '../../lib/index.js';
 import { authenticate } from './auth.js';
-import type { GatewayRepository } from './gateway-repo.js';
 import { PRICE_TABLE } from './prices.js';
+import type { PrincipalLookup } from './principal-cache.js';
 import { principalOf } from './request-state.js';
 
 export interface InfoRoutesOptions {
-  repo: GatewayRepository;
+  principals: PrincipalLookup;
   core: BillingCore;
   /** The registry the billing metrics (and the process metrics) are registered on. */
   registry: Registry;
@@ -37,9 +37,9 @@ function modelList(ctx: Context): unknown {
   };
 }
 
-export function infoRoutes({ repo, core, registry }: InfoRoutesOptions): Router {
+export function infoRoutes({ principals, core, registry }: InfoRoutesOptions): Router {
   const router = new Router();
-  const auth = authenticate({ repo, platform: null });
+  const auth = authenticate({ principals, platform: null });
 
   router.get('/v1/models', auth, (ctx) => {
     ctx.body = modelList(ctx);

@@ -7,11 +7,15 @@ import knexFactory, { type Knex } from 'knex';
 import { MemoryBillingCache, RedisBillingCache, recommendedClusterOptions, recommendedRedisOptions, type BillingCache } from '../../lib/index.js';
 import type { ProxyConfig } from './config.js';
 import type { Logger } from './logger.js';
+import type { ThrottledLog } from './throttled-log.js';
 
 export const SQLITE_FILE = 'gateway.sqlite';
 
-/** A knex on the configured database; the PostgreSQL schema is created when it does not exist. */
-export async function openDatabase(config: ProxyConfig): Promise<Knex> {
+/**
+ * A knex on the configured database; the PostgreSQL schema is created when it does not exist. knex's
+ * own messages (one per failed connection attempt while the database is down) go to `log`, throttled.
+ */
+export async function openDatabase(config: ProxyConfig, log: ThrottledLog): Promise<Knex> {
   if (config.databaseUrl === null) {
     fs.mkdirSync(config.dataDir, { recursive: true });
     return knexFactory({
@@ -38,6 +42,12 @@ export async function openDatabase(config: ProxyConfig): Promise<Knex> {
     pool: { min: 0, max: 10 },
     acquireConnectionTimeout: 2000,
     ...(schema && { searchPath: [schema] }),
+    log: {
+      warn: (message: unknown) => log.warn('knex', { detail: String(message) }, 'database client warning'),
+      error: (message: unknown) => log.error('knex', { detail: String(message) }, 'database client error'),
+      deprecate: () => {},
+      debug: () => {},
+    },
   });
   if (schema) {
     try {

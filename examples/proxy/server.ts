@@ -35,10 +35,20 @@ export async function startServer(config: ProxyConfig, options: CreateAppOptions
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
 
+  // Responses not yet sent when shutdown starts, and any that a kept-alive connection asks for during
+  // it, carry `Connection: close`: each connection then ends after its current response.
+  const unsent = new Set<http.ServerResponse>();
   let stopping: Promise<void> | undefined;
+  server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (stopping) return res.setHeader('Connection', 'close');
+    unsent.add(res);
+    res.once('close', () => unsent.delete(res));
+  });
   const shutdown = () => {
     stopping ??= (async () => {
       gateway.logger.info({ inFlight: gateway.inFlight.size }, 'shutting down: no new connections, finishing in-flight requests');
+      for (const res of unsent) if (!res.headersSent) res.setHeader('Connection', 'close');
+      unsent.clear();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Keep-alive connections that go idle are closed as soon as they do; busy ones finish first.
       const idleSweep = setInterval(() => server.closeIdleConnections(), 100);

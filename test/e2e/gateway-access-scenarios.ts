@@ -109,6 +109,8 @@ export function accessScenarios(harness: () => GatewayHarness): void {
     await h.http().post('/v1/chat/completions').send(chat).expect(401);
 
     const user = await h.createUser();
+    // Served once first, so the key's lookup is cached: disabling it must still take effect at once.
+    await openaiCall(h, user).expect(200);
     await h.admin('put', `/admin/keys/${user.keyId}/limits`, { enabled: false }).expect(200);
     await openaiCall(h, user).expect(401);
     await h.admin('put', `/admin/keys/${user.keyId}/limits`, { enabled: true }).expect(200);

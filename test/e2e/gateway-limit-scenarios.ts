@@ -34,6 +34,7 @@ async function chargedUnits(h: GatewayHarness, user: TestUser): Promise<{ total:
 /** Waits until every settlement the gateway started has been stored. */
 async function settled(h: GatewayHarness): Promise<void> {
   await h.gateway.inFlight.idle();
+  await h.gateway.settlements.idle();
 }
 
 export function limitScenarios(harness: () => GatewayHarness): void {

@@ -93,3 +93,45 @@ describe('example gateway e2e: several processes starting on one empty PostgreSQ
     }
   });
 });
+
+describe('example gateway e2e: two processes sharing PostgreSQL and Redis', function () {
+  const suffix = uniqueSuffix();
+  const schema = `kbe_e2e_${suffix}`;
+  const prefix = `kbe-e2e-${suffix}:`;
+  const dataDirs: string[] = [];
+  const gateways: Gateway[] = [];
+
+  before(async function () {
+    await requirePostgres(this);
+    await requireRedis(this);
+    for (let i = 0; i < 2; i++) {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kbe-e2e-pair-'));
+      dataDirs.push(dataDir);
+      const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL, REDIS_PREFIX: prefix, ADMIN_TOKEN: 'e2e-admin-token-0123456789abcdef' });
+      // One after the other: the first migrates and seeds.
+      gateways.push(await createApp(config, { logger: createLogger('silent') }));
+    }
+  });
+
+  after(async () => {
+    await Promise.all(gateways.map((gateway) => gateway.close()));
+    for (const dir of dataDirs) fs.rmSync(dir, { recursive: true, force: true });
+    await dropSchema(schema);
+    await deleteRedisKeys(prefix);
+  });
+
+  it('a key disabled through one process is refused by the other at once, although both had its lookup cached', async () => {
+    const [first, second] = gateways as [Gateway, Gateway];
+    const key = first.demoKeys.find((k) => k.userId === 'alice')?.key as string;
+    const usage = (gateway: Gateway) => request(gateway.app.callback()).get('/v1/usage').set('Authorization', `Bearer ${key}`);
+    await usage(first).expect(200);
+    await usage(second).expect(200);
+    const admin = (enabled: boolean) => request(first.app.callback()).put('/admin/keys/alice-key/limits')
+      .set('Authorization', 'Bearer e2e-admin-token-0123456789abcdef').send({ enabled }).expect(200);
+    await admin(false);
+    await usage(second).expect(401);
+    await usage(first).expect(401);
+    await admin(true);
+    await usage(second).expect(200);
+  });
+});

@@ -1,6 +1,7 @@
 // Behaviour matrix, SPEC §1.2, §2.1 and §5: balance check and circuit breaker, on both backend pairs.
 import { expect } from 'chai';
 import request from 'supertest';
+import { recordingLogger } from '../faults/fault-env.js';
 import { balanceSubject, describeChain } from '../helpers/chain-harness.js';
 
 const storeDown = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
@@ -248,6 +249,32 @@ describeChain('balanceCheck', (env) => {
     expect(core.breakerState).to.equal('open', 'the timed-out load is the second failure');
     answer();
     store.holdUntil(null);
+  });
+
+  it('close() with the store down ends retries at its deadline, waking a retry in a long backoff, and logs the full settlement', async () => {
+    const { store, makeCore } = env();
+    const logger = recordingLogger();
+    const core = makeCore({ closeTimeoutMs: 300, settlementRetryDelayMs: 20_000, logger });
+    const userId = env().userId();
+    await core.admin.topUp(userId, '5');
+    store.failWith(storeDown(), ['settle']);
+    const subject = { ...balanceSubject(userId), apiKey: { id: 'k1' }, platform: 'openai' };
+    const settling = core.settle({ requestId: 'drain-1', subject, costUsd: '0.25', model: 'gpt-4o', inputTokens: 10, outputTokens: 20 });
+    const outcome = settling.then(() => 'stored', (err: { code?: string }) => err.code);
+    // The first attempt has failed: the retry now waits out its 20 s backoff.
+    while (store.count('settle') === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    const startedAt = performance.now();
+    await core.close();
+    const closeMs = performance.now() - startedAt;
+    store.failWith(null);
+    expect(await outcome).to.equal('BILLING_SERVICE_ERROR');
+    expect(closeMs).to.be.below(10_000, 'close() did not wait out the 20 s backoff');
+    const [entry] = logger.entries.filter((e) => e.msg === 'billing settlement could not be stored before shutdown');
+    expect((entry?.obj as { settlement?: object }).settlement).to.deep.include({
+      requestId: 'drain-1', apiKeyId: 'k1', userId, mode: 'balance', costUsd: '0.25000000', platform: 'openai',
+      charge: true, model: 'gpt-4o', inputTokens: 10, outputTokens: 20,
+    });
+    expect(await core.getBalance(userId)).to.equal('5.00000000', 'nothing was charged');
   });
 
   it('the breaker can be disabled', async () => {
