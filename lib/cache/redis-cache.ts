@@ -16,12 +16,14 @@ import type {
 } from '../types.js';
 import { batchRefs, batchResult, freezeBatchResult, type BatchSlot } from './batch.js';
 import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
+import { keySlot } from './key-slot.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
 import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from './leases.js';
 import {
-  FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA,
+  FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA, SERVER_TIME_LUA,
 } from './redis-scripts.js';
 import { assertRpmRequest, parseRpmReply, rpmBucket, rpmResult } from './rpm.js';
+import { ServerClockBounds, localNowMs } from './server-clock.js';
 import { CACHE_TTL_MS, entityTtlMs } from './ttl.js';
 import { TurnWrites } from './turn-writes.js';
 
@@ -53,6 +55,7 @@ interface ScriptCommands {
   kbeRpmHit(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
   kbeReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
   kbeListLeases(key: string): Promise<unknown>;
+  kbeServerTime(key: string): Promise<unknown>;
 }
 
 /** Everything this cache sends: its scripts and two plain commands. */
@@ -111,6 +114,11 @@ function sameKeys(a: readonly string[], b: readonly string[]): boolean {
   return true;
 }
 
+/** A reserve that reached Redis after its caller gave up on it: refused by the script, nothing held. */
+export class ReserveDeadlineError extends Error {
+  override readonly name = 'ReserveDeadlineError';
+}
+
 export class RedisBillingCache implements BillingCache {
   readonly #client: Redis | Cluster;
   readonly #scripts: CacheCommands;
@@ -121,6 +129,10 @@ export class RedisBillingCache implements BillingCache {
   readonly #quitOnClose: boolean;
   /** Last replies per user (keyed by the change-stamp key) and key list, decoded (see DECODED_USERS_MAX); results are frozen, so sharing them is safe. */
   readonly #decodedReplies = new Map<string, DecodedReply[]>();
+  /** Lower bounds of each server's clock, for the reserve deadline. */
+  readonly #serverClocks = new ServerClockBounds();
+  /** When the client gives up on a command (its commandTimeout); undefined: never, and no deadline is sent. */
+  readonly #giveUpMs: number | undefined;
   #closed = false;
 
   constructor(client: Redis | Cluster, options: RedisBillingCacheOptions = {}) {
@@ -139,6 +151,8 @@ export class RedisBillingCache implements BillingCache {
     this.#random = options.random ?? Math.random;
     this.#quitOnClose = options.quitOnClose ?? false;
     this.#client = client;
+    const commandTimeout = client.isCluster ? (client as Cluster).options.redisOptions?.commandTimeout : (client as Redis).options.commandTimeout;
+    this.#giveUpMs = typeof commandTimeout === 'number' && commandTimeout > 0 ? commandTimeout : undefined;
     this.#turnWrites = options.coalesceWrites === false ? null : new TurnWrites(client);
     // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, per connection, so scripts
     // survive a SCRIPT FLUSH or a failover; Cluster routes each call by the slot of its KEYS.
@@ -150,6 +164,7 @@ export class RedisBillingCache implements BillingCache {
     client.defineCommand('kbeRpmHit', { lua: RPM_HIT_LUA });
     client.defineCommand('kbeReserve', { lua: RESERVE_LUA });
     client.defineCommand('kbeListLeases', { lua: LIST_LEASES_LUA, numberOfKeys: 1 });
+    client.defineCommand('kbeServerTime', { lua: SERVER_TIME_LUA, numberOfKeys: 1 });
     this.#scripts = client as unknown as CacheCommands;
   }
 
@@ -284,7 +299,8 @@ export class RedisBillingCache implements BillingCache {
     this.#assertOpen();
     assertReserveRequest(request);
     const keys = [this.#keys.leases(request.userId)];
-    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs];
+    // The fourth argument is the deadline, set below once the keys are known.
+    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs, 0];
     for (const dimension of request.dimensions) {
       const key = this.#keys.entity(dimension.entity);
       let index = keys.indexOf(key);
@@ -296,14 +312,55 @@ export class RedisBillingCache implements BillingCache {
         args.push(dimension.name, 'w', index + 1, fields.usage, fields.start, dimension.expiryThreshold, dimension.limit.toString(), dimension.fallbackUsed.toString());
       }
     }
-    const reply = await this.#commands().kbeReserve(keys.length, ...keys, ...args);
+    const leaseKey = keys[0]!;
+    const domain = this.#clockDomain(leaseKey);
+    args[3] = await this.#reserveDeadline(domain, leaseKey);
+    let reply: unknown;
+    try {
+      reply = await this.#commands().kbeReserve(keys.length, ...keys, ...args);
+    } catch (err) {
+      // The script may have run with its reply lost. A release sent now runs after it, unless the
+      // script is still waiting to run — then it runs past its deadline and holds nothing.
+      this.#scripts.hdel(leaseKey, request.leaseId).catch(() => {});
+      throw err;
+    }
+    const receivedAtMs = localNowMs();
     if (Array.isArray(reply) && reply[0] === 'reserved' && typeof reply[1] === 'string' && /^\d+$/.test(reply[1])) {
-      return { outcome: 'reserved', expiresAtMs: Number(reply[1]) };
+      const expiresAtMs = Number(reply[1]);
+      this.#serverClocks.sample(domain, expiresAtMs - request.ttlMs, receivedAtMs);
+      return { outcome: 'reserved', expiresAtMs };
     }
     if (Array.isArray(reply) && reply[0] === 'denied' && typeof reply[1] === 'string' && typeof reply[2] === 'string' && /^-?\d+$/.test(reply[2])) {
+      this.#serverClocks.sample(domain, Number(reply[3]), receivedAtMs);
       return { outcome: 'denied', dimension: reply[1], availableUnits: BigInt(reply[2]) };
     }
+    if (Array.isArray(reply) && reply[0] === 'late') {
+      this.#serverClocks.sample(domain, Number(reply[1]), receivedAtMs);
+      throw new ReserveDeadlineError(`the reserve script ran after its caller had given up (${this.#giveUpMs} ms); it held nothing`);
+    }
     throw new Error(`reserve script returned a malformed reply ${JSON.stringify(reply)}`);
+  }
+
+  /**
+   * The moment, on the clock of the server that will run the script, after which the client will have
+   * given up on it: our give-up moment plus a lower bound of that server's clock offset, so the
+   * deadline never falls after the give-up. Without a recent bound, one TIME round trip gets one.
+   */
+  async #reserveDeadline(domain: string, leaseKey: string): Promise<number> {
+    if (this.#giveUpMs === undefined) return 0;
+    if (this.#serverClocks.serverTimeAtMost(domain, localNowMs()) === undefined) {
+      const serverMs = Number(await this.#commands().kbeServerTime(leaseKey));
+      this.#serverClocks.sample(domain, serverMs, localNowMs());
+    }
+    const serverNowMs = this.#serverClocks.serverTimeAtMost(domain, localNowMs());
+    if (serverNowMs === undefined) throw new Error('the Redis server sent no usable time');
+    return serverNowMs + this.#giveUpMs;
+  }
+
+  /** Whose clock a command on `key` reads: the single server's, or the Cluster master's that serves its slot. */
+  #clockDomain(key: string): string {
+    if (!this.#client.isCluster) return '';
+    return (this.#client as Cluster).slots[keySlot(key)]?.[0] ?? '';
   }
 
   async release(userId: string, leaseId: string): Promise<boolean> {

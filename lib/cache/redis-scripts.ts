@@ -284,14 +284,16 @@ return { current_stamp(KEYS[n + 1]), read_entities(n) }
 /**
  * Reservation admission (issue 9), all or nothing, on the server's clock.
  * KEYS[1] = the user's lease hash (lease id → `<expiresAtMs>|<amount>|<dim>,<dim>`); KEYS[2..] = the
- * entity hashes the dimensions read. ARGV = lease id, amount, ttl ms, then 8 per dimension: name,
+ * entity hashes the dimensions read. ARGV = lease id, amount, ttl ms, deadline (server ms; 0 = none:
+ * a command that runs after it was given up by its caller, e.g. buffered while the server was frozen,
+ * must not hold anything nobody will release — see docs/faults.md), then 8 per dimension: name,
  * kind ('b' balance | 'w' window), index into KEYS, usage (or balance) field, start field, expiry
  * threshold, capacity (balance: fallback balance; window: limit), fallback usage.
  * Expired or unreadable leases are dropped on the way. Capacity and usage come from the live entity
  * when it is cached — read here, atomically with the leases, so a settlement that landed since the
  * caller's read is counted — else from the caller's fallbacks. A dimension admits iff
  * used + open leases + amount ≤ capacity; the first that does not names the denial and nothing is held.
- * Returns { 'reserved', expiresAtMs } or { 'denied', dimension, available units }.
+ * Returns { 'reserved', expiresAtMs }, { 'denied', dimension, available units, now } or { 'late', now }.
  * Memory mirror: admit() in lib/cache/leases.ts.
  */
 export const RESERVE_LUA = `${LUA_HELPERS}
@@ -301,6 +303,8 @@ local lease_key = KEYS[1]
 local lease_id = ARGV[1]
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local deadline = tonumber(ARGV[4])
+if deadline > 0 and now > deadline then return { 'late', string.format('%d', now) } end
 
 -- Open amounts summed per dimension list first: a user's leases almost all name the same
 -- dimensions, so each list is split once, not once per lease (exact: integer sums below 2^53).
@@ -325,7 +329,7 @@ for dims, amt in pairs(open_by_dims) do
 end
 
 local names = {}
-for i = 4, #ARGV, 8 do
+for i = 5, #ARGV, 8 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local capacity, used = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
   -- Only the fields this dimension needs; a key of another type reads as not cached.
@@ -348,13 +352,19 @@ for i = 4, #ARGV, 8 do
   end
   local held = open[name] or 0
   if used + held + amount > capacity then
-    return { 'denied', name, string.format('%d', capacity - used - held) }
+    return { 'denied', name, string.format('%d', capacity - used - held), string.format('%d', now) }
   end
   names[#names + 1] = name
 end
 redis.call('HSET', lease_key, lease_id, string.format('%d', now + ttl) .. '|' .. ARGV[2] .. '|' .. table.concat(names, ','))
 if redis.call('PTTL', lease_key) < ttl then redis.call('PEXPIRE', lease_key, ttl) end
 return { 'reserved', string.format('%d', now + ttl) }
+`;
+
+/** The server's time in ms, on the node that serves KEYS[1]: a clock sample where no reply brought one. */
+export const SERVER_TIME_LUA = `
+local time = redis.call('TIME')
+return string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 `;
 
 /** The user's lease hash with the server's time: { nowMs, field, value, field, value, … }. KEYS[1] = lease hash. */
