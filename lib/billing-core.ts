@@ -14,6 +14,7 @@ import { noopMetrics } from './metrics.js';
 import { formatUsd, parseCostUsd, type Usd } from './money.js';
 import { Settler, type SettleRequest, type SettlementReceipt } from './settlement.js';
 import { SingleFlight } from './single-flight.js';
+import { STORE_HOLD_SWEEP_MS, sweepExpiredStoreHolds } from './store-holds.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
 import type { BillingId, BillingSubject, CacheEntityRef, TimeContext } from './types.js';
 import { normalizeId, normalizePlatform } from './validate.js';
@@ -69,6 +70,7 @@ export class BillingCore {
   readonly #internals: CoreInternals;
   readonly #settler: Settler;
   readonly #unbindGauges: () => void;
+  readonly #holdSweep: NodeJS.Timeout;
   #closed: Promise<void> | undefined;
 
   constructor(options: BillingCoreOptions) {
@@ -104,6 +106,10 @@ export class BillingCore {
     };
     this.#settler = new Settler(this.#internals);
     this.admin = new BillingAdmin(this.#internals);
+    const internals = this.#internals;
+    // Holds of a process that died are taken back by whichever process sweeps first (docs/holds.md).
+    this.#holdSweep = setInterval(() => internals.background.run('sweepExpiredStoreHolds', () => sweepExpiredStoreHolds(internals)), STORE_HOLD_SWEEP_MS);
+    this.#holdSweep.unref();
   }
 
   get options(): ResolvedCoreOptions {
@@ -251,6 +257,7 @@ export class BillingCore {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       const { background, loads, queue, cacheSync, options, warnings } = this.#internals;
+      clearInterval(this.#holdSweep);
       await this.#settler.drain(options.closeTimeoutMs);
       await Promise.all([background.idle(), loads.idle()]);
       await queue.close();

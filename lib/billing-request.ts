@@ -10,13 +10,14 @@ import {
   platformQuotaSentinel, toCheckRecord, type CheckEvaluation, type CheckName, type CheckRecord, type WindowEvaluation,
 } from './decisions.js';
 import { BillingError } from './errors.js';
+import { STORE_HOLD_PREFIX, holdInStore, releaseLease, storeCanHold } from './store-holds.js';
 import { nextTurn } from './next-turn.js';
 import type { BillingMetricsRecorder } from './metrics.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
 import type {
   ApiKeyWindowsEntity, BillingCache, CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead,
-  PlatformQuotaEntity, RpmOverride, RpmRequest, RpmResult, TimeContext,
+  PlatformQuotaEntity, ReserveRequest, ReserveResult, RpmOverride, RpmRequest, RpmResult, TimeContext,
 } from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
@@ -221,7 +222,7 @@ export class BillingRequest {
     return this.#withBatch((batch) => this.#breakerWatchedRead(
       { kind: 'balance', userId }, batch?.balance, () => this.core.store.getBalance(userId), 'BILLING_SUBJECT_NOT_FOUND',
       (entity, source) => {
-        if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity.balance));
+        if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity));
         this.#apply(this.#decidedEarlier(entity) ?? decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
       },
     ));
@@ -338,28 +339,41 @@ export class BillingRequest {
   }
 
   async #reserve(cache: BillingCache, estimate: bigint): Promise<void> {
-    const leaseId = randomUUID();
-    let result;
+    const request: ReserveRequest = {
+      userId: this.subject.userId,
+      leaseId: randomUUID(),
+      amount: estimate,
+      ttlMs: this.core.options.reservationTtlMs,
+      dimensions: this.#plan.map((planned) => planned.dimension),
+    };
+    let result: ReserveResult;
+    let source: 'cache' | 'store' = 'cache';
+    let leaseId = request.leaseId;
     try {
-      result = await cache.reserve({
-        userId: this.subject.userId,
-        leaseId,
-        amount: estimate,
-        ttlMs: this.core.options.reservationTtlMs,
-        dimensions: this.#plan.map((planned) => planned.dimension),
-      });
+      result = await cache.reserve(request);
     } catch (err) {
-      return this.#failOpen('reservation', err);
+      // A Redis outage costs speed, never money: the hold goes to the store instead (docs/holds.md).
+      if (!storeCanHold(this.core)) return this.#failOpen('reservation', err);
+      this.core.warnings.warn('reservation_cache_failed', { err: errorText(err) }, 'billing reservation could not be held in the cache; holding it in the store');
+      source = 'store';
+      leaseId = `${STORE_HOLD_PREFIX}${request.leaseId}`;
+      try {
+        result = await holdInStore(this.core, request);
+        this.core.breaker.recordSuccess();
+      } catch (storeErr) {
+        this.core.breaker.recordFailure();
+        return this.#infrastructureFailure('reservation', storeErr);
+      }
     }
     if (result.outcome === 'reserved') {
       this.lease = { leaseId, amountUnits: estimate, expiresAtMs: result.expiresAtMs };
       this.core.openLeases.count++;
-      return this.#record({ check: 'reservation', outcome: 'allowed', source: 'cache' });
+      return this.#record({ check: 'reservation', outcome: 'allowed', source });
     }
     const { dimension } = result;
     const planned = this.#plan.find((p) => p.dimension.name === dimension);
     const error = planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
-    this.#deny(new CheckDenial({ check: 'reservation', outcome: 'denied', code: error.code, source: 'cache', reason: dimension }, error));
+    this.#deny(new CheckDenial({ check: 'reservation', outcome: 'denied', code: error.code, source, reason: dimension }, error));
   }
 
   /** Hands the lease to a settlement, which releases it once the cost is stored. */
@@ -373,10 +387,9 @@ export class BillingRequest {
   /** Releases the lease unless a settlement took it (denial, error, disconnect, response without settlement). */
   releaseLease(): void {
     const lease = this.takeLease();
-    const cache = this.core.cache;
-    if (!lease || !cache) return;
+    if (!lease) return;
     const { userId } = this.subject;
-    this.core.background.run(`releaseLease:${userId}:${lease.leaseId}`, () => cache.release(userId, lease.leaseId));
+    this.core.background.run(`releaseLease:${userId}:${lease.leaseId}`, () => releaseLease(this.core, userId, lease.leaseId));
   }
 
   /** SPEC §2.5, always last. Fails open; a no-op without a cache. */

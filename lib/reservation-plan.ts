@@ -2,7 +2,7 @@
 // checks just evaluated, and mapped back to the check's own denial when a dimension is full.
 import { BillingError } from './errors.js';
 import type { ApiKeyLimits, GroupLimits } from './subject.js';
-import type { ApiKeyWindowsEntity, PlatformQuotaEntity, ReservationDimension, SubscriptionEntity, TimeContext } from './types.js';
+import type { ApiKeyWindowsEntity, BalanceEntity, PlatformQuotaEntity, ReservationDimension, SubscriptionEntity, TimeContext } from './types.js';
 import { apiKeyWindowSpecs, platformQuotaWindows, subscriptionWindows, type WindowSpec } from './window-specs.js';
 import { effectiveUsage, expiryThreshold, secondsUntil, windowResetAt } from './windows.js';
 
@@ -16,6 +16,7 @@ function windows(
   entity: Extract<ReservationDimension, { kind: 'window' }>['entity'],
   prefix: string,
   planned: WindowSpec[],
+  held: bigint,
   time: TimeContext,
 ): PlannedDimension[] {
   const out: PlannedDimension[] = [];
@@ -30,7 +31,8 @@ function windows(
         window: w.window,
         expiryThreshold: expiryThreshold(w.rule, time),
         limit: w.limit,
-        fallbackUsed: effectiveUsage(w.rule, w.usage, w.startMs, time),
+        // Store holds count in every window of their row, expired or not (docs/holds.md).
+        fallbackUsed: effectiveUsage(w.rule, w.usage, w.startMs, time) + held,
       },
       denial: (now) => new BillingError(w.code, {
         retryAfter: secondsUntil(resetAtMs, now.nowMs),
@@ -41,21 +43,21 @@ function windows(
   return out;
 }
 
-export function balanceDimension(userId: string, balance: bigint): PlannedDimension {
+export function balanceDimension(userId: string, entity: BalanceEntity): PlannedDimension {
   return {
-    dimension: { name: 'bal', kind: 'balance', entity: { kind: 'balance', userId }, fallbackCapacity: balance },
+    dimension: { name: 'bal', kind: 'balance', entity: { kind: 'balance', userId }, fallbackCapacity: entity.balance - (entity.held ?? 0n) },
     denial: () => new BillingError('INSUFFICIENT_BALANCE', { metadata: { reserved: true } }),
   };
 }
 
 export function subscriptionDimensions(userId: string, groupId: string, entity: SubscriptionEntity, limits: GroupLimits, time: TimeContext): PlannedDimension[] {
-  return windows({ kind: 'subscription', userId, groupId }, `sub:${groupId}`, subscriptionWindows(entity, limits), time);
+  return windows({ kind: 'subscription', userId, groupId }, `sub:${groupId}`, subscriptionWindows(entity, limits), entity.held ?? 0n, time);
 }
 
 export function platformQuotaDimensions(userId: string, platform: string, entity: PlatformQuotaEntity, time: TimeContext): PlannedDimension[] {
-  return windows({ kind: 'platformQuota', userId, platform }, `pq:${platform}`, platformQuotaWindows(entity), time);
+  return windows({ kind: 'platformQuota', userId, platform }, `pq:${platform}`, platformQuotaWindows(entity), entity.held ?? 0n, time);
 }
 
 export function apiKeyDimensions(userId: string, apiKeyId: string, entity: ApiKeyWindowsEntity, limits: ApiKeyLimits, time: TimeContext): PlannedDimension[] {
-  return windows({ kind: 'apiKeyWindows', userId, apiKeyId }, `key:${apiKeyId}`, apiKeyWindowSpecs(entity, limits), time);
+  return windows({ kind: 'apiKeyWindows', userId, apiKeyId }, `key:${apiKeyId}`, apiKeyWindowSpecs(entity, limits), entity.held ?? 0n, time);
 }

@@ -4,6 +4,7 @@ import { errorText } from './background-tasks.js';
 import type { CoreInternals } from './core-internals.js';
 import { BillingError } from './errors.js';
 import { MoneyError, formatUsd, parseCostUsd, type Usd } from './money.js';
+import { releaseLease } from './store-holds.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
 import type { BillingSubject, CacheEntityRef, SettlementInput, SettlementResult } from './types.js';
 import { BillingValidationError, normalizeRequestId } from './validate.js';
@@ -84,21 +85,13 @@ export class Settler {
    */
   settle(input: SettlementInput, leaseId?: string): Promise<SettlementReceipt> {
     const run = this.#run(input);
-    const tracked = leaseId === undefined ? run : run.finally(() => this.#release(input.userId, leaseId));
+    const tracked = leaseId === undefined ? run : run.finally(() => releaseLease(this.core, input.userId, leaseId));
     this.#pending.add(tracked);
     const forget = () => this.#pending.delete(tracked);
     tracked.then(forget, forget);
     return tracked;
   }
 
-  async #release(userId: string, leaseId: string): Promise<void> {
-    try {
-      await this.core.cache?.release(userId, leaseId);
-    } catch (err) {
-      // It still expires at its TTL; until then it only makes admission stricter.
-      this.core.warnings.warn('lease_release_failed', { err: errorText(err) }, 'billing reservation release failed');
-    }
-  }
 
   get pending(): number {
     return this.#pending.size;

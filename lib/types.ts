@@ -50,6 +50,11 @@ export interface TimeContext {
 export interface BalanceEntity {
   version: number;
   balance: bigint;
+  /**
+   * Units held on this row by reservations made in the store while the cache was unreachable
+   * (docs/holds.md); present only when not zero.
+   */
+  held?: bigint;
 }
 
 export type SubscriptionStatus = 'active' | 'expired' | 'revoked' | 'suspended';
@@ -65,6 +70,11 @@ export interface SubscriptionEntity {
   dailyStartMs: number | null;
   weeklyStartMs: number | null;
   monthlyStartMs: number | null;
+  /**
+   * Units held on this row by reservations made in the store while the cache was unreachable
+   * (docs/holds.md); present only when not zero.
+   */
+  held?: bigint;
 }
 
 export interface ApiKeyWindowsEntity {
@@ -76,6 +86,11 @@ export interface ApiKeyWindowsEntity {
   start5hMs: number | null;
   start1dMs: number | null;
   start7dMs: number | null;
+  /**
+   * Units held on this row by reservations made in the store while the cache was unreachable
+   * (docs/holds.md); present only when not zero.
+   */
+  held?: bigint;
 }
 
 /** Platform-quota limits: null = unlimited, 0 = fully blocked, > 0 = cap (SPEC §2.3). */
@@ -92,6 +107,11 @@ export interface PlatformQuotaEntity {
   dailyStartMs: number | null;
   weeklyStartMs: number | null;
   monthlyStartMs: number | null;
+  /**
+   * Units held on this row by reservations made in the store while the cache was unreachable
+   * (docs/holds.md); present only when not zero.
+   */
+  held?: bigint;
 }
 
 /** A user's per-group RPM override: a number, or null = known to have none. */
@@ -185,7 +205,28 @@ export interface BillingStore {
 
   /** Cheap reachability probe for health checks. */
   ping(): Promise<void>;
+
+  // Store holds (docs/holds.md): where a reservation goes when the cache cannot take it. Optional:
+  // a store without them leaves admission to the checks alone while the cache is unreachable.
+  /** Same rule as the cache's reserve, all or nothing, atomically in one transaction. */
+  holdInStore?(request: StoreHoldRequest): Promise<StoreHoldResult>;
+  /** Takes the hold back; null when it is unknown (released, expired and swept, or never made). */
+  releaseStoreHold?(userId: string, holdId: string): Promise<EntityWrite[] | null>;
+  /** Takes back up to `limit` holds expired at `nowMs`; the rows they were on, as now written. */
+  releaseExpiredStoreHolds?(nowMs: number, limit: number): Promise<EntityWrite[]>;
 }
+
+/** A reservation to hold in the store, at the caller's time. */
+export interface StoreHoldRequest extends ReserveRequest {
+  nowMs: number;
+}
+
+/** A row a store write changed, as the cache should now have it. */
+export type EntityWrite = { [K in Exclude<CacheEntityKind, 'rpmOverride'>]: { ref: CacheEntityRef & { kind: K }; value: CacheEntityMap[K] } }[Exclude<CacheEntityKind, 'rpmOverride'>];
+
+export type StoreHoldResult =
+  | { outcome: 'reserved'; expiresAtMs: number; writes: EntityWrite[] }
+  | { outcome: 'denied'; dimension: string; availableUnits: bigint };
 
 // ---------------------------------------------------------------------------------------------
 // The cache (shared hot copy and counters).

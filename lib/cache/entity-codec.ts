@@ -32,7 +32,7 @@ export type FieldRule =
   | { type: 'enum'; values: readonly string[] }
   | { type: 'text'; maxLength: number };
 
-type ValueKind = 'money' | 'nullableMoney' | 'time' | 'nullableTime' | 'count' | 'nullableCount' | 'text' | 'flag' | 'status' | 'schema';
+type ValueKind = 'money' | 'nullableMoney' | 'held' | 'time' | 'nullableTime' | 'count' | 'nullableCount' | 'text' | 'flag' | 'status' | 'schema';
 
 interface FieldSpec {
   /** Hash field name (short: these are stored per user and entity). */
@@ -47,6 +47,7 @@ const STATUSES = ['active', 'expired', 'revoked', 'suspended'] as const;
 const RULES: Readonly<Record<ValueKind, FieldRule>> = {
   money: { type: 'int', min: -MAX_MONEY, max: MAX_MONEY, nullable: false },
   nullableMoney: { type: 'int', min: -MAX_MONEY, max: MAX_MONEY, nullable: true },
+  held: { type: 'int', min: 0, max: MAX_MONEY, nullable: false },
   time: { type: 'int', min: 0, max: MAX_SAFE, nullable: false },
   nullableTime: { type: 'int', min: 0, max: MAX_SAFE, nullable: true },
   count: { type: 'int', min: 0, max: MAX_SAFE, nullable: false },
@@ -62,8 +63,15 @@ export const META_RULE: FieldRule = RULES.count;
 
 const f = (field: string, prop: string | null, kind: ValueKind): FieldSpec => ({ field, prop, kind });
 
+/**
+ * Store holds on the row (docs/holds.md). Always written; an entry from before they existed has no
+ * such field and reads as holding nothing. The entity has the property only when it is not zero.
+ */
+export const HELD_FIELD = 'h';
+const heldSpec = f(HELD_FIELD, 'held', 'held');
+
 const SPECS: Readonly<Record<CacheEntityKind, readonly FieldSpec[]>> = {
-  balance: [f('b', 'balance', 'money')],
+  balance: [f('b', 'balance', 'money'), heldSpec],
   subscription: [
     f('i', 'subscriptionId', 'text'),
     f('st', 'status', 'status'),
@@ -74,6 +82,7 @@ const SPECS: Readonly<Record<CacheEntityKind, readonly FieldSpec[]>> = {
     f('ds', 'dailyStartMs', 'nullableTime'),
     f('ws', 'weeklyStartMs', 'nullableTime'),
     f('ms', 'monthlyStartMs', 'nullableTime'),
+    heldSpec,
   ],
   apiKeyWindows: [
     f('u5', 'usage5h', 'money'),
@@ -82,6 +91,7 @@ const SPECS: Readonly<Record<CacheEntityKind, readonly FieldSpec[]>> = {
     f('s5', 'start5hMs', 'nullableTime'),
     f('s1', 'start1dMs', 'nullableTime'),
     f('s7', 'start7dMs', 'nullableTime'),
+    heldSpec,
   ],
   platformQuota: [
     f('s', null, 'schema'),
@@ -95,6 +105,7 @@ const SPECS: Readonly<Record<CacheEntityKind, readonly FieldSpec[]>> = {
     f('ds', 'dailyStartMs', 'nullableTime'),
     f('ws', 'weeklyStartMs', 'nullableTime'),
     f('ms', 'monthlyStartMs', 'nullableTime'),
+    heldSpec,
   ],
   rpmOverride: [f('o', 'value', 'nullableCount')],
 };
@@ -129,7 +140,8 @@ export function luaRule(rule: FieldRule): string {
 
 function parseValue(kind: ValueKind, text: string): unknown {
   switch (kind) {
-    case 'money': return BigInt(text);
+    case 'money':
+    case 'held': return BigInt(text);
     case 'nullableMoney': return text === '' ? null : BigInt(text);
     case 'time':
     case 'count': return Number(text);
@@ -148,6 +160,8 @@ function formatValue(kind: ValueKind, value: unknown): string {
     case 'flag': return value === true ? '1' : value === false ? '0' : `${String(value)}?`;
     case 'money':
       return typeof value === 'bigint' ? value.toString() : `not a bigint: ${String(value)}`;
+    case 'held':
+      return value === undefined ? '0' : typeof value === 'bigint' ? value.toString() : `not a bigint: ${String(value)}`;
     case 'nullableMoney':
       return value === null ? '' : typeof value === 'bigint' ? value.toString() : `not a bigint: ${String(value)}`;
     case 'time':
@@ -217,6 +231,7 @@ export function inspectEntry<K extends CacheEntityKind>(kind: K, hash: RawHash |
   const decoded: Record<string, unknown> = { version };
   for (const { field, prop, kind: valueKind } of SPECS[kind]) {
     const text = hash[field];
+    if (valueKind === 'held' && (text === undefined || text === '0')) continue;
     if (!checkField(RULES[valueKind], text)) return { generation, version, live: null };
     if (prop !== null) decoded[prop] = parseValue(valueKind, text as string);
   }

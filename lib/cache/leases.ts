@@ -23,9 +23,13 @@ const LEASE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 const DIMENSION_NAME = /^[A-Za-z0-9_.@:-]{1,200}$/;
 const LEASE_VALUE = /^(\d{1,16})\|(\d{1,16})\|([^|]*)$/;
 
+export function assertLeaseId(leaseId: unknown, field = 'leaseId'): asserts leaseId is string {
+  if (typeof leaseId !== 'string' || !LEASE_ID.test(leaseId)) throw new BillingValidationError(field, `${field} must be 1-128 characters of [A-Za-z0-9_.:-]`);
+}
+
 /** Validates a reserve request before it reaches a cache (names end up inside stored values). */
 export function assertReserveRequest(request: ReserveRequest): void {
-  if (!LEASE_ID.test(request.leaseId)) throw new BillingValidationError('leaseId', 'leaseId must be 1-128 characters of [A-Za-z0-9_.:-]');
+  assertLeaseId(request.leaseId);
   if (request.amount <= 0n) throw new BillingValidationError('amount', 'a reservation amount must be positive');
   if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
   for (const dimension of request.dimensions) {
@@ -60,15 +64,17 @@ export function admit(
     const live = liveEntity(dimension) as Record<string, unknown> | null;
     let capacity: bigint;
     let used: bigint;
+    // Store holds (docs/holds.md) take from the balance, and count in every window of their row.
+    const held = live ? ((live.held as bigint | undefined) ?? 0n) : 0n;
     if (dimension.kind === 'balance') {
-      capacity = live ? (live.balance as bigint) : dimension.fallbackCapacity;
+      capacity = live ? (live.balance as bigint) - held : dimension.fallbackCapacity;
       used = 0n;
     } else {
       capacity = dimension.limit;
       if (live) {
         const { usageProp, startProp } = WINDOW_FIELDS[dimension.window];
         const start = live[startProp] as number | null;
-        used = start === null || start < dimension.expiryThreshold ? 0n : (live[usageProp] as bigint);
+        used = (start === null || start < dimension.expiryThreshold ? 0n : (live[usageProp] as bigint)) + held;
       } else {
         used = dimension.fallbackUsed;
       }

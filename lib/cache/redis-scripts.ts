@@ -333,19 +333,25 @@ for i = 5, #ARGV, 8 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local capacity, used = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
   -- Only the fields this dimension needs; a key of another type reads as not cached.
-  local ok, h = pcall(redis.call, 'HMGET', KEYS[index], 't', 'v', ARGV[i + 3], ARGV[i + 4])
+  local ok, h = pcall(redis.call, 'HMGET', KEYS[index], 't', 'v', ARGV[i + 3], ARGV[i + 4], 'h')
   if ok and h[1] ~= '1' and meta(h[2]) ~= nil then
     local value = int_in(h[3], -MAX_SAFE, MAX_SAFE)
-    if kind == 'b' then
-      if value ~= nil then capacity = value end
-    elseif value ~= nil then
-      local start = h[4]
-      if start == '' then
-        used = 0
+    -- Store holds on the row (absent in entries from before they existed): they take from the
+    -- balance and count in every window of the row (docs/holds.md).
+    local store_held = 0
+    if h[5] then store_held = int_in(h[5], 0, MAX_SAFE) end
+    if value ~= nil and store_held ~= nil then
+      if kind == 'b' then
+        capacity = value - store_held
       else
-        local start_ms = int_in(start, 0, MAX_SAFE)
-        if start_ms ~= nil then
-          if start_ms < tonumber(ARGV[i + 5]) then used = 0 else used = value end
+        local start = h[4]
+        if start == '' then
+          used = store_held
+        else
+          local start_ms = int_in(start, 0, MAX_SAFE)
+          if start_ms ~= nil then
+            if start_ms < tonumber(ARGV[i + 5]) then used = store_held else used = value + store_held end
+          end
         end
       end
     end

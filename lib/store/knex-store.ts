@@ -6,15 +6,18 @@ import { formatUsd, MAX_USD_UNITS } from '../money.js';
 import { parseOptions, v } from '../options.js';
 import type {
   ApiKeyWindowsEntity, BalanceEntity, BillingLogger, BillingStore, Clock, PlatformQuotaEntity, PlatformQuotaLimits,
-  RpmOverride, SettlementInput, SettlementResult, SubscriptionEntity, SubscriptionInput, TimeContext, UsageLogRow,
+  EntityWrite, RpmOverride, SettlementInput, SettlementResult, StoreHoldRequest, StoreHoldResult, SubscriptionEntity, SubscriptionInput,
+  TimeContext, UsageLogRow,
 } from '../types.js';
 import { BillingValidationError } from '../validate.js';
 import { dialectOf, type Db, type Dialect } from './dialect.js';
 import { toApiKeyWindows, toBalance, toPlatformQuota, toRpmOverride, toSubscription, toUsageLogRow, type Row } from './rows.js';
 import { settleIn } from './settle-transaction.js';
 import {
-  apiKeyIdOf, epochMsOf, groupIdOf, listLimitOf, platformOf, quotaLimitsOf, rpmOverrideOf, settlementOf, subscriptionOf, timeOf, unitsOf, userIdOf,
+  apiKeyIdOf, epochMsOf, groupIdOf, holdIdOf, listLimitOf, platformOf, quotaLimitsOf, rpmOverrideOf, settlementOf, storeHoldOf, subscriptionOf, timeOf,
+  unitsOf, userIdOf,
 } from './store-input.js';
+import { denialOf, expiredHolds, holdIn, releaseIn } from './store-holds.js';
 import { TABLES } from './tables.js';
 import { inTransaction, type RetryPolicy } from './transaction.js';
 import { KEY_WINDOWS, resetExpiredWindows } from './window-sql.js';
@@ -75,7 +78,7 @@ export class KnexBillingStore implements BillingStore {
 
   async getBalance(userId: string): Promise<BalanceEntity | null> {
     const user = userIdOf(userId);
-    const [row] = await this.#rows(this.#knex, `SELECT balance, version FROM ${TABLES.accounts} WHERE user_id = ?`, [user]);
+    const [row] = await this.#rows(this.#knex, `SELECT balance, held, version FROM ${TABLES.accounts} WHERE user_id = ?`, [user]);
     return row === undefined ? null : toBalance(this.#d, row);
   }
 
@@ -152,6 +155,30 @@ export class KnexBillingStore implements BillingStore {
     return this.getApiKeyWindows(user, key);
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Store holds (docs/holds.md): reservations while the cache is unreachable.
+
+  async holdInStore(request: StoreHoldRequest): Promise<StoreHoldResult> {
+    const checked = storeHoldOf(request);
+    return denialOf(() => this.#write('holdInStore', (trx) => holdIn(trx, this.#d, checked)));
+  }
+
+  async releaseStoreHold(userId: string, holdId: string): Promise<EntityWrite[] | null> {
+    const user = userIdOf(userId);
+    const id = holdIdOf(holdId);
+    return this.#write('releaseStoreHold', (trx) => releaseIn(trx, this.#d, user, id));
+  }
+
+  async releaseExpiredStoreHolds(nowMs: number, limit: number): Promise<EntityWrite[]> {
+    const now = epochMsOf(nowMs, 'nowMs');
+    const writes: EntityWrite[] = [];
+    // One transaction per hold: a sweep never holds many rows' locks at once.
+    for (const { userId, holdId } of await expiredHolds(this.#knex, this.#d, now, listLimitOf(limit))) {
+      writes.push(...((await this.#write('releaseExpiredStoreHolds', (trx) => releaseIn(trx, this.#d, userId, holdId))) ?? []));
+    }
+    return writes;
+  }
+
   async settle(input: SettlementInput): Promise<SettlementResult> {
     const checked = settlementOf(input);
     return this.#write('settle', (trx) => settleIn(trx, this.#d, checked));
@@ -172,7 +199,7 @@ export class KnexBillingStore implements BillingStore {
          ON CONFLICT (user_id) DO UPDATE SET balance = ${TABLES.accounts}.balance + excluded.balance,
            version = ${TABLES.accounts}.version + 1, updated_at_ms = excluded.updated_at_ms
          WHERE ${TABLES.accounts}.balance + excluded.balance <= ${d.moneyParam}
-         RETURNING balance, version`,
+         RETURNING balance, held, version`,
         [user, d.money(units), this.#nowMs(), d.money(MAX_USD_UNITS)],
       ),
     );
@@ -191,7 +218,7 @@ export class KnexBillingStore implements BillingStore {
         trx,
         `INSERT INTO ${TABLES.accounts} (user_id, balance, version, updated_at_ms) VALUES (?, ${d.moneyParam}, 1, ${d.bigintParam})
          ON CONFLICT (user_id) DO UPDATE SET balance = excluded.balance, version = ${TABLES.accounts}.version + 1, updated_at_ms = excluded.updated_at_ms
-         RETURNING balance, version`,
+         RETURNING balance, held, version`,
         [user, d.money(units), this.#nowMs()],
       ),
     );

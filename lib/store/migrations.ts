@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import { silentLogger } from '../log.js';
 import { dialectOf } from './dialect.js';
 import * as initial from './migration-001-initial.js';
+import * as storeHolds from './migration-002-store-holds.js';
 import { MIGRATIONS_TABLE } from './tables.js';
 import { inTransaction, type RetryPolicy } from './transaction.js';
 
@@ -14,7 +15,10 @@ interface BillingMigration {
 
 // Shipped inside the package (not files on disk), so bundling or a different cwd cannot lose them.
 // Append only: a released migration is never edited or renamed.
-const MIGRATIONS: readonly BillingMigration[] = Object.freeze([{ name: '001-initial', up: initial.up, down: initial.down }]);
+const MIGRATIONS: readonly BillingMigration[] = Object.freeze([
+  { name: '001-initial', up: initial.up, down: initial.down },
+  { name: '002-store-holds', up: storeHolds.up, down: storeHolds.down },
+]);
 
 const source: Knex.MigrationSource<BillingMigration> = {
   getMigrations: async () => [...MIGRATIONS],

@@ -27,14 +27,20 @@ function reader(d: Dialect, table: string, row: Row) {
   };
 }
 
+/** The `held` column as the entities carry it: the property only when some amount is held (docs/holds.md). */
+function withHeld<T extends object>(entity: T, r: ReturnType<typeof reader>): T & { held?: bigint } {
+  const held = r.money('held');
+  return held === 0n ? entity : { ...entity, held };
+}
+
 export function toBalance(d: Dialect, row: Row): BalanceEntity {
   const r = reader(d, TABLES.accounts, row);
-  return { version: r.int('version'), balance: r.money('balance') };
+  return withHeld({ version: r.int('version'), balance: r.money('balance') }, r);
 }
 
 export function toSubscription(d: Dialect, row: Row): SubscriptionEntity {
   const r = reader(d, TABLES.subscriptions, row);
-  return {
+  return withHeld({
     version: r.int('version'),
     subscriptionId: String(r.int('id')),
     status: r.oneOf<SubscriptionStatus>('status', STATUSES),
@@ -45,7 +51,7 @@ export function toSubscription(d: Dialect, row: Row): SubscriptionEntity {
     dailyStartMs: r.intOrNull('daily_start_ms'),
     weeklyStartMs: r.intOrNull('weekly_start_ms'),
     monthlyStartMs: r.intOrNull('monthly_start_ms'),
-  };
+  }, r);
 }
 
 /** A key that was never used has no row: it reads as version 0, zero usage, null starts. */
@@ -62,7 +68,7 @@ export const EMPTY_API_KEY_WINDOWS: Readonly<ApiKeyWindowsEntity> = Object.freez
 export function toApiKeyWindows(d: Dialect, row: Row | undefined): ApiKeyWindowsEntity {
   if (row === undefined) return { ...EMPTY_API_KEY_WINDOWS };
   const r = reader(d, TABLES.apiKeyWindows, row);
-  return {
+  return withHeld({
     version: r.int('version'),
     usage5h: r.money('usage_5h'),
     usage1d: r.money('usage_1d'),
@@ -70,12 +76,12 @@ export function toApiKeyWindows(d: Dialect, row: Row | undefined): ApiKeyWindows
     start5hMs: r.intOrNull('start_5h_ms'),
     start1dMs: r.intOrNull('start_1d_ms'),
     start7dMs: r.intOrNull('start_7d_ms'),
-  };
+  }, r);
 }
 
 export function toPlatformQuota(d: Dialect, row: Row): PlatformQuotaEntity {
   const r = reader(d, TABLES.platformQuotas, row);
-  return {
+  return withHeld({
     version: r.int('version'),
     sentinel: false,
     dailyLimit: r.moneyOrNull('daily_limit'),
@@ -87,7 +93,7 @@ export function toPlatformQuota(d: Dialect, row: Row): PlatformQuotaEntity {
     dailyStartMs: r.intOrNull('daily_start_ms'),
     weeklyStartMs: r.intOrNull('weekly_start_ms'),
     monthlyStartMs: r.intOrNull('monthly_start_ms'),
-  };
+  }, r);
 }
 
 export function toRpmOverride(row: Row | undefined): number | null {

@@ -1,6 +1,7 @@
 // Boundary checks for every store method: malformed input is refused with an error naming the field, before any SQL runs.
 import { formatUsd, MAX_USD_UNITS } from '../money.js';
-import type { PlatformQuotaLimits, SettlementInput, SubscriptionInput, SubscriptionStatus, TimeContext } from '../types.js';
+import { assertLeaseId } from '../cache/leases.js';
+import type { PlatformQuotaLimits, ReservationDimension, SettlementInput, StoreHoldRequest, SubscriptionInput, SubscriptionStatus, TimeContext } from '../types.js';
 import { BillingValidationError, normalizeId, normalizePlatform, normalizeRequestId } from '../validate.js';
 import { assertTimeZone } from '../windows.js';
 
@@ -135,4 +136,44 @@ export function rpmOverrideOf(value: unknown): number | null {
 export function listLimitOf(value: unknown): number {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= MAX_LIST_LIMIT) return value;
   return fail('limit', `an integer from 1 to ${MAX_LIST_LIMIT}`, value);
+}
+
+export function holdIdOf(value: unknown): string {
+  assertLeaseId(value, 'holdId');
+  return value;
+}
+
+const HOLD_WINDOWS: Readonly<Record<string, readonly string[]>> = {
+  subscription: ['daily', 'weekly', 'monthly'],
+  platformQuota: ['daily', 'weekly', 'monthly'],
+  apiKeyWindows: ['5h', '1d', '7d'],
+};
+
+/** A store hold as holdIn uses it: every id normalised, every dimension on the requesting user's rows. */
+export function storeHoldOf(request: StoreHoldRequest): StoreHoldRequest {
+  if (typeof request !== 'object' || request === null) fail('hold', 'an object', request);
+  const userId = userIdOf(request.userId);
+  const leaseId = holdIdOf(request.leaseId);
+  const amount = unitsOf(request.amount, 'amount', 1n);
+  if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) fail('ttlMs', 'a positive integer of ms', request.ttlMs);
+  const nowMs = epochMsOf(request.nowMs, 'nowMs');
+  if (!Array.isArray(request.dimensions) || request.dimensions.length === 0) fail('dimensions', 'a non-empty list', request.dimensions);
+  const dimensions = request.dimensions.map((dimension): ReservationDimension => {
+    const entity = dimension?.entity;
+    if (!entity || normalizeId(entity.userId, 'dimension.entity.userId') !== userId) fail('dimension.entity', `a row of user ${userId}`, entity);
+    if (dimension.kind === 'balance') {
+      if (entity.kind !== 'balance') fail('dimension.entity.kind', '"balance" for a balance dimension', entity.kind);
+      return { ...dimension, entity: { kind: 'balance', userId } };
+    }
+    if (dimension.kind !== 'window' || !HOLD_WINDOWS[entity.kind]?.includes(dimension.window)) fail('dimension', 'a balance or a window of its row', dimension);
+    unitsOf(dimension.limit, 'dimension.limit', 0n);
+    if (!Number.isSafeInteger(dimension.expiryThreshold)) fail('dimension.expiryThreshold', 'an integer of epoch ms', dimension.expiryThreshold);
+    const fields = entity as { groupId?: unknown; platform?: unknown; apiKeyId?: unknown };
+    const ref: Extract<ReservationDimension, { kind: 'window' }>['entity'] = entity.kind === 'subscription'
+      ? { kind: 'subscription', userId, groupId: groupIdOf(fields.groupId) }
+      : entity.kind === 'platformQuota' ? { kind: 'platformQuota', userId, platform: platformOf(fields.platform) }
+        : { kind: 'apiKeyWindows', userId, apiKeyId: apiKeyIdOf(fields.apiKeyId) };
+    return { ...dimension, entity: ref };
+  });
+  return { userId, leaseId, amount, ttlMs: request.ttlMs, nowMs, dimensions };
 }

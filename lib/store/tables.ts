@@ -7,6 +7,7 @@ export const TABLES = Object.freeze({
   platformQuotas: 'billing_platform_quotas',
   rpmOverrides: 'billing_rpm_overrides',
   usageLog: 'billing_usage_log',
+  storeHolds: 'billing_store_holds',
 });
 
 /** knex's migration bookkeeping for this package (its lock table is this name + '_lock'). */

@@ -54,6 +54,31 @@ export function leaseContract(ctx: ContractContext): void {
       expect(await reserve({ userId, amount: 20n, dimensions: [keyDim(userId, 100n, 0n, now)] })).to.include({ outcome: 'reserved' });
     });
 
+    it('counts the store holds a cached entity carries: off the balance, into every window of the row, expired ones too', async function () {
+      const userId = freshUserId();
+      await ctx.cache.put({ kind: 'balance', userId }, { version: 2, balance: 1000n, held: 600n });
+      const read = await ctx.cache.readBatch({ userId, balance: true });
+      expect(read.balance).to.deep.equal({ hit: true, value: { version: 2, balance: 1000n, held: 600n } });
+      expect(await reserve({ userId, amount: 401n, dimensions: [balanceDim(userId, 10_000n)] })).to.deep.equal({ outcome: 'denied', dimension: 'bal', availableUnits: 400n });
+      expect(await reserve({ userId, amount: 400n, dimensions: [balanceDim(userId, 10_000n)] })).to.include({ outcome: 'reserved' });
+      const now = ctx.target.clock?.now() ?? Date.now();
+      await ctx.cache.put({ kind: 'apiKeyWindows', userId, apiKeyId: 'k1' }, {
+        version: 1, usage5h: 30n, usage1d: 0n, usage7d: 0n, start5hMs: now - 1000, start1dMs: null, start7dMs: null, held: 50n,
+      });
+      expect(await reserve({ userId, amount: 21n, dimensions: [keyDim(userId, 100n, 0n, now - 5 * 3_600_000)] })).to.include({ outcome: 'denied', availableUnits: 20n });
+      // The window has expired, its usage counts 0, the hold still counts.
+      expect(await reserve({ userId, amount: 51n, dimensions: [keyDim(userId, 100n, 0n, now)] })).to.include({ outcome: 'denied', availableUnits: 50n });
+      expect(await reserve({ userId, amount: 50n, dimensions: [keyDim(userId, 100n, 0n, now)] })).to.include({ outcome: 'reserved' });
+    });
+
+    it('an entity without store holds reads back without the property and can reserve its whole balance', async function () {
+      const userId = freshUserId();
+      await ctx.cache.put({ kind: 'balance', userId }, { version: 2, balance: 1000n });
+      const read = await ctx.cache.readBatch({ userId, balance: true });
+      expect(read.balance).to.deep.equal({ hit: true, value: { version: 2, balance: 1000n } });
+      expect(await reserve({ userId, amount: 1000n, dimensions: [balanceDim(userId, 0n)] })).to.include({ outcome: 'reserved' });
+    });
+
     it('falls back to the caller’s values when the entity is not cached (or is a tombstone)', async function () {
       const userId = freshUserId();
       await ctx.cache.invalidate({ kind: 'balance', userId });

@@ -174,7 +174,7 @@ export function accountContract(fx: GetFixture): void {
       await migrateBillingSchema(knex);
       expect(await store.getBalance(user)).to.deep.equal({ version: 1, balance: usd('3') });
       const rows = await knex('billing_knex_migrations').select('name');
-      expect(rows.map((r: { name: string }) => r.name)).to.deep.equal(['001-initial']);
+      expect(rows.map((r: { name: string }) => r.name)).to.deep.equal(['001-initial', '002-store-holds']);
     });
   });
 }

@@ -151,6 +151,70 @@ describeChain('reservations', (env) => {
     });
   });
 
+  describe('with the cache unable to hold (docs/holds.md)', () => {
+    const cacheDown = () => Object.assign(new Error('Command timed out'), { name: 'TimeoutError' });
+    const storeDown = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    afterEach(() => {
+      env().cache.failWith(null);
+      env().store.failWith(null);
+    });
+
+    it('holds in the store instead, counts that hold in the store and, once the cache is back, in the cache; settlement takes it back', async () => {
+      const { core, cache, realStore } = env();
+      const userId = env().userId();
+      await core.admin.setBalance(userId, '0.05');
+      const subject = { user: { id: userId } };
+      cache.failWith(cacheDown(), ['reserve']);
+      const first = await core.check(subject, { estimateUsd: '0.03' });
+      expect(first.allowed && first.reservation?.id).to.match(/^store:/);
+      expect(first.checks.find((c) => c.check === 'reservation')).to.include({ outcome: 'allowed', source: 'store' });
+      expect(await realStore.getBalance(userId)).to.deep.include({ balance: 5_000_000n, held: 3_000_000n });
+      const second = await core.check(subject, { estimateUsd: '0.03' });
+      expect(second.allowed).to.equal(false, 'the store hold counts');
+      expect(!second.allowed && second.error.code).to.equal('INSUFFICIENT_BALANCE');
+
+      // The cache answers again; the store hold is still open and counts there too.
+      cache.failWith(null);
+      const meanwhile = await core.check(subject, { estimateUsd: '0.03' });
+      expect(meanwhile.allowed).to.equal(false, 'the cache counts the store hold');
+      const fits = await core.check(subject, { estimateUsd: '0.02' });
+      expect(fits.allowed && fits.reservation?.id).to.not.match(/^store:/);
+      if (fits.allowed) fits.reservation?.release();
+
+      await core.settle({ requestId: `held-${userId}`, subject, costUsd: '0.01', reservationId: first.allowed ? first.reservation?.id : undefined });
+      await core.close();
+      expect(await realStore.getBalance(userId)).to.deep.equal({ version: (await realStore.getBalance(userId))!.version, balance: 4_000_000n });
+      const after = await env().makeCore().check(subject, { estimateUsd: '0.04' });
+      expect(after.allowed).to.equal(true, 'the hold was replaced by the cost');
+      if (after.allowed) after.reservation?.release();
+    });
+
+    it('a request that ends without settlement releases its store hold', async () => {
+      const { core, cache, realStore } = env();
+      const userId = env().userId();
+      await core.admin.setBalance(userId, '1');
+      cache.failWith(cacheDown(), ['reserve']);
+      const held = await core.check({ user: { id: userId } }, { estimateUsd: '0.5' });
+      expect(await realStore.getBalance(userId)).to.deep.include({ held: 50_000_000n });
+      if (held.allowed) held.reservation?.release();
+      await core.close();
+      expect(await realStore.getBalance(userId)).to.not.have.property('held');
+    });
+
+    it('answers 503 BILLING_SERVICE_ERROR when the store cannot hold it either, and holds nothing', async () => {
+      const { core, cache, store, realStore } = env();
+      const userId = env().userId();
+      await core.admin.setBalance(userId, '1');
+      cache.failWith(cacheDown(), ['reserve']);
+      store.failWith(storeDown(), ['holdInStore']);
+      const refused = await core.check({ user: { id: userId } }, { estimateUsd: '0.1' });
+      expect(refused.allowed).to.equal(false);
+      expect(!refused.allowed && refused.error.code).to.equal('BILLING_SERVICE_ERROR');
+      expect(!refused.allowed && refused.error.status).to.equal(503);
+      expect(await realStore.getBalance(userId)).to.not.have.property('held');
+    });
+  });
+
   it("a killed process's leases stop counting when their TTL ends", async function () {
     this.timeout(10_000);
     const { clock, backend, makeCore } = env();

@@ -9,8 +9,9 @@ import { createPgSchema, pgKnex, type PgSchema } from '../helpers/postgres.js';
 import { requirePostgres } from '../helpers/services.js';
 import { createSqliteKnex } from '../helpers/sqlite.js';
 
-const TABLES = ['billing_accounts', 'billing_api_key_windows', 'billing_platform_quotas', 'billing_rpm_overrides', 'billing_subscriptions', 'billing_usage_log'];
-const MONEY_COLUMNS = ['billing_accounts.balance', 'billing_usage_log.cost', 'billing_platform_quotas.daily_limit', 'billing_subscriptions.monthly_usage', 'billing_api_key_windows.usage_7d'];
+const TABLES = ['billing_accounts', 'billing_api_key_windows', 'billing_platform_quotas', 'billing_rpm_overrides', 'billing_subscriptions', 'billing_usage_log', 'billing_store_holds'];
+const MIGRATIONS = ['001-initial', '002-store-holds'];
+const MONEY_COLUMNS = ['billing_accounts.balance', 'billing_usage_log.cost', 'billing_platform_quotas.daily_limit', 'billing_subscriptions.monthly_usage', 'billing_api_key_windows.usage_7d', 'billing_accounts.held', 'billing_store_holds.amount'];
 
 describe('migrateBillingSchema', function () {
   describe('SQLite', () => {
@@ -30,7 +31,7 @@ describe('migrateBillingSchema', function () {
         const [first] = knexes;
         const tables = await first!('sqlite_master').where({ type: 'table' }).pluck('name');
         expect(tables).to.include.members([...TABLES, 'billing_knex_migrations', 'billing_knex_migrations_lock']);
-        expect(await first!('billing_knex_migrations').pluck('name')).to.deep.equal(['001-initial']);
+        expect(await first!('billing_knex_migrations').pluck('name')).to.deep.equal(MIGRATIONS);
         for (const column of MONEY_COLUMNS) {
           const [table, name] = column.split('.') as [string, string];
           const info: { name: string; type: string }[] = await first!.raw(`PRAGMA table_info(${table})`);
@@ -62,7 +63,7 @@ describe('migrateBillingSchema', function () {
         await Promise.all(others.map((knex) => knex.destroy()));
       }
       const { knex } = pg!;
-      expect(await knex('billing_knex_migrations').pluck('name')).to.deep.equal(['001-initial']);
+      expect(await knex('billing_knex_migrations').pluck('name')).to.deep.equal(MIGRATIONS);
       const tables = await knex('information_schema.tables').where({ table_schema: schema }).pluck('table_name');
       expect(tables).to.include.members(TABLES);
       // The tables of this run exist in its schema and nowhere else that search_path could reach.
