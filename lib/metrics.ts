@@ -153,7 +153,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
 
     this.#writeQueueDepth = this.#pullGauge(`${p}write_queue_depth`, 'Cache write tasks queued, not yet running.', sum);
     this.#writeQueueDropped = this.#pullCounter(`${p}write_queue_dropped_total`, 'Best-effort cache fills dropped because the write queue was full or closed.');
-    this.#openReservations = this.#pullGauge(`${p}open_reservations`, 'Cost reservations held by this process, not yet settled or released.', sum);
+    this.#openReservations = this.#pullGauge(`${p}open_reservations`, 'Cost reservations held for this process\'s requests (in the cache, or in the store while the cache cannot hold), not yet settled or released.', sum);
     this.#breakerState = this.#pullGauge(`${p}breaker_state`, 'Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst of the bound breakers).', max);
   }
 

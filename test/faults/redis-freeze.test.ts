@@ -5,7 +5,8 @@
 import { expect } from 'chai';
 import knexFactory, { type Knex } from 'knex';
 import { Redis } from 'ioredis';
-import { createBillingCore, KnexBillingStore, migrateBillingSchema, RedisBillingCache, recommendedRedisOptions, type BillingCore } from '../../lib/index.js';
+import { Registry } from 'prom-client';
+import { BillingMetrics, createBillingCore, KnexBillingStore, migrateBillingSchema, RedisBillingCache, recommendedRedisOptions, type BillingCore } from '../../lib/index.js';
 import { DATABASE_URL, requirePostgres, uniqueSuffix } from '../helpers/services.js';
 import { startRedisServer, type RedisServerHandle } from '../helpers/redis-server.js';
 import { recordingLogger, report, sleep } from './fault-env.js';
@@ -40,7 +41,9 @@ describe('faults: Redis frozen while requests reserve', function () {
       redis.on('error', () => {});
       await redis.connect();
       const cache = new RedisBillingCache(redis, { prefix: `kbe-freeze-${uniqueSuffix()}:` });
-      const core: BillingCore = createBillingCore({ store: new KnexBillingStore(knex), cache, logger: recordingLogger() });
+      const registry = new Registry();
+      const core: BillingCore = createBillingCore({ store: new KnexBillingStore(knex), cache, logger: recordingLogger(), metrics: new BillingMetrics({ registry }) });
+      const openReservations = async () => (await registry.getSingleMetric('billing_open_reservations')!.get()).values[0]?.value ?? 0;
       const userId = `freeze-${freezeMs}-${uniqueSuffix()}`;
       const subject = { user: { id: userId } };
       await core.admin.setBalance(userId, BALANCE);
@@ -66,10 +69,13 @@ describe('faults: Redis frozen while requests reserve', function () {
       await sleep(500);
 
       const orphans = [...await cache.listLeases(userId), ...await knex('billing_store_holds').where({ user_id: userId }).select('id')];
+      const openAfter = await openReservations();
       const full = await core.check(subject, { estimateUsd: BALANCE });
       report(`${freezeMs} ms freeze: ${JSON.stringify([...outcomes])}; holds left without an owner: ${orphans.length}; `
         + `reserve of the full balance afterwards: ${full.allowed ? 'allowed' : full.error.code}`);
       expect(orphans).to.deep.equal([]);
+      expect(openAfter, 'the open-holds metric agrees: nothing held').to.equal(0);
+      expect(await openReservations(), 'and it counts the one now held').to.equal(1);
       expect(full.allowed).to.equal(true);
       expect(full.allowed && full.reservation, 'the full balance was held in the cache').to.not.equal(undefined);
       if (full.allowed) full.reservation?.release();
