@@ -9,6 +9,7 @@ import { CacheSync } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import { parseCoreOptions, type BillingCoreOptions, type ResolvedCoreOptions } from './core-options.js';
 import { BillingError } from './errors.js';
+import { GroupCommit } from './group-commit.js';
 import { ThrottledLog } from './log.js';
 import { noopMetrics } from './metrics.js';
 import { formatUsd, parseCostUsd, type Usd } from './money.js';
@@ -82,11 +83,13 @@ export class BillingCore {
     const { metrics } = resolved;
     const breaker = new CircuitBreaker(resolved.circuitBreaker, { clock, logger, onStateChange: (from, to) => metrics.breakerTransition(from, to) });
     const openLeases = { count: 0 };
+    const groupCommit = new GroupCommit(resolved.store, resolved.settlementBatching, { batch: (size, seconds) => metrics.settlementBatch?.(size, seconds) });
     let timingCounter = 0;
     this.#unbindGauges = metrics.bindGauges({
       writeQueueDepth: () => queue.depth,
       writeQueueDropped: () => queue.dropped,
       openReservations: () => openLeases.count,
+      settlementsWaiting: () => groupCommit.waiting,
       breakerState: () => breaker.state,
     });
     this.#internals = {
@@ -100,6 +103,7 @@ export class BillingCore {
       loads,
       queue,
       cacheSync: new CacheSync(resolved.cache, queue, warnings, loads),
+      groupCommit,
       background: new BackgroundTasks(resolved.backgroundTimeoutMs, warnings),
       warnings,
       time: (): TimeContext => ({ nowMs: clock.now(), timezone }),

@@ -10,7 +10,7 @@ import {
   platformQuotaSentinel, toCheckRecord, type CheckEvaluation, type CheckName, type CheckRecord, type WindowEvaluation,
 } from './decisions.js';
 import { BillingError } from './errors.js';
-import { STORE_HOLD_PREFIX, holdInStore, releaseLease, storeCanHold } from './store-holds.js';
+import { holdInStore, releaseLease, storeCanHold } from './store-holds.js';
 import { nextTurn } from './next-turn.js';
 import type { BillingMetricsRecorder } from './metrics.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
@@ -356,9 +356,8 @@ export class BillingRequest {
       if (!storeCanHold(this.core)) return this.#failOpen('reservation', err);
       this.core.warnings.warn('reservation_cache_failed', { err: errorText(err) }, 'billing reservation could not be held in the cache; holding it in the store');
       source = 'store';
-      leaseId = `${STORE_HOLD_PREFIX}${request.leaseId}`;
       try {
-        result = await holdInStore(this.core, request);
+        ({ leaseId, result } = await holdInStore(this.core, request));
         this.core.breaker.recordSuccess();
       } catch (storeErr) {
         this.core.breaker.recordFailure();

@@ -1,6 +1,7 @@
 // The parts a BillingCore is wired from, shared by the per-request checks, settlement and admin writes.
 import type { CircuitBreaker } from './breaker.js';
 import type { CacheSync } from './cache-sync.js';
+import type { GroupCommit } from './group-commit.js';
 import type { ResolvedCoreOptions } from './core-options.js';
 import type { ThrottledLog } from './log.js';
 import type { BillingMetricsRecorder } from './metrics.js';
@@ -18,6 +19,8 @@ export interface CoreInternals {
   readonly loads: SingleFlight<string, unknown>;
   readonly queue: WriteQueue;
   readonly cacheSync: CacheSync;
+  /** Every settlement goes to the store through here. */
+  readonly groupCommit: GroupCommit;
   readonly background: BackgroundTasks;
   readonly warnings: ThrottledLog;
   readonly metrics: BillingMetricsRecorder;

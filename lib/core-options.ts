@@ -1,5 +1,6 @@
 // Options of createBillingCore: every option documented once here, with its default and unit.
 import type { CircuitBreakerOptions } from './breaker.js';
+import type { SettlementBatchingOptions } from './group-commit.js';
 import { systemClock } from './clock.js';
 import { silentLogger } from './log.js';
 import { noopMetrics, type BillingMetricsRecorder } from './metrics.js';
@@ -26,6 +27,11 @@ export interface BillingCoreOptions {
   loadTimeoutMs?: number;
   /** Timeout of background work such as key-window resets, ms. Default 2000. */
   backgroundTimeoutMs?: number;
+  /**
+   * Group commit of settlements (docs/group-commit.md): settlements arriving while a transaction is
+   * in flight share the next one. Defaults: maxBatchSize 100 (1 = off), maxBatchesInFlight 2.
+   */
+  settlementBatching?: SettlementBatchingOptions;
   /** First delay between settlement retries after a store failure, ms; doubles up to 5000. Default 100. */
   settlementRetryDelayMs?: number;
   /** How long close() keeps retrying pending settlements before giving up on them (logged), ms. Default 30000. */
@@ -48,6 +54,7 @@ export interface ResolvedCoreOptions {
   minimumBalanceReserve: bigint;
   circuitBreaker: CircuitBreakerOptions | undefined;
   writeQueue: WriteQueueOptions | undefined;
+  settlementBatching: SettlementBatchingOptions | undefined;
   loadTimeoutMs: number;
   backgroundTimeoutMs: number;
   settlementRetryDelayMs: number;
@@ -66,6 +73,7 @@ const DEFAULTS: Readonly<Omit<ResolvedCoreOptions, 'store' | 'minimumBalanceRese
   minimumBalanceReserve: '0.000001',
   circuitBreaker: undefined,
   writeQueue: undefined,
+  settlementBatching: undefined,
   loadTimeoutMs: 3000,
   backgroundTimeoutMs: 2000,
   settlementRetryDelayMs: 100,
@@ -89,6 +97,7 @@ export function parseCoreOptions(input: unknown): ResolvedCoreOptions {
     minimumBalanceReserve: v.nonNegativeUsd(),
     circuitBreaker: v.optional(v.object<CircuitBreakerOptions>()),
     writeQueue: v.optional(v.object<WriteQueueOptions>()),
+    settlementBatching: v.optional(v.object<SettlementBatchingOptions>()),
     loadTimeoutMs: v.positiveInt(600_000),
     backgroundTimeoutMs: v.positiveInt(600_000),
     settlementRetryDelayMs: v.positiveInt(60_000),

@@ -23,6 +23,8 @@ export interface BillingGaugeSources {
   /** Cumulative count since the queue was created. */
   writeQueueDropped: () => number;
   openReservations?: () => number;
+  /** Settlements waiting for a group-commit transaction (docs/group-commit.md). */
+  settlementsWaiting?: () => number;
   breakerState: () => BreakerState;
 }
 
@@ -34,6 +36,8 @@ export interface BillingMetricsRecorder {
   breakerTransition(from: BreakerState, to: BreakerState): void;
   settlement(result: SettlementResultLabel): void;
   settlementRetry(): void;
+  /** A group-commit transaction committed: how many settlements it carried and how long it took. Optional. */
+  settlementBatch?(size: number, seconds: number): void;
   /** Registers the scrape-time sources; the returned function detaches them (call it at close). */
   bindGauges(sources: BillingGaugeSources): () => void;
 }
@@ -57,6 +61,10 @@ const BREAKER_STATES = Object.keys(BREAKER_STATE_VALUE) as BreakerState[];
 
 /** Warm checks take tens of microseconds (memory cache) to a few ms (Redis round trips); 100 ms is an outage. */
 const CHECK_DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
+
+/** Settlements per transaction (1 when idle, up to maxBatchSize), and how long one takes. */
+const BATCH_SIZE_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+const BATCH_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 const PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$|^$/;
 
@@ -129,7 +137,10 @@ export class BillingMetrics implements BillingMetricsRecorder {
   readonly #writeQueueDepth: Gauge;
   readonly #writeQueueDropped: Counter;
   readonly #openReservations: Gauge;
+  readonly #settlementsWaiting: Gauge;
   readonly #breakerState: Gauge;
+  readonly #batchSizes: Histogram;
+  readonly #batchSeconds: Histogram;
 
   constructor(options?: BillingMetricsOptions) {
     const parsed = parseOptions<Required<BillingMetricsOptions>>('metrics', options, DEFAULTS, {
@@ -154,6 +165,9 @@ export class BillingMetrics implements BillingMetricsRecorder {
     this.#writeQueueDepth = this.#pullGauge(`${p}write_queue_depth`, 'Cache write tasks queued, not yet running.', sum);
     this.#writeQueueDropped = this.#pullCounter(`${p}write_queue_dropped_total`, 'Best-effort cache fills dropped because the write queue was full or closed.');
     this.#openReservations = this.#pullGauge(`${p}open_reservations`, 'Cost reservations held for this process\'s requests (in the cache, or in the store while the cache cannot hold), not yet settled or released.', sum);
+    this.#settlementsWaiting = this.#pullGauge(`${p}settlements_waiting`, 'Settlements waiting for a group-commit transaction.', sum);
+    this.#batchSizes = this.#plainHistogram(`${p}settlement_batch_size`, 'Settlements committed per transaction.', BATCH_SIZE_BUCKETS);
+    this.#batchSeconds = this.#plainHistogram(`${p}settlement_batch_seconds`, 'Time from the start of a settlement transaction to its commit, in seconds.', BATCH_SECONDS_BUCKETS);
     this.#breakerState = this.#pullGauge(`${p}breaker_state`, 'Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst of the bound breakers).', max);
   }
 
@@ -189,14 +203,19 @@ export class BillingMetrics implements BillingMetricsRecorder {
     this.#retries[0]! += 1;
   }
 
+  settlementBatch(size: number, seconds: number): void {
+    if (Number.isFinite(size) && size > 0) this.#batchSizes.observe(size);
+    if (Number.isFinite(seconds) && seconds >= 0) this.#batchSeconds.observe(seconds);
+  }
+
   bindGauges(sources: BillingGaugeSources): () => void {
-    const { writeQueueDepth, writeQueueDropped, openReservations, breakerState } = sources;
+    const { writeQueueDepth, writeQueueDropped, openReservations, settlementsWaiting, breakerState } = sources;
     // Checked before anything is bound, so a bad call leaves no half-bound sources behind.
     for (const [name, source] of Object.entries({ writeQueueDepth, writeQueueDropped, breakerState })) {
       if (typeof source !== 'function') throw new TypeError(`bindGauges: ${name} must be a function, got ${typeof source}`);
     }
-    if (openReservations !== undefined && typeof openReservations !== 'function') {
-      throw new TypeError(`bindGauges: openReservations must be a function when given, got ${typeof openReservations}`);
+    for (const [name, source] of Object.entries({ openReservations, settlementsWaiting })) {
+      if (source !== undefined && typeof source !== 'function') throw new TypeError(`bindGauges: ${name} must be a function when given, got ${typeof source}`);
     }
     const bound: [object, () => number][] = [
       [this.#writeQueueDepth, writeQueueDepth],
@@ -204,6 +223,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
       [this.#breakerState, () => BREAKER_STATE_VALUE[breakerState()]],
     ];
     if (openReservations) bound.push([this.#openReservations, openReservations]);
+    if (settlementsWaiting) bound.push([this.#settlementsWaiting, settlementsWaiting]);
     for (const [metric, read] of bound) sourcesOf.get(metric)?.add(read);
     return () => {
       for (const [metric, read] of bound) sourcesOf.get(metric)?.delete(read);
@@ -262,6 +282,16 @@ export class BillingMetrics implements BillingMetricsRecorder {
     if (!metric) {
       metric = new Histogram({ name, help, labelNames, buckets: CHECK_DURATION_BUCKETS, registers: [this.registry] });
       for (const check of CHECKS) metric.zero({ check });
+      owned.add(metric);
+    }
+    return metric;
+  }
+
+  /** An unlabelled histogram, shared by every BillingMetrics on the registry. */
+  #plainHistogram(name: string, help: string, buckets: number[]): Histogram {
+    let metric = this.#reuse<Histogram>(name, 'histogram', []);
+    if (!metric) {
+      metric = new Histogram({ name, help, buckets, registers: [this.registry] });
       owned.add(metric);
     }
     return metric;

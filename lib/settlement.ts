@@ -113,7 +113,7 @@ export class Settler {
     for (let attempt = 1; ; attempt++) {
       let result: SettlementResult;
       try {
-        result = await this.core.store.settle(input);
+        result = await this.core.groupCommit.settle(input);
       } catch (err) {
         if (isPermanent(err)) {
           const conflict = (err as { code?: unknown }).code === 'SETTLEMENT_CONFLICT';

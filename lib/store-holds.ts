@@ -21,12 +21,13 @@ export function storeCanHold(core: CoreInternals): boolean {
   return typeof store.holdInStore === 'function' && typeof store.releaseStoreHold === 'function';
 }
 
-/** Holds the reservation in the store under a store-hold lease id; the rows it changed go to the cache. */
-export async function holdInStore(core: CoreInternals, request: ReserveRequest): Promise<ReserveResult> {
-  const result = await core.store.holdInStore!({ ...request, leaseId: `${STORE_HOLD_PREFIX}${request.leaseId}`, nowMs: core.time().nowMs });
-  if (result.outcome === 'denied') return result;
-  putAll(core, result.writes);
-  return { outcome: 'reserved', expiresAtMs: result.expiresAtMs };
+/** Holds the reservation in the store under a store-hold lease id (returned with the result); the rows it changed go to the cache. */
+export async function holdInStore(core: CoreInternals, request: ReserveRequest): Promise<{ leaseId: string; result: ReserveResult }> {
+  const leaseId = `${STORE_HOLD_PREFIX}${request.leaseId}`;
+  const held = await core.store.holdInStore!({ ...request, leaseId, nowMs: core.time().nowMs });
+  if (held.outcome === 'denied') return { leaseId, result: held };
+  putAll(core, held.writes);
+  return { leaseId, result: { outcome: 'reserved', expiresAtMs: held.expiresAtMs } };
 }
 
 /** Releases a lease where it is held. Never throws: a lease that could not be released still expires. */
@@ -44,15 +45,11 @@ export async function releaseLease(core: CoreInternals, userId: string, leaseId:
   }
 }
 
-/** Takes back expired store holds, a batch at a time; their rows go to the cache. */
+/** Takes back every expired store hold (the store pages through them); their rows go to the cache. */
 export async function sweepExpiredStoreHolds(core: CoreInternals): Promise<void> {
   const sweep = core.store.releaseExpiredStoreHolds;
   if (typeof sweep !== 'function') return;
-  for (;;) {
-    const writes = await sweep.call(core.store, core.time().nowMs, SWEEP_BATCH);
-    putAll(core, writes);
-    if (writes.length === 0) return;
-  }
+  putAll(core, await sweep.call(core.store, core.time().nowMs, SWEEP_BATCH));
 }
 
 /** The new rows, versioned, to the cache (CacheSync remembers the ones it cannot write and invalidates them later). */

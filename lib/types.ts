@@ -139,6 +139,9 @@ export interface SettlementInput {
   time: TimeContext;
 }
 
+/** One settlement's outcome in a batch: its result, or the error it alone gets. */
+export type SettleOutcome = { ok: true; result: SettlementResult } | { ok: false; error: Error };
+
 export interface SettlementResult {
   /** True when this requestId was already settled with the same content (no-op). */
   duplicate: boolean;
@@ -192,6 +195,12 @@ export interface BillingStore {
   resetExpiredApiKeyWindows(userId: string, apiKeyId: string, time: TimeContext): Promise<ApiKeyWindowsEntity>;
   /** SPEC §3 in one transaction; throws SettlementConflictError on same id, different content. */
   settle(input: SettlementInput): Promise<SettlementResult>;
+  /**
+   * Optional group commit (docs/group-commit.md): many settlements in one transaction, each with the
+   * outcome settle() would have given it run alone in this order. Every touched row's new value is
+   * in the result of the last settlement that changed it, and only there.
+   */
+  settleBatch?(inputs: readonly SettlementInput[]): Promise<SettleOutcome[]>;
   listUsage(userId: string, limit: number): Promise<UsageLogRow[]>;
 
   // Administration writes; each bumps the row version and returns the new row.
@@ -212,7 +221,7 @@ export interface BillingStore {
   holdInStore?(request: StoreHoldRequest): Promise<StoreHoldResult>;
   /** Takes the hold back; null when it is unknown (released, expired and swept, or never made). */
   releaseStoreHold?(userId: string, holdId: string): Promise<EntityWrite[] | null>;
-  /** Takes back up to `limit` holds expired at `nowMs`; the rows they were on, as now written. */
+  /** Takes back every hold expired at `nowMs`, reading `limit` per page; the rows they were on, as now written. */
   releaseExpiredStoreHolds?(nowMs: number, limit: number): Promise<EntityWrite[]>;
 }
 

@@ -1,7 +1,7 @@
 // Reads and checks a chat request before billing runs: body size, JSON, a messages array and a model of the price table.
 import type { Context, Middleware, Next } from 'koa';
 import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
-import { promptTokenBound } from './cost-estimate.js';
+import { BILLABLE_BLOCK_TYPES, contentBlocks, promptTokenBound } from './cost-estimate.js';
 import { readJsonRequest } from './json-body.js';
 import { findModelPrice } from './prices.js';
 import { gatewayState } from './request-state.js';
@@ -35,9 +35,11 @@ export function parseCompletionRequest({ format, maxBodyBytes }: CompletionReque
     }
     const price = findModelPrice(fields.model);
     if (!price || price.platform !== format) throw gatewayErrors.unknownModel(fields.model);
+    const unbillable = contentBlocks(fields).find((block) => !BILLABLE_BLOCK_TYPES.has(block.type));
+    if (unbillable) throw gatewayErrors.badRequest(`Content of type ${JSON.stringify(String(unbillable.type)).slice(0, 40)} is not served by this gateway: its cost cannot be bounded before the call.`);
     gatewayState(ctx).completion = {
       body: fields, price, stream: fields.stream === true,
-      promptEstimate: estimatePromptTokens(fields), promptBound: promptTokenBound(fields, bytes),
+      promptEstimate: estimatePromptTokens(fields), promptBound: promptTokenBound(fields, bytes, price),
     };
     await next();
   };

@@ -9,10 +9,32 @@ import type { CompletionRequest } from './request-state.js';
 /** The fields either API reads as an output limit; the upstream may honour any of them, so the largest counts. */
 export const OUTPUT_LIMIT_FIELDS = ['max_tokens', 'max_completion_tokens'] as const;
 
-/** The most tokens one image in a prompt costs on the table's models (a URL's bytes say nothing about it). */
-export const IMAGE_TOKEN_BOUND = 2_500;
-
 const IMAGE_BLOCK_TYPES: ReadonlySet<unknown> = new Set(['image', 'image_url', 'input_image']);
+
+/**
+ * Content blocks whose cost the estimate can bound: text of any kind (its bytes bound its tokens) and
+ * images (a fixed bound per model). Anything else — documents, files, audio, kinds added to the APIs
+ * later — could cost any number of tokens from a few bytes, so the gateway refuses it.
+ */
+export const BILLABLE_BLOCK_TYPES: ReadonlySet<unknown> = new Set([
+  'text', 'input_text', 'output_text', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking', ...IMAGE_BLOCK_TYPES,
+]);
+
+/** Every content block of the messages, tool results' nested blocks included, walked without recursion. */
+export function contentBlocks(body: Record<string, unknown>): Record<string, unknown>[] {
+  const blocks: Record<string, unknown>[] = [];
+  const pending: unknown[] = Array.isArray(body.messages) ? body.messages.map((m) => (m as { content?: unknown } | null)?.content) : [];
+  while (pending.length > 0) {
+    const content = pending.pop();
+    if (!Array.isArray(content)) continue;
+    for (const block of content) {
+      if (block === null || typeof block !== 'object') continue;
+      blocks.push(block as Record<string, unknown>);
+      pending.push((block as { content?: unknown }).content);
+    }
+  }
+  return blocks;
+}
 
 /**
  * Output tokens the upstream could produce: the largest limit field (at most the model's maximum,
@@ -28,23 +50,11 @@ export function outputTokenBound(body: Record<string, unknown>, price: ModelPric
 
 /**
  * Prompt tokens no tokenizer can exceed: byte-level tokenizers give at least one byte per token, so
- * the body's size bounds its text, role markers included; images are counted apart.
+ * the body's size bounds its text, role markers included; each image adds the model's bound.
  */
-export function promptTokenBound(body: unknown, bodyBytes: number): number {
-  return Math.max(1, bodyBytes) + IMAGE_TOKEN_BOUND * countImageBlocks(body);
-}
-
-/** Image blocks anywhere in the body (tool results nest them), walked without recursion. */
-function countImageBlocks(body: unknown): number {
-  let images = 0;
-  const pending: unknown[] = [body];
-  while (pending.length > 0) {
-    const value = pending.pop();
-    if (value === null || typeof value !== 'object') continue;
-    if (!Array.isArray(value) && IMAGE_BLOCK_TYPES.has((value as { type?: unknown }).type)) images++;
-    for (const child of Array.isArray(value) ? value : Object.values(value)) pending.push(child);
-  }
-  return images;
+export function promptTokenBound(body: Record<string, unknown>, bodyBytes: number, price: ModelPrice): number {
+  const images = contentBlocks(body).filter((block) => IMAGE_BLOCK_TYPES.has(block.type)).length;
+  return Math.max(1, bodyBytes) + price.imageTokenBound * images;
 }
 
 /** The estimate as a decimal USD string, exact like the final charge (same prices, same multiplier). */

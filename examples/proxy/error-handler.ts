@@ -29,6 +29,17 @@ export function errorHandler(logger: Logger, throttled = new ThrottledLog(logger
       const { format } = gatewayState(ctx);
       if (err instanceof GatewayError) return respondWithError(ctx, err, format);
       if (isInputError(err)) return respondWithError(ctx, gatewayErrors.badRequest(err.message), format);
+      // A billing error raised outside the chain (e.g. a closed core), or a database that cannot
+      // answer: rendered as the chain renders its own, 503 for an outage.
+      const billingError = BillingError.is(err) ? err : isServiceUnavailable(err) ? new BillingError('BILLING_SERVICE_ERROR', { cause: err }) : null;
+      if (billingError) {
+        if (billingError.status >= 500) throttled.error('service unavailable', { err, method: ctx.method, path: ctx.path }, 'database unavailable; answered 503');
+        const rendered = renderBillingError(billingError, format);
+        ctx.status = rendered.status;
+        ctx.set(rendered.headers);
+        ctx.body = rendered.body;
+        return;
+      }
       const status = (err as { status?: unknown }).status;
       if (typeof status === 'number' && status >= 400 && status < 500 && (err as { expose?: unknown }).expose) {
         // e.g. the router's 405 Method Not Allowed: a client error with a safe message.
@@ -36,17 +47,7 @@ export function errorHandler(logger: Logger, throttled = new ThrottledLog(logger
         const init = { status, openaiType: 'invalid_request_error', code: 'invalid_request', anthropicType: 'invalid_request_error', headers };
         return respondWithError(ctx, new GatewayError(init, (err as Error).message), format);
       }
-      const billingError = BillingError.is(err) ? err : isServiceUnavailable(err) ? new BillingError('BILLING_SERVICE_ERROR', { cause: err }) : null;
-      if (billingError) {
-        // The database is down or slow: the same answer as the billing chain's own outage rule, 503.
-        if (billingError.status >= 500) throttled.error(`unavailable ${ctx.method} ${ctx.path}`, { err, method: ctx.method, path: ctx.path }, 'database unavailable; answered 503');
-        const rendered = renderBillingError(billingError, format);
-        ctx.status = rendered.status;
-        ctx.set(rendered.headers);
-        ctx.body = rendered.body;
-        return;
-      }
-      throttled.error(`unhandled ${ctx.method} ${ctx.path}`, { err, method: ctx.method, path: ctx.path }, 'unhandled error');
+      throttled.error('unhandled', { err, method: ctx.method, path: ctx.path }, 'unhandled error');
       respondWithError(ctx, gatewayErrors.internal(), format);
     }
   };

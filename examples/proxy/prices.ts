@@ -13,16 +13,21 @@ export interface ModelPrice {
   outputUsdPerMTok: string;
   /** The most output tokens the model produces for one choice: what a request without a bound reserves. */
   maxOutputTokens: number;
+  /**
+   * The most input tokens one image can cost on this model (the provider's image pricing at its
+   * largest size and detail, rounded up): an image URL's few bytes say nothing about it.
+   */
+  imageTokenBound: number;
   ownedBy: string;
 }
 
 /** The models this gateway serves; edit to match your upstream. Anything else is refused with 400. */
 export const PRICE_TABLE: readonly ModelPrice[] = Object.freeze([
-  { model: 'gpt-4o-mini', platform: 'openai', inputUsdPerMTok: '0.15', outputUsdPerMTok: '0.60', maxOutputTokens: 16_384, ownedBy: 'openai' },
-  { model: 'gpt-4o', platform: 'openai', inputUsdPerMTok: '2.50', outputUsdPerMTok: '10.00', maxOutputTokens: 16_384, ownedBy: 'openai' },
-  { model: 'gpt-4.1-nano', platform: 'openai', inputUsdPerMTok: '0.10', outputUsdPerMTok: '0.40', maxOutputTokens: 32_768, ownedBy: 'openai' },
-  { model: 'claude-3-5-haiku-latest', platform: 'anthropic', inputUsdPerMTok: '0.80', outputUsdPerMTok: '4.00', maxOutputTokens: 8_192, ownedBy: 'anthropic' },
-  { model: 'claude-sonnet-4-0', platform: 'anthropic', inputUsdPerMTok: '3.00', outputUsdPerMTok: '15.00', maxOutputTokens: 64_000, ownedBy: 'anthropic' },
+  { model: 'gpt-4o-mini', platform: 'openai', inputUsdPerMTok: '0.15', outputUsdPerMTok: '0.60', maxOutputTokens: 16_384, imageTokenBound: 48_200, ownedBy: 'openai' },
+  { model: 'gpt-4o', platform: 'openai', inputUsdPerMTok: '2.50', outputUsdPerMTok: '10.00', maxOutputTokens: 16_384, imageTokenBound: 1_500, ownedBy: 'openai' },
+  { model: 'gpt-4.1-nano', platform: 'openai', inputUsdPerMTok: '0.10', outputUsdPerMTok: '0.40', maxOutputTokens: 32_768, imageTokenBound: 3_800, ownedBy: 'openai' },
+  { model: 'claude-3-5-haiku-latest', platform: 'anthropic', inputUsdPerMTok: '0.80', outputUsdPerMTok: '4.00', maxOutputTokens: 8_192, imageTokenBound: 1_600, ownedBy: 'anthropic' },
+  { model: 'claude-sonnet-4-0', platform: 'anthropic', inputUsdPerMTok: '3.00', outputUsdPerMTok: '15.00', maxOutputTokens: 64_000, imageTokenBound: 1_600, ownedBy: 'anthropic' },
 ] satisfies ModelPrice[]);
 
 export interface TokenUsage {
@@ -41,8 +46,8 @@ interface ParsedPrice {
 export function indexPrices(table: readonly ModelPrice[]): ReadonlyMap<string, ParsedPrice> {
   const index = new Map<string, ParsedPrice>();
   for (const price of table) {
-    if (!Number.isSafeInteger(price.maxOutputTokens) || price.maxOutputTokens < 1) {
-      throw new RangeError(`maxOutputTokens of ${price.model} must be a positive integer, got ${price.maxOutputTokens}`);
+    for (const field of ['maxOutputTokens', 'imageTokenBound'] as const) {
+      if (!Number.isSafeInteger(price[field]) || price[field] < 1) throw new RangeError(`${field} of ${price.model} must be a positive integer, got ${price[field]}`);
     }
     index.set(price.model, {
       price,

@@ -43,8 +43,8 @@ export async function openDatabase(config: ProxyConfig, log: ThrottledLog): Prom
     acquireConnectionTimeout: 2000,
     ...(schema && { searchPath: [schema] }),
     log: {
-      warn: (message: unknown) => log.warn('knex', { detail: String(message) }, 'database client warning'),
-      error: (message: unknown) => log.error('knex', { detail: String(message) }, 'database client error'),
+      warn: (message: unknown) => log.warn('knex warning', { detail: String(message) }, 'database client warning'),
+      error: (message: unknown) => log.error('knex error', { detail: String(message) }, 'database client error'),
       deprecate: () => {},
       debug: () => {},
     },

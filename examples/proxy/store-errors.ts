@@ -10,13 +10,16 @@ const POSTGRES_UNAVAILABLE = new Set(['57P01', '57P02', '57P03', '53300']);
 /** node-postgres and knex failures that carry no code. */
 const DRIVER_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/i;
 
-export function isServiceUnavailable(err: unknown): boolean {
-  if (!err || typeof err !== 'object') return false;
+/** How deep a chain of `cause`s is followed (a cyclic one must not loop). */
+const MAX_CAUSE_DEPTH = 5;
+
+export function isServiceUnavailable(err: unknown, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > MAX_CAUSE_DEPTH) return false;
   const { name, code, message, cause } = err as { name?: unknown; code?: unknown; message?: unknown; cause?: unknown };
   if (name === 'KnexTimeoutError') return true;
   if (typeof code === 'string' && (NETWORK_CODES.has(code) || POSTGRES_UNAVAILABLE.has(code) || code.startsWith('08'))) return true;
   if (typeof message === 'string' && DRIVER_MESSAGES.test(message)) return true;
   // SQLite: the database file is locked by another writer for longer than busy_timeout.
   if (code === 'SQLITE_BUSY') return true;
-  return cause !== undefined && cause !== err && isServiceUnavailable(cause);
+  return cause !== undefined && isServiceUnavailable(cause, depth + 1);
 }

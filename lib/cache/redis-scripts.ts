@@ -144,7 +144,10 @@ if h and h['t'] ~= '1' then
   if v ~= nil and v >= version then
     local intact = true
     for i = 4, #ARGV, 3 do
-      if not valid(ARGV[i + 2], h[ARGV[i]]) then
+      -- An entry from before store holds existed has no held field: it holds nothing (entity-codec.ts).
+      local text = h[ARGV[i]]
+      if text == nil and ARGV[i] == 'h' then text = '0' end
+      if not valid(ARGV[i + 2], text) then
         intact = false
         break
       end

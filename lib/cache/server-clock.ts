@@ -20,8 +20,10 @@ export class ServerClockBounds {
     if (!Number.isFinite(serverMs)) return;
     const offsetMs = serverMs - receivedAtMs;
     const current = this.#bounds.get(domain);
-    // The largest lower bound is the tightest; a stale one is replaced whatever it says.
-    if (current && offsetMs <= current.offsetMs && receivedAtMs - current.sampledAtMs < CLOCK_SAMPLE_MAX_AGE_MS) return;
+    // The largest recent lower bound is the tightest. One past half its age gives way to the new
+    // sample whatever it says: a server clock stepped back is followed within that time, and under
+    // steady traffic the bound never expires (so no reserve waits for a TIME round trip).
+    if (current && offsetMs <= current.offsetMs && receivedAtMs - current.sampledAtMs < CLOCK_SAMPLE_MAX_AGE_MS / 2) return;
     this.#bounds.set(domain, { offsetMs, sampledAtMs: receivedAtMs });
   }
 

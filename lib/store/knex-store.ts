@@ -6,16 +6,19 @@ import { formatUsd, MAX_USD_UNITS } from '../money.js';
 import { parseOptions, v } from '../options.js';
 import type {
   ApiKeyWindowsEntity, BalanceEntity, BillingLogger, BillingStore, Clock, PlatformQuotaEntity, PlatformQuotaLimits,
-  EntityWrite, RpmOverride, SettlementInput, SettlementResult, StoreHoldRequest, StoreHoldResult, SubscriptionEntity, SubscriptionInput,
+  EntityWrite, RpmOverride, SettleOutcome, SettlementInput, SettlementResult, StoreHoldRequest, StoreHoldResult, SubscriptionEntity, SubscriptionInput,
   TimeContext, UsageLogRow,
 } from '../types.js';
 import { BillingValidationError } from '../validate.js';
 import { dialectOf, type Db, type Dialect } from './dialect.js';
 import { toApiKeyWindows, toBalance, toPlatformQuota, toRpmOverride, toSubscription, toUsageLogRow, type Row } from './rows.js';
+import { RepeatOfFailedSettlement, settleBatchIn } from './settle-batch.js';
 import { settleIn } from './settle-transaction.js';
+import { StoreDataError, violatesData } from './store-errors.js';
 import {
   apiKeyIdOf, epochMsOf, groupIdOf, holdIdOf, listLimitOf, platformOf, quotaLimitsOf, rpmOverrideOf, settlementOf, storeHoldOf, subscriptionOf, timeOf,
   unitsOf, userIdOf,
+  type CheckedSettlement,
 } from './store-input.js';
 import { denialOf, expiredHolds, holdIn, releaseIn } from './store-holds.js';
 import { TABLES } from './tables.js';
@@ -42,6 +45,7 @@ export class KnexBillingStore implements BillingStore {
   readonly #d: Dialect;
   readonly #clock: Clock;
   readonly #retry: RetryPolicy;
+  readonly #logger: BillingLogger;
 
   constructor(knex: Knex, options?: KnexBillingStoreOptions) {
     if (typeof knex !== 'function' || typeof (knex as { transaction?: unknown }).transaction !== 'function') {
@@ -57,6 +61,7 @@ export class KnexBillingStore implements BillingStore {
     this.#d = dialectOf(knex);
     this.#clock = o.clock;
     this.#retry = { attempts: o.transactionAttempts, baseDelayMs: o.retryBaseDelayMs, logger: o.logger };
+    this.#logger = o.logger;
   }
 
   /** Metadata time (updated_at, default subscription start): whole ms from the configured clock. */
@@ -172,16 +177,61 @@ export class KnexBillingStore implements BillingStore {
   async releaseExpiredStoreHolds(nowMs: number, limit: number): Promise<EntityWrite[]> {
     const now = epochMsOf(nowMs, 'nowMs');
     const writes: EntityWrite[] = [];
-    // One transaction per hold: a sweep never holds many rows' locks at once.
-    for (const { userId, holdId } of await expiredHolds(this.#knex, this.#d, now, listLimitOf(limit))) {
-      writes.push(...((await this.#write('releaseExpiredStoreHolds', (trx) => releaseIn(trx, this.#d, userId, holdId))) ?? []));
+    let after: { expiresAtMs: number; id: string } | undefined;
+    for (;;) {
+      const page = await expiredHolds(this.#knex, this.#d, now, listLimitOf(limit), after);
+      // One transaction per hold: a sweep never holds many rows' locks at once.
+      for (const { userId, holdId, expiresAtMs } of page) {
+        after = { expiresAtMs, id: holdId };
+        try {
+          writes.push(...((await this.#write('releaseExpiredStoreHolds', (trx) => releaseIn(trx, this.#d, userId, holdId))) ?? []));
+        } catch (err) {
+          // An unreadable hold is skipped, so it cannot stop the sweep of the others.
+          if (!(err instanceof StoreDataError)) throw err;
+          this.#logger.error({ holdId, err: err.message }, 'store hold cannot be read; left in place (it keeps counting)');
+        }
+      }
+      if (page.length < limit) return writes;
     }
-    return writes;
   }
 
   async settle(input: SettlementInput): Promise<SettlementResult> {
     const checked = settlementOf(input);
     return this.#write('settle', (trx) => settleIn(trx, this.#d, checked));
+  }
+
+  async settleBatch(inputs: readonly SettlementInput[]): Promise<SettleOutcome[]> {
+    const outcomes: SettleOutcome[] = new Array(inputs.length);
+    const valid: { index: number; checked: CheckedSettlement }[] = [];
+    inputs.forEach((input, index) => {
+      try {
+        valid.push({ index, checked: settlementOf(input) });
+      } catch (error) {
+        outcomes[index] = { ok: false, error: error as Error };
+      }
+    });
+    const alone = (index: number): Promise<SettleOutcome> => this.settle(inputs[index]!).then((result) => ({ ok: true, result }), (error: Error) => ({ ok: false, error }));
+    if (valid.length <= 1) {
+      for (const { index } of valid) outcomes[index] = await alone(index);
+      return outcomes;
+    }
+    let batch: SettleOutcome[];
+    try {
+      batch = await this.#write('settleBatch', (trx) => settleBatchIn(trx, this.#d, valid.map((v) => v.checked)));
+    } catch (error) {
+      if (!violatesData(error)) {
+        // The store failed the whole transaction: every settlement gets that error, and retries.
+        for (const { index } of valid) outcomes[index] = { ok: false, error: error as Error };
+        return outcomes;
+      }
+      // One of them broke a constraint the checks cannot see: each runs alone, so only it fails.
+      for (const { index } of valid) outcomes[index] = await alone(index);
+      return outcomes;
+    }
+    for (const [position, { index }] of valid.entries()) outcomes[index] = batch[position]!;
+    // A repeat of a settlement that failed alone in the batch: run after it, as one by one would.
+    for (const { index } of valid) if (!outcomes[index]!.ok && outcomes[index]!.error instanceof RepeatOfFailedSettlement) outcomes[index] = await alone(index);
+    return outcomes;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -42,3 +42,14 @@ export class StoreDataError extends BillingStoreError {
     super('STORE_DATA_INVALID', `${column}: ${message}`, options);
   }
 }
+
+/**
+ * Whether the database refused the data rather than failed: a constraint or a value out of range
+ * (PostgreSQL classes 22 and 23, SQLite constraint errors), or a row it holds that the store cannot
+ * read. Such an error belongs to one settlement of a batch, so the batch is split to find it.
+ */
+export function violatesData(err: unknown): boolean {
+  if (err instanceof StoreDataError) return true;
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23') || code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG');
+}

@@ -2,10 +2,11 @@
 // script, as guarded UPDATEs in one transaction. Each hold is a row of its own and adds its amount
 // to `held` on every row it counts against; releasing (or expiring) it takes exactly that back.
 import type { Knex } from 'knex';
-import { BillingValidationError, normalizeId, normalizePlatform } from '../validate.js';
+import { normalizeId, normalizePlatform } from '../validate.js';
 import type { EntityWrite, ReservationDimension, ReservationWindow, StoreHoldRequest, StoreHoldResult } from '../types.js';
 import type { Dialect } from './dialect.js';
 import { toApiKeyWindows, toBalance, toPlatformQuota, toSubscription, type Row } from './rows.js';
+import { StoreDataError } from './store-errors.js';
 import { TABLES } from './tables.js';
 
 type HoldTarget = ReservationDimension['entity'];
@@ -126,13 +127,21 @@ export async function denialOf(run: () => Promise<StoreHoldResult>): Promise<Sto
   }
 }
 
-/** Takes one hold back: its row deleted, its amount off every row it was on. Null when it is not there. */
+/**
+ * Takes one hold back: its row deleted, its amount off every row it was on. Null when it is not
+ * there. A hold whose row cannot be read throws StoreDataError before anything is written.
+ */
 export async function releaseIn(trx: Knex.Transaction, d: Dialect, userId: string, holdId: string): Promise<EntityWrite[] | null> {
-  const [hold] = await d.rows(trx, `DELETE FROM ${TABLES.storeHolds} WHERE id = ? AND user_id = ? RETURNING amount, targets`, [holdId, userId]);
+  const lock = d.name === 'postgresql' ? ' FOR UPDATE' : '';
+  const [hold] = await d.rows(trx, `SELECT amount, targets FROM ${TABLES.storeHolds} WHERE id = ? AND user_id = ?${lock}`, [holdId, userId]);
   if (hold === undefined) return null;
   const amount = d.money(d.decodeMoney(hold.amount, `${TABLES.storeHolds}.amount`));
+  const targets = parseTargets(hold.targets, userId);
+  // Two releases of one hold: the second finds it deleted and writes nothing.
+  const [deleted] = await d.rows(trx, `DELETE FROM ${TABLES.storeHolds} WHERE id = ? AND user_id = ? RETURNING id`, [holdId, userId]);
+  if (deleted === undefined) return null;
   const writes: EntityWrite[] = [];
-  for (const ref of parseTargets(hold.targets, userId)) {
+  for (const ref of targets) {
     const target = targetRow(ref);
     const [row] = await d.rows(
       trx,
@@ -145,36 +154,54 @@ export async function releaseIn(trx: Knex.Transaction, d: Dialect, userId: strin
   return writes;
 }
 
+/** In id order, so two transactions of one user take them back in the same order (no deadlock). An unreadable one stays. */
 async function releaseExpiredOfUser(trx: Knex.Transaction, d: Dialect, userId: string, nowMs: number): Promise<EntityWrite[]> {
-  const expired = await d.rows(trx, `SELECT id FROM ${TABLES.storeHolds} WHERE user_id = ? AND expires_at_ms <= ${d.bigintParam}`, [userId, nowMs]);
+  const expired = await d.rows(trx, `SELECT id FROM ${TABLES.storeHolds} WHERE user_id = ? AND expires_at_ms <= ${d.bigintParam} ORDER BY id`, [userId, nowMs]);
   const writes: EntityWrite[] = [];
-  for (const { id } of expired) writes.push(...((await releaseIn(trx, d, userId, String(id))) ?? []));
+  for (const { id } of expired) {
+    try {
+      writes.push(...((await releaseIn(trx, d, userId, String(id))) ?? []));
+    } catch (err) {
+      // Left for an operator (the sweep reports it); it only makes this user's admission stricter.
+      if (!(err instanceof StoreDataError)) throw err;
+    }
+  }
   return writes;
 }
 
-/** Up to `limit` expired holds, oldest first, as (user, id) pairs to release one transaction each. */
-export async function expiredHolds(db: Knex, d: Dialect, nowMs: number, limit: number): Promise<{ userId: string; holdId: string }[]> {
-  const rows = await d.rows(db, `SELECT id, user_id FROM ${TABLES.storeHolds} WHERE expires_at_ms <= ${d.bigintParam} ORDER BY expires_at_ms LIMIT ?`, [nowMs, limit]);
-  return rows.map((row) => ({ userId: String(row.user_id), holdId: String(row.id) }));
+/** Expired holds after the key `after` (none: from the start), oldest first, as (user, id) pairs to release one transaction each. */
+export async function expiredHolds(db: Knex, d: Dialect, nowMs: number, limit: number, after?: { expiresAtMs: number; id: string }): Promise<{ userId: string; holdId: string; expiresAtMs: number }[]> {
+  const from = after ? ` AND (expires_at_ms > ${d.bigintParam} OR (expires_at_ms = ${d.bigintParam} AND id > ?))` : '';
+  const rows = await d.rows(
+    db,
+    `SELECT id, user_id, expires_at_ms FROM ${TABLES.storeHolds} WHERE expires_at_ms <= ${d.bigintParam}${from} ORDER BY expires_at_ms, id LIMIT ?`,
+    [nowMs, ...(after ? [after.expiresAtMs, after.expiresAtMs, after.id] : []), limit],
+  );
+  return rows.map((row) => ({ userId: String(row.user_id), holdId: String(row.id), expiresAtMs: Number(row.expires_at_ms) }));
 }
 
 /** The stored target list, checked as strictly as input: it names rows that SQL will be run on. */
 function parseTargets(text: unknown, userId: string): HoldTarget[] {
+  const column = `${TABLES.storeHolds}.targets`;
   let value: unknown;
   try {
     value = JSON.parse(String(text));
   } catch {
-    throw new BillingValidationError('targets', `${TABLES.storeHolds}.targets is not JSON`);
+    throw new StoreDataError(column, 'not JSON');
   }
-  if (!Array.isArray(value)) throw new BillingValidationError('targets', `${TABLES.storeHolds}.targets is not a list`);
-  return value.map((item: Record<string, unknown>): HoldTarget => {
-    if (item?.userId !== userId) throw new BillingValidationError('targets', `${TABLES.storeHolds}.targets names another user`);
-    switch (item.kind) {
-      case 'balance': return { kind: 'balance', userId };
-      case 'subscription': return { kind: 'subscription', userId, groupId: normalizeId(item.groupId, 'groupId') };
-      case 'apiKeyWindows': return { kind: 'apiKeyWindows', userId, apiKeyId: normalizeId(item.apiKeyId, 'apiKeyId') };
-      case 'platformQuota': return { kind: 'platformQuota', userId, platform: normalizePlatform(item.platform, 'platform') };
-      default: throw new BillingValidationError('targets', `${TABLES.storeHolds}.targets has an unknown kind`);
-    }
-  });
+  if (!Array.isArray(value)) throw new StoreDataError(column, 'not a list');
+  try {
+    return value.map((item: Record<string, unknown>): HoldTarget => {
+      if (item?.userId !== userId) throw new StoreDataError(column, 'names another user');
+      switch (item.kind) {
+        case 'balance': return { kind: 'balance', userId };
+        case 'subscription': return { kind: 'subscription', userId, groupId: normalizeId(item.groupId, 'groupId') };
+        case 'apiKeyWindows': return { kind: 'apiKeyWindows', userId, apiKeyId: normalizeId(item.apiKeyId, 'apiKeyId') };
+        case 'platformQuota': return { kind: 'platformQuota', userId, platform: normalizePlatform(item.platform, 'platform') };
+        default: throw new StoreDataError(column, 'has an unknown kind');
+      }
+    });
+  } catch (err) {
+    throw err instanceof StoreDataError ? err : new StoreDataError(column, (err as Error).message, { cause: err });
+  }
 }

@@ -102,6 +102,20 @@ export function holdContract(fx: GetFixture): void {
     expect(await store.getBalance(other)).to.not.have.property('held');
   });
 
+  it('a hold whose row cannot be read is left in place: it stops neither the sweep nor new holds of its user', async () => {
+    const { store, id, knex } = fx();
+    const user = id('u');
+    await store.setBalance(user, usd('1'));
+    const poisoned = `store:${id('poison')}`;
+    await hold(user, '0.10', [balanceDim(user)], { leaseId: poisoned, ttlMs: 1000 });
+    await hold(user, '0.20', [balanceDim(user)], { ttlMs: 1000 });
+    await knex('billing_store_holds').where({ id: poisoned }).update({ targets: 'not json' });
+    await store.releaseExpiredStoreHolds(NOW.nowMs + 1000, 1);
+    expect(await store.getBalance(user)).to.deep.include({ held: usd('0.10') }, 'the readable one was taken back, the other keeps counting');
+    expect(await hold(user, '0.90', [balanceDim(user)], { nowMs: NOW.nowMs + 2000 })).to.include({ outcome: 'reserved' });
+    expect(await knex('billing_store_holds').where({ id: poisoned }).first('id')).to.deep.equal({ id: poisoned });
+  });
+
   it('refuses malformed holds before any SQL, naming the field', async () => {
     const { id } = fx();
     const user = id('u');

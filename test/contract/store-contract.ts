@@ -1,5 +1,6 @@
 // The BillingStore contract: one suite, run against every backend by the store-*.test.ts files beside it.
 import { accountContract } from './store-contract-accounts.js';
+import { batchContract } from './store-contract-batch.js';
 import { holdContract } from './store-contract-holds.js';
 import { settleContract } from './store-contract-settle.js';
 import { validationContract } from './store-contract-validation.js';
@@ -32,6 +33,7 @@ export function defineStoreContract(open: () => Promise<OpenedDatabase>): void {
   describe('balances, subscriptions, RPM overrides', () => accountContract(get));
   describe('settlement', () => settleContract(get));
   describe('windows', () => windowContract(get));
+  describe('group commit', () => batchContract(get));
   describe('store holds', () => holdContract(get));
   describe('input validation', () => validationContract(get));
 }

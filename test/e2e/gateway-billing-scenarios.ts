@@ -137,6 +137,10 @@ export function billingScenarios(harness: () => GatewayHarness): void {
       const bad = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ n })).expect(400);
       expect(bad.body.error.message).to.include('"n"');
     }
+    // Content whose cost cannot be bounded before the call is refused, not reserved too small.
+    const file = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ messages: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file-1' }] }] })).expect(400);
+    expect(file.body.error.message).to.include('input_file');
     expect(await usageOf(h, user)).to.deep.equal([]);
   });
 }

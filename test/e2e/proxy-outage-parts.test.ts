@@ -55,7 +55,9 @@ describe('example proxy: outage parts', () => {
       new Error('Connection terminated unexpectedly'), new Error('wrapped', { cause: coded('ETIMEDOUT') })]) {
       expect(isServiceUnavailable(err), err.message).to.equal(true);
     }
-    for (const err of [new Error('syntax error at or near'), coded('23505'), new TypeError('x is undefined'), null, 'ECONNREFUSED']) {
+    const cyclic: Error & { cause?: unknown } = new Error('loop');
+    cyclic.cause = cyclic;
+    for (const err of [new Error('syntax error at or near'), coded('23505'), new TypeError('x is undefined'), null, 'ECONNREFUSED', cyclic]) {
       expect(isServiceUnavailable(err), String(err)).to.equal(false);
     }
   });

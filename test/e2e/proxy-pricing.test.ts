@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import { formatUsd } from '../../lib/index.js';
 import { requestIdFor, tokensToCharge } from '../../examples/proxy/charge.js';
-import { IMAGE_TOKEN_BOUND, outputTokenBound, promptTokenBound } from '../../examples/proxy/cost-estimate.js';
+import { BILLABLE_BLOCK_TYPES, contentBlocks, outputTokenBound, promptTokenBound } from '../../examples/proxy/cost-estimate.js';
 import { PRICE_TABLE, checkMultiplier, computeCostUnits, findModelPrice, indexPrices } from '../../examples/proxy/prices.js';
 import { estimatePromptTokens } from '../../examples/proxy/token-estimate.js';
 import { emptyUsage } from '../../examples/proxy/usage-parser.js';
@@ -107,25 +107,38 @@ describe('example proxy: what a request reserves', () => {
     expect(outputTokenBound({ max_tokens: 24, n: 3 }, haiku)).to.equal(24);
   });
 
-  it('bounds the prompt by the body bytes plus a fixed bound per image block, wherever it nests', () => {
-    expect(promptTokenBound({ messages: [{ role: 'user', content: 'hi' }] }, 57)).to.equal(57);
-    expect(promptTokenBound({}, 0)).to.equal(1);
+  it('bounds the prompt by the body bytes plus the model\'s bound per image block, tool results included', () => {
+    expect(promptTokenBound({ messages: [{ role: 'user', content: 'hi' }] }, 57, gpt4o)).to.equal(57);
+    expect(promptTokenBound({}, 0, gpt4o)).to.equal(1);
     const body = {
       messages: [
         { role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png' } }, { type: 'text', text: 'a' }] },
         { role: 'user', content: [{ type: 'tool_result', content: [{ type: 'image', source: { type: 'url', url: 'https://x/z.png' } }] }] },
       ],
     };
-    expect(promptTokenBound(body, 300)).to.equal(300 + 2 * IMAGE_TOKEN_BOUND);
-    // Deep nesting does not overflow the stack.
-    let deep: unknown = { type: 'image' };
-    for (let i = 0; i < 20_000; i++) deep = [deep];
-    expect(promptTokenBound(deep, 10)).to.equal(10 + IMAGE_TOKEN_BOUND);
+    expect(promptTokenBound(body, 300, gpt4o)).to.equal(300 + 2 * gpt4o.imageTokenBound);
+    // gpt-4o-mini bills images at many more tokens: its bound is its own.
+    const mini = findModelPrice('gpt-4o-mini')!;
+    expect(promptTokenBound(body, 300, mini)).to.equal(300 + 2 * mini.imageTokenBound);
+    expect(mini.imageTokenBound).to.be.above(gpt4o.imageTokenBound);
+    // Deeply nested tool results do not overflow the stack.
+    let content: unknown[] = [{ type: 'image' }];
+    for (let i = 0; i < 20_000; i++) content = [{ type: 'tool_result', content }];
+    expect(promptTokenBound({ messages: [{ role: 'user', content }] }, 10, haiku)).to.equal(10 + haiku.imageTokenBound);
+  });
+
+  it('names content it cannot bound (documents, files, audio, unknown kinds), and only those', () => {
+    const blocks = contentBlocks({ messages: [
+      { role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'document', source: {} }] },
+      { role: 'user', content: 'plain text' },
+      { role: 'user', content: [{ type: 'tool_result', content: [{ type: 'input_audio' }] }] },
+    ] });
+    expect(blocks.filter((b) => !BILLABLE_BLOCK_TYPES.has(b.type)).map((b) => b.type).sort()).to.deep.equal(['document', 'input_audio']);
   });
 
   it('the prompt bound is at least the UTF-8 bytes of every text in the body, so no tokenizer exceeds it', () => {
     const text = '日本語のテキスト 😀 and ascii';
     const json = JSON.stringify({ messages: [{ role: 'user', content: text }] });
-    expect(promptTokenBound(JSON.parse(json), Buffer.byteLength(json))).to.be.at.least(Buffer.byteLength(text));
+    expect(promptTokenBound(JSON.parse(json), Buffer.byteLength(json), gpt4o)).to.be.at.least(Buffer.byteLength(text));
   });
 });

@@ -224,9 +224,22 @@ describe('BillingMetrics', () => {
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith('gw_'));
     expect(names.sort()).to.deep.equal([
       'gw_breaker_state', 'gw_breaker_transitions_total', 'gw_cache_requests_total', 'gw_check_duration_seconds',
-      'gw_decisions_total', 'gw_open_reservations', 'gw_settlement_retries_total', 'gw_settlements_total',
+      'gw_decisions_total', 'gw_open_reservations', 'gw_settlement_batch_seconds', 'gw_settlement_batch_size',
+      'gw_settlement_retries_total', 'gw_settlements_total', 'gw_settlements_waiting',
       'gw_write_queue_depth', 'gw_write_queue_dropped_total',
     ]);
+  });
+
+  it('counts settlements per group-commit transaction and its commit time, and the settlements waiting', async () => {
+    metrics.settlementBatch(1, 0.002);
+    metrics.settlementBatch(40, 0.02);
+    metrics.settlementBatch(Number.NaN, Number.NaN);
+    const [sizes] = (await registry.getMetricsAsJSON()).filter((m) => m.name === 'billing_settlement_batch_size');
+    const count = (sizes!.values as { metricName?: string; value: number }[]).find((v) => v.metricName === 'billing_settlement_batch_size_count');
+    const sum = (sizes!.values as { metricName?: string; value: number }[]).find((v) => v.metricName === 'billing_settlement_batch_size_sum');
+    expect([count?.value, sum?.value]).to.deep.equal([2, 41]);
+    metrics.bindGauges(sources({ settlementsWaiting: () => 17 }));
+    expect(await value(registry, 'billing_settlements_waiting')).to.equal(17);
   });
 
   it('refuses a bad prefix or registry with an error naming the option', () => {

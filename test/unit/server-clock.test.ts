@@ -25,7 +25,10 @@ describe('reserve deadline parts', () => {
     expect(clocks.serverTimeAtMost('a', 1200)).to.equal(5300);
     expect(clocks.serverTimeAtMost('b', 1200), 'another server, another clock').to.equal(undefined);
     expect(clocks.serverTimeAtMost('a', 1100 + CLOCK_SAMPLE_MAX_AGE_MS)).to.equal(undefined);
-    clocks.sample('a', 100, 1100 + CLOCK_SAMPLE_MAX_AGE_MS); // stale bound replaced even by a looser one
-    expect(clocks.serverTimeAtMost('a', 1100 + CLOCK_SAMPLE_MAX_AGE_MS)).to.equal(100);
+    // Past half its age, a bound gives way to any new sample (a clock stepped back is followed).
+    const later = 1100 + CLOCK_SAMPLE_MAX_AGE_MS / 2;
+    clocks.sample('a', later + 3000, later);
+    expect(clocks.serverTimeAtMost('a', later)).to.equal(later + 3000);
+    expect(clocks.serverTimeAtMost('a', later + CLOCK_SAMPLE_MAX_AGE_MS - 1), 'renewed: not expired').to.equal(later + CLOCK_SAMPLE_MAX_AGE_MS - 1 + 3000);
   });
 });
