@@ -41,10 +41,10 @@ export interface BenchConfig {
   autoPipelining: boolean;
   /** Seconds of unmeasured load on each fresh server before its round's turns: JIT, pools and the cache warm up (BENCH_WARMUP_S, default 2). */
   warmupS: number;
-  /** Seconds of the settlement run (BENCH_SETTLE_DURATION_S, default 5). */
+  /** Seconds of each settlement run (BENCH_SETTLE_DURATION_S, default 5). */
   settleDurationS: number;
-  /** Settlements in flight at once (BENCH_SETTLE_CONCURRENCY, default 20). */
-  settleConcurrency: number;
+  /** Rounds of the settlement part, every configuration once per round (BENCH_SETTLE_ROUNDS, default 3). */
+  settleRounds: number;
   /** Checks of the memory-bound run (BENCH_MEMORY_REQUESTS, default 1 000 000). */
   memoryRequests: number;
   /** Distinct users of the memory-bound run (BENCH_MEMORY_USERS, default 100 000). */
@@ -127,7 +127,7 @@ export function readConfig(): BenchConfig {
     autoPipelining: flag('BENCH_AUTO_PIPELINING', false),
     warmupS: positiveInt('BENCH_WARMUP_S', 2, 600),
     settleDurationS: positiveInt('BENCH_SETTLE_DURATION_S', 5, 3600),
-    settleConcurrency: positiveInt('BENCH_SETTLE_CONCURRENCY', 20, 1000),
+    settleRounds: positiveInt('BENCH_SETTLE_ROUNDS', 3, 100),
     memoryRequests: positiveInt('BENCH_MEMORY_REQUESTS', 1_000_000, 100_000_000),
     memoryUsers: positiveInt('BENCH_MEMORY_USERS', 100_000, 10_000_000),
     memoryMaxEntries: positiveInt('BENCH_MEMORY_MAX_ENTRIES', 100_000, 100_000_000),

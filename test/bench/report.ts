@@ -72,11 +72,14 @@ export function formatTables(results: BenchResults): string {
     }
   }
   if (settle) {
-    lines.push('', `Settlements into PostgreSQL (Redis cache updated after each commit), ${config.settleConcurrency} in flight, ${config.settleDurationS} s:`, '');
-    lines.push('| users | settlements/s | p50 ms | p99 ms |', '|---|---:|---:|---:|');
-    for (const run of [settle.distinctUsers, settle.oneUser]) {
-      lines.push(`| ${run.users === 1 ? '1 (one hot balance row)' : `${run.users} (one per worker)`} | ${run.perSec} | ${run.p50Ms.toFixed(2)} | ${run.p99Ms.toFixed(2)} |`);
+    lines.push('', `Settlements into PostgreSQL (Redis cache updated after each commit), ${config.settleDurationS} s per run, medians of ${settle.rounds} rounds:`, '');
+    lines.push('| run | settlements/s | p50 ms | p99 ms | mean batch | per round |', '|---|---:|---:|---:|---:|---|');
+    for (const run of settle.runs) {
+      lines.push(`| ${run.label} | ${run.perSec} | ${run.p50Ms.toFixed(2)} | ${run.p99Ms.toFixed(2)} | ${run.meanBatch.toFixed(1)} | ${run.perRound.join(', ')} |`);
     }
+    for (const ref of settle.references) lines.push(`| ${ref.label} (${ref.connections} connections) | ${ref.perSec} | | | ${ref.perTransaction} | ${ref.perRound.join(', ')} |`);
+    lines.push('', '| ratio | value | target | met |', '|---|---:|---|---|');
+    for (const t of settle.targets) lines.push(`| ${t.name} | ${t.value.toFixed(2)} | ${t.target} | ${t.met ? 'yes' : 'NO'} |`);
   }
   if (memory) {
     const last = memory.samples.at(-1) ?? memory.before;
