@@ -22,7 +22,7 @@ import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
 export const APP_IDS = [
-  'bare', 'bare-1us', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
+  'bare', 'bare-1us', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-settle', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
 ] as const;
 export type AppId = (typeof APP_IDS)[number];
 
@@ -35,6 +35,7 @@ export const APP_LABELS: Readonly<Record<AppId, string>> = {
   'chain-memory-no-fields': '(b-f) (b) without RateLimit fields',
   'chain-redis': '(c) chain, Redis + PostgreSQL',
   'chain-redis-reserve': '(c+r) (c) reserving an estimate',
+  'chain-redis-settle': '(c+s) (c) settling before it answers',
   'chain-redis-no-fields': '(c-f) (c) without RateLimit fields',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
   'rlf-redis-coalesced': '(d+w) (d), its writes coalesced',
@@ -136,13 +137,21 @@ async function chainFields(): Promise<{ policy: string; limits: string }> {
 
 /** A tiny estimate, so the reservation is taken (and released when the response ends) on every request. */
 const BENCH_ESTIMATE_USD = '0.0001';
+/** What (c+s) charges per request: a short completion. */
+const BENCH_COST_USD = '0.00012345';
 
-async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true }): Promise<RunningApp> {
+async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true, settle = false }): Promise<RunningApp> {
   await seedBenchUser(core, BENCH_USER);
   // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
   const subject = benchSubject(BENCH_USER);
   const app = new Koa();
   app.use(billingEligibility({ core, subject: () => subject, rateLimitHeaders, ...(reserve && { estimateCost: () => BENCH_ESTIMATE_USD }) }));
+  let sequence = 0;
+  // What a gateway does per billed request: the cost is settled (committed) before the answer goes out.
+  if (settle) app.use(async (ctx, next) => {
+    await ctx.state.billing!.settle({ requestId: `bench-${process.pid}-${sequence++}`, costUsd: BENCH_COST_USD });
+    await next();
+  });
   answer(app);
   return {
     app,
@@ -172,18 +181,18 @@ async function chainMemory({ metrics = false, rateLimitHeaders = true } = {}): P
 }
 
 /**
- * (c); with `reserve` the same app holding an estimate per request (issue 9: one more round trip,
- * plus the release); without `rateLimitHeaders` the same app without the RateLimit fields, which
+ * (c); with `reserve` the same app holding an estimate per request (one more round trip, plus the
+ * release); with `settle` the same app settling each request before it answers; without `rateLimitHeaders` the same app without the RateLimit fields, which
  * (d) does not send either.
  */
-async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHeaders = true } = {}): Promise<RunningApp> {
+async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHeaders = true, settle = false } = {}): Promise<RunningApp> {
   const knex = pgKnex(settings.pgSchema, 10);
   const redis = benchRedisClient(settings.autoPipelining);
   const core = createBillingCore({ store: new KnexBillingStore(knex), cache: new RedisBillingCache(redis, { prefix: settings.redisPrefix }) });
   return chainApp(core, async () => {
     await knex.destroy();
     redis.disconnect();
-  }, { reserve, rateLimitHeaders });
+  }, { reserve, rateLimitHeaders, settle });
 }
 
 /**
@@ -222,6 +231,7 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
     case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });
     case 'chain-redis': return chainRedis(settings);
     case 'chain-redis-reserve': return chainRedis(settings, { reserve: true });
+    case 'chain-redis-settle': return chainRedis(settings, { settle: true });
     case 'chain-redis-no-fields': return chainRedis(settings, { rateLimitHeaders: false });
     case 'rlf-redis': return rlfRedis(settings);
     case 'rlf-redis-coalesced': return rlfRedis(settings, { coalesced: true });

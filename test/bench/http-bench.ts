@@ -40,6 +40,8 @@ export interface HttpResults {
     'bm/b': Ratio;
     /** Reserving an estimate vs not (issue 9). */
     'cr/c': Ratio;
+    /** Settling every request before answering vs not: what billing each request costs a gateway (group commit). */
+    'cs/c': Ratio;
     /** The chain without the RateLimit fields vs bare Koa: what the checks alone cost. */
     'bf/a': Ratio;
     /** The Redis chain without the RateLimit fields vs rate-limiter-flexible, which sends none. */
@@ -171,6 +173,7 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
       'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
       'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
       'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
+      'cs/c': ratio(per((r) => r['chain-redis-settle'].reqPerSec / r['chain-redis'].reqPerSec), '>= 0.50', (v) => v >= 0.5),
       'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
       'w/a': ratio(per((r) => r['bare-1us'].reqPerSec / r.bare.reqPerSec), 'report', () => true),

@@ -59,6 +59,7 @@ export function formatTables(results: BenchResults): string {
       'p99 c/a': 'p99 (c) / p99 (a)',
       'bm/b': '(b+m)/(b) req/s: metrics cost',
       'cr/c': '(c+r)/(c) req/s: reservation cost',
+      'cs/c': '(c+s)/(c) req/s: settlement cost',
       'bf/a': '(b-f)/(a) req/s: no RateLimit',
       'cf/d': '(c-f)/(d) req/s: no RateLimit',
       'w/a': '(a+1µs)/(a) req/s: 1 µs of work',
