@@ -13,16 +13,18 @@ export { MoneyError, parseUsd, parseCostUsd, formatUsd, multiplyUsd, MAX_USD_UNI
 export { systemClock, ManualClock } from './clock.js';
 export type { CircuitBreakerOptions, BreakerState } from './breaker.js';
 export type { WriteQueueOptions } from './write-queue.js';
+export type { SettlementBatchingOptions } from './group-commit.js';
 export { BillingMetrics, noopMetrics, type BillingMetricsOptions, type BillingMetricsRecorder } from './metrics.js';
 export { buildRateLimitHeaders, type RateLimitHeaderFields } from './ratelimit-headers.js';
 export { KnexBillingStore } from './store/knex-store.js';
 export { migrateBillingSchema } from './store/migrations.js';
 export { BillingStoreError, SettlementConflictError, SettlementTargetMissingError, StoreDataError } from './store/store-errors.js';
-export { RedisBillingCache } from './cache/redis-cache.js';
+export { RedisBillingCache, ReserveDeadlineError } from './cache/redis-cache.js';
 export { recommendedRedisOptions, recommendedClusterOptions } from './cache/redis-client-options.js';
 export { MemoryBillingCache } from './cache/memory-cache.js';
 export type {
   BillingSubject, BillingId, BillingMode, BillingLogger, Clock, BillingStore, BillingCache,
   BalanceEntity, SubscriptionEntity, ApiKeyWindowsEntity, PlatformQuotaEntity,
   ReservationCache, ReserveRequest, ReserveResult, LeaseInfo, TimeContext,
+  SettlementInput, SettlementResult, SettleOutcome, StoreHoldRequest, StoreHoldResult, EntityWrite,
 } from './types.js';
