@@ -19,9 +19,19 @@ export function refKey(ref: CacheEntityRef): string {
   }
 }
 
+interface GatheredPuts {
+  puts: { ref: CacheEntityRef; write: () => Promise<unknown> }[];
+  /** Settles once the turn's puts have been written (or failed and been marked for repair). */
+  written: Promise<void>;
+}
+
 export class CacheSync {
   /** Entries whose last critical write failed: invalidated as soon as the cache answers again. */
   readonly #dirty = new Map<string, CacheEntityRef>();
+  /** Puts asked for in this run of microtasks, written together when it ends (see put). */
+  #gathering: GatheredPuts | null = null;
+  /** Gathered puts not yet written (close() waits for them). */
+  readonly #writing = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #repairing: Promise<void> | undefined;
 
@@ -46,12 +56,45 @@ export class CacheSync {
     });
   }
 
-  /** Critical versioned write (settlement, admin): never lost silently — a failure marks the entry for repair. */
+  /**
+   * Critical versioned write (settlement, admin): never lost silently — a failure marks the entry for
+   * repair. The puts asked for before the current microtasks have run (a group-commit transaction's
+   * settlements all resolve at once) go as one write task whose commands leave together: its rows reach
+   * the cache in one round trip, not one queue slot each (docs/group-commit.md). The write starts
+   * before any I/O can interleave, so the next request already sees it. Resolves when it has run.
+   */
   put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<void> {
     const cache = this.cache;
     this.loads.forget(refKey(ref));
     if (!cache) return Promise.resolve();
-    return this.queue.enqueueCritical(`put:${ref.kind}`, (signal) => this.#guarded(ref, signal, () => cache.put(ref, value)));
+    if (this.#gathering === null) {
+      const gathering: GatheredPuts = { puts: [], written: Promise.resolve() };
+      gathering.written = new Promise<void>((resolve) => queueMicrotask(() => resolve(this.#write(gathering))));
+      this.#gathering = gathering;
+      this.#writing.add(gathering.written);
+      void gathering.written.then(() => this.#writing.delete(gathering.written));
+    }
+    this.#gathering.puts.push({ ref, write: () => cache.put(ref, value) });
+    return this.#gathering.written;
+  }
+
+  /** One critical task for the turn's puts: each failure (or the task's timeout) marks its entries for repair. */
+  #write(gathering: GatheredPuts): Promise<void> {
+    if (this.#gathering === gathering) this.#gathering = null;
+    const { puts } = gathering;
+    const name = puts.length === 1 ? `put:${puts[0]!.ref.kind}` : 'put:batch';
+    return this.queue.enqueueCritical(name, async (signal) => {
+      // If the writes outlive their timeout we cannot know whether they landed: treat them as failed.
+      const onAbort = () => {
+        for (const { ref } of puts) this.#markDirty(ref, new Error('cache write timed out'));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        await Promise.all(puts.map(({ ref, write }) => write().catch((err: unknown) => this.#markDirty(ref, err))));
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+    });
   }
 
   /** Invalidation (admin change, key-window reset); on failure the entry is repaired later. */
@@ -72,23 +115,11 @@ export class CacheSync {
 
   /** One last repair attempt and stop the timer (close()). */
   async close(): Promise<void> {
+    while (this.#writing.size > 0) await Promise.all(this.#writing);
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#repairing;
     if (this.#dirty.size > 0) await this.#repair();
-  }
-
-  async #guarded(ref: CacheEntityRef, signal: AbortSignal, write: () => Promise<unknown>): Promise<void> {
-    // If the write outlives its timeout we cannot know whether it landed: treat it as failed.
-    const onAbort = () => this.#markDirty(ref, new Error('cache write timed out'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      await write();
-    } catch (err) {
-      this.#markDirty(ref, err);
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
   }
 
   #markDirty(ref: CacheEntityRef, err: unknown): void {
