@@ -78,7 +78,7 @@ export class CacheSync {
     return this.#gathering.written;
   }
 
-  /** One critical task for the turn's puts: each failure (or the task's timeout) marks its entries for repair. */
+  /** One critical task for the gathered puts: each failure (or the task's timeout) marks its entries for repair. */
   #write(gathering: GatheredPuts): Promise<void> {
     if (this.#gathering === gathering) this.#gathering = null;
     const { puts } = gathering;
