@@ -65,6 +65,9 @@ const SETTLE_WAIT_MS = 2000;
 function requestLog(logger: Logger, inFlight: InFlightTracker) {
   return async function requestLog(ctx: Context, next: Next): Promise<void> {
     const startedAt = performance.now();
+    // A streamed answer collects 'close' listeners from Koa's pipeline, the billing context, the
+    // relay and this log: more than Node's default warning threshold of 10, none of them a leak.
+    ctx.res.setMaxListeners(20);
     // Finished when the response is fully sent or the connection closed, streams included.
     void inFlight.track(new Promise<void>((resolve) => {
       ctx.res.once('close', () => {
