@@ -11,6 +11,7 @@ export { BillingConfigError } from './options.js';
 export { BillingValidationError } from './validate.js';
 export { MoneyError, parseUsd, parseCostUsd, formatUsd, multiplyUsd, MAX_USD_UNITS, type Usd } from './money.js';
 export { systemClock, ManualClock } from './clock.js';
+export { ThrottledLog } from './log.js';
 export type { CircuitBreakerOptions, BreakerState } from './breaker.js';
 export type { WriteQueueOptions } from './write-queue.js';
 export type { SettlementBatchingOptions } from './group-commit.js';

@@ -12,6 +12,7 @@ export const silentLogger: BillingLogger = Object.freeze({
 interface ReasonState {
   lastLoggedMs: number;
   suppressed: number;
+  level: 'warn' | 'error';
   fields: object;
   msg: string | undefined;
 }
@@ -31,6 +32,26 @@ export class ThrottledLog {
 
   /** Emits `{ reason, count, ...fields }` at warn level, or counts the occurrence if the reason logged recently. */
   warn(reason: string, fields: object = {}, msg?: string): void {
+    this.#log('warn', reason, fields, msg);
+  }
+
+  /** The same at error level. */
+  error(reason: string, fields: object = {}, msg?: string): void {
+    this.#log('error', reason, fields, msg);
+  }
+
+  /** Logs the occurrences still suppressed (e.g. at shutdown), so a burst's tail is not lost. */
+  flush(): void {
+    for (const [reason, state] of this.#reasons) {
+      if (state.suppressed === 0) continue;
+      const count = state.suppressed;
+      state.suppressed = 0;
+      state.lastLoggedMs = this.clock.now();
+      this.logger[state.level]({ reason, count, ...state.fields }, state.msg);
+    }
+  }
+
+  #log(level: 'warn' | 'error', reason: string, fields: object, msg: string | undefined): void {
     const now = this.clock.now();
     const state = this.#reasons.get(reason);
     if (state && now - state.lastLoggedMs < this.intervalMs) {
@@ -41,18 +62,7 @@ export class ThrottledLog {
       return;
     }
     const count = (state?.suppressed ?? 0) + 1;
-    this.#reasons.set(reason, { lastLoggedMs: now, suppressed: 0, fields, msg });
-    this.logger.warn({ reason, count, ...fields }, msg);
-  }
-
-  /** Logs the occurrences still suppressed (e.g. at shutdown), so a burst's tail is not lost. */
-  flush(): void {
-    for (const [reason, state] of this.#reasons) {
-      if (state.suppressed === 0) continue;
-      const count = state.suppressed;
-      state.suppressed = 0;
-      state.lastLoggedMs = this.clock.now();
-      this.logger.warn({ reason, count, ...state.fields }, state.msg);
-    }
+    this.#reasons.set(reason, { lastLoggedMs: now, suppressed: 0, level, fields, msg });
+    this.logger[level]({ reason, count, ...fields }, msg);
   }
 }

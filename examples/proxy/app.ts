@@ -5,7 +5,7 @@ import { Router } from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Knex } from 'knex';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BillingMetrics, createBillingCore, KnexBillingStore, migrateBillingSchema, type BillingCore } from '../../lib/index.js';
+import { BillingMetrics, createBillingCore, KnexBillingStore, migrateBillingSchema, systemClock, ThrottledLog, type BillingCore } from '../../lib/index.js';
 import { billingEligibility } from '../../middleware/index.js';
 import { adminRoutes } from './admin-routes.js';
 import { authenticate } from './auth.js';
@@ -25,7 +25,6 @@ import { startMockUpstream, type MockUpstream } from './mock-upstream.js';
 import { gatewayState } from './request-state.js';
 import { openCache, openDatabase, type OpenedCache } from './resources.js';
 import { ensureDemoData, type DemoKey } from './seed.js';
-import { ThrottledLog } from './throttled-log.js';
 
 export interface CreateAppOptions {
   /** Defaults to a pino logger at config.logLevel on stdout. */
@@ -123,7 +122,7 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     for (const step of cleanups.reverse()) await step().catch((err: unknown) => logger.error({ err }, 'cleanup failed'));
   };
   try {
-    const throttled = new ThrottledLog(logger);
+    const throttled = new ThrottledLog(logger, systemClock);
     const knex = await openDatabase(config, throttled);
     cleanups.push(() => knex.destroy());
     await migrateBillingSchema(knex);

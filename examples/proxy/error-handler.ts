@@ -1,12 +1,11 @@
 // The outermost middleware: renders every error in the route's format and never leaks internals to the client.
 import type { Context, Middleware, Next } from 'koa';
-import { BillingError, BillingValidationError, MoneyError, renderBillingError } from '../../lib/index.js';
+import { BillingError, BillingValidationError, MoneyError, renderBillingError, systemClock, ThrottledLog } from '../../lib/index.js';
 import { GatewayError, gatewayErrors, respondWithError } from './gateway-errors.js';
 import { InputError } from './input.js';
 import type { Logger } from './logger.js';
 import { gatewayState } from './request-state.js';
 import { isServiceUnavailable } from './store-errors.js';
-import { ThrottledLog } from './throttled-log.js';
 
 /** Errors whose message names a bad input field and is safe to show as a 400. */
 function isInputError(err: unknown): err is Error {
@@ -18,7 +17,7 @@ function methodNotAllowed(ctx: Context): GatewayError {
   return new GatewayError(init, `${ctx.method} is not allowed on ${ctx.path}.`);
 }
 
-export function errorHandler(logger: Logger, throttled = new ThrottledLog(logger)): Middleware {
+export function errorHandler(logger: Logger, throttled = new ThrottledLog(logger, systemClock)): Middleware {
   return async function errorHandler(ctx: Context, next: Next): Promise<void> {
     try {
       await next();

@@ -4,10 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import knexFactory, { type Knex } from 'knex';
-import { MemoryBillingCache, RedisBillingCache, recommendedClusterOptions, recommendedRedisOptions, type BillingCache } from '../../lib/index.js';
+import { MemoryBillingCache, RedisBillingCache, recommendedClusterOptions, recommendedRedisOptions, type BillingCache, type ThrottledLog } from '../../lib/index.js';
 import type { ProxyConfig } from './config.js';
 import type { Logger } from './logger.js';
-import type { ThrottledLog } from './throttled-log.js';
 
 export const SQLITE_FILE = 'gateway.sqlite';
 

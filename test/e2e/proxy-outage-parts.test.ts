@@ -1,10 +1,10 @@
 // The example gateway's outage parts in isolation: the throttled error log, the cached key lookup's
 // entry format, and which errors mean "the database is unavailable".
 import { expect } from 'chai';
+import { ManualClock, ThrottledLog } from '../../lib/index.js';
 import { createLogger } from '../../examples/proxy/logger.js';
 import { MemoryPrincipalCache, PRINCIPAL_TTL_MS, parsePrincipal } from '../../examples/proxy/principal-cache.js';
 import { isServiceUnavailable } from '../../examples/proxy/store-errors.js';
-import { ThrottledLog } from '../../examples/proxy/throttled-log.js';
 import type { Principal } from '../../examples/proxy/gateway-repo.js';
 
 const principal: Principal = {
@@ -15,15 +15,21 @@ const principal: Principal = {
 
 describe('example proxy: outage parts', () => {
   it('a throttled log writes the first error at once, then one line per interval with the count since the last', () => {
-    const lines: { count: number; kind: string }[] = [];
-    let now = 0;
-    const log = new ThrottledLog(createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line)) }), 5000, () => now);
+    const lines: { count: number; reason: string; level: number }[] = [];
+    const clock = new ManualClock(0);
+    const log = new ThrottledLog(createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line)) }), clock, 5000);
     for (let i = 0; i < 1000; i++) log.error('db', {}, 'down');
     log.error('other', {}, 'down');
-    expect(lines.map((l) => [l.kind, l.count])).to.deep.equal([['db', 1], ['other', 1]]);
-    now = 5000;
+    expect(lines.map((l) => [l.reason, l.count])).to.deep.equal([['db', 1], ['other', 1]]);
+    expect(lines.map((l) => l.level)).to.deep.equal([50, 50], 'at error level');
+    clock.advance(5000);
     log.error('db', {}, 'down');
-    expect(lines.at(-1)).to.include({ kind: 'db', count: 1000 });
+    expect(lines.at(-1)).to.include({ reason: 'db', count: 1000 });
+    // flush() reports what is still suppressed at its own level.
+    log.error('db', {}, 'down');
+    log.error('db', {}, 'down');
+    log.flush();
+    expect(lines.at(-1)).to.include({ reason: 'db', count: 2, level: 50 });
   });
 
   it('a cached principal reads back as itself; anything else is a miss', () => {
