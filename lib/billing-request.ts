@@ -612,7 +612,6 @@ export class BillingRequest {
   }
 }
 
-
 /**
  * `work` (one store load), reported to the breaker exactly once (docs/faults.md, "Circuit breaker"):
  * success or failure as it settles, or a failure when the load's signal fires first (it timed out;

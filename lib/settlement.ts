@@ -92,7 +92,6 @@ export class Settler {
     return tracked;
   }
 
-
   get pending(): number {
     return this.#pending.size;
   }

@@ -3,52 +3,28 @@
 // and per settlement the same receipt or the same error.
 import type { Knex } from 'knex';
 import type { ApiKeyWindowsEntity, BalanceEntity, PlatformQuotaEntity, SettleOutcome, SettlementResult, SubscriptionEntity, TimeContext } from '../types.js';
-import { expiryThreshold, newWindowStart, WINDOWS, type WindowRule } from '../windows.js';
+import { WINDOW_FIELDS } from '../cache/leases.js';
+import { expiryThreshold, newWindowStart } from '../windows.js';
 import type { Dialect } from './dialect.js';
 import { settlementFingerprint } from './fingerprint.js';
 import { toApiKeyWindows, toBalance, toPlatformQuota, toSubscription, type Row } from './rows.js';
 import { SettlementConflictError, SettlementTargetMissingError } from './store-errors.js';
 import type { CheckedSettlement } from './store-input.js';
 import { TABLES } from './tables.js';
+import { KEY_WINDOWS, QUOTA_WINDOWS, SUBSCRIPTION_WINDOWS, type WindowColumns } from './window-sql.js';
 
 type BatchOutcome = SettleOutcome;
 
-/** A window of an entity: its properties, its columns and its rule (the same as window-sql.ts). */
-interface EntityWindow {
-  usage: string;
-  start: string;
-  usageColumn: string;
-  startColumn: string;
-  rule: WindowRule;
-}
-
-const w = (usage: string, start: string, usageColumn: string, startColumn: string, rule: WindowRule): EntityWindow => ({ usage, start, usageColumn, startColumn, rule });
-
-const SUBSCRIPTION: readonly EntityWindow[] = [
-  w('dailyUsage', 'dailyStartMs', 'daily_usage', 'daily_start_ms', WINDOWS.subscriptionDaily),
-  w('weeklyUsage', 'weeklyStartMs', 'weekly_usage', 'weekly_start_ms', WINDOWS.subscriptionWeekly),
-  w('monthlyUsage', 'monthlyStartMs', 'monthly_usage', 'monthly_start_ms', WINDOWS.subscriptionMonthly),
-];
-const QUOTA: readonly EntityWindow[] = [
-  w('dailyUsage', 'dailyStartMs', 'daily_usage', 'daily_start_ms', WINDOWS.quotaDaily),
-  w('weeklyUsage', 'weeklyStartMs', 'weekly_usage', 'weekly_start_ms', WINDOWS.quotaWeekly),
-  w('monthlyUsage', 'monthlyStartMs', 'monthly_usage', 'monthly_start_ms', WINDOWS.quotaMonthly),
-];
-const KEY: readonly EntityWindow[] = [
-  w('usage5h', 'start5hMs', 'usage_5h', 'start_5h_ms', WINDOWS.key5h),
-  w('usage1d', 'start1dMs', 'usage_1d', 'start_1d_ms', WINDOWS.key1d),
-  w('usage7d', 'start7dMs', 'usage_7d', 'start_7d_ms', WINDOWS.key7d),
-];
-
 /** The charge of one settlement on an entity's windows, as addToWindows does it in SQL. */
-function addToEntityWindows(entity: Record<string, unknown>, windows: readonly EntityWindow[], cost: bigint, time: TimeContext): void {
+function addToEntityWindows(entity: Record<string, unknown>, windows: readonly WindowColumns[], cost: bigint, time: TimeContext): void {
   for (const win of windows) {
-    const start = entity[win.start] as number | null;
+    const { usageProp, startProp } = WINDOW_FIELDS[win.window];
+    const start = entity[startProp] as number | null;
     if (start === null || start < expiryThreshold(win.rule, time)) {
-      entity[win.usage] = cost;
-      entity[win.start] = newWindowStart(win.rule, time);
+      entity[usageProp] = cost;
+      entity[startProp] = newWindowStart(win.rule, time);
     } else {
-      entity[win.usage] = (entity[win.usage] as bigint) + cost;
+      entity[usageProp] = (entity[usageProp] as bigint) + cost;
     }
   }
 }
@@ -122,11 +98,11 @@ async function writeRows(
   await d.rows(trx, `WITH v(${names.join(', ')}) AS (VALUES ${sorted.map(() => tuple).join(', ')}) UPDATE ${spec.table} SET ${set} FROM v WHERE ${join}`, bindings);
 }
 
-const windowColumns = (windows: readonly EntityWindow[]): [string, ColumnType][] =>
-  windows.flatMap((win): [string, ColumnType][] => [[win.usageColumn, 'money'], [win.startColumn, 'bigint']]);
+const windowColumns = (windows: readonly WindowColumns[]): [string, ColumnType][] =>
+  windows.flatMap((win): [string, ColumnType][] => [[win.usage, 'money'], [win.start, 'bigint']]);
 
-function windowValues(d: Dialect, entity: Record<string, unknown>, windows: readonly EntityWindow[]): unknown[] {
-  return windows.flatMap((win) => [d.money(entity[win.usage] as bigint), entity[win.start]]);
+function windowValues(d: Dialect, entity: Record<string, unknown>, windows: readonly WindowColumns[]): unknown[] {
+  return windows.flatMap((win) => [d.money(entity[WINDOW_FIELDS[win.window].usageProp] as bigint), entity[WINDOW_FIELDS[win.window].startProp]]);
 }
 
 /**
@@ -138,12 +114,14 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   const outcomes: (BatchOutcome | undefined)[] = new Array(items.length);
   const fingerprints = items.map(settlementFingerprint);
   const base = (i: number) => ({ requestId: items[i]!.requestId, costUnits: items[i]!.costUnits });
+  /** The usage log's unique key of item i. */
+  const logKey = (i: number) => keyOf([items[i]!.requestId, items[i]!.apiKeyId]);
 
   // A repeat of an earlier settlement in this batch is decided by that one's fate.
   const primaryOf = new Map<string, number>();
   const repeats: number[] = [];
   for (let i = 0; i < items.length; i++) {
-    const key = keyOf([items[i]!.requestId, items[i]!.apiKeyId]);
+    const key = logKey(i);
     if (primaryOf.has(key)) repeats.push(i);
     else primaryOf.set(key, i);
   }
@@ -163,7 +141,7 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     }),
   );
   const logIdOf = new Map(inserted.map((row) => [keyOf([String(row.request_id), String(row.api_key_id)]), row.id]));
-  const existing = primaries.filter((i) => !logIdOf.has(keyOf([items[i]!.requestId, items[i]!.apiKeyId])));
+  const existing = primaries.filter((i) => !logIdOf.has(logKey(i)));
   const storedFingerprint = new Map<string, string>();
   if (existing.length > 0) {
     const tuples = existing.map(() => '(?, ?)').join(', ');
@@ -173,22 +151,24 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   }
   for (const i of existing) {
     const s = items[i]!;
-    const stored = storedFingerprint.get(keyOf([s.requestId, s.apiKeyId]));
+    const stored = storedFingerprint.get(logKey(i));
     outcomes[i] = stored === fingerprints[i] ? { ok: true, result: { duplicate: true, ...base(i) } } : { ok: false, error: new SettlementConflictError(s.requestId, s.apiKeyId) };
   }
 
   // 2. What the new ones charge, read under lock: accounts and subscriptions first.
-  const charging = primaries.filter((i) => logIdOf.has(keyOf([items[i]!.requestId, items[i]!.apiKeyId])) && items[i]!.charge && items[i]!.costUnits > 0n);
-  for (const i of primaries) if (outcomes[i] === undefined && !charging.includes(i)) outcomes[i] = { ok: true, result: { duplicate: false, ...base(i) } };
+  const charging = primaries.filter((i) => logIdOf.has(logKey(i)) && items[i]!.charge && items[i]!.costUnits > 0n);
+  // New but charging nothing (zero cost, runMode 'simple'): the usage row is all.
+  const chargingSet = new Set(charging);
+  for (const i of primaries) if (outcomes[i] === undefined && !chargingSet.has(i)) outcomes[i] = { ok: true, result: { duplicate: false, ...base(i) } };
   const accountKey = (s: CheckedSettlement) => [s.userId];
   const subscriptionKey = (s: CheckedSettlement) => [s.userId, s.groupId as string];
   const accountRows = await lockRows(trx, d, ACCOUNTS, charging.filter((i) => items[i]!.mode === 'balance').map((i) => accountKey(items[i]!)));
   const subscriptionRows = await lockRows(trx, d, SUBSCRIPTIONS, charging.filter((i) => items[i]!.mode === 'subscription').map((i) => subscriptionKey(items[i]!)));
-  const missing: number[] = [];
+  const missing = new Set<number>();
   const charged = charging.filter((i) => {
     const s = items[i]!;
     const found = s.mode === 'balance' ? accountRows.has(keyOf(accountKey(s))) : subscriptionRows.has(keyOf(subscriptionKey(s)));
-    if (!found) missing.push(i);
+    if (!found) missing.add(i);
     return found;
   });
   // A settlement without its account or subscription fails alone, its usage row taken back.
@@ -196,8 +176,8 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     const s = items[i]!;
     outcomes[i] = { ok: false, error: new SettlementTargetMissingError(s.mode === 'balance' ? 'account' : 'subscription', s.userId, s.groupId) };
   }
-  if (missing.length > 0) {
-    const ids = missing.map((i) => logIdOf.get(keyOf([items[i]!.requestId, items[i]!.apiKeyId])));
+  if (missing.size > 0) {
+    const ids = [...missing].map((i) => logIdOf.get(logKey(i)));
     await d.rows(trx, `DELETE FROM ${TABLES.usageLog} WHERE id IN (${ids.map(() => '?').join(', ')})`, ids);
   }
 
@@ -231,7 +211,8 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     t.lastTime = items[i]!.time;
     return t;
   };
-  for (const i of [...charged].sort((a, b) => a - b)) {
+  // `charged` is in arrival (index) order already: primaries are collected in index order.
+  for (const i of charged) {
     const s = items[i]!;
     if (s.mode === 'balance') {
       const key = keyOf(accountKey(s));
@@ -240,18 +221,18 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     } else {
       const key = keyOf(subscriptionKey(s));
       const t = target(targets.subscriptions, key, () => toSubscription(d, subscriptionRows.get(key)!), i);
-      addToEntityWindows(t.entity as unknown as Record<string, unknown>, SUBSCRIPTION, s.costUnits, s.time);
+      addToEntityWindows(t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS, s.costUnits, s.time);
     }
     if (s.trackKeyWindows && s.apiKeyId !== '') {
       const key = keyOf(keyWindowKey(s));
       const t = target(targets.keys, key, () => toApiKeyWindows(d, keyRows.get(key)), i);
-      addToEntityWindows(t.entity as unknown as Record<string, unknown>, KEY, s.costUnits, s.time);
+      addToEntityWindows(t.entity as unknown as Record<string, unknown>, KEY_WINDOWS, s.costUnits, s.time);
     }
     if (s.mode === 'balance' && s.platform !== null) {
       const key = keyOf(quotaKey(s));
       const row = quotaRows.get(key);
       // Only an existing quota row is charged: users without a quota get no row.
-      if (row !== undefined) addToEntityWindows(target(targets.quotas, key, () => toPlatformQuota(d, row), i).entity as unknown as Record<string, unknown>, QUOTA, s.costUnits, s.time);
+      if (row !== undefined) addToEntityWindows(target(targets.quotas, key, () => toPlatformQuota(d, row), i).entity as unknown as Record<string, unknown>, QUOTA_WINDOWS, s.costUnits, s.time);
     }
   }
 
@@ -259,12 +240,12 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   const split = (key: string) => key.split('\u0000');
   await writeRows(trx, d, ACCOUNTS, [['balance', 'money'], ['updated_at_ms', 'bigint']],
     [...targets.accounts].map(([key, t]) => ({ key: split(key), values: [d.money(t.entity.balance), t.lastTime.nowMs], applied: t.applied })));
-  await writeRows(trx, d, SUBSCRIPTIONS, windowColumns(SUBSCRIPTION),
-    [...targets.subscriptions].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, SUBSCRIPTION), applied: t.applied })));
-  await writeRows(trx, d, KEY_WINDOW_ROWS, windowColumns(KEY),
-    [...targets.keys].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, KEY), applied: t.applied })));
-  await writeRows(trx, d, QUOTAS, windowColumns(QUOTA),
-    [...targets.quotas].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, QUOTA), applied: t.applied })));
+  await writeRows(trx, d, SUBSCRIPTIONS, windowColumns(SUBSCRIPTION_WINDOWS),
+    [...targets.subscriptions].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS), applied: t.applied })));
+  await writeRows(trx, d, KEY_WINDOW_ROWS, windowColumns(KEY_WINDOWS),
+    [...targets.keys].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, KEY_WINDOWS), applied: t.applied })));
+  await writeRows(trx, d, QUOTAS, windowColumns(QUOTA_WINDOWS),
+    [...targets.quotas].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, QUOTA_WINDOWS), applied: t.applied })));
 
   // 5. Receipts: each row goes to the cache once, with the receipt of the last settlement on it.
   for (const i of charged) outcomes[i] = { ok: true, result: { duplicate: false, ...base(i) } };
@@ -282,9 +263,10 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   // 6. Repeats within the batch: the same content is the duplicate, other content the conflict.
   for (const i of repeats) {
     const s = items[i]!;
-    const primary = primaryOf.get(keyOf([s.requestId, s.apiKeyId]))!;
+    const key = logKey(i);
+    const primary = primaryOf.get(key)!;
     const first = outcomes[primary]!;
-    const committed = logIdOf.has(keyOf([s.requestId, s.apiKeyId])) && !missing.includes(primary) ? fingerprints[primary] : storedFingerprint.get(keyOf([s.requestId, s.apiKeyId]));
+    const committed = logIdOf.has(key) && !missing.has(primary) ? fingerprints[primary] : storedFingerprint.get(key);
     if (committed === undefined || (!first.ok && !(first.error instanceof SettlementConflictError))) {
       outcomes[i] = { ok: false, error: new RepeatOfFailedSettlement() };
     } else {

@@ -3,11 +3,12 @@
 // to `held` on every row it counts against; releasing (or expiring) it takes exactly that back.
 import type { Knex } from 'knex';
 import { normalizeId, normalizePlatform } from '../validate.js';
-import type { EntityWrite, ReservationDimension, ReservationWindow, StoreHoldRequest, StoreHoldResult } from '../types.js';
+import type { EntityWrite, ReservationDimension, StoreHoldRequest, StoreHoldResult } from '../types.js';
 import type { Dialect } from './dialect.js';
 import { toApiKeyWindows, toBalance, toPlatformQuota, toSubscription, type Row } from './rows.js';
 import { StoreDataError } from './store-errors.js';
 import { TABLES } from './tables.js';
+import { windowOf } from './window-sql.js';
 
 type HoldTarget = ReservationDimension['entity'];
 
@@ -34,14 +35,8 @@ function targetRow(ref: HoldTarget): TargetRow {
   }
 }
 
-const WINDOW_COLUMNS: Readonly<Record<ReservationWindow, { usage: string; start: string }>> = {
-  daily: { usage: 'daily_usage', start: 'daily_start_ms' },
-  weekly: { usage: 'weekly_usage', start: 'weekly_start_ms' },
-  monthly: { usage: 'monthly_usage', start: 'monthly_start_ms' },
-  '5h': { usage: 'usage_5h', start: 'start_5h_ms' },
-  '1d': { usage: 'usage_1d', start: 'start_1d_ms' },
-  '7d': { usage: 'usage_7d', start: 'start_7d_ms' },
-};
+/** The columns of a window dimension's window on its row (storeHoldOf has checked that the row has it). */
+const columnsOf = (dimension: Extract<ReservationDimension, { kind: 'window' }>) => windowOf(dimension.entity.kind, dimension.window)!;
 
 const refKeyOf = (ref: HoldTarget): string => JSON.stringify(ref);
 
@@ -57,7 +52,7 @@ function available(d: Dialect, table: string, row: Row | undefined, dimension: R
   if (row === undefined) return 0n;
   const held = d.decodeMoney(row.held, `${table}.held`);
   if (dimension.kind === 'balance') return d.decodeMoney(row.balance, `${table}.balance`) - held;
-  const { usage, start } = WINDOW_COLUMNS[dimension.window];
+  const { usage, start } = columnsOf(dimension);
   const startMs = row[start] === null ? null : Number(row[start]);
   const used = startMs === null || startMs < dimension.expiryThreshold ? 0n : d.decodeMoney(row[usage], `${table}.${usage}`);
   return dimension.limit - used - held;
@@ -97,7 +92,7 @@ export async function holdIn(trx: Knex.Transaction, d: Dialect, request: StoreHo
         guards.push(`balance - held - ${d.moneyParam} >= 0`);
         guardBindings.push(amount);
       } else {
-        const { usage, start } = WINDOW_COLUMNS[dimension.window];
+        const { usage, start } = columnsOf(dimension);
         guards.push(`(CASE WHEN ${start} IS NULL OR ${start} < ${d.bigintParam} THEN 0 ELSE ${usage} END) + held + ${d.moneyParam} <= ${d.moneyParam}`);
         guardBindings.push(dimension.expiryThreshold, amount, d.money(dimension.limit));
       }

@@ -4,6 +4,7 @@ import { assertLeaseId } from '../cache/leases.js';
 import type { PlatformQuotaLimits, ReservationDimension, SettlementInput, StoreHoldRequest, SubscriptionInput, SubscriptionStatus, TimeContext } from '../types.js';
 import { BillingValidationError, normalizeId, normalizePlatform, normalizeRequestId } from '../validate.js';
 import { assertTimeZone } from '../windows.js';
+import { windowOf } from './window-sql.js';
 
 const MAX_MODEL_LENGTH = 128;
 const MAX_LIST_LIMIT = 1000;
@@ -143,12 +144,6 @@ export function holdIdOf(value: unknown): string {
   return value;
 }
 
-const HOLD_WINDOWS: Readonly<Record<string, readonly string[]>> = {
-  subscription: ['daily', 'weekly', 'monthly'],
-  platformQuota: ['daily', 'weekly', 'monthly'],
-  apiKeyWindows: ['5h', '1d', '7d'],
-};
-
 /** A store hold as holdIn uses it: every id normalised, every dimension on the requesting user's rows. */
 export function storeHoldOf(request: StoreHoldRequest): StoreHoldRequest {
   if (typeof request !== 'object' || request === null) fail('hold', 'an object', request);
@@ -165,7 +160,7 @@ export function storeHoldOf(request: StoreHoldRequest): StoreHoldRequest {
       if (entity.kind !== 'balance') fail('dimension.entity.kind', '"balance" for a balance dimension', entity.kind);
       return { ...dimension, entity: { kind: 'balance', userId } };
     }
-    if (dimension.kind !== 'window' || !HOLD_WINDOWS[entity.kind]?.includes(dimension.window)) fail('dimension', 'a balance or a window of its row', dimension);
+    if (dimension.kind !== 'window' || windowOf(entity.kind, dimension.window) === undefined) fail('dimension', 'a balance or a window of its row', dimension);
     unitsOf(dimension.limit, 'dimension.limit', 0n);
     if (!Number.isSafeInteger(dimension.expiryThreshold)) fail('dimension.expiryThreshold', 'an integer of epoch ms', dimension.expiryThreshold);
     const fields = entity as { groupId?: unknown; platform?: unknown; apiKeyId?: unknown };

@@ -1,32 +1,45 @@
 // SET clauses for window-aware updates: the expiry test runs inside the UPDATE, so no value is read, changed in the app and written back.
-import type { TimeContext } from '../types.js';
+import type { ReservationDimension, ReservationWindow, TimeContext } from '../types.js';
 import { expiryThreshold, newWindowStart, WINDOWS, type WindowRule } from '../windows.js';
 import type { Dialect } from './dialect.js';
 
-/** One usage column, its window-start column and the rule that says when the window is over. */
+/** One window of a row: its name, usage column, window-start column and the rule that says when it is over. */
 export interface WindowColumns {
+  readonly window: ReservationWindow;
   readonly usage: string;
   readonly start: string;
   readonly rule: WindowRule;
 }
 
 export const SUBSCRIPTION_WINDOWS: readonly WindowColumns[] = [
-  { usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.subscriptionDaily },
-  { usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.subscriptionWeekly },
-  { usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.subscriptionMonthly },
+  { window: 'daily', usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.subscriptionDaily },
+  { window: 'weekly', usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.subscriptionWeekly },
+  { window: 'monthly', usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.subscriptionMonthly },
 ];
 
 export const QUOTA_WINDOWS: readonly WindowColumns[] = [
-  { usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.quotaDaily },
-  { usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.quotaWeekly },
-  { usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.quotaMonthly },
+  { window: 'daily', usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.quotaDaily },
+  { window: 'weekly', usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.quotaWeekly },
+  { window: 'monthly', usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.quotaMonthly },
 ];
 
 export const KEY_WINDOWS: readonly WindowColumns[] = [
-  { usage: 'usage_5h', start: 'start_5h_ms', rule: WINDOWS.key5h },
-  { usage: 'usage_1d', start: 'start_1d_ms', rule: WINDOWS.key1d },
-  { usage: 'usage_7d', start: 'start_7d_ms', rule: WINDOWS.key7d },
+  { window: '5h', usage: 'usage_5h', start: 'start_5h_ms', rule: WINDOWS.key5h },
+  { window: '1d', usage: 'usage_1d', start: 'start_1d_ms', rule: WINDOWS.key1d },
+  { window: '7d', usage: 'usage_7d', start: 'start_7d_ms', rule: WINDOWS.key7d },
 ];
+
+/** The windows of each kind of row that has them. */
+export const WINDOWS_OF: Readonly<Record<Extract<ReservationDimension, { kind: 'window' }>['entity']['kind'], readonly WindowColumns[]>> = {
+  subscription: SUBSCRIPTION_WINDOWS,
+  platformQuota: QUOTA_WINDOWS,
+  apiKeyWindows: KEY_WINDOWS,
+};
+
+/** The columns of one named window of a kind of row; undefined when that row has no such window. */
+export function windowOf(kind: string, window: unknown): WindowColumns | undefined {
+  return (WINDOWS_OF as Record<string, readonly WindowColumns[] | undefined>)[kind]?.find((w) => w.window === window);
+}
 
 export interface SqlFragment {
   sql: string;
