@@ -348,12 +348,13 @@ export class RedisBillingCache implements BillingCache {
    */
   async #reserveDeadline(domain: string, leaseKey: string): Promise<number> {
     if (this.#giveUpMs === undefined) return 0;
-    if (this.#serverClocks.serverTimeAtMost(domain, localNowMs()) === undefined) {
+    let serverNowMs = this.#serverClocks.serverTimeAtMost(domain, localNowMs());
+    if (serverNowMs === undefined) {
       const serverMs = Number(await this.#commands().kbeServerTime(leaseKey));
       this.#serverClocks.sample(domain, serverMs, localNowMs());
+      serverNowMs = this.#serverClocks.serverTimeAtMost(domain, localNowMs());
+      if (serverNowMs === undefined) throw new Error('the Redis server sent no usable time');
     }
-    const serverNowMs = this.#serverClocks.serverTimeAtMost(domain, localNowMs());
-    if (serverNowMs === undefined) throw new Error('the Redis server sent no usable time');
     return serverNowMs + this.#giveUpMs;
   }
 
