@@ -223,6 +223,11 @@ export interface BillingStore {
   releaseStoreHold?(userId: string, holdId: string): Promise<EntityWrite[] | null>;
   /** Takes back every hold expired at `nowMs`, reading `limit` per page; the rows they were on, as now written. */
   releaseExpiredStoreHolds?(nowMs: number, limit: number): Promise<EntityWrite[]>;
+  /**
+   * Extends the holds still there to expire at `expiresAtMs` (never earlier than they would); the ids
+   * that are not there any more (released, or expired and swept).
+   */
+  renewStoreHolds?(holdIds: readonly string[], expiresAtMs: number): Promise<string[]>;
 }
 
 /** A reservation to hold in the store, at the caller's time. */
@@ -361,16 +366,41 @@ export type ReservationDimension =
       fallbackUsed: bigint;
     };
 
+/**
+ * A concurrency slot a reservation takes: one of at most `limit` requests in flight under this name
+ * (per user, per API key). Slots are counted in the same atomic step as the money dimensions.
+ */
+export interface SlotDimension {
+  name: string;
+  /** At most this many leases may hold the slot at once (≥ 1). */
+  limit: number;
+}
+
 export interface ReserveRequest {
   userId: string;
   leaseId: string;
+  /** Units held on every money dimension; 0n only when there are none (a request that takes slots alone). */
   amount: bigint;
   ttlMs: number;
   dimensions: ReservationDimension[];
+  /** Concurrency slots taken together with the amount, all or nothing. Default none. */
+  slots?: SlotDimension[];
+  /**
+   * Names of dimensions and slots that are counted but never refuse (shadow mode): the reply names
+   * the first of them that would have refused (`over`).
+   */
+  unenforced?: ReadonlySet<string>;
 }
 
 export type ReserveResult =
-  | { outcome: 'reserved'; expiresAtMs: number }
+  | {
+      outcome: 'reserved';
+      expiresAtMs: number;
+      /** Leases holding each slot of the request, this one included, in the request's order. */
+      slotsInUse?: number[];
+      /** The first unenforced dimension or slot that would have refused, if any. */
+      over?: string;
+    }
   | { outcome: 'denied'; dimension: string; availableUnits: bigint };
 
 export interface LeaseInfo {
@@ -378,14 +408,24 @@ export interface LeaseInfo {
   amount: bigint;
   expiresAtMs: number;
   dimensions: string[];
+  /** Concurrency slots the lease holds. */
+  slots: string[];
 }
 
-/** Implemented by caches that can hold reservations (both built-in caches do). */
+/**
+ * Implemented by caches that can hold reservations (both built-in caches do). Every operation costs
+ * the same however many leases are open (docs/holds.md, "Constant time").
+ */
 export interface ReservationCache {
   /** All or nothing, atomically: fits under every dimension counting open leases, or nothing is held. */
   reserve(request: ReserveRequest): Promise<ReserveResult>;
-  /** Drops the lease; resolves to whether it was still open. */
+  /** Drops the lease; resolves to whether it was still open (unknown, expired or released: false, and nothing changes). */
   release(userId: string, leaseId: string): Promise<boolean>;
+  /**
+   * Extends the user's open leases to live `ttlMs` from now (never shortens one); resolves to the ids
+   * that could not be renewed because they are no longer open (released or expired: never revived).
+   */
+  renew(userId: string, leaseIds: readonly string[], ttlMs: number): Promise<string[]>;
   /** The user's open (unexpired) leases, on the cache's clock. */
   listLeases(userId: string): Promise<LeaseInfo[]>;
 }

@@ -31,6 +31,8 @@ const USERS_KEPT = 10_000;
 class UserKeys {
   readonly balance: string;
   readonly leases: string;
+  /** The lease book: lease hash, totals hash, expiry index (lib/cache/redis-scripts.ts LEASE_BOOK_LUA). */
+  readonly leaseBook: readonly [string, string, string];
   readonly rpmUser: string;
   readonly changeStamp: string;
   /** Names with a second id (group, key, platform), one map per kind of name. */
@@ -39,6 +41,7 @@ class UserKeys {
   constructor(readonly base: string) {
     this.balance = `${base}:bal`;
     this.leases = `${base}:leases`;
+    this.leaseBook = [this.leases, `${base}:leases:held`, `${base}:leases:exp`];
     this.rpmUser = `${base}:rpm:u`;
     this.changeStamp = `${base}:chg`;
   }
@@ -92,6 +95,11 @@ export class CacheKeys {
   /** The user's reservation leases (one hash per user). */
   leases(userId: string): string {
     return this.#of(userId).leases;
+  }
+
+  /** The user's lease book: the lease hash, the running totals, the expiry index. */
+  leaseBook(userId: string): readonly [string, string, string] {
+    return this.#of(userId).leaseBook;
   }
 
   /** The per-user RPM counter. */

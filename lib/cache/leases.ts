@@ -21,68 +21,111 @@ export const BALANCE_FIELD = 'b';
 
 const LEASE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 const DIMENSION_NAME = /^[A-Za-z0-9_.@:-]{1,200}$/;
-const LEASE_VALUE = /^(\d{1,16})\|(\d{1,16})\|([^|]*)$/;
+/** `<expiresAtMs>|<amount>|<dim>,<dim>|<slot>,<slot>` (leases from before slots existed have no last part). */
+const LEASE_VALUE = /^(\d{1,16})\|(\d{1,16})\|([^|]*)(?:\|([^|]*))?$/;
+/** Most slots one request may take at once (one per user, one per key in practice). */
+const MAX_SLOTS = 8;
 
 export function assertLeaseId(leaseId: unknown, field = 'leaseId'): asserts leaseId is string {
   if (typeof leaseId !== 'string' || !LEASE_ID.test(leaseId)) throw new BillingValidationError(field, `${field} must be 1-128 characters of [A-Za-z0-9_.:-]`);
 }
 
+function assertDimensionName(name: string): void {
+  if (!DIMENSION_NAME.test(name)) throw new BillingValidationError('dimension', `bad reservation dimension name ${JSON.stringify(name)}`);
+}
+
 /** Validates a reserve request before it reaches a cache (names end up inside stored values). */
 export function assertReserveRequest(request: ReserveRequest): void {
   assertLeaseId(request.leaseId);
-  if (request.amount <= 0n) throw new BillingValidationError('amount', 'a reservation amount must be positive');
-  if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
-  for (const dimension of request.dimensions) {
-    if (!DIMENSION_NAME.test(dimension.name)) throw new BillingValidationError('dimension', `bad reservation dimension name ${JSON.stringify(dimension.name)}`);
+  const slots = request.slots ?? [];
+  if (request.amount < 0n || (request.amount === 0n && request.dimensions.length > 0)) {
+    throw new BillingValidationError('amount', 'a reservation amount must be positive');
   }
+  if (request.dimensions.length === 0 && slots.length === 0) throw new BillingValidationError('dimensions', 'a reservation needs at least one dimension or slot');
+  if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
+  for (const dimension of request.dimensions) assertDimensionName(dimension.name);
+  if (slots.length > MAX_SLOTS) throw new BillingValidationError('slots', `at most ${MAX_SLOTS} slots per reservation`);
+  for (const slot of slots) {
+    assertDimensionName(slot.name);
+    if (!Number.isSafeInteger(slot.limit) || slot.limit < 1) throw new BillingValidationError('slots', `slot limit must be a positive integer, got ${String(slot.limit)}`);
+  }
+  const names = [...request.dimensions.map((d) => d.name), ...slots.map((s) => s.name)];
+  if (new Set(names).size !== names.length) throw new BillingValidationError('dimensions', 'reservation dimension and slot names must be distinct');
 }
 
-/** `<expiresAtMs>|<amount>|<dim>,<dim>`: what the lease hash holds per lease id. */
-export function encodeLease(expiresAtMs: number, amount: bigint, dimensions: readonly string[]): string {
-  return `${expiresAtMs}|${amount}|${dimensions.join(',')}`;
+/** Most leases one renewal may name (the renewer sends larger sets in several). */
+export const MAX_RENEWAL_LEASES = 1000;
+
+export function assertRenewal(leaseIds: readonly string[], ttlMs: number): void {
+  if (!Array.isArray(leaseIds) || leaseIds.length > MAX_RENEWAL_LEASES) throw new BillingValidationError('leaseIds', `a renewal names at most ${MAX_RENEWAL_LEASES} leases`);
+  for (const leaseId of leaseIds) assertLeaseId(leaseId);
+  if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
+}
+
+/** What the lease hash holds per lease id. */
+export function encodeLease(expiresAtMs: number, amount: bigint, dimensions: readonly string[], slots: readonly string[]): string {
+  return `${expiresAtMs}|${amount}|${dimensions.join(',')}|${slots.join(',')}`;
 }
 
 /** The stored value as a lease; null when unreadable (treated as gone). */
 export function decodeLease(leaseId: string, value: string): LeaseInfo | null {
   const match = LEASE_VALUE.exec(value);
   if (!match) return null;
-  return { leaseId, expiresAtMs: Number(match[1]), amount: BigInt(match[2]!), dimensions: match[3] ? match[3].split(',') : [] };
+  const list = (text: string | undefined) => (text ? text.split(',') : []);
+  return { leaseId, expiresAtMs: Number(match[1]), amount: BigInt(match[2]!), dimensions: list(match[3]), slots: list(match[4]) };
 }
 
 type LiveEntity = CacheEntityMap['balance'] | CacheEntityMap['subscription'] | CacheEntityMap['platformQuota'] | CacheEntityMap['apiKeyWindows'];
 
 /**
  * The admission rule (the memory twin of RESERVE_LUA): for every dimension,
- * used + open leases + amount ≤ capacity, reading the live entity when there is one.
+ * used + held by open leases + amount ≤ capacity, reading the live entity when there is one; for
+ * every slot, leases holding it + 1 ≤ limit. `held(name)` is the running total of the open leases
+ * (other than this one) on a dimension or slot. Unenforced names never refuse; the first that would
+ * is returned as `over`.
  */
 export function admit(
   request: ReserveRequest,
-  openByDimension: ReadonlyMap<string, bigint>,
+  held: (name: string) => bigint,
   liveEntity: (dimension: ReservationDimension) => LiveEntity | null,
-): ReserveResult | null {
+): { denial: ReserveResult | null; over: string | undefined } {
+  let over: string | undefined;
+  const refuse = (name: string, availableUnits: bigint): ReserveResult | null => {
+    if (!request.unenforced?.has(name)) return { outcome: 'denied', dimension: name, availableUnits };
+    over ??= name;
+    return null;
+  };
   for (const dimension of request.dimensions) {
     const live = liveEntity(dimension) as Record<string, unknown> | null;
     let capacity: bigint;
     let used: bigint;
     // Store holds (docs/holds.md) take from the balance, and count in every window of their row.
-    const held = live ? ((live.held as bigint | undefined) ?? 0n) : 0n;
+    const storeHeld = live ? ((live.held as bigint | undefined) ?? 0n) : 0n;
     if (dimension.kind === 'balance') {
-      capacity = live ? (live.balance as bigint) - held : dimension.fallbackCapacity;
+      capacity = live ? (live.balance as bigint) - storeHeld : dimension.fallbackCapacity;
       used = 0n;
     } else {
       capacity = dimension.limit;
       if (live) {
         const { usageProp, startProp } = WINDOW_FIELDS[dimension.window];
         const start = live[startProp] as number | null;
-        used = (start === null || start < dimension.expiryThreshold ? 0n : (live[usageProp] as bigint)) + held;
+        used = (start === null || start < dimension.expiryThreshold ? 0n : (live[usageProp] as bigint)) + storeHeld;
       } else {
         used = dimension.fallbackUsed;
       }
     }
-    const open = openByDimension.get(dimension.name) ?? 0n;
+    const open = held(dimension.name);
     if (used + open + request.amount > capacity) {
-      return { outcome: 'denied', dimension: dimension.name, availableUnits: capacity - used - open };
+      const denial = refuse(dimension.name, capacity - used - open);
+      if (denial) return { denial, over };
     }
   }
-  return null;
+  for (const slot of request.slots ?? []) {
+    const inUse = held(slot.name);
+    if (inUse + 1n > BigInt(slot.limit)) {
+      const denial = refuse(slot.name, BigInt(slot.limit) - inUse);
+      if (denial) return { denial, over };
+    }
+  }
+  return { denial: null, over };
 }

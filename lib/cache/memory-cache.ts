@@ -19,7 +19,8 @@ import type {
 import { batchRefs, toCacheRead } from './batch.js';
 import { checkField, encodeEntity, inspectEntry, META_FIELDS, META_RULE, type RawHash } from './entity-codec.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
-import { admit, assertReserveRequest, decodeLease, encodeLease } from './leases.js';
+import { LeaseBook } from './lease-book.js';
+import { admit, assertRenewal, assertReserveRequest } from './leases.js';
 import { assertRpmRequest, rpmBucket, rpmResult } from './rpm.js';
 import { CACHE_TTL_MS, entityTtlMs, RPM_COUNTER_TTL_SEC } from './ttl.js';
 
@@ -92,6 +93,8 @@ function meta(text: string | undefined): number | null {
 export class MemoryBillingCache implements BillingCache {
   // A Map iterates in insertion order; re-inserting on every access keeps the least recently used first.
   readonly #entries = new Map<string, Entry>();
+  /** Open leases per user, outside the LRU: a lease is bounded by its TTL, and evicting one would free money still held. */
+  readonly #leaseBooks = new Map<string, LeaseBook>();
   readonly #maxEntries: number;
   readonly #clock: Clock;
   readonly #random: () => number;
@@ -208,47 +211,75 @@ export class MemoryBillingCache implements BillingCache {
     return rpmResult(0, groupCount, userCount, endsAtMs, nowMs);
   }
 
-  // Mirrors RESERVE_LUA: expired leases dropped, every dimension checked, all or nothing.
+  // Mirrors RESERVE_LUA: expired leases taken out first, every dimension and slot checked against
+  // the running totals, all or nothing.
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
     this.#assertOpen();
     assertReserveRequest(request);
     const nowMs = Math.floor(this.#clock.now());
-    const key = this.#keys.leases(request.userId);
-    const entry = this.#get(key);
-    const kept: RawHash = {};
-    const open = new Map<string, bigint>();
-    for (const [leaseId, value] of Object.entries(entry?.hash ?? {})) {
-      const lease = decodeLease(leaseId, value);
-      if (lease === null || lease.expiresAtMs <= nowMs) continue;
-      kept[leaseId] = value;
-      if (leaseId === request.leaseId) continue;
-      for (const name of lease.dimensions) open.set(name, (open.get(name) ?? 0n) + lease.amount);
-    }
-    const denial = admit(request, open, (dimension) => inspectEntry(dimension.entity.kind, this.#get(this.#keys.entity(dimension.entity))?.hash ?? null).live);
-    const remainingMs = entry ? entry.expiresAtMs - nowMs : 0;
+    const book = this.#leaseBook(request.userId, nowMs);
+    const previous = book.get(request.leaseId);
+    // A re-reserve of the same id replaces it: its own amount does not count against it.
+    const own = (name: string): bigint => {
+      if (!previous) return 0n;
+      if (previous.slots.includes(name)) return 1n;
+      return previous.dimensions.includes(name) ? previous.amount : 0n;
+    };
+    const { denial, over } = admit(
+      request,
+      (name) => book.held(name) - own(name),
+      (dimension) => inspectEntry(dimension.entity.kind, this.#get(this.#keys.entity(dimension.entity))?.hash ?? null).live,
+    );
     if (denial) {
-      if (entry) this.#set(key, kept, remainingMs);
+      this.#dropIfEmpty(request.userId, book);
       return denial;
     }
-    kept[request.leaseId] = encodeLease(nowMs + request.ttlMs, request.amount, request.dimensions.map((d) => d.name));
-    this.#set(key, kept, Math.max(remainingMs, request.ttlMs));
-    return { outcome: 'reserved', expiresAtMs: nowMs + request.ttlMs };
+    const slots = request.slots ?? [];
+    const expiresAtMs = nowMs + request.ttlMs;
+    book.book(request.leaseId, { expiresAtMs, amount: request.amount, dimensions: request.dimensions.map((d) => d.name), slots: slots.map((slot) => slot.name) });
+    return { outcome: 'reserved', expiresAtMs, slotsInUse: slots.map((slot) => Number(book.held(slot.name))), over };
   }
 
   async release(userId: string, leaseId: string): Promise<boolean> {
     this.#assertOpen();
-    const entry = this.#get(this.#keys.leases(userId));
-    if (!entry || !(leaseId in entry.hash)) return false;
-    delete entry.hash[leaseId];
-    return true;
+    const nowMs = Math.floor(this.#clock.now());
+    const book = this.#leaseBooks.get(this.#keys.leases(userId));
+    if (!book) return false;
+    book.sweep(nowMs);
+    const open = book.remove(leaseId, nowMs);
+    this.#dropIfEmpty(userId, book);
+    return open;
+  }
+
+  async renew(userId: string, leaseIds: readonly string[], ttlMs: number): Promise<string[]> {
+    this.#assertOpen();
+    assertRenewal(leaseIds, ttlMs);
+    const nowMs = Math.floor(this.#clock.now());
+    const book = this.#leaseBooks.get(this.#keys.leases(userId));
+    if (!book) return [...leaseIds];
+    book.sweep(nowMs);
+    const lost = leaseIds.filter((leaseId) => !book.renew(leaseId, nowMs + ttlMs, nowMs));
+    this.#dropIfEmpty(userId, book);
+    return lost;
   }
 
   async listLeases(userId: string): Promise<LeaseInfo[]> {
     this.#assertOpen();
     const nowMs = Math.floor(this.#clock.now());
-    return Object.entries(this.#get(this.#keys.leases(userId))?.hash ?? {})
-      .map(([leaseId, value]) => decodeLease(leaseId, value))
-      .filter((lease): lease is LeaseInfo => lease !== null && lease.expiresAtMs > nowMs);
+    return this.#leaseBooks.get(this.#keys.leases(userId))?.list(nowMs) ?? [];
+  }
+
+  /** The user's lease book, swept of leases expired by `nowMs` (created empty when absent). */
+  #leaseBook(userId: string, nowMs: number): LeaseBook {
+    const key = this.#keys.leases(userId);
+    let book = this.#leaseBooks.get(key);
+    if (!book) this.#leaseBooks.set(key, (book = new LeaseBook()));
+    book.sweep(nowMs);
+    return book;
+  }
+
+  #dropIfEmpty(userId: string, book: LeaseBook): void {
+    if (book.size === 0) this.#leaseBooks.delete(this.#keys.leases(userId));
   }
 
   async ping(): Promise<void> {
@@ -260,6 +291,7 @@ export class MemoryBillingCache implements BillingCache {
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
     this.#entries.clear();
+    this.#leaseBooks.clear();
   }
 
   [memoryRawAccess](): MemoryRawAccess {
@@ -332,6 +364,10 @@ export class MemoryBillingCache implements BillingCache {
     const nowMs = Math.floor(this.#clock.now());
     for (const [key, entry] of this.#entries) {
       if (nowMs > entry.expiresAtMs) this.#entries.delete(key);
+    }
+    for (const [key, book] of this.#leaseBooks) {
+      book.sweep(nowMs);
+      if (book.size === 0) this.#leaseBooks.delete(key);
     }
   }
 }

@@ -18,9 +18,9 @@ import { batchRefs, batchResult, freezeBatchResult, type BatchSlot } from './bat
 import { encodeEntity, hashFromFlatReply, luaRule } from './entity-codec.js';
 import { keySlot } from './key-slot.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
-import { BALANCE_FIELD, WINDOW_FIELDS, assertReserveRequest, decodeLease } from './leases.js';
+import { BALANCE_FIELD, WINDOW_FIELDS, assertLeaseId, assertRenewal, assertReserveRequest, decodeLease } from './leases.js';
 import {
-  FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RESERVE_LUA, RPM_HIT_LUA, SERVER_TIME_LUA,
+  FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RELEASE_LUA, RENEW_LUA, RESERVE_LUA, RPM_HIT_LUA, SERVER_TIME_LUA,
 } from './redis-scripts.js';
 import { assertRpmRequest, parseRpmReply, rpmBucket, rpmResult } from './rpm.js';
 import { ServerClockBounds, localNowMs } from './server-clock.js';
@@ -54,12 +54,14 @@ interface ScriptCommands {
   kbeInvalidate(key: string, stampKey: string, ttlMs: number): Promise<unknown>;
   kbeRpmHit(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
   kbeReserve(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<unknown>;
+  kbeRelease(leases: string, totals: string, expiry: string, leaseId: string): Promise<unknown>;
+  kbeRenew(leases: string, totals: string, expiry: string, ttlMs: number, ...leaseIds: string[]): Promise<unknown>;
   kbeListLeases(key: string): Promise<unknown>;
   kbeServerTime(key: string): Promise<unknown>;
 }
 
-/** Everything this cache sends: its scripts and two plain commands. */
-type CacheCommands = ScriptCommands & Pick<Redis, 'hdel' | 'ping'>;
+/** Everything this cache sends: its scripts and one plain command. */
+type CacheCommands = ScriptCommands & Pick<Redis, 'ping'>;
 
 function appliedFlag(reply: unknown, script: string): boolean {
   if (reply === 1) return true;
@@ -163,6 +165,8 @@ export class RedisBillingCache implements BillingCache {
     client.defineCommand('kbeInvalidate', { lua: INVALIDATE_LUA, numberOfKeys: 2 });
     client.defineCommand('kbeRpmHit', { lua: RPM_HIT_LUA });
     client.defineCommand('kbeReserve', { lua: RESERVE_LUA });
+    client.defineCommand('kbeRelease', { lua: RELEASE_LUA, numberOfKeys: 3 });
+    client.defineCommand('kbeRenew', { lua: RENEW_LUA, numberOfKeys: 3 });
     client.defineCommand('kbeListLeases', { lua: LIST_LEASES_LUA, numberOfKeys: 1 });
     client.defineCommand('kbeServerTime', { lua: SERVER_TIME_LUA, numberOfKeys: 1 });
     this.#scripts = client as unknown as CacheCommands;
@@ -298,21 +302,24 @@ export class RedisBillingCache implements BillingCache {
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
     this.#assertOpen();
     assertReserveRequest(request);
-    const keys = [this.#keys.leases(request.userId)];
-    // The fourth argument is the deadline, set below once the keys are known.
-    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs, 0];
+    const book = this.#keys.leaseBook(request.userId);
+    const keys: string[] = [...book];
+    const enforced = (name: string) => (request.unenforced?.has(name) ? '0' : '1');
+    // The deadline (fourth) is set below once the keys are known; RESERVE_LUA names every argument.
+    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs, 0, request.dimensions.length];
     for (const dimension of request.dimensions) {
       const key = this.#keys.entity(dimension.entity);
       let index = keys.indexOf(key);
       if (index < 0) index = keys.push(key) - 1;
       if (dimension.kind === 'balance') {
-        args.push(dimension.name, 'b', index + 1, BALANCE_FIELD, '', 0, dimension.fallbackCapacity.toString(), 0);
+        args.push(dimension.name, 'b', index + 1, BALANCE_FIELD, '', 0, dimension.fallbackCapacity.toString(), 0, enforced(dimension.name));
       } else {
         const fields = WINDOW_FIELDS[dimension.window];
-        args.push(dimension.name, 'w', index + 1, fields.usage, fields.start, dimension.expiryThreshold, dimension.limit.toString(), dimension.fallbackUsed.toString());
+        args.push(dimension.name, 'w', index + 1, fields.usage, fields.start, dimension.expiryThreshold, dimension.limit.toString(), dimension.fallbackUsed.toString(), enforced(dimension.name));
       }
     }
-    const leaseKey = keys[0]!;
+    for (const slot of request.slots ?? []) args.push(slot.name, slot.limit, enforced(slot.name));
+    const leaseKey = book[0];
     const domain = this.#clockDomain(leaseKey);
     args[3] = await this.#reserveDeadline(domain, leaseKey);
     let reply: unknown;
@@ -321,14 +328,16 @@ export class RedisBillingCache implements BillingCache {
     } catch (err) {
       // The script may have run with its reply lost. A release sent now runs after it, unless the
       // script is still waiting to run — then it runs past its deadline and holds nothing.
-      this.#scripts.hdel(leaseKey, request.leaseId).catch(() => {});
+      this.#commands().kbeRelease(...book, request.leaseId).catch(() => {});
       throw err;
     }
     const receivedAtMs = localNowMs();
-    if (Array.isArray(reply) && reply[0] === 'reserved' && typeof reply[1] === 'string' && /^\d+$/.test(reply[1])) {
+    if (Array.isArray(reply) && reply[0] === 'reserved' && typeof reply[1] === 'string' && /^\d+$/.test(reply[1]) && typeof reply[2] === 'string') {
       const expiresAtMs = Number(reply[1]);
       this.#serverClocks.sample(domain, expiresAtMs - request.ttlMs, receivedAtMs);
-      return { outcome: 'reserved', expiresAtMs };
+      const slotsInUse = (reply.slice(3) as unknown[]).map(Number);
+      if (slotsInUse.length !== (request.slots?.length ?? 0) || !slotsInUse.every(Number.isSafeInteger)) throw new Error(`reserve script returned a malformed reply ${JSON.stringify(reply)}`);
+      return { outcome: 'reserved', expiresAtMs, slotsInUse, over: reply[2] === '' ? undefined : reply[2] };
     }
     if (Array.isArray(reply) && reply[0] === 'denied' && typeof reply[1] === 'string' && typeof reply[2] === 'string' && /^-?\d+$/.test(reply[2])) {
       this.#serverClocks.sample(domain, Number(reply[3]), receivedAtMs);
@@ -366,7 +375,17 @@ export class RedisBillingCache implements BillingCache {
 
   async release(userId: string, leaseId: string): Promise<boolean> {
     this.#assertOpen();
-    return (await this.#commands().hdel(this.#keys.leases(userId), leaseId)) === 1;
+    assertLeaseId(leaseId);
+    return appliedFlag(await this.#commands().kbeRelease(...this.#keys.leaseBook(userId), leaseId), 'release');
+  }
+
+  async renew(userId: string, leaseIds: readonly string[], ttlMs: number): Promise<string[]> {
+    this.#assertOpen();
+    assertRenewal(leaseIds, ttlMs);
+    if (leaseIds.length === 0) return [];
+    const reply = await this.#commands().kbeRenew(...this.#keys.leaseBook(userId), ttlMs, ...leaseIds);
+    if (!Array.isArray(reply) || !reply.every((id) => typeof id === 'string')) throw new Error(`renew script returned a malformed reply ${JSON.stringify(reply)}`);
+    return reply as string[];
   }
 
   async listLeases(userId: string): Promise<LeaseInfo[]> {

@@ -285,58 +285,156 @@ return { current_stamp(KEYS[n + 1]), read_entities(n) }
 `;
 
 /**
- * Reservation admission (issue 9), all or nothing, on the server's clock.
- * KEYS[1] = the user's lease hash (lease id → `<expiresAtMs>|<amount>|<dim>,<dim>`); KEYS[2..] = the
- * entity hashes the dimensions read. ARGV = lease id, amount, ttl ms, deadline (server ms; 0 = none:
- * a command that runs after it was given up by its caller, e.g. buffered while the server was frozen,
- * must not hold anything nobody will release — see docs/faults.md), then 8 per dimension: name,
- * kind ('b' balance | 'w' window), index into KEYS, usage (or balance) field, start field, expiry
- * threshold, capacity (balance: fallback balance; window: limit), fallback usage.
- * Expired or unreadable leases are dropped on the way. Capacity and usage come from the live entity
- * when it is cached — read here, atomically with the leases, so a settlement that landed since the
- * caller's read is counted — else from the caller's fallbacks. A dimension admits iff
- * used + open leases + amount ≤ capacity; the first that does not names the denial and nothing is held.
- * Returns { 'reserved', expiresAtMs }, { 'denied', dimension, available units, now } or { 'late', now }.
- * Memory mirror: admit() in lib/cache/leases.ts.
+ * One user's lease book (docs/holds.md, "Constant time"), prepended to the lease scripts. KEYS[1] =
+ * the lease hash (lease id → `<expiresAtMs>|<amount>|<dim>,<dim>|<slot>,<slot>`), KEYS[2] = the
+ * totals hash (dimension → units held, slot → leases holding it, `#n` → leases booked), KEYS[3] = the
+ * expiry index (sorted set of lease ids by expiresAtMs). Every booked lease is counted in the totals
+ * and indexed exactly once, so admission reads one total per dimension, and only expired leases are
+ * ever taken out of the index: each operation costs the same however many leases are open.
+ * Memory mirror: lib/cache/lease-book.ts.
  */
-export const RESERVE_LUA = `${LUA_HELPERS}
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local lease_key = KEYS[1]
+const LEASE_BOOK_LUA = `
+local lease_key, totals_key, expiry_key = KEYS[1], KEYS[2], KEYS[3]
+local LEASE_COUNT = '#n'
+
+local function server_now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- expiresAtMs, amount, dimension list, slot list; nil when unreadable. Leases from before slots
+-- existed have no slot list.
+local function parse_lease(value)
+  if type(value) ~= 'string' then return nil end
+  local exp, amt, dims, slots = string.match(value, '^(%d+)|(%d+)|([^|]*)|?([^|]*)$')
+  if exp == nil or #exp > 16 or #amt > 16 then return nil end
+  return tonumber(exp), tonumber(amt), dims, slots
+end
+
+local function add_total(name, delta)
+  if redis.call('HINCRBY', totals_key, name, delta) == 0 then redis.call('HDEL', totals_key, name) end
+end
+
+-- sign 1 counts a lease into the totals, -1 takes it out.
+local function count_lease(sign, amt, dims, slots)
+  if amt > 0 then
+    for d in string.gmatch(dims, '[^,]+') do add_total(d, sign * amt) end
+  end
+  for s in string.gmatch(slots, '[^,]+') do add_total(s, sign) end
+  add_total(LEASE_COUNT, sign)
+end
+
+local function book(id, value)
+  local exp, amt, dims, slots = parse_lease(value)
+  if exp == nil then return end
+  redis.call('HSET', lease_key, id, value)
+  redis.call('ZADD', expiry_key, exp, id)
+  count_lease(1, amt, dims, slots)
+end
+
+local function unbook(id, value)
+  redis.call('HDEL', lease_key, id)
+  redis.call('ZREM', expiry_key, id)
+  local exp, amt, dims, slots = parse_lease(value)
+  if exp ~= nil then count_lease(-1, amt, dims, slots) end
+end
+
+-- The three keys live as long as the longest lease: all of them at least ttl from now.
+local function keep_alive(ttl)
+  if redis.call('PTTL', lease_key) < ttl then
+    redis.call('PEXPIRE', lease_key, ttl)
+    redis.call('PEXPIRE', totals_key, ttl)
+    redis.call('PEXPIRE', expiry_key, ttl)
+  end
+end
+
+-- Totals and index agree with the lease hash iff all three count the same leases. Anything else (a
+-- key evicted or expired alone, foreign data, a key of another type) rebuilds them from the hash, once.
+local function book_intact()
+  local n = redis.pcall('HGET', totals_key, LEASE_COUNT)
+  local len = redis.pcall('HLEN', lease_key)
+  local zlen = redis.pcall('ZCARD', expiry_key)
+  if type(len) ~= 'number' or type(zlen) ~= 'number' or type(n) == 'table' then return false end
+  if n == false then n = 0 else n = tonumber(n) end
+  return n == len and zlen == len
+end
+
+local function rebuild(now)
+  local flat = {}
+  if redis.call('TYPE', lease_key)['ok'] == 'hash' then flat = redis.call('HGETALL', lease_key) end
+  redis.call('DEL', lease_key, totals_key, expiry_key)
+  for i = 1, #flat, 2 do book(flat[i], flat[i + 1]) end
+  local last = redis.call('ZRANGE', expiry_key, -1, -1, 'WITHSCORES')
+  if last[2] and tonumber(last[2]) > now then keep_alive(tonumber(last[2]) - now) end
+end
+
+-- Opens the book at the server's time now: intact, and every lease expired by now taken out (an
+-- expired lease stops counting at its expiry, whenever it is swept).
+local function open_book(now)
+  if not book_intact() then rebuild(now) end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', expiry_key, '-inf', now)) do
+    unbook(id, redis.call('HGET', lease_key, id))
+  end
+end
+`;
+
+/**
+ * Reservation admission, all or nothing, on the server's clock. KEYS[1..3] = the user's lease book
+ * (LEASE_BOOK_LUA); KEYS[4..] = the entity hashes the dimensions read. ARGV = lease id, amount, ttl ms,
+ * deadline (server ms; 0 = none: a command that runs after its caller gave up on it, e.g. buffered
+ * while the server was frozen, must not hold anything nobody will release — see docs/faults.md),
+ * number of money dimensions, then 9 per money dimension: name, kind ('b' balance | 'w' window),
+ * index into KEYS, usage (or balance) field, start field, expiry threshold, capacity (balance:
+ * fallback balance; window: limit), fallback usage, enforced ('1' | '0'); then 3 per slot: name,
+ * limit, enforced.
+ * Capacity and usage come from the live entity when it is cached — read here, atomically with the
+ * totals, so a settlement that landed since the caller's read is counted — else from the caller's
+ * fallbacks. A dimension admits iff used + held + amount ≤ capacity, a slot iff holders + 1 ≤ limit;
+ * the first enforced one that does not names the denial and nothing is held; unenforced ones (shadow
+ * mode) never refuse, and the first that would have is named in the reply.
+ * Returns { 'reserved', expiresAtMs, over or '', holders of each slot … }, { 'denied', name,
+ * available, now } or { 'late', now }. Memory mirror: admit() in lib/cache/leases.ts.
+ */
+export const RESERVE_LUA = `${LUA_HELPERS}${LEASE_BOOK_LUA}
+local now = server_now()
 local lease_id = ARGV[1]
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local deadline = tonumber(ARGV[4])
+local money_dims = tonumber(ARGV[5])
 if deadline > 0 and now > deadline then return { 'late', string.format('%d', now) } end
+open_book(now)
 
--- Open amounts summed per dimension list first: a user's leases almost all name the same
--- dimensions, so each list is split once, not once per lease (exact: integer sums below 2^53).
-local open_by_dims = {}
-local lease_type = redis.call('TYPE', lease_key)['ok']
-if lease_type == 'hash' then
-  local flat = redis.call('HGETALL', lease_key)
-  for i = 1, #flat, 2 do
-    local exp, amt, dims = string.match(flat[i + 1], '^(%d+)|(%d+)|([^|]*)$')
-    if exp == nil or tonumber(exp) <= now then
-      redis.call('HDEL', lease_key, flat[i])
-    elseif flat[i] ~= lease_id then
-      open_by_dims[dims] = (open_by_dims[dims] or 0) + tonumber(amt)
+-- A re-reserve of the same lease id replaces it: its own holdings do not count against it.
+local previous = redis.call('HGET', lease_key, lease_id)
+local own_exp, own_amount, own_dims, own_slots = parse_lease(previous)
+local function held(name, is_slot)
+  local total = tonumber(redis.call('HGET', totals_key, name)) or 0
+  if own_exp ~= nil then
+    local list = own_dims
+    if is_slot then list = own_slots end
+    if string.find(',' .. list .. ',', ',' .. name .. ',', 1, true) then
+      if is_slot then total = total - 1 else total = total - own_amount end
     end
   end
-elseif lease_type ~= 'none' then
-  redis.call('DEL', lease_key)
+  return total
 end
-local open = {}
-for dims, amt in pairs(open_by_dims) do
-  for d in string.gmatch(dims, '[^,]+') do open[d] = (open[d] or 0) + amt end
+
+local over = ''
+local function refuse(name, enforced, available)
+  if enforced == '1' then return { 'denied', name, string.format('%d', available), string.format('%d', now) } end
+  if over == '' then over = name end
+  return nil
 end
 
 local names = {}
-for i = 5, #ARGV, 8 do
+local slot_base = 6 + money_dims * 9
+for i = 6, slot_base - 1, 9 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local capacity, used = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
+  local usage_field, start_field, threshold = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  local capacity, used, enforced = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), ARGV[i + 8]
   -- Only the fields this dimension needs; a key of another type reads as not cached.
-  local ok, h = pcall(redis.call, 'HMGET', KEYS[index], 't', 'v', ARGV[i + 3], ARGV[i + 4], 'h')
+  local ok, h = pcall(redis.call, 'HMGET', KEYS[index], 't', 'v', usage_field, start_field, 'h')
   if ok and h[1] ~= '1' and meta(h[2]) ~= nil then
     local value = int_in(h[3], -MAX_SAFE, MAX_SAFE)
     -- Store holds on the row (absent in entries from before they existed): they take from the
@@ -353,21 +451,77 @@ for i = 5, #ARGV, 8 do
         else
           local start_ms = int_in(start, 0, MAX_SAFE)
           if start_ms ~= nil then
-            if start_ms < tonumber(ARGV[i + 5]) then used = store_held else used = value + store_held end
+            if start_ms < threshold then used = store_held else used = value + store_held end
           end
         end
       end
     end
   end
-  local held = open[name] or 0
-  if used + held + amount > capacity then
-    return { 'denied', name, string.format('%d', capacity - used - held), string.format('%d', now) }
+  local open = held(name, false)
+  if used + open + amount > capacity then
+    local denial = refuse(name, enforced, capacity - used - open)
+    if denial then return denial end
   end
   names[#names + 1] = name
 end
-redis.call('HSET', lease_key, lease_id, string.format('%d', now + ttl) .. '|' .. ARGV[2] .. '|' .. table.concat(names, ','))
-if redis.call('PTTL', lease_key) < ttl then redis.call('PEXPIRE', lease_key, ttl) end
-return { 'reserved', string.format('%d', now + ttl) }
+
+local slots = {}
+for i = slot_base, #ARGV, 3 do
+  local name, limit, enforced = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local holders = held(name, true)
+  if holders + 1 > limit then
+    local denial = refuse(name, enforced, limit - holders)
+    if denial then return denial end
+  end
+  slots[#slots + 1] = name
+end
+
+if previous then unbook(lease_id, previous) end
+local expires_at = string.format('%d', now + ttl)
+book(lease_id, expires_at .. '|' .. ARGV[2] .. '|' .. table.concat(names, ',') .. '|' .. table.concat(slots, ','))
+keep_alive(ttl)
+local reply = { 'reserved', expires_at, over }
+for _, name in ipairs(slots) do reply[#reply + 1] = redis.call('HGET', totals_key, name) end
+return reply
+`;
+
+/**
+ * Release. KEYS[1..3] = the user's lease book; ARGV[1] = lease id. Returns 1 when the lease was open
+ * and is now taken out, 0 when it was unknown, expired or released already (nothing changes: no
+ * release gives anything back twice).
+ */
+export const RELEASE_LUA = `${LEASE_BOOK_LUA}
+open_book(server_now())
+local value = redis.call('HGET', lease_key, ARGV[1])
+if not value then return 0 end
+unbook(ARGV[1], value)
+return 1
+`;
+
+/**
+ * Renewal of a process's open leases of one user. KEYS[1..3] = the user's lease book; ARGV[1] = ttl
+ * ms, ARGV[2..] = lease ids. Each open lease lives at least ttl from now (never shortened); one that
+ * is unknown or expired is not revived. Returns the ids that were not renewed.
+ */
+export const RENEW_LUA = `${LEASE_BOOK_LUA}
+local now = server_now()
+local ttl = tonumber(ARGV[1])
+open_book(now)
+local expires_at = now + ttl
+local lost = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local value = redis.call('HGET', lease_key, id)
+  local exp = parse_lease(value)
+  if exp == nil then
+    lost[#lost + 1] = id
+  elseif expires_at > exp then
+    redis.call('HSET', lease_key, id, string.format('%d', expires_at) .. string.match(value, '^%d+(|.*)$'))
+    redis.call('ZADD', expiry_key, expires_at, id)
+  end
+end
+keep_alive(ttl)
+return lost
 `;
 
 /** The server's time in ms, on the node that serves KEYS[1]: a clock sample where no reply brought one. */

@@ -20,7 +20,7 @@ import {
   unitsOf, userIdOf,
   type CheckedSettlement,
 } from './store-input.js';
-import { denialOf, expiredHolds, holdIn, releaseIn } from './store-holds.js';
+import { denialOf, expiredHolds, holdIn, releaseIn, renewIn } from './store-holds.js';
 import { TABLES } from './tables.js';
 import { inTransaction, type RetryPolicy } from './transaction.js';
 import { KEY_WINDOWS, resetExpiredWindows } from './window-sql.js';
@@ -193,6 +193,12 @@ export class KnexBillingStore implements BillingStore {
       }
       if (page.length < limit) return writes;
     }
+  }
+
+  async renewStoreHolds(holdIds: readonly string[], expiresAtMs: number): Promise<string[]> {
+    const ids = holdIds.map((id) => holdIdOf(id));
+    const until = epochMsOf(expiresAtMs, 'expiresAtMs');
+    return this.#write('renewStoreHolds', (trx) => renewIn(trx, this.#d, ids, until));
   }
 
   async settle(input: SettlementInput): Promise<SettlementResult> {

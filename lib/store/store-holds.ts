@@ -149,6 +149,15 @@ export async function releaseIn(trx: Knex.Transaction, d: Dialect, userId: strin
   return writes;
 }
 
+/** Moves the expiry of the listed holds still there to `expiresAtMs` (never earlier); the ids not there. */
+export async function renewIn(trx: Knex.Transaction, d: Dialect, holdIds: readonly string[], expiresAtMs: number): Promise<string[]> {
+  if (holdIds.length === 0) return [];
+  const list = holdIds.map(() => '?').join(', ');
+  await d.rows(trx, `UPDATE ${TABLES.storeHolds} SET expires_at_ms = ${d.bigintParam} WHERE id IN (${list}) AND expires_at_ms < ${d.bigintParam}`, [expiresAtMs, ...holdIds, expiresAtMs]);
+  const present = new Set((await d.rows(trx, `SELECT id FROM ${TABLES.storeHolds} WHERE id IN (${list})`, [...holdIds])).map((row) => String(row.id)));
+  return holdIds.filter((id) => !present.has(id));
+}
+
 /** In id order, so two transactions of one user take them back in the same order (no deadlock). An unreadable one stays. */
 async function releaseExpiredOfUser(trx: Knex.Transaction, d: Dialect, userId: string, nowMs: number): Promise<EntityWrite[]> {
   const expired = await d.rows(trx, `SELECT id FROM ${TABLES.storeHolds} WHERE user_id = ? AND expires_at_ms <= ${d.bigintParam} ORDER BY id`, [userId, nowMs]);

@@ -3,6 +3,7 @@
 import type { CacheKeys } from '../../lib/cache/keys.js';
 import type { BillingCache } from '../../lib/types.js';
 import { corruptContract } from './cache-contract-corrupt.js';
+import { leaseBookContract } from './cache-contract-lease-book.js';
 import { leaseContract } from './cache-contract-leases.js';
 import { rpmContract } from './cache-contract-rpm.js';
 import { ttlContract } from './cache-contract-ttl.js';
@@ -36,6 +37,8 @@ export interface CacheTarget {
    * absent for the memory cache, which makes no round trips at all.
    */
   countCommands?(cache: TestableCache, action: () => Promise<unknown>): Promise<number>;
+  /** The commands the server's scripts ran while `action` ran (absent for the memory cache). */
+  scriptedCommands?(action: () => Promise<unknown>): Promise<string[][]>;
   close(): Promise<void>;
 }
 
@@ -92,5 +95,6 @@ export function describeCacheContract(title: string, setup: (context: Mocha.Cont
     rpmContract(context);
     corruptContract(context);
     leaseContract(context);
+    leaseBookContract(context);
   });
 }

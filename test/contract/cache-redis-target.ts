@@ -1,5 +1,6 @@
 // The contract's view of RedisBillingCache on a given client (single Redis or Cluster): raw access by
-// HGETALL/DEL+HSET/PTTL, and command counting by MONITOR on the given nodes.
+// HGETALL/DEL+HSET/PTTL, and command counting by MONITOR on the given nodes (round trips, and the
+// commands scripts run).
 import type { Cluster, Redis } from 'ioredis';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
 import { commandsSentDuring, type RedisNodeAddress } from '../helpers/redis.js';
@@ -27,6 +28,9 @@ export function redisCacheTarget(client: Redis | Cluster, prefix: string, nodes:
     },
     async countCommands(_cache, action) {
       return (await commandsSentDuring(nodes, client, action)).length;
+    },
+    async scriptedCommands(action) {
+      return commandsSentDuring(nodes, client, action, { scripted: true });
     },
     close,
   };

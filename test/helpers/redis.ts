@@ -104,6 +104,8 @@ export async function commandsSentDuring(
   nodes: RedisNodeAddress[],
   client: Redis | Cluster,
   action: () => Promise<unknown>,
+  /** Return the commands scripts ran instead (source "lua", from any connection): the work a script did. */
+  { scripted = false }: { scripted?: boolean } = {},
 ): Promise<string[][]> {
   const sources = new Set(await Promise.all(connectionsOf(client).map(clientAddress)));
   const seen: string[][] = [];
@@ -117,7 +119,7 @@ export async function commandsSentDuring(
       markers.push(new Promise<void>((resolve) => (markerSeen = resolve)));
       monitors.push(await openMonitor(node, ({ args, source }) => {
         if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) markerSeen();
-        else if (sources.has(source)) seen.push(args);
+        else if (scripted ? source === 'lua' : sources.has(source)) seen.push(args);
       }));
       controls.push(new Redis({ host: node.host, port: node.port, maxRetriesPerRequest: 1 }));
     }
