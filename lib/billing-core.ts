@@ -10,6 +10,7 @@ import type { CoreInternals } from './core-internals.js';
 import { parseCoreOptions, type BillingCoreOptions, type ResolvedCoreOptions } from './core-options.js';
 import { BillingError } from './errors.js';
 import { GroupCommit } from './group-commit.js';
+import { LeaseRenewer } from './lease-renewer.js';
 import { ThrottledLog } from './log.js';
 import { noopMetrics } from './metrics.js';
 import { formatUsd, parseCostUsd, type Usd } from './money.js';
@@ -82,13 +83,14 @@ export class BillingCore {
     const loads = new SingleFlight<string, unknown>({ timeoutMs: resolved.loadTimeoutMs });
     const { metrics } = resolved;
     const breaker = new CircuitBreaker(resolved.circuitBreaker, { clock, logger, onStateChange: (from, to) => metrics.breakerTransition(from, to) });
-    const openLeases = { count: 0 };
+    const openLeases = { count: 0, slots: 0 };
     const groupCommit = new GroupCommit(resolved.store, resolved.settlementBatching, { batch: (size, seconds) => metrics.settlementBatch?.(size, seconds) });
     let timingCounter = 0;
     this.#unbindGauges = metrics.bindGauges({
       writeQueueDepth: () => queue.depth,
       writeQueueDropped: () => queue.dropped,
       openReservations: () => openLeases.count,
+      concurrencySlots: () => openLeases.slots,
       settlementsWaiting: () => groupCommit.waiting,
       breakerState: () => breaker.state,
     });
@@ -100,6 +102,7 @@ export class BillingCore {
       metrics,
       sampleTiming: metrics === noopMetrics ? () => false : () => (++timingCounter & (CHECK_TIMING_SAMPLE - 1)) === 0,
       openLeases,
+      renewer: new LeaseRenewer({ cache: resolved.cache, store: resolved.store, ttlMs: resolved.reservationTtlMs, clock, warnings }),
       loads,
       queue,
       cacheSync: new CacheSync(resolved.cache, queue, warnings, loads),
@@ -264,6 +267,8 @@ export class BillingCore {
       clearInterval(this.#holdSweep);
       await this.#settler.drain(options.closeTimeoutMs);
       await Promise.all([background.idle(), loads.idle()]);
+      // After the drain: settlements release the holds they replace.
+      this.#internals.renewer.close();
       await queue.close();
       await cacheSync.close();
       warnings.flush();

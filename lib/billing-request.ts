@@ -17,7 +17,7 @@ import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscripti
 import type { NormalizedSubject } from './subject.js';
 import type {
   ApiKeyWindowsEntity, BillingCache, CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead,
-  PlatformQuotaEntity, ReserveRequest, ReserveResult, RpmOverride, RpmRequest, RpmResult, TimeContext,
+  PlatformQuotaEntity, ReserveRequest, ReserveResult, RpmOverride, RpmRequest, RpmResult, SlotDimension, TimeContext,
 } from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
@@ -89,12 +89,24 @@ function countCacheRead(metrics: BillingMetricsRecorder, entity: CacheEntityKind
 /** Lazily provides the request's cancellation signal (only quota loads need it). */
 export type SignalSource = () => AbortSignal | undefined;
 
-/** An estimated cost held against every limit until settled or released (issue 9). */
+/** The request's holds: an estimated cost held against every limit, and its concurrency slots, until settled or released. */
 export interface Lease {
   leaseId: string;
+  /** 0n when the lease holds slots only. */
   amountUnits: bigint;
   expiresAtMs: number;
+  /** Concurrency slots it holds. */
+  slots: number;
 }
+
+/** A concurrency slot the request takes, and whose cap it is. */
+interface PlannedSlot {
+  scope: 'user' | 'apiKey';
+  slot: SlotDimension;
+}
+
+/** A request refused for concurrency may retry as soon as another one ends: usually within a second or so. */
+export const CONCURRENCY_RETRY_AFTER_SEC = 1;
 
 export class BillingRequest {
   readonly decision = new DecisionLog();
@@ -107,6 +119,10 @@ export class BillingRequest {
   /** Limits a reservation must fit under, collected by the checks only when there is an estimate. */
   readonly #plan: PlannedDimension[] = [];
   #leaseHandedOver = false;
+  /** Whether the holds step has run (mounting both reserveEstimate and concurrencyLimit takes them once). */
+  #holdsTaken = false;
+  /** The whole chain's shadowed checks (runChain), so the holds step can shadow its two parts separately. */
+  #shadowChecks: ReadonlySet<CheckName> | undefined;
   /** Whether the check now running is in shadow mode. */
   #shadow = false;
   /** Set by runChain: every check runs, in order, none in shadow mode, so RPM is sure to run last. */
@@ -140,14 +156,17 @@ export class BillingRequest {
 
   /**
    * Runs the whole chain in order, breaker first, RPM last (`shadow`: checks that only log and
-   * count their denials). Without shadowed checks and without an estimate, a cache that can count
+   * count their denials). Without shadowed checks and without holds to take (no estimate, no concurrency cap), a cache that can count
    * RPM together with the batched read is allowed to (readBatchCounting): when the checks pass on
    * the data it last returned and that data is unchanged, a warm request is one round trip.
    */
   async runChain(shadow: ReadonlySet<CheckName>): Promise<void> {
     if (this.simple) return;
     const anyShadow = shadow.size !== 0;
-    this.#wholeChain = !anyShadow && this.estimate === undefined;
+    this.#shadowChecks = shadow;
+    // Counting RPM with the read happens before the holds: only right when there are none to refuse.
+    const { userMaxConcurrency, apiKeyMaxConcurrency } = this.subject;
+    this.#wholeChain = !anyShadow && this.estimate === undefined && userMaxConcurrency === 0 && apiKeyMaxConcurrency === 0;
     for (const method of CHECK_METHODS) {
       // A check whose data has already arrived completes synchronously: a warm request awaits only its I/O.
       const pending = this.#step(method, anyShadow && shadow.has(CHECK_NAMES[method]));
@@ -324,52 +343,123 @@ export class BillingRequest {
   }
 
   /**
-   * Issue 9: holds the estimate against every limit the checks saw, atomically and all or nothing,
-   * in one cache round trip. Without an estimate it does nothing; without a cache, or when the
-   * cache fails, admission rests on the checks of SPEC §2 alone.
+   * The request's holds, taken in one atomic cache step (docs/holds.md): its estimate against every
+   * limit the checks saw, all or nothing, together with a concurrency slot per capped user and API
+   * key. With neither an estimate nor a cap it does nothing. When the cache fails, the estimate is
+   * held in the store instead; slots then fail open (only the cache counts them across processes).
    */
   reserve(): void | Promise<void> {
+    if (this.#holdsTaken) return;
+    this.#holdsTaken = true;
     const estimate = this.estimate;
-    if (estimate === undefined || this.lease) return;
+    const slots = this.#slotPlan();
+    if (estimate === undefined && slots.length === 0) return;
     const cache = this.core.cache;
-    if (!cache) return this.#skip('reservation', 'no_cache');
-    if (estimate === 0n) return this.#skip('reservation', 'zero_estimate');
-    if (this.#plan.length === 0) return this.#skip('reservation', 'no_limits');
-    return this.#reserve(cache, estimate);
+    if (!cache) {
+      if (estimate !== undefined) this.#skip('reservation', 'no_cache');
+      if (slots.length > 0) this.#skip('concurrency', 'no_cache');
+      return;
+    }
+    let money = false;
+    if (estimate === 0n) this.#skip('reservation', 'zero_estimate');
+    else if (estimate !== undefined && this.#plan.length === 0) this.#skip('reservation', 'no_limits');
+    else money = estimate !== undefined;
+    if (!money && slots.length === 0) return;
+    const amount = money ? estimate! : 0n;
+    // The whole chain without shadowed checks counts RPM (last) in the same round trip as the holds.
+    if (this.#shadowChecks?.size !== 0) return this.#reserve(cache, amount, money, slots, null);
+    const { groupId } = this.subject;
+    if (groupId === null) return this.#reserve(cache, amount, money, slots, this.#rpmRequest(null));
+    const override = this.#rpmOverride(groupId);
+    return typeof override === 'object' && override !== null
+      ? override.then((found) => this.#reserve(cache, amount, money, slots, this.#rpmRequest(found)))
+      : this.#reserve(cache, amount, money, slots, this.#rpmRequest(override));
   }
 
-  async #reserve(cache: BillingCache, estimate: bigint): Promise<void> {
+  /** A slot per capped user and key, named like the other dimensions of the user's lease book. */
+  #slotPlan(): PlannedSlot[] {
+    const { userMaxConcurrency, apiKeyId, apiKeyMaxConcurrency } = this.subject;
+    const slots: PlannedSlot[] = [];
+    if (userMaxConcurrency > 0) slots.push({ scope: 'user', slot: { name: 'cc:user', limit: userMaxConcurrency } });
+    if (apiKeyId !== null && apiKeyMaxConcurrency > 0) slots.push({ scope: 'apiKey', slot: { name: `cc:key:${apiKeyId}`, limit: apiKeyMaxConcurrency } });
+    return slots;
+  }
+
+  async #reserve(cache: BillingCache, amount: bigint, money: boolean, slots: PlannedSlot[], rpm: RpmRequest | null): Promise<void> {
+    // By hand (reserveEstimate / concurrencyLimit) one shadow flag covers the step; the whole chain
+    // shadows the reservation and the concurrency check each by its own name.
+    const shadowMoney = this.#shadow;
+    const shadowSlots = this.#shadowChecks ? this.#shadowChecks.has('concurrency') : this.#shadow;
+    const dimensions = money ? this.#plan.map((planned) => planned.dimension) : [];
+    const unenforced = new Set<string>([
+      ...(shadowMoney ? dimensions.map((d) => d.name) : []),
+      ...(shadowSlots ? slots.map((s) => s.slot.name) : []),
+    ]);
     const request: ReserveRequest = {
       userId: this.subject.userId,
       leaseId: randomUUID(),
-      amount: estimate,
+      amount,
       ttlMs: this.core.options.reservationTtlMs,
-      dimensions: this.#plan.map((planned) => planned.dimension),
+      dimensions,
+      slots: slots.map((s) => s.slot),
+      unenforced: unenforced.size > 0 ? unenforced : undefined,
+      rpm: rpm ?? undefined,
     };
     let result: ReserveResult;
     let source: 'cache' | 'store' = 'cache';
     let leaseId = request.leaseId;
+    let heldSlots = slots;
     try {
       result = await cache.reserve(request);
     } catch (err) {
+      // The script may have counted RPM although its answer never came: RPM fails open rather than count twice.
+      if (rpm) this.#countFailure = err;
+      if (slots.length > 0) this.#failOpen('concurrency', err);
+      heldSlots = [];
       // A Redis outage costs speed, never money: the hold goes to the store instead (docs/holds.md).
+      if (!money) return;
       if (!storeCanHold(this.core)) return this.#failOpen('reservation', err);
       this.core.warnings.warn('reservation_cache_failed', { err: errorText(err) }, 'billing reservation could not be held in the cache; holding it in the store');
       source = 'store';
       try {
-        ({ leaseId, result } = await holdInStore(this.core, request));
+        ({ leaseId, result } = await holdInStore(this.core, { ...request, slots: [], unenforced: undefined, rpm: undefined }));
         this.core.breaker.recordSuccess();
       } catch (storeErr) {
         this.core.breaker.recordFailure();
         return this.#infrastructureFailure('reservation', storeErr);
       }
     }
-    if (result.outcome === 'reserved') {
-      this.lease = { leaseId, amountUnits: estimate, expiresAtMs: result.expiresAtMs };
-      this.core.openLeases.count++;
-      return this.#record({ check: 'reservation', outcome: 'allowed', source });
+    if (result.outcome === 'denied') return this.#holdDenied(result.dimension, slots, source);
+    if (result.rpm !== undefined) this.#countedRpm = result.rpm;
+    // The holds fit, RPM refused: nothing is held, and the RPM check renders the denial.
+    if (result.outcome === 'rpm_exceeded') return;
+    this.lease = { leaseId, amountUnits: amount, expiresAtMs: result.expiresAtMs, slots: heldSlots.length };
+    this.core.openLeases.count++;
+    this.core.openLeases.slots += heldSlots.length;
+    this.core.renewer.track(this.subject.userId, leaseId);
+    if (money) {
+      const over = result.over !== undefined && dimensions.some((d) => d.name === result.over);
+      this.#record({ check: 'reservation', outcome: over ? 'shadow_deny' : 'allowed', source, ...(over ? { reason: result.over } : {}) });
     }
-    const { dimension } = result;
+    if (heldSlots.length > 0) {
+      const inUse = result.slotsInUse ?? [];
+      const windows: WindowEvaluation[] = heldSlots.map(({ scope, slot }, i) => ({ window: scope, usd: false, limit: slot.limit, usage: inUse[i] ?? 0, resetsAtMs: null }));
+      const over = windows.some((w) => w.usage > (w.limit ?? Infinity));
+      this.#record({ check: 'concurrency', outcome: over ? 'shadow_deny' : 'allowed', source: 'cache', windows });
+    }
+  }
+
+  /** An enforced dimension or slot refused: nothing was held anywhere. */
+  #holdDenied(dimension: string, slots: PlannedSlot[], source: 'cache' | 'store'): void {
+    // Only an enforced part refuses, so this denial is never a shadow one, whatever the step's flag.
+    this.#shadow = false;
+    const slot = slots.find((s) => s.slot.name === dimension);
+    if (slot) {
+      return this.#deny(new CheckDenial(
+        { check: 'concurrency', outcome: 'denied', code: 'CONCURRENCY_LIMIT_EXCEEDED', source, reason: slot.scope },
+        new BillingError('CONCURRENCY_LIMIT_EXCEEDED', { retryAfter: CONCURRENCY_RETRY_AFTER_SEC, metadata: { scope: slot.scope, limit: slot.slot.limit } }),
+      ));
+    }
     const planned = this.#plan.find((p) => p.dimension.name === dimension);
     const error = planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
     this.#deny(new CheckDenial({ check: 'reservation', outcome: 'denied', code: error.code, source, reason: dimension }, error));
@@ -379,7 +469,10 @@ export class BillingRequest {
   takeLease(): Lease | undefined {
     if (this.#leaseHandedOver) return undefined;
     this.#leaseHandedOver = true;
-    if (this.lease) this.core.openLeases.count--;
+    if (this.lease) {
+      this.core.openLeases.count--;
+      this.core.openLeases.slots -= this.lease.slots;
+    }
     return this.lease;
   }
 

@@ -2,6 +2,7 @@
 import type { CircuitBreaker } from './breaker.js';
 import type { CacheSync } from './cache-sync.js';
 import type { GroupCommit } from './group-commit.js';
+import type { LeaseRenewer } from './lease-renewer.js';
 import type { ResolvedCoreOptions } from './core-options.js';
 import type { ThrottledLog } from './log.js';
 import type { BillingMetricsRecorder } from './metrics.js';
@@ -30,7 +31,9 @@ export interface CoreInternals {
    * the rest of the metrics together; a sample describes the latency distribution as well).
    */
   sampleTiming(): boolean;
-  /** Reservations this process holds and has not handed to a settlement or released. */
-  readonly openLeases: { count: number };
+  /** Reservations this process holds and has not handed to a settlement or released, and the concurrency slots among them. */
+  readonly openLeases: { count: number; slots: number };
+  /** Renews the holds of requests still in flight. */
+  readonly renewer: LeaseRenewer;
   time(): TimeContext;
 }

@@ -36,7 +36,11 @@ export interface BillingCoreOptions {
   settlementRetryDelayMs?: number;
   /** How long close() keeps retrying pending settlements before giving up on them (logged), ms. Default 30000. */
   closeTimeoutMs?: number;
-  /** How long a reservation (estimate) is held at most, ms; a crashed process's leases stop counting after it. Default 600000. */
+  /**
+   * How long a hold (reservation, concurrency slot) lives without renewal, ms. While its request runs
+   * it is renewed every third of this (docs/holds.md), so only holds of a process that died or hung
+   * expire: they stop counting within this time. At least 300. Default 30000.
+   */
   reservationTtlMs?: number;
   /** Prometheus metrics: `new BillingMetrics({ registry })`; default none (nothing is counted). */
   metrics?: BillingMetricsRecorder;
@@ -78,14 +82,17 @@ const DEFAULTS: Readonly<Omit<ResolvedCoreOptions, 'store' | 'minimumBalanceRese
   backgroundTimeoutMs: 2000,
   settlementRetryDelayMs: 100,
   closeTimeoutMs: 30_000,
-  reservationTtlMs: 600_000,
+  reservationTtlMs: 30_000,
   metrics: noopMetrics,
   logger: silentLogger,
   clock: systemClock,
 });
 
+/** Renewed every third of it: below this a renewal would be due before its predecessor's reply. */
+const MIN_RESERVATION_TTL_MS = 300;
+
 const STORE_METHODS = ['getBalance', 'getActiveSubscription', 'getApiKeyWindows', 'getPlatformQuota', 'getRpmOverride', 'settle'];
-const CACHE_METHODS = ['readBatch', 'fill', 'put', 'invalidate', 'rpmHit', 'reserve', 'release', 'listLeases'];
+const CACHE_METHODS = ['readBatch', 'fill', 'put', 'invalidate', 'rpmHit', 'reserve', 'release', 'renew', 'listLeases'];
 
 /** Parses and validates once, at construction; throws BillingConfigError naming the option. */
 export function parseCoreOptions(input: unknown): ResolvedCoreOptions {
@@ -102,7 +109,7 @@ export function parseCoreOptions(input: unknown): ResolvedCoreOptions {
     backgroundTimeoutMs: v.positiveInt(600_000),
     settlementRetryDelayMs: v.positiveInt(60_000),
     closeTimeoutMs: v.nonNegativeInt(3_600_000),
-    reservationTtlMs: v.positiveInt(86_400_000),
+    reservationTtlMs: v.intInRange(MIN_RESERVATION_TTL_MS, 86_400_000),
     metrics: v.object<BillingMetricsRecorder>('decision', 'checkDuration', 'cache', 'breakerTransition', 'settlement', 'settlementRetry', 'bindGauges'),
     logger: v.object<BillingLogger>('debug', 'info', 'warn', 'error'),
     clock: v.object<Clock>('now'),

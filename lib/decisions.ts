@@ -6,7 +6,11 @@ import type { ApiKeyWindowsEntity, PlatformQuotaEntity, SubscriptionEntity, Time
 import { apiKeyWindowSpecs, platformQuotaWindows, subscriptionWindows, type WindowSpec } from './window-specs.js';
 import { WINDOWS, effectiveUsage, isWindowExpired, newWindowStart, secondsUntil, windowResetAt } from './windows.js';
 
-export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reservation' | 'rpm';
+export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reservation' | 'concurrency' | 'rpm';
+/** Every check name, in chain order (the compiler keeps the list complete). */
+export const CHECK_NAME_LIST = Object.keys({
+  breaker: 1, balance: 1, subscription: 1, platformQuota: 1, apiKeyWindows: 1, reservation: 1, concurrency: 1, rpm: 1,
+} satisfies Record<CheckName, 1>) as readonly CheckName[];
 export type CheckOutcome = 'allowed' | 'denied' | 'skipped' | 'failed_open' | 'shadow_deny';
 
 /** One window of a check as evaluated: amounts as decimal strings (RPM: request counts). */

@@ -16,6 +16,7 @@ export type BillingErrorCode =
   | 'API_KEY_RATE_7D_EXCEEDED'
   | 'GROUP_RPM_EXCEEDED'
   | 'USER_RPM_EXCEEDED'
+  | 'CONCURRENCY_LIMIT_EXCEEDED'
   | 'SETTLEMENT_CONFLICT'
   | 'INVALID_SUBJECT';
 
@@ -54,6 +55,7 @@ export const BILLING_ERROR_CATALOGUE: Readonly<Record<BillingErrorCode, BillingE
   API_KEY_RATE_7D_EXCEEDED: rateLimit('API key 7-day spending limit reached.'),
   GROUP_RPM_EXCEEDED: rateLimit('Too many requests per minute for this group. Please slow down.'),
   USER_RPM_EXCEEDED: rateLimit('Too many requests per minute. Please slow down.'),
+  CONCURRENCY_LIMIT_EXCEEDED: rateLimit('Too many requests in flight at once. Retry when one has finished.'),
   SETTLEMENT_CONFLICT: denial(409, 'conflict_error', 'This request id was already settled with different content.'),
   INVALID_SUBJECT: denial(400, 'invalid_request_error', 'Invalid billing subject for this request.'),
 });

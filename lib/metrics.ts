@@ -1,7 +1,7 @@
 // Prometheus metrics of the billing chain on a caller's prom-client registry; labels never name a user or a key.
 import { register as defaultRegistry, Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { BreakerState } from './breaker.js';
-import type { CheckName, CheckOutcome } from './decisions.js';
+import { CHECK_NAME_LIST, type CheckName, type CheckOutcome } from './decisions.js';
 import { BillingConfigError, parseOptions, v } from './options.js';
 import type { CacheEntityKind } from './types.js';
 
@@ -23,6 +23,8 @@ export interface BillingGaugeSources {
   /** Cumulative count since the queue was created. */
   writeQueueDropped: () => number;
   openReservations?: () => number;
+  /** Concurrency slots held for this process's requests (docs/holds.md). */
+  concurrencySlots?: () => number;
   /** Settlements waiting for a group-commit transaction (docs/group-commit.md). */
   settlementsWaiting?: () => number;
   breakerState: () => BreakerState;
@@ -44,9 +46,7 @@ export interface BillingMetricsRecorder {
 
 // Every label value is known up front. The `satisfies` records make the compiler flag a new check,
 // entity or state that is missing here; unknown values are never turned into new series.
-const CHECKS = Object.keys({
-  breaker: 1, balance: 1, subscription: 1, platformQuota: 1, apiKeyWindows: 1, reservation: 1, rpm: 1,
-} satisfies Record<CheckName, 1>) as CheckName[];
+const CHECKS = CHECK_NAME_LIST;
 const OUTCOMES = Object.keys({
   allowed: 1, denied: 1, skipped: 1, failed_open: 1, shadow_deny: 1,
 } satisfies Record<DecisionOutcomeLabel, 1>) as DecisionOutcomeLabel[];
@@ -137,6 +137,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
   readonly #writeQueueDepth: Gauge;
   readonly #writeQueueDropped: Counter;
   readonly #openReservations: Gauge;
+  readonly #concurrencySlots: Gauge;
   readonly #settlementsWaiting: Gauge;
   readonly #breakerState: Gauge;
   readonly #batchSizes: Histogram;
@@ -165,6 +166,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
     this.#writeQueueDepth = this.#pullGauge(`${p}write_queue_depth`, 'Cache write tasks queued, not yet running.', sum);
     this.#writeQueueDropped = this.#pullCounter(`${p}write_queue_dropped_total`, 'Best-effort cache fills dropped because the write queue was full or closed.');
     this.#openReservations = this.#pullGauge(`${p}open_reservations`, 'Cost reservations held for this process\'s requests (in the cache, or in the store while the cache cannot hold), not yet settled or released.', sum);
+    this.#concurrencySlots = this.#pullGauge(`${p}concurrency_slots_in_use`, 'Concurrency slots (per user, per API key) held for this process\'s requests in flight.', sum);
     this.#settlementsWaiting = this.#pullGauge(`${p}settlements_waiting`, 'Settlements waiting for a group-commit transaction.', sum);
     this.#batchSizes = this.#plainHistogram(`${p}settlement_batch_size`, 'Settlements committed per transaction.', BATCH_SIZE_BUCKETS);
     this.#batchSeconds = this.#plainHistogram(`${p}settlement_batch_seconds`, 'Time from the start of a settlement transaction to its commit, in seconds.', BATCH_SECONDS_BUCKETS);
@@ -209,12 +211,12 @@ export class BillingMetrics implements BillingMetricsRecorder {
   }
 
   bindGauges(sources: BillingGaugeSources): () => void {
-    const { writeQueueDepth, writeQueueDropped, openReservations, settlementsWaiting, breakerState } = sources;
+    const { writeQueueDepth, writeQueueDropped, openReservations, concurrencySlots, settlementsWaiting, breakerState } = sources;
     // Checked before anything is bound, so a bad call leaves no half-bound sources behind.
     for (const [name, source] of Object.entries({ writeQueueDepth, writeQueueDropped, breakerState })) {
       if (typeof source !== 'function') throw new TypeError(`bindGauges: ${name} must be a function, got ${typeof source}`);
     }
-    for (const [name, source] of Object.entries({ openReservations, settlementsWaiting })) {
+    for (const [name, source] of Object.entries({ openReservations, concurrencySlots, settlementsWaiting })) {
       if (source !== undefined && typeof source !== 'function') throw new TypeError(`bindGauges: ${name} must be a function when given, got ${typeof source}`);
     }
     const bound: [object, () => number][] = [
@@ -223,6 +225,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
       [this.#breakerState, () => BREAKER_STATE_VALUE[breakerState()]],
     ];
     if (openReservations) bound.push([this.#openReservations, openReservations]);
+    if (concurrencySlots) bound.push([this.#concurrencySlots, concurrencySlots]);
     if (settlementsWaiting) bound.push([this.#settlementsWaiting, settlementsWaiting]);
     for (const [metric, read] of bound) sourcesOf.get(metric)?.add(read);
     return () => {

@@ -81,6 +81,10 @@ export const v = {
   positiveInt(max = Number.MAX_SAFE_INTEGER): Validator<number> {
     return int(1, max, 'a positive integer');
   },
+  /** An integer in [min, max]. */
+  intInRange(min: number, max: number): Validator<number> {
+    return int(min, max, `an integer from ${min} to ${max}`);
+  },
   /** An integer ≥ 0 (and ≤ max when given). */
   nonNegativeInt(max = Number.MAX_SAFE_INTEGER): Validator<number> {
     return int(0, max, 'a non-negative integer');

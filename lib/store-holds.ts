@@ -32,6 +32,7 @@ export async function holdInStore(core: CoreInternals, request: ReserveRequest):
 
 /** Releases a lease where it is held. Never throws: a lease that could not be released still expires. */
 export async function releaseLease(core: CoreInternals, userId: string, leaseId: string): Promise<void> {
+  core.renewer.untrack(userId, leaseId);
   try {
     if (!isStoreHold(leaseId)) {
       await core.cache?.release(userId, leaseId);

@@ -31,6 +31,17 @@ export interface NormalizedSubject {
   subscriptionId: string | null;
   platform: string | null;
   mode: BillingMode;
+  /** 0 = unlimited. */
+  userMaxConcurrency: number;
+  /** 0 = unlimited (or no key). */
+  apiKeyMaxConcurrency: number;
+}
+
+/** A concurrency cap: a non-negative integer, null or absent = 0 = unlimited. */
+function concurrencyCap(value: unknown, field: string): number {
+  if (value === undefined || value === null) return 0;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  throw new BillingValidationError(field, `${field} must be a non-negative integer or null, got ${String(value)}`);
 }
 
 function rpm(value: unknown, field: string): number {
@@ -117,6 +128,8 @@ export function normalizeSubject(subject: BillingSubject): NormalizedSubject {
     groupRpmLimit,
     subscriptionId,
     platform,
+    userMaxConcurrency: concurrencyCap(user.maxConcurrency, 'subject.user.maxConcurrency'),
+    apiKeyMaxConcurrency: apiKey ? concurrencyCap(apiKey.maxConcurrency, 'subject.apiKey.maxConcurrency') : 0,
     // Subscription mode iff the group is subscription-billed AND the subject carries a subscription.
     mode: groupId !== null && billingType === 'subscription' && subscriptionId !== null ? 'subscription' : 'balance',
   };

@@ -21,8 +21,21 @@ export interface BillingLogger {
 
 /** Who is asking, as resolved by the application's own authentication (DESIGN §2). */
 export interface BillingSubject {
-  user: { id: BillingId; rpmLimit?: number; groupRpmOverride?: number | null };
-  apiKey?: { id: BillingId; rateLimit5h?: Usd; rateLimit1d?: Usd; rateLimit7d?: Usd } | null;
+  user: {
+    id: BillingId;
+    rpmLimit?: number;
+    groupRpmOverride?: number | null;
+    /** Most requests of this user in flight at once, across every process sharing the cache; null or 0 = unlimited. */
+    maxConcurrency?: number | null;
+  };
+  apiKey?: {
+    id: BillingId;
+    rateLimit5h?: Usd;
+    rateLimit1d?: Usd;
+    rateLimit7d?: Usd;
+    /** Most requests with this key in flight at once; null or 0 = unlimited. */
+    maxConcurrency?: number | null;
+  } | null;
   group?: {
     id: BillingId;
     billingType: 'standard' | 'subscription';
@@ -390,6 +403,11 @@ export interface ReserveRequest {
    * the first of them that would have refused (`over`).
    */
   unenforced?: ReadonlySet<string>;
+  /**
+   * The request's RPM hit, counted in the same atomic step once the holds fit (RPM runs last: a
+   * request the holds refuse is not counted, and one RPM refuses holds nothing).
+   */
+  rpm?: RpmRequest;
 }
 
 export type ReserveResult =
@@ -400,8 +418,12 @@ export type ReserveResult =
       slotsInUse?: number[];
       /** The first unenforced dimension or slot that would have refused, if any. */
       over?: string;
+      /** The RPM hit, when the request asked for one. */
+      rpm?: RpmResult;
     }
-  | { outcome: 'denied'; dimension: string; availableUnits: bigint };
+  | { outcome: 'denied'; dimension: string; availableUnits: bigint }
+  /** The holds fit but the RPM hit refused: nothing is held. */
+  | { outcome: 'rpm_exceeded'; rpm: RpmResult };
 
 export interface LeaseInfo {
   leaseId: string;

@@ -1,8 +1,7 @@
 // billingEligibility: the whole chain — context, breaker first, balance/subscription, quota, key windows,
 // the reservation, RPM last — then the RateLimit headers of an admitted request.
 import type { Context, Middleware, Next } from 'koa';
-import { CHECK_NAMES } from '../lib/billing-request.js';
-import type { CheckName } from '../lib/decisions.js';
+import { CHECK_NAME_LIST, type CheckName } from '../lib/decisions.js';
 import { BillingConfigError } from '../lib/options.js';
 import { createBillingContext, setRateLimitHeaders, type BillingContextOptions, type BillingState } from './billing-context.js';
 
@@ -11,7 +10,7 @@ export interface BillingEligibilityOptions extends BillingContextOptions {
   shadow?: readonly CheckName[];
 }
 
-const KNOWN_CHECKS = new Set<string>(Object.values(CHECK_NAMES));
+const KNOWN_CHECKS = new Set<string>(CHECK_NAME_LIST);
 
 function parseShadow(value: unknown): ReadonlySet<CheckName> {
   if (value === undefined) return new Set();

@@ -35,7 +35,18 @@ export const subscriptionCheck = (options?: CheckMiddlewareOptions): Middleware 
 export const platformQuota = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('platformQuota', 'platformQuota', options);
 /** The key's 5 h / 1 d / 7 d USD spend windows (SPEC §2.4; fails open). */
 export const apiKeyWindows = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('apiKeyWindows', 'apiKeyWindows', options);
-/** Holds the request's estimated cost against every limit checked before it (issue 9); mount it after them, before rpmLimit. */
+/**
+ * Takes the request's holds in one atomic step: its estimated cost (billingContext's `estimateCost`)
+ * against every limit checked before it, and its concurrency slots. Mount it after those checks,
+ * before rpmLimit. It and concurrencyLimit are the same step: mount either (both take the holds once).
+ */
 export const reserveEstimate = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('reserveEstimate', 'reserve', options);
+/**
+ * Bounds the requests in flight per user and per API key (`subject.user.maxConcurrency`,
+ * `subject.apiKey.maxConcurrency`; null or 0 = unlimited): 429 CONCURRENCY_LIMIT_EXCEEDED beyond
+ * them. The slot is held until the response ends (or the request is settled), renewed meanwhile.
+ * The same step as reserveEstimate: the slots and the estimate are taken together, all or nothing.
+ */
+export const concurrencyLimit = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('concurrencyLimit', 'reserve', options);
 /** Per-minute request caps per user and per user within a group (SPEC §2.5; fails open); mount it last. */
 export const rpmLimit = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('rpmLimit', 'rpm', options);

@@ -185,6 +185,11 @@ export class MemoryBillingCache implements BillingCache {
   async rpmHit(request: RpmRequest): Promise<RpmResult> {
     this.#assertOpen();
     assertRpmRequest(request);
+    return this.#rpmHitNow(request);
+  }
+
+  /** RPM_HIT_LUA's branches, synchronously (so a reservation can count RPM in the same step). */
+  #rpmHitNow(request: RpmRequest): RpmResult {
     const nowMs = Math.floor(this.#clock.now());
     const { bucket, endsAtMs } = rpmBucket(nowMs);
     const field = String(bucket);
@@ -216,6 +221,7 @@ export class MemoryBillingCache implements BillingCache {
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
     this.#assertOpen();
     assertReserveRequest(request);
+    if (request.rpm) assertRpmRequest(request.rpm);
     const nowMs = Math.floor(this.#clock.now());
     const book = this.#leaseBook(request.userId, nowMs);
     const previous = book.get(request.leaseId);
@@ -234,10 +240,16 @@ export class MemoryBillingCache implements BillingCache {
       this.#dropIfEmpty(request.userId, book);
       return denial;
     }
+    // RPM last: counted only once the holds fit, and a request it refuses holds nothing.
+    const rpm = request.rpm ? this.#rpmHitNow(request.rpm) : undefined;
+    if (rpm && rpm.outcome !== 'allowed') {
+      this.#dropIfEmpty(request.userId, book);
+      return { outcome: 'rpm_exceeded', rpm };
+    }
     const slots = request.slots ?? [];
     const expiresAtMs = nowMs + request.ttlMs;
     book.book(request.leaseId, { expiresAtMs, amount: request.amount, dimensions: request.dimensions.map((d) => d.name), slots: slots.map((slot) => slot.name) });
-    return { outcome: 'reserved', expiresAtMs, slotsInUse: slots.map((slot) => Number(book.held(slot.name))), over };
+    return { outcome: 'reserved', expiresAtMs, slotsInUse: slots.map((slot) => Number(book.held(slot.name))), over, rpm };
   }
 
   async release(userId: string, leaseId: string): Promise<boolean> {

@@ -302,11 +302,19 @@ export class RedisBillingCache implements BillingCache {
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
     this.#assertOpen();
     assertReserveRequest(request);
+    if (request.rpm) assertRpmRequest(request.rpm);
     const book = this.#keys.leaseBook(request.userId);
     const keys: string[] = [...book];
     const enforced = (name: string) => (request.unenforced?.has(name) ? '0' : '1');
     // The deadline (fourth) is set below once the keys are known; RESERVE_LUA names every argument.
-    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs, 0, request.dimensions.length];
+    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs, 0, request.dimensions.length, 0, 0, 0, 0];
+    if (request.rpm) {
+      const [userCounter, groupCounter] = this.#rpmKeys(request.rpm);
+      args[5] = keys.push(userCounter!);
+      if (groupCounter !== undefined) args[6] = keys.push(groupCounter);
+      args[7] = request.rpm.userCap;
+      args[8] = request.rpm.group?.cap ?? 0;
+    }
     for (const dimension of request.dimensions) {
       const key = this.#keys.entity(dimension.entity);
       let index = keys.indexOf(key);
@@ -335,10 +343,12 @@ export class RedisBillingCache implements BillingCache {
     if (Array.isArray(reply) && reply[0] === 'reserved' && typeof reply[1] === 'string' && /^\d+$/.test(reply[1]) && typeof reply[2] === 'string') {
       const expiresAtMs = Number(reply[1]);
       this.#serverClocks.sample(domain, expiresAtMs - request.ttlMs, receivedAtMs);
-      const slotsInUse = (reply.slice(3) as unknown[]).map(Number);
+      const slotsInUse = (reply.slice(4) as unknown[]).map(Number);
       if (slotsInUse.length !== (request.slots?.length ?? 0) || !slotsInUse.every(Number.isSafeInteger)) throw new Error(`reserve script returned a malformed reply ${JSON.stringify(reply)}`);
-      return { outcome: 'reserved', expiresAtMs, slotsInUse, over: reply[2] === '' ? undefined : reply[2] };
+      const rpm = request.rpm ? this.#rpmReply(reply[3]) : undefined;
+      return { outcome: 'reserved', expiresAtMs, slotsInUse, over: reply[2] === '' ? undefined : reply[2], rpm };
     }
+    if (Array.isArray(reply) && reply[0] === 'rpm' && request.rpm) return { outcome: 'rpm_exceeded', rpm: this.#rpmReply(reply[1]) };
     if (Array.isArray(reply) && reply[0] === 'denied' && typeof reply[1] === 'string' && typeof reply[2] === 'string' && /^-?\d+$/.test(reply[2])) {
       this.#serverClocks.sample(domain, Number(reply[3]), receivedAtMs);
       return { outcome: 'denied', dimension: reply[1], availableUnits: BigInt(reply[2]) };

@@ -383,7 +383,9 @@ end
  * (LEASE_BOOK_LUA); KEYS[4..] = the entity hashes the dimensions read. ARGV = lease id, amount, ttl ms,
  * deadline (server ms; 0 = none: a command that runs after its caller gave up on it, e.g. buffered
  * while the server was frozen, must not hold anything nobody will release — see docs/faults.md),
- * number of money dimensions, then 9 per money dimension: name, kind ('b' balance | 'w' window),
+ * number of money dimensions, the RPM hit to count once the holds fit (index into KEYS of the user
+ * counter, 0 = none; of the user-in-group counter, 0 = none; user cap; group cap — RPM_HIT_LUA's
+ * rules), then 9 per money dimension: name, kind ('b' balance | 'w' window),
  * index into KEYS, usage (or balance) field, start field, expiry threshold, capacity (balance:
  * fallback balance; window: limit), fallback usage, enforced ('1' | '0'); then 3 per slot: name,
  * limit, enforced.
@@ -392,16 +394,21 @@ end
  * fallbacks. A dimension admits iff used + held + amount ≤ capacity, a slot iff holders + 1 ≤ limit;
  * the first enforced one that does not names the denial and nothing is held; unenforced ones (shadow
  * mode) never refuse, and the first that would have is named in the reply.
- * Returns { 'reserved', expiresAtMs, over or '', holders of each slot … }, { 'denied', name,
- * available, now } or { 'late', now }. Memory mirror: admit() in lib/cache/leases.ts.
+ * RPM runs last: it is counted only when every enforced part fits, and a request it refuses holds
+ * nothing (its counters count it, as RPM_HIT_LUA's do).
+ * Returns { 'reserved', expiresAtMs, over or '', the RPM reply or '', holders of each slot … },
+ * { 'denied', name, available, now }, { 'rpm', the RPM reply } or { 'late', now }.
+ * Memory mirror: admit() in lib/cache/leases.ts, then MemoryBillingCache's RPM hit.
  */
-export const RESERVE_LUA = `${LUA_HELPERS}${LEASE_BOOK_LUA}
+export const RESERVE_LUA = `${LUA_HELPERS}${LEASE_BOOK_LUA}${RPM_HIT_FUNCTION_LUA}
 local now = server_now()
 local lease_id = ARGV[1]
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local deadline = tonumber(ARGV[4])
 local money_dims = tonumber(ARGV[5])
+local rpm_user_index, rpm_group_index = tonumber(ARGV[6]), tonumber(ARGV[7])
+local rpm_user_cap, rpm_group_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
 if deadline > 0 and now > deadline then return { 'late', string.format('%d', now) } end
 open_book(now)
 
@@ -428,8 +435,8 @@ local function refuse(name, enforced, available)
 end
 
 local names = {}
-local slot_base = 6 + money_dims * 9
-for i = 6, slot_base - 1, 9 do
+local slot_base = 10 + money_dims * 9
+for i = 10, slot_base - 1, 9 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local usage_field, start_field, threshold = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local capacity, used, enforced = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), ARGV[i + 8]
@@ -476,11 +483,19 @@ for i = slot_base, #ARGV, 3 do
   slots[#slots + 1] = name
 end
 
+local rpm_reply = ''
+if rpm_user_index > 0 then
+  local group_key = nil
+  if rpm_group_index > 0 then group_key = KEYS[rpm_group_index] end
+  rpm_reply = rpm_hit(KEYS[rpm_user_index], group_key, rpm_user_cap, rpm_group_cap)
+  if string.sub(rpm_reply, 1, 1) ~= '0' then return { 'rpm', rpm_reply } end
+end
+
 if previous then unbook(lease_id, previous) end
 local expires_at = string.format('%d', now + ttl)
 book(lease_id, expires_at .. '|' .. ARGV[2] .. '|' .. table.concat(names, ',') .. '|' .. table.concat(slots, ','))
 keep_alive(ttl)
-local reply = { 'reserved', expires_at, over }
+local reply = { 'reserved', expires_at, over, rpm_reply }
 for _, name in ipairs(slots) do reply[#reply + 1] = redis.call('HGET', totals_key, name) end
 return reply
 `;

@@ -68,7 +68,7 @@ describeChain('reservations', (env) => {
     if (!keyLimited.allowed) expect(keyLimited.error.code).to.equal('API_KEY_RATE_5H_EXCEEDED');
   });
 
-  it('a warm request with an estimate costs one more cache round trip, and RPM denial releases the lease', async () => {
+  it('a warm request with an estimate costs two cache round trips (RPM counted with the holds), and one RPM refuses holds nothing', async () => {
     const { core, cache, store } = env();
     const userId = env().userId();
     await core.admin.setBalance(userId, '10');
@@ -80,7 +80,7 @@ describeChain('reservations', (env) => {
     const second = await core.check(subject, { estimateUsd: '1' });
     expect(second.allowed).to.equal(false);
     if (!second.allowed) expect(second.error.code).to.equal('USER_RPM_EXCEEDED');
-    expect([cache.count('readBatch'), cache.count('reserve'), cache.count('rpmHit')]).to.deep.equal([1, 1, 1]);
+    expect([cache.count('readBatch'), cache.count('reserve'), cache.count('rpmHit')]).to.deep.equal([1, 1, 0]);
     expect(store.total()).to.equal(0);
     await core.close(); // releases run in the background
     expect((await env().makeCore().listReservations(userId)).length).to.equal(1, 'only the admitted request holds its lease');
@@ -224,7 +224,8 @@ describeChain('reservations', (env) => {
     await crashed.admin.setBalance(userId, '1');
     const subject = { user: { id: userId } };
     expect((await crashed.check(subject, { estimateUsd: '1' })).allowed).to.equal(true);
-    // The process dies here: nobody settles or releases.
+    // The process dies here: nobody settles, releases or renews.
+    await crashed.close();
     const survivor = makeCore({ reservationTtlMs: ttlMs });
     expect((await survivor.check(subject, { estimateUsd: '0.5' })).allowed).to.equal(false);
     if (backend === 'memory+sqlite') clock.advance(ttlMs);

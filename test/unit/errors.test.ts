@@ -7,14 +7,14 @@ const RATE_LIMITED: BillingErrorCode[] = [
   'DAILY_LIMIT_EXCEEDED', 'WEEKLY_LIMIT_EXCEEDED', 'MONTHLY_LIMIT_EXCEEDED',
   'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED', 'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED', 'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED',
   'API_KEY_RATE_5H_EXCEEDED', 'API_KEY_RATE_1D_EXCEEDED', 'API_KEY_RATE_7D_EXCEEDED',
-  'GROUP_RPM_EXCEEDED', 'USER_RPM_EXCEEDED',
+  'GROUP_RPM_EXCEEDED', 'USER_RPM_EXCEEDED', 'CONCURRENCY_LIMIT_EXCEEDED',
 ];
 const DENIALS: BillingErrorCode[] = ['BILLING_SUBJECT_NOT_FOUND', 'INSUFFICIENT_BALANCE', 'SUBSCRIPTION_INVALID'];
 
 describe('errors: catalogue', () => {
-  it('lists exactly the seventeen codes of the spec', () => {
+  it('lists exactly the eighteen codes of the spec', () => {
     expect(CODES).to.have.members([...RATE_LIMITED, ...DENIALS, 'BILLING_SERVICE_ERROR', 'SETTLEMENT_CONFLICT', 'INVALID_SUBJECT']);
-    expect(CODES).to.have.length(17);
+    expect(CODES).to.have.length(18);
     expect(Object.isFrozen(BILLING_ERROR_CATALOGUE)).to.equal(true);
   });
 

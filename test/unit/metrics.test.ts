@@ -71,8 +71,8 @@ describe('BillingMetrics', () => {
 
   it('pre-creates every known series at zero, so rate() works before the first event', async () => {
     const decisions = (await registry.getMetricsAsJSON()).find((m) => m.name === 'billing_decisions_total');
-    // 7 checks × 5 outcomes.
-    expect(decisions?.values).to.have.length(35);
+    // 8 checks × 5 outcomes.
+    expect(decisions?.values).to.have.length(40);
     expect(decisions?.values.every((s) => s.value === 0)).to.equal(true);
   });
 
@@ -134,13 +134,14 @@ describe('BillingMetrics', () => {
     expect(await value(registry, 'billing_breaker_transitions_total', { from: 'half-open', to: 'closed' })).to.equal(0);
   });
 
-  it('reads write-queue depth, drops and open reservations from their getters; unbinding detaches them', async () => {
+  it('reads write-queue depth, drops, open reservations and slots in use from their getters; unbinding detaches them', async () => {
     let depth = 3;
     let dropped = 0;
-    const unbind = metrics.bindGauges(sources({ writeQueueDepth: () => depth, writeQueueDropped: () => dropped, openReservations: () => 4 }));
+    const unbind = metrics.bindGauges(sources({ writeQueueDepth: () => depth, writeQueueDropped: () => dropped, openReservations: () => 4, concurrencySlots: () => 2 }));
     expect(await value(registry, 'billing_write_queue_depth')).to.equal(3);
     expect(await value(registry, 'billing_write_queue_dropped_total')).to.equal(0);
     expect(await value(registry, 'billing_open_reservations')).to.equal(4);
+    expect(await value(registry, 'billing_concurrency_slots_in_use')).to.equal(2);
 
     depth = 0;
     dropped = 7;
@@ -152,6 +153,7 @@ describe('BillingMetrics', () => {
     depth = 9;
     expect(await value(registry, 'billing_write_queue_depth')).to.equal(0);
     expect(await value(registry, 'billing_open_reservations')).to.equal(0);
+    expect(await value(registry, 'billing_concurrency_slots_in_use')).to.equal(0);
   });
 
   it('keeps the scrape working when a getter throws or returns nonsense', async () => {
@@ -224,7 +226,7 @@ describe('BillingMetrics', () => {
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith('gw_'));
     expect(names.sort()).to.deep.equal([
       'gw_breaker_state', 'gw_breaker_transitions_total', 'gw_cache_requests_total', 'gw_check_duration_seconds',
-      'gw_decisions_total', 'gw_open_reservations', 'gw_settlement_batch_seconds', 'gw_settlement_batch_size',
+      'gw_concurrency_slots_in_use', 'gw_decisions_total', 'gw_open_reservations', 'gw_settlement_batch_seconds', 'gw_settlement_batch_size',
       'gw_settlement_retries_total', 'gw_settlements_total', 'gw_settlements_waiting',
       'gw_write_queue_depth', 'gw_write_queue_dropped_total',
     ]);
