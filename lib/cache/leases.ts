@@ -78,9 +78,9 @@ export function decodeLease(leaseId: string, value: string): LeaseInfo | null {
 type LiveEntity = CacheEntityMap['balance'] | CacheEntityMap['subscription'] | CacheEntityMap['platformQuota'] | CacheEntityMap['apiKeyWindows'];
 
 /**
- * The admission rule (the memory twin of RESERVE_LUA): for every dimension,
- * used + held by open leases + amount ≤ capacity, reading the live entity when there is one; for
- * every slot, leases holding it + 1 ≤ limit. `held(name)` is the running total of the open leases
+ * The admission rule (the memory twin of RESERVE_LUA): for every slot, leases holding it + 1 ≤
+ * limit; for every dimension, used + held by open leases + amount ≤ capacity, reading the live
+ * entity when there is one. `held(name)` is the running total of the open leases
  * (other than this one) on a dimension or slot. Unenforced names never refuse; the first that would
  * is returned as `over`.
  */
@@ -95,6 +95,14 @@ export function admit(
     over ??= name;
     return null;
   };
+  // Slots first, as RESERVE_LUA checks them.
+  for (const slot of request.slots ?? []) {
+    const inUse = held(slot.name);
+    if (inUse + 1n > BigInt(slot.limit)) {
+      const denial = refuse(slot.name, BigInt(slot.limit) - inUse);
+      if (denial) return { denial, over };
+    }
+  }
   for (const dimension of request.dimensions) {
     const live = liveEntity(dimension) as Record<string, unknown> | null;
     let capacity: bigint;
@@ -117,13 +125,6 @@ export function admit(
     const open = held(dimension.name);
     if (used + open + request.amount > capacity) {
       const denial = refuse(dimension.name, capacity - used - open);
-      if (denial) return { denial, over };
-    }
-  }
-  for (const slot of request.slots ?? []) {
-    const inUse = held(slot.name);
-    if (inUse + 1n > BigInt(slot.limit)) {
-      const denial = refuse(slot.name, BigInt(slot.limit) - inUse);
       if (denial) return { denial, over };
     }
   }

@@ -391,8 +391,8 @@ end
  * limit, enforced.
  * Capacity and usage come from the live entity when it is cached — read here, atomically with the
  * totals, so a settlement that landed since the caller's read is counted — else from the caller's
- * fallbacks. A dimension admits iff used + held + amount ≤ capacity, a slot iff holders + 1 ≤ limit;
- * the first enforced one that does not names the denial and nothing is held; unenforced ones (shadow
+ * fallbacks. A slot admits iff holders + 1 ≤ limit, a dimension iff used + held + amount ≤ capacity;
+ * slots are checked first, and the first enforced one that does not admit names the denial and nothing is held; unenforced ones (shadow
  * mode) never refuse, and the first that would have is named in the reply.
  * RPM runs last: it is counted only when every enforced part fits, and a request it refuses holds
  * nothing (its counters count it, as RPM_HIT_LUA's do).
@@ -434,8 +434,21 @@ local function refuse(name, enforced, available)
   return nil
 end
 
-local names = {}
+-- Slots first: a user at its concurrency cap is told to retry soon, not that its money is gone
+-- (what the open requests hold comes back when they end).
+local slots = {}
 local slot_base = 10 + money_dims * 9
+for i = slot_base, #ARGV, 3 do
+  local name, limit, enforced = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local holders = held(name, true)
+  if holders + 1 > limit then
+    local denial = refuse(name, enforced, limit - holders)
+    if denial then return denial end
+  end
+  slots[#slots + 1] = name
+end
+
+local names = {}
 for i = 10, slot_base - 1, 9 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local usage_field, start_field, threshold = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
@@ -470,17 +483,6 @@ for i = 10, slot_base - 1, 9 do
     if denial then return denial end
   end
   names[#names + 1] = name
-end
-
-local slots = {}
-for i = slot_base, #ARGV, 3 do
-  local name, limit, enforced = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  local holders = held(name, true)
-  if holders + 1 > limit then
-    local denial = refuse(name, enforced, limit - holders)
-    if denial then return denial end
-  end
-  slots[#slots + 1] = name
 end
 
 local rpm_reply = ''

@@ -123,12 +123,12 @@ export function leaseBookContract(ctx: ContractContext): void {
       expect(await reserve({ userId, amount: 90n, dimensions: dims, slots: [userSlot(2)] })).to.deep.include({ outcome: 'reserved', slotsInUse: [2] });
     });
 
-    it('an unenforced dimension or slot (shadow mode) never refuses, and the reply names the first that would have', async function () {
+    it('an unenforced dimension or slot (shadow mode) never refuses, and the reply names the first that would have (slots are checked first)', async function () {
       const userId = freshUserId();
       const dims = [balanceDim(userId, 10n)];
       const unenforced = new Set(['bal', 'cc:u']);
       expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({ outcome: 'reserved', over: undefined });
-      expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({ outcome: 'reserved', over: 'bal', slotsInUse: [2] });
+      expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({ outcome: 'reserved', over: 'cc:u', slotsInUse: [2] });
       expect(await reserve({ userId, amount: 1n, dimensions: dims, slots: [userSlot(5)], unenforced: new Set(['cc:u']) })).to.include({ outcome: 'denied', dimension: 'bal' });
     });
 

@@ -12,7 +12,7 @@ import { MemoryBillingCache } from '../../lib/cache/memory-cache.js';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
 import { KnexBillingStore } from '../../lib/store/knex-store.js';
 import { migrateBillingSchema } from '../../lib/store/migrations.js';
-import type { BillingCache, BillingStore, BillingSubject } from '../../lib/types.js';
+import type { BillingCache, BillingStore, BillingSubject, Clock } from '../../lib/types.js';
 import { billingEligibility } from '../../middleware/index.js';
 import { instrument, type Instrumented } from './instrumented.js';
 import { DATABASE_URL, REDIS_URL, requirePostgres, requireRedis, uniqueSuffix } from './services.js';
@@ -45,13 +45,15 @@ export interface ChainEnv {
   userId(label?: string): string;
 }
 
-interface Backends {
+export interface Backends {
   knex: Knex;
-  makeCache(clock: ManualClock): BillingCache;
+  /** The backend's cache; the memory cache runs on `clock`, Redis on its own. */
+  makeCache(clock: Clock): BillingCache;
   cleanup(): Promise<void>;
 }
 
-async function memorySqlite(): Promise<Backends> {
+/** SQLite in memory and the memory cache (the embedded default). */
+export async function memorySqlite(): Promise<Backends> {
   const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
   await migrateBillingSchema(knex);
   return {
@@ -61,7 +63,8 @@ async function memorySqlite(): Promise<Backends> {
   };
 }
 
-async function redisPostgres(): Promise<Backends> {
+/** A fresh PostgreSQL schema and a fresh Redis key prefix, both removed by cleanup(). */
+export async function redisPostgres(): Promise<Backends> {
   const schema = `kbe_chain_${uniqueSuffix()}`;
   const admin = knexFactory({ client: 'pg', connection: DATABASE_URL });
   await admin.raw('CREATE SCHEMA ??', [schema]);

@@ -234,6 +234,26 @@ describeChain('reservations', (env) => {
     expect((await survivor.check(subject, { estimateUsd: '0.5' })).allowed).to.equal(true);
   });
 
+  it('with 5,000 holds of one user open, 200 racing reservations get exactly what is left: never more held than available', async function () {
+    this.timeout(120_000);
+    const { core, realStore } = env();
+    const userId = env().userId('busy');
+    // 5,000 × $0.01 held, $1.00 left: room for exactly 100 of the 200 racing $0.01 reservations.
+    await core.admin.setBalance(userId, '51');
+    const subject: BillingSubject = { user: { id: userId }, apiKey: { id: 'k', rateLimit1d: '100000' }, platform: 'openai' };
+    for (let opened = 0; opened < 5000; opened += 500) {
+      const batch = await Promise.all(Array.from({ length: 500 }, () => core.check(subject, { estimateUsd: '0.01' })));
+      expect(batch.every((d) => d.allowed)).to.equal(true);
+    }
+    const racing = await Promise.all(Array.from({ length: 200 }, () => core.check(subject, { estimateUsd: '0.01' })));
+    expect(racing.filter((d) => d.allowed)).to.have.length(100);
+    expect(racing.filter((d) => !d.allowed).every((d) => !d.allowed && d.error.code === 'INSUFFICIENT_BALANCE')).to.equal(true);
+    const open = await core.listReservations(userId);
+    expect(open).to.have.length(5100);
+    expect(open.reduce((sum, r) => sum + BigInt(Math.round(Number(r.amountUsd) * 100)), 0n)).to.equal(5100n);
+    expect((await realStore.getBalance(userId))!.balance).to.equal(5_100_000_000n);
+  });
+
   it('a 10,000-request soak with random aborts leaves no lease behind and charges exactly the settled costs', async function () {
     this.timeout(180_000);
     const { core, realStore } = env();
