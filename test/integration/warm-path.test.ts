@@ -31,14 +31,17 @@ interface Harness {
   queries(): number;
 }
 
-function harness(knex: Knex, cache: BillingCache, userId: string): Harness {
+/** `holds`: every request also reserves an estimate and takes a concurrency slot; `beforeHandler` runs first in the handler. */
+function harness(knex: Knex, cache: BillingCache, userId: string, holds?: { beforeHandler: () => Promise<unknown> }): Harness {
   const core = createBillingCore({ store: new KnexBillingStore(knex), cache });
   let queries = 0;
   knex.on('query', () => queries++);
-  const subject = benchSubject(userId);
+  const bench = benchSubject(userId);
+  const subject = holds ? { ...bench, user: { ...bench.user, maxConcurrency: 100 } } : bench;
   const app = new Koa();
-  app.use(billingEligibility({ core, subject: () => subject }));
-  app.use((ctx) => {
+  app.use(billingEligibility({ core, subject: () => subject, estimateCost: holds ? () => '0.001' : undefined }));
+  app.use(async (ctx) => {
+    await holds?.beforeHandler();
     ctx.body = { decision: ctx.state.billing?.decision };
   });
   return { app, core, queries: () => queries };
@@ -87,11 +90,11 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
   });
 
   /** A harness on its own client, seeded and warmed until a request is answered from the cache alone. */
-  async function warmHarness(autoPipelining: boolean, name: string): Promise<Harness & { client: Redis; userId: string }> {
+  async function warmHarness(autoPipelining: boolean, name: string, holds?: { beforeHandler: () => Promise<unknown> }): Promise<Harness & { client: Redis; userId: string }> {
     const client = new Redis(REDIS_URL, { enableAutoPipelining: autoPipelining, maxRetriesPerRequest: 1 });
     clients.push(client);
     const userId = `warm-${name}-${uniqueSuffix()}`;
-    const built = harness(pg.knex, new RedisBillingCache(client, { prefix }), userId);
+    const built = harness(pg.knex, new RedisBillingCache(client, { prefix }), userId, holds);
     cores.push(built.core);
     await seedBenchUser(built.core, userId);
     // Cold: the key windows and the RPM override are not cached yet, so the store is asked —
@@ -130,6 +133,19 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
       expect(rpm?.windows?.map((w) => w.window)).to.deep.equal(['group', 'user'], 'both RPM caps counted');
     });
   }
+
+  it('with an estimate and a concurrency cap, warm: 2 Redis commands before the handler (the read, then the holds with RPM), 0 store queries', async () => {
+    let marker: (() => Promise<unknown>) | undefined;
+    const built = await warmHarness(false, 'holds', { beforeHandler: () => marker?.() ?? Promise.resolve() });
+    // The handler's first act is an ECHO on the same client: what MONITOR saw before it is the chain's.
+    marker = () => built.client.echo('handler-starts');
+    const { commands, queries, checks } = await measured(built);
+    expect(queries, 'store queries on the warm path').to.equal(0);
+    const beforeHandler = commands.slice(0, commands.indexOf('echo'));
+    expect(beforeHandler, 'Redis commands before the handler').to.deep.equal(['evalsha', 'evalsha']);
+    expect(checks.map((c) => [c.check, c.outcome])).to.deep.include.members([['reservation', 'allowed'], ['concurrency', 'allowed'], ['rpm', 'allowed']]);
+    expect(checks.find((c) => c.check === 'rpm')?.windows?.map((w) => w.window)).to.deep.equal(['group', 'user'], 'both RPM caps counted with the holds');
+  });
 
   it('after a write the next request reads the fresh data, then counts RPM on its own: 2 commands, then 1 again', async () => {
     const built = await warmHarness(true, 'write');
