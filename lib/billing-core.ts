@@ -24,7 +24,10 @@ import { apiKeyWindowSpecs } from './window-specs.js';
 import { effectiveUsage, windowResetAt } from './windows.js';
 import { WriteQueue } from './write-queue.js';
 
-/** A held reservation as returned by check(); pass its id to settle(), or release() it. */
+/**
+ * The holds check() took (the estimate, concurrency slots); pass its id to settle(), or release() it.
+ * Until then the core renews it (docs/holds.md, "Renewal"): one that is neither leaks until the process exits.
+ */
 export interface ReservationHandle {
   id: string;
   amountUsd: string;
@@ -37,9 +40,9 @@ export type CheckResult =
   | { allowed: false; error: BillingError; checks: BillingDecision['checks'] };
 
 export interface CheckOptions {
-  /** Estimated cost to reserve against every limit until settle() (issue 9). */
+  /** Estimated cost to reserve against every limit until settle(). */
   estimateUsd?: Usd;
-  /** Checks evaluated and counted but never blocking (shadow mode, issue 10). */
+  /** Checks evaluated and counted but never blocking (shadow mode). */
   shadow?: readonly CheckName[];
 }
 

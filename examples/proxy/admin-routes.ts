@@ -6,7 +6,7 @@ import type { BillingCore } from '../../lib/index.js';
 import { generateApiKey, hashApiKey, keyLabel, secretsEqual } from './api-keys.js';
 import { gatewayErrors } from './gateway-errors.js';
 import type { GatewayRepository, KeyLimits, UserRecord } from './gateway-repo.js';
-import { InputError, gatewayId, objectBody, optionalName, optionalUsd, requiredUsd, rpmValue } from './input.js';
+import { InputError, concurrencyValue, gatewayId, objectBody, optionalName, optionalUsd, requiredUsd, rpmValue } from './input.js';
 import { readJsonBody } from './json-body.js';
 import type { PrincipalLookup } from './principal-cache.js';
 
@@ -72,7 +72,11 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     const groupId = fields.groupId === undefined || fields.groupId === null ? null : gatewayId(fields.groupId, 'groupId');
     if (groupId && !(await repo.getGroup(groupId))) throw new InputError('groupId', `no group ${JSON.stringify(groupId)}`);
     if (await repo.getUser(id)) throw new InputError('id', `user ${JSON.stringify(id)} already exists`);
-    const record: UserRecord = { id, name: optionalName(fields.name, 'name', id), groupId, rpmLimit: fields.rpmLimit === undefined ? 0 : rpmValue(fields.rpmLimit, 'rpmLimit') };
+    const record: UserRecord = {
+      id, name: optionalName(fields.name, 'name', id), groupId,
+      rpmLimit: fields.rpmLimit === undefined ? 0 : rpmValue(fields.rpmLimit, 'rpmLimit'),
+      maxConcurrency: fields.maxConcurrency === undefined ? 0 : concurrencyValue(fields.maxConcurrency, 'maxConcurrency'),
+    };
     const balance = fields.balanceUsd === undefined ? null : requiredUsd(fields.balanceUsd, 'balanceUsd');
     await repo.insertUser(record, now());
     ctx.status = 201;
@@ -146,6 +150,16 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     const rpm = fields.rpm === null ? null : rpmValue(fields.rpm, 'rpm');
     await core.admin.setRpmOverride(target.id, groupId, rpm);
     ctx.body = { userId: target.id, groupId, rpm };
+  });
+
+  router.put('/users/:userId/concurrency', async (ctx) => {
+    const target = await user(ctx);
+    const fields = await body(ctx);
+    const maxConcurrency = concurrencyValue(fields.maxConcurrency, 'maxConcurrency');
+    await repo.updateUser(target.id, { maxConcurrency });
+    // The cap travels in the cached principal: every process must read it again.
+    await principals.invalidateUser(target.id);
+    ctx.body = { userId: target.id, maxConcurrency };
   });
 
   router.put('/keys/:keyId/limits', async (ctx) => {

@@ -23,6 +23,8 @@ export interface UserRecord {
   groupId: string | null;
   /** Requests per minute for the user overall; 0 = none. */
   rpmLimit: number;
+  /** Requests of the user in flight at once; 0 = none. */
+  maxConcurrency: number;
 }
 
 export interface KeyLimits {
@@ -74,6 +76,7 @@ function userFrom(row: Row, prefix = ''): UserRecord {
     name: str(row[`${prefix}name`]),
     groupId: nullableStr(row[`${prefix}group_id`]),
     rpmLimit: int(row[`${prefix}rpm_limit`]),
+    maxConcurrency: int(row[`${prefix}max_concurrency`]),
   };
 }
 
@@ -96,7 +99,7 @@ function aliased(alias: string, columns: string[]): string[] {
 }
 
 const GROUP_COLUMNS = ['id', 'name', 'billing_type', 'rate_multiplier', 'daily_limit_usd', 'weekly_limit_usd', 'monthly_limit_usd', 'rpm_limit'];
-const USER_COLUMNS = ['id', 'name', 'group_id', 'rpm_limit'];
+const USER_COLUMNS = ['id', 'name', 'group_id', 'rpm_limit', 'max_concurrency'];
 const KEY_COLUMNS = ['id', 'user_id', 'label', 'name', 'enabled', 'rate_limit_5h_usd', 'rate_limit_1d_usd', 'rate_limit_7d_usd'];
 
 export class GatewayRepository {
@@ -152,7 +155,7 @@ export class GatewayRepository {
   }
 
   async insertUser(user: UserRecord, nowMs: number): Promise<void> {
-    await this.knex('gateway_users').insert({ id: user.id, name: user.name, group_id: user.groupId, rpm_limit: user.rpmLimit, created_at_ms: nowMs });
+    await this.knex('gateway_users').insert({ id: user.id, name: user.name, group_id: user.groupId, rpm_limit: user.rpmLimit, max_concurrency: user.maxConcurrency, created_at_ms: nowMs });
   }
 
   async insertKey(key: KeyRecord, keyHash: string, nowMs: number): Promise<void> {
@@ -181,10 +184,11 @@ export class GatewayRepository {
     return this.getKey(id);
   }
 
-  async updateUser(id: string, changes: { groupId?: string | null; rpmLimit?: number }): Promise<UserRecord | null> {
+  async updateUser(id: string, changes: { groupId?: string | null; rpmLimit?: number; maxConcurrency?: number }): Promise<UserRecord | null> {
     const columns: Row = {};
     if (changes.groupId !== undefined) columns.group_id = changes.groupId;
     if (changes.rpmLimit !== undefined) columns.rpm_limit = changes.rpmLimit;
+    if (changes.maxConcurrency !== undefined) columns.max_concurrency = changes.maxConcurrency;
     if (Object.keys(columns).length > 0) await this.knex('gateway_users').where({ id }).update(columns);
     return this.getUser(id);
   }

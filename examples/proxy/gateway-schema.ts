@@ -47,6 +47,18 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
       await knex.schema.dropTableIfExists('gateway_groups');
     },
   },
+  '002_user_max_concurrency': {
+    async up(knex) {
+      await knex.schema.alterTable('gateway_users', (table) => {
+        table.integer('max_concurrency').notNullable().defaultTo(0);
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable('gateway_users', (table) => {
+        table.dropColumn('max_concurrency');
+      });
+    },
+  },
 };
 
 const migrationSource: Knex.MigrationSource<string> = {

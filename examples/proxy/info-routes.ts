@@ -54,7 +54,7 @@ export function infoRoutes({ principals, core, registry }: InfoRoutesOptions): R
       core.listUsage(user.id, Number.isSafeInteger(limit) && limit > 0 ? Math.min(limit, 100) : 20),
     ]);
     ctx.body = {
-      user: { id: user.id, name: user.name, rpmLimit: user.rpmLimit },
+      user: { id: user.id, name: user.name, rpmLimit: user.rpmLimit, maxConcurrency: user.maxConcurrency },
       group: group && { id: group.id, name: group.name, billingType: group.billingType, rateMultiplier: group.rateMultiplier, rpmLimit: group.rpmLimit },
       balanceUsd,
       apiKey: {

@@ -56,6 +56,12 @@ export function rpmValue(value: unknown, field: string): number {
   throw new InputError(field, `${field} must be an integer from 0 to 1000000, got ${show(value)}`);
 }
 
+/** A concurrency cap: requests in flight at once, 0 = none. */
+export function concurrencyValue(value: unknown, field: string): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= 100_000) return value;
+  throw new InputError(field, `${field} must be an integer from 0 to 100000, got ${show(value)}`);
+}
+
 /** An optional short display name. */
 export function optionalName(value: unknown, field: string, fallback: string): string {
   if (value === undefined || value === null) return fallback;

@@ -40,7 +40,8 @@ export function parsePrincipal(text: string | null): Principal | undefined {
   const isLimit = (v: unknown) => v === null || isString(v);
   const keyOk = key && isString(key.id) && isString(key.label) && isString(key.name) && typeof key.enabled === 'boolean'
     && isLimit(key.rateLimit5hUsd) && isLimit(key.rateLimit1dUsd) && isLimit(key.rateLimit7dUsd);
-  const userOk = user && isString(user.id) && isString(user.name) && isLimit(user.groupId) && Number.isSafeInteger(user.rpmLimit);
+  const userOk = user && isString(user.id) && isString(user.name) && isLimit(user.groupId) && Number.isSafeInteger(user.rpmLimit)
+    && Number.isSafeInteger(user.maxConcurrency);
   const groupOk = group === null || (group && isString(group.id) && isString(group.name) && isString(group.rateMultiplier)
     && (group.billingType === 'standard' || group.billingType === 'subscription') && Number.isSafeInteger(group.rpmLimit)
     && isLimit(group.dailyLimitUsd) && isLimit(group.weeklyLimitUsd) && isLimit(group.monthlyLimitUsd));

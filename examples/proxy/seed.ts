@@ -37,28 +37,28 @@ const noKeyLimits = { rateLimit5hUsd: null, rateLimit1dUsd: null, rateLimit7dUsd
 
 export const DEMO_USERS: readonly DemoUser[] = [
   {
-    user: { id: 'alice', name: 'Alice', groupId: 'standard', rpmLimit: 60 },
+    user: { id: 'alice', name: 'Alice', groupId: 'standard', rpmLimit: 60, maxConcurrency: 0 },
     key: { id: 'alice-key', userId: 'alice', name: 'Alice laptop', enabled: true, ...noKeyLimits, rateLimit5hUsd: '5.00000000' },
     description: 'balance user: 10 USD prepaid, 60 requests/min, key capped at 5 USD per 5 h',
     setup: (core) => core.admin.setBalance('alice', '10.00'),
   },
   {
-    user: { id: 'bob', name: 'Bob', groupId: 'pro', rpmLimit: 0 },
+    user: { id: 'bob', name: 'Bob', groupId: 'pro', rpmLimit: 0, maxConcurrency: 0 },
     key: { id: 'bob-key', userId: 'bob', name: 'Bob CI', enabled: true, ...noKeyLimits },
     description: 'subscription user: Pro plan for 30 days (2 USD/day, 10/week, 30/month, 30 requests/min)',
     setup: (core, nowMs) => core.admin.upsertSubscription({ userId: 'bob', groupId: 'pro', expiresAt: nowMs + 30 * DAY_MS, status: 'active' }),
   },
   {
-    user: { id: 'carol', name: 'Carol', groupId: 'partner', rpmLimit: 0 },
+    user: { id: 'carol', name: 'Carol', groupId: 'partner', rpmLimit: 0, maxConcurrency: 2 },
     key: { id: 'carol-key', userId: 'carol', name: 'Carol app', enabled: true, ...noKeyLimits },
-    description: 'partner (x0.8 prices) with an Anthropic quota of 0.01 USD/day',
+    description: 'partner (x0.8 prices) with an Anthropic quota of 0.01 USD/day, at most 2 requests at once',
     setup: async (core) => {
       await core.admin.setBalance('carol', '10.00');
       await core.admin.setPlatformQuota('carol', 'anthropic', { dailyLimitUsd: '0.01', weeklyLimitUsd: null, monthlyLimitUsd: null });
     },
   },
   {
-    user: { id: 'dave', name: 'Dave', groupId: 'standard', rpmLimit: 0 },
+    user: { id: 'dave', name: 'Dave', groupId: 'standard', rpmLimit: 0, maxConcurrency: 0 },
     key: { id: 'dave-key', userId: 'dave', name: 'Dave script', enabled: true, ...noKeyLimits },
     description: 'nearly out of money: 0.0001 USD left (a gpt-4o call cannot reserve its worst case: 403)',
     setup: (core) => core.admin.setBalance('dave', '0.0001'),

@@ -17,7 +17,7 @@ export function buildSubject(principal: Principal, platform: Platform): BillingS
   return {
     // groupRpmOverride is left out on purpose: the library looks it up and caches the answer,
     // and the admin route's setRpmOverride invalidates that cache entry.
-    user: { id: user.id, rpmLimit: user.rpmLimit },
+    user: { id: user.id, rpmLimit: user.rpmLimit, maxConcurrency: user.maxConcurrency },
     apiKey: {
       id: key.id,
       ...(key.rateLimit5hUsd !== null && { rateLimit5h: key.rateLimit5hUsd }),

@@ -62,12 +62,7 @@ export function assertRenewal(leaseIds: readonly string[], ttlMs: number): void 
   if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
 }
 
-/** What the lease hash holds per lease id. */
-export function encodeLease(expiresAtMs: number, amount: bigint, dimensions: readonly string[], slots: readonly string[]): string {
-  return `${expiresAtMs}|${amount}|${dimensions.join(',')}|${slots.join(',')}`;
-}
-
-/** The stored value as a lease; null when unreadable (treated as gone). */
+/** A value of the lease hash (written by RESERVE_LUA) as a lease; null when unreadable (treated as gone). */
 export function decodeLease(leaseId: string, value: string): LeaseInfo | null {
   const match = LEASE_VALUE.exec(value);
   if (!match) return null;

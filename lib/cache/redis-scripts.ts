@@ -216,6 +216,7 @@ return g + 1
  * in the group. A counter is a hash with one field, named by its minute bucket, holding the count: a
  * hit within the bucket is one HINCRBY. A counter from an older bucket (the increment creates the
  * field at 1) or unreadable restarts as that one field, living RPM_COUNTER_TTL_SEC from then.
+ * `server_ms` (optional) is the server's time the caller already read, so one script reads TIME once.
  * Returns `<outcome> <group count> <user count> <now ms>` (outcome 0 allowed, 1 group exceeded,
  * 2 user exceeded): one string, because ioredis decodes a reply element by element and this runs
  * on every request; the client derives the bucket's end from the time (lib/cache/rpm.ts).
@@ -224,10 +225,14 @@ const RPM_HIT_FUNCTION_LUA = `
 local RPM_MAX_COUNT = ${Number.MAX_SAFE_INTEGER}
 local RPM_TTL_SEC = ${RPM_COUNTER_TTL_SEC}
 
-local function rpm_hit(user_key, group_key, user_cap, group_cap)
-  local time = redis.call('TIME')
-  local sec = tonumber(time[1])
-  local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
+local function rpm_hit(user_key, group_key, user_cap, group_cap, server_ms)
+  -- server_ms: the caller's TIME reading in ms, when it already made one.
+  local now_ms = server_ms
+  if now_ms == nil then
+    local time = redis.call('TIME')
+    now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  end
+  local sec = math.floor(now_ms / 1000)
   local field = string.format('%d', math.floor(sec / 60))
 
   -- Within the bucket a hit is one HINCRBY: the counter's TTL was set when its bucket began, so it
@@ -311,40 +316,61 @@ local function parse_lease(value)
   return tonumber(exp), tonumber(amt), dims, slots
 end
 
-local function add_total(name, delta)
-  if redis.call('HINCRBY', totals_key, name, delta) == 0 then redis.call('HDEL', totals_key, name) end
-end
-
--- sign 1 counts a lease into the totals, -1 takes it out.
-local function count_lease(sign, amt, dims, slots)
+-- The change a lease makes to the totals, name → delta (sign 1 books it, -1 takes it out).
+local function lease_deltas(sign, amt, dims, slots)
+  local deltas = { [LEASE_COUNT] = sign }
   if amt > 0 then
-    for d in string.gmatch(dims, '[^,]+') do add_total(d, sign * amt) end
+    for d in string.gmatch(dims, '[^,]+') do deltas[d] = (deltas[d] or 0) + sign * amt end
   end
-  for s in string.gmatch(slots, '[^,]+') do add_total(s, sign) end
-  add_total(LEASE_COUNT, sign)
+  for s in string.gmatch(slots, '[^,]+') do deltas[s] = (deltas[s] or 0) + sign end
+  return deltas
 end
 
-local function book(id, value)
+-- Applies deltas with one read and one write of the totals hash (zero totals are removed).
+local function apply_deltas(deltas, known)
+  local names, missing = {}, {}
+  for name in pairs(deltas) do
+    names[#names + 1] = name
+    if known == nil or known[name] == nil then missing[#missing + 1] = name end
+  end
+  local current = known or {}
+  if #missing > 0 then
+    local read = redis.call('HMGET', totals_key, unpack(missing))
+    for i, name in ipairs(missing) do current[name] = tonumber(read[i]) or 0 end
+  end
+  local set, zero = {}, {}
+  for _, name in ipairs(names) do
+    local total = (current[name] or 0) + deltas[name]
+    current[name] = total
+    if total == 0 then zero[#zero + 1] = name else set[#set + 1] = name; set[#set + 1] = string.format('%d', total) end
+  end
+  if #set > 0 then redis.call('HSET', totals_key, unpack(set)) end
+  if #zero > 0 then redis.call('HDEL', totals_key, unpack(zero)) end
+end
+
+-- Books a lease (its value is well formed); known: totals already read, kept up to date.
+local function book(id, value, known)
   local exp, amt, dims, slots = parse_lease(value)
   if exp == nil then return end
   redis.call('HSET', lease_key, id, value)
   redis.call('ZADD', expiry_key, exp, id)
-  count_lease(1, amt, dims, slots)
+  apply_deltas(lease_deltas(1, amt, dims, slots), known)
 end
 
-local function unbook(id, value)
+local function unbook(id, value, known)
   redis.call('HDEL', lease_key, id)
   redis.call('ZREM', expiry_key, id)
   local exp, amt, dims, slots = parse_lease(value)
-  if exp ~= nil then count_lease(-1, amt, dims, slots) end
+  if exp ~= nil then apply_deltas(lease_deltas(-1, amt, dims, slots), known) end
 end
 
--- The three keys live as long as the longest lease: all of them at least ttl from now.
+-- The three keys live at least ttl longer. Set to twice that when they would live less, so that
+-- a busy user's keys are extended once per ttl, not on every reserve.
 local function keep_alive(ttl)
   if redis.call('PTTL', lease_key) < ttl then
-    redis.call('PEXPIRE', lease_key, ttl)
-    redis.call('PEXPIRE', totals_key, ttl)
-    redis.call('PEXPIRE', expiry_key, ttl)
+    redis.call('PEXPIRE', lease_key, 2 * ttl)
+    redis.call('PEXPIRE', totals_key, 2 * ttl)
+    redis.call('PEXPIRE', expiry_key, 2 * ttl)
   end
 end
 
@@ -414,17 +440,42 @@ open_book(now)
 
 -- A re-reserve of the same lease id replaces it: its own holdings do not count against it.
 local previous = redis.call('HGET', lease_key, lease_id)
+local own = {}
 local own_exp, own_amount, own_dims, own_slots = parse_lease(previous)
-local function held(name, is_slot)
-  local total = tonumber(redis.call('HGET', totals_key, name)) or 0
-  if own_exp ~= nil then
-    local list = own_dims
-    if is_slot then list = own_slots end
-    if string.find(',' .. list .. ',', ',' .. name .. ',', 1, true) then
-      if is_slot then total = total - 1 else total = total - own_amount end
-    end
+if own_exp ~= nil then own = lease_deltas(1, own_amount, own_dims, own_slots) end
+
+-- Every total this reserve reads, in one HMGET: the dimensions', the slots', the lease count.
+local slot_base = 10 + money_dims * 9
+local total_names = { LEASE_COUNT }
+for i = 10, slot_base - 1, 9 do total_names[#total_names + 1] = ARGV[i] end
+for i = slot_base, #ARGV, 3 do total_names[#total_names + 1] = ARGV[i] end
+local totals = {}
+local read = redis.call('HMGET', totals_key, unpack(total_names))
+for i, name in ipairs(total_names) do totals[name] = tonumber(read[i]) or 0 end
+local function held(name)
+  return totals[name] - (own[name] or 0)
+end
+
+-- Each entity hash once, with the fields of every dimension on it; a key of another type reads as not cached.
+local fields_of = {}
+for i = 10, slot_base - 1, 9 do
+  local index = tonumber(ARGV[i + 2])
+  local fields = fields_of[index]
+  if fields == nil then
+    fields = { 't', 'v', 'h' }
+    fields_of[index] = fields
   end
-  return total
+  fields[#fields + 1] = ARGV[i + 3]
+  if ARGV[i + 4] ~= '' then fields[#fields + 1] = ARGV[i + 4] end
+end
+local entities = {}
+for index, fields in pairs(fields_of) do
+  local ok, values = pcall(redis.call, 'HMGET', KEYS[index], unpack(fields))
+  if ok and values[1] ~= '1' and meta(values[2]) ~= nil then
+    local h = {}
+    for j, field in ipairs(fields) do h[field] = values[j] end
+    entities[index] = h
+  end
 end
 
 local over = ''
@@ -437,10 +488,9 @@ end
 -- Slots first: a user at its concurrency cap is told to retry soon, not that its money is gone
 -- (what the open requests hold comes back when they end).
 local slots = {}
-local slot_base = 10 + money_dims * 9
 for i = slot_base, #ARGV, 3 do
   local name, limit, enforced = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  local holders = held(name, true)
+  local holders = held(name)
   if holders + 1 > limit then
     local denial = refuse(name, enforced, limit - holders)
     if denial then return denial end
@@ -453,19 +503,18 @@ for i = 10, slot_base - 1, 9 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local usage_field, start_field, threshold = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local capacity, used, enforced = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), ARGV[i + 8]
-  -- Only the fields this dimension needs; a key of another type reads as not cached.
-  local ok, h = pcall(redis.call, 'HMGET', KEYS[index], 't', 'v', usage_field, start_field, 'h')
-  if ok and h[1] ~= '1' and meta(h[2]) ~= nil then
-    local value = int_in(h[3], -MAX_SAFE, MAX_SAFE)
+  local h = entities[index]
+  if h then
+    local value = int_in(h[usage_field], -MAX_SAFE, MAX_SAFE)
     -- Store holds on the row (absent in entries from before they existed): they take from the
     -- balance and count in every window of the row (docs/holds.md).
     local store_held = 0
-    if h[5] then store_held = int_in(h[5], 0, MAX_SAFE) end
+    if h['h'] then store_held = int_in(h['h'], 0, MAX_SAFE) end
     if value ~= nil and store_held ~= nil then
       if kind == 'b' then
         capacity = value - store_held
       else
-        local start = h[4]
+        local start = h[start_field]
         if start == '' then
           used = store_held
         else
@@ -477,7 +526,7 @@ for i = 10, slot_base - 1, 9 do
       end
     end
   end
-  local open = held(name, false)
+  local open = held(name)
   if used + open + amount > capacity then
     local denial = refuse(name, enforced, capacity - used - open)
     if denial then return denial end
@@ -489,16 +538,16 @@ local rpm_reply = ''
 if rpm_user_index > 0 then
   local group_key = nil
   if rpm_group_index > 0 then group_key = KEYS[rpm_group_index] end
-  rpm_reply = rpm_hit(KEYS[rpm_user_index], group_key, rpm_user_cap, rpm_group_cap)
+  rpm_reply = rpm_hit(KEYS[rpm_user_index], group_key, rpm_user_cap, rpm_group_cap, now)
   if string.sub(rpm_reply, 1, 1) ~= '0' then return { 'rpm', rpm_reply } end
 end
 
-if previous then unbook(lease_id, previous) end
+if previous then unbook(lease_id, previous, totals) end
 local expires_at = string.format('%d', now + ttl)
-book(lease_id, expires_at .. '|' .. ARGV[2] .. '|' .. table.concat(names, ',') .. '|' .. table.concat(slots, ','))
+book(lease_id, expires_at .. '|' .. ARGV[2] .. '|' .. table.concat(names, ',') .. '|' .. table.concat(slots, ','), totals)
 keep_alive(ttl)
 local reply = { 'reserved', expires_at, over, rpm_reply }
-for _, name in ipairs(slots) do reply[#reply + 1] = redis.call('HGET', totals_key, name) end
+for _, name in ipairs(slots) do reply[#reply + 1] = string.format('%d', totals[name]) end
 return reply
 `;
 

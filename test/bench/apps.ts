@@ -22,7 +22,7 @@ import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
 export const APP_IDS = [
-  'bare', 'bare-1us', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-settle', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
+  'bare', 'bare-1us', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-reserve-2000', 'chain-redis-settle', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
 ] as const;
 export type AppId = (typeof APP_IDS)[number];
 
@@ -35,6 +35,7 @@ export const APP_LABELS: Readonly<Record<AppId, string>> = {
   'chain-memory-no-fields': '(b-f) (b) without RateLimit fields',
   'chain-redis': '(c) chain, Redis + PostgreSQL',
   'chain-redis-reserve': '(c+r) (c) reserving an estimate',
+  'chain-redis-reserve-2000': '(c+r2000) (c+r), 2,000 holds of the user open',
   'chain-redis-settle': '(c+s) (c) settling before it answers',
   'chain-redis-no-fields': '(c-f) (c) without RateLimit fields',
   'rlf-redis': '(d) rate-limiter-flexible Redis',
@@ -140,10 +141,21 @@ const BENCH_ESTIMATE_USD = '0.0001';
 /** What (c+s) charges per request: a short completion. */
 const BENCH_COST_USD = '0.00012345';
 
-async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true, settle = false }): Promise<RunningApp> {
+/** Holds of the benchmark user kept open through the whole run of (c+r2000), as long streams would be. */
+const OPEN_HOLDS = 2000;
+
+async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true, settle = false, openHolds = 0 }): Promise<RunningApp> {
   await seedBenchUser(core, BENCH_USER);
   // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
   const subject = benchSubject(BENCH_USER);
+  // Opened before the load and never settled: the core renews them for as long as the server runs.
+  const held: (() => void)[] = [];
+  for (let opened = 0; opened < openHolds; opened += 100) {
+    for (const decision of await Promise.all(Array.from({ length: 100 }, () => core.check(subject, { estimateUsd: BENCH_ESTIMATE_USD })))) {
+      if (!decision.allowed || !decision.reservation) throw new Error('(c+r2000): a hold to keep open was refused');
+      held.push(decision.reservation.release);
+    }
+  }
   const app = new Koa();
   app.use(billingEligibility({ core, subject: () => subject, rateLimitHeaders, ...(reserve && { estimateCost: () => BENCH_ESTIMATE_USD }) }));
   let sequence = 0;
@@ -156,6 +168,7 @@ async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, {
   return {
     app,
     async close() {
+      for (const release of held) release();
       await core.close();
       await closeBackends();
     },
@@ -181,18 +194,19 @@ async function chainMemory({ metrics = false, rateLimitHeaders = true } = {}): P
 }
 
 /**
- * (c); with `reserve` the same app holding an estimate per request (one more round trip, plus the
- * release); with `settle` the same app settling each request before it answers; without `rateLimitHeaders` the same app without the RateLimit fields, which
+ * (c); with `reserve` the same app holding an estimate per request (RPM counted in the same script
+ * as the hold, so one more round trip, plus the release); with `openHolds` that many holds of the
+ * user kept open (renewed) for the whole run; with `settle` the same app settling each request before it answers; without `rateLimitHeaders` the same app without the RateLimit fields, which
  * (d) does not send either.
  */
-async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHeaders = true, settle = false } = {}): Promise<RunningApp> {
+async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHeaders = true, settle = false, openHolds = 0 } = {}): Promise<RunningApp> {
   const knex = pgKnex(settings.pgSchema, 10);
   const redis = benchRedisClient(settings.autoPipelining);
   const core = createBillingCore({ store: new KnexBillingStore(knex), cache: new RedisBillingCache(redis, { prefix: settings.redisPrefix }) });
   return chainApp(core, async () => {
     await knex.destroy();
     redis.disconnect();
-  }, { reserve, rateLimitHeaders, settle });
+  }, { reserve, rateLimitHeaders, settle, openHolds });
 }
 
 /**
@@ -231,6 +245,7 @@ export async function createApp(id: AppId, settings: AppSettings): Promise<Runni
     case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });
     case 'chain-redis': return chainRedis(settings);
     case 'chain-redis-reserve': return chainRedis(settings, { reserve: true });
+    case 'chain-redis-reserve-2000': return chainRedis(settings, { reserve: true, openHolds: OPEN_HOLDS });
     case 'chain-redis-settle': return chainRedis(settings, { settle: true });
     case 'chain-redis-no-fields': return chainRedis(settings, { rateLimitHeaders: false });
     case 'rlf-redis': return rlfRedis(settings);

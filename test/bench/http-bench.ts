@@ -38,8 +38,14 @@ export interface HttpResults {
     'p99 c/a': Ratio;
     /** Metrics on vs off (issue 10). */
     'bm/b': Ratio;
-    /** Reserving an estimate vs not (issue 9). */
+    /** Reserving an estimate vs not. */
     'cr/c': Ratio;
+    /** Reserving with 2,000 holds of the user open vs none: constant-time holds. */
+    'cr2000/cr': Ratio;
+    /** Redis CPU per request, reserving vs not. */
+    'Redis CPU cr/c': Ratio;
+    /** Redis CPU per request with 2,000 holds open vs none. */
+    'Redis CPU cr2000/cr': Ratio;
     /** Settling every request before answering vs not: what billing each request costs a gateway (group commit). */
     'cs/c': Ratio;
     /** The chain without the RateLimit fields vs bare Koa: what the checks alone cost. */
@@ -172,7 +178,10 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
       'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
       'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
       'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
-      'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), 'report', () => true),
+      'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), '>= 0.80', (v) => v >= 0.8),
+      'cr2000/cr': ratio(per((r) => r['chain-redis-reserve-2000'].reqPerSec / r['chain-redis-reserve'].reqPerSec), '>= 0.90', (v) => v >= 0.9),
+      'Redis CPU cr/c': ratio(per((r) => r['chain-redis-reserve'].cpu.redisUs / r['chain-redis'].cpu.redisUs), '<= 2.00', (v) => v <= 2),
+      'Redis CPU cr2000/cr': ratio(per((r) => r['chain-redis-reserve-2000'].cpu.redisUs / r['chain-redis-reserve'].cpu.redisUs), 'report', () => true),
       'cs/c': ratio(per((r) => r['chain-redis-settle'].reqPerSec / r['chain-redis'].reqPerSec), '>= 0.50', (v) => v >= 0.5),
       'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
       'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),

@@ -102,6 +102,26 @@ export function holdContract(fx: GetFixture): void {
     expect(await store.getBalance(other)).to.not.have.property('held');
   });
 
+  it('a renewed hold outlives its first expiry; renewing one released or swept reports it and revives nothing', async () => {
+    const { store, id } = fx();
+    const user = id('u');
+    await store.setBalance(user, usd('1'));
+    const renewed = `store:renewed-${user}`;
+    const released = `store:released-${user}`;
+    const never = `store:never-${user}`;
+    await hold(user, '0.40', [balanceDim(user)], { leaseId: renewed, ttlMs: 1000 });
+    await hold(user, '0.30', [balanceDim(user)], { leaseId: released, ttlMs: 1000 });
+    await store.releaseStoreHold!(user, released);
+    expect(await store.renewStoreHolds!([renewed, released, never], NOW.nowMs + 10_000)).to.deep.equal([released, never]);
+    // Renewal never shortens a hold.
+    expect(await store.renewStoreHolds!([renewed], NOW.nowMs + 500)).to.deep.equal([]);
+    await store.releaseExpiredStoreHolds(NOW.nowMs + 9999, 1000);
+    expect(await store.getBalance(user)).to.deep.include({ held: usd('0.40') });
+    await store.releaseExpiredStoreHolds(NOW.nowMs + 10_000, 1000);
+    expect(await store.getBalance(user)).to.not.have.property('held');
+    expect(await store.renewStoreHolds!([renewed], NOW.nowMs + 20_000)).to.deep.equal([renewed]);
+  });
+
   it('a hold whose row cannot be read is left in place: it stops neither the sweep nor new holds of its user', async () => {
     const { store, id, knex } = fx();
     const user = id('u');

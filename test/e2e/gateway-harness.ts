@@ -21,6 +21,7 @@ export interface UserOptions {
   groupId?: string;
   balanceUsd?: string;
   rpmLimit?: number;
+  maxConcurrency?: number;
 }
 
 export interface GatewayHarness {
@@ -73,6 +74,7 @@ export async function startHarness(env: Record<string, string>, cleanup?: () => 
       const userId = `u${run}x${(users++).toString(36)}`;
       await harness.admin('post', '/admin/users', {
         id: userId, groupId: options.groupId ?? 'standard', balanceUsd: options.balanceUsd ?? '1.00', rpmLimit: options.rpmLimit ?? 0,
+        ...(options.maxConcurrency !== undefined && { maxConcurrency: options.maxConcurrency }),
       }).expect(201);
       const created = await harness.admin('post', `/admin/users/${userId}/keys`, { id: `${userId}k` }).expect(201);
       const key = created.body.key as string;

@@ -1,7 +1,9 @@
 // E2E scenarios about limits that must hold under concurrency, shared by every backend: a platform quota
-// whose cache entry is cold, and request bodies that try to make the reservation smaller than the answer.
+// whose cache entry is cold, request bodies that try to make the reservation smaller than the answer,
+// and a user's concurrency cap under long streams.
 import { expect } from 'chai';
 import { formatUsd, parseUsd } from '../../lib/index.js';
+import http from 'node:http';
 import type { GatewayHarness, TestUser } from './gateway-harness.js';
 
 const PROMPT = 'Say hello to the billing test.';
@@ -90,4 +92,36 @@ export function limitScenarios(harness: () => GatewayHarness): void {
       expect(statuses.filter((status) => status !== 200 && status !== 403)).to.deep.equal([]);
     });
   }
+
+  it('a user capped at 2 requests in flight: a third stream is refused 429 while two run, and admitted once they end', async function () {
+    this.timeout(30_000);
+    const h = harness();
+    const user = await h.createUser({ balanceUsd: '5.00', maxConcurrency: 2 });
+    const base = await h.listen();
+    // A long stream (1 ms per word of a reply of up to 1,500 words), answered on a real socket.
+    const stream = () => new Promise<{ status: number; firstByte: Promise<void>; done: Promise<string> }>((resolve, reject) => {
+      const req = http.request(`${base}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${user.key}`, 'content-type': 'application/json' } }, (res) => {
+        let body = '';
+        let first: () => void = () => {};
+        const firstByte = new Promise<void>((r) => (first = r));
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => { body += chunk; first(); });
+        resolve({ status: res.statusCode ?? 0, firstByte, done: new Promise((r) => res.on('end', () => r(body))) });
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(openaiBody({ model: 'gpt-4o-mini', stream: true, max_tokens: 1500 })));
+    });
+    const running = await Promise.all([stream(), stream()]);
+    expect(running.map((r) => r.status)).to.deep.equal([200, 200]);
+    await Promise.all(running.map((r) => r.firstByte));
+    const third = await openaiCall(h, user, { model: 'gpt-4o-mini', max_tokens: 10 });
+    expect(third.status).to.equal(429);
+    expect(third.body.error).to.include({ code: 'concurrency_limit_exceeded', type: 'rate_limit_error' });
+    expect(third.headers['retry-after']).to.equal('1');
+    for (const r of running) expect(await r.done).to.match(/\[DONE\]/);
+    await settled(h);
+    expect((await openaiCall(h, user, { model: 'gpt-4o-mini', max_tokens: 10 })).status).to.equal(200);
+    await settled(h);
+    expect(await h.gateway.core.listReservations(user.userId)).to.deep.equal([]);
+  });
 }

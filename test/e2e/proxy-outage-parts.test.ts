@@ -9,7 +9,7 @@ import type { Principal } from '../../examples/proxy/gateway-repo.js';
 
 const principal: Principal = {
   key: { id: 'k1', userId: 'u1', label: 'sk-Ab…', name: 'k1', enabled: true, rateLimit5hUsd: '5', rateLimit1dUsd: null, rateLimit7dUsd: null },
-  user: { id: 'u1', name: 'U', groupId: 'g', rpmLimit: 0 },
+  user: { id: 'u1', name: 'U', groupId: 'g', rpmLimit: 0, maxConcurrency: 0 },
   group: { id: 'g', name: 'G', billingType: 'standard', rateMultiplier: '1', dailyLimitUsd: null, weeklyLimitUsd: null, monthlyLimitUsd: null, rpmLimit: 0 },
 };
 

@@ -45,7 +45,7 @@ export interface ChainEnv {
   userId(label?: string): string;
 }
 
-export interface Backends {
+interface Backends {
   knex: Knex;
   /** The backend's cache; the memory cache runs on `clock`, Redis on its own. */
   makeCache(clock: Clock): BillingCache;
@@ -53,7 +53,7 @@ export interface Backends {
 }
 
 /** SQLite in memory and the memory cache (the embedded default). */
-export async function memorySqlite(): Promise<Backends> {
+async function memorySqlite(): Promise<Backends> {
   const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: ':memory:' }, useNullAsDefault: true });
   await migrateBillingSchema(knex);
   return {
@@ -64,7 +64,7 @@ export async function memorySqlite(): Promise<Backends> {
 }
 
 /** A fresh PostgreSQL schema and a fresh Redis key prefix, both removed by cleanup(). */
-export async function redisPostgres(): Promise<Backends> {
+async function redisPostgres(): Promise<Backends> {
   const schema = `kbe_chain_${uniqueSuffix()}`;
   const admin = knexFactory({ client: 'pg', connection: DATABASE_URL });
   await admin.raw('CREATE SCHEMA ??', [schema]);
@@ -99,6 +99,24 @@ async function parseJsonBody(ctx: Koa.Context, next: Koa.Next): Promise<void> {
   await next();
 }
 
+export type BackendPair = 'memory+sqlite' | 'redis+postgres';
+
+/** Opens the backend pair before the suite (skipping it loudly when a service is missing) and cleans up after; call inside describe. */
+export function useBackends(backend: BackendPair): () => Backends {
+  let backends: Backends | undefined;
+  before(async function () {
+    if (backend === 'redis+postgres') {
+      await requirePostgres(this);
+      await requireRedis(this);
+    }
+    backends = backend === 'memory+sqlite' ? await memorySqlite() : await redisPostgres();
+  });
+  after(async () => {
+    await backends?.cleanup();
+  });
+  return () => backends!;
+}
+
 /** Defines `body` once per backend pair and request shape; each test gets a fresh clock, core and instrumentation. */
 export function describeChain(title: string, body: (env: () => ChainEnv) => void): void {
   for (const [backend, shape] of [
@@ -106,23 +124,12 @@ export function describeChain(title: string, body: (env: () => ChainEnv) => void
     ['redis+postgres', 'chain first'], ['redis+postgres', 'body parsed first'],
   ] as const) {
     describe(`${title} [${backend}, ${shape}]`, function () {
-      let backends: Backends;
+      const opened = useBackends(backend);
       let env: ChainEnv;
       const cores: BillingCore[] = [];
 
-      before(async function () {
-        if (backend === 'redis+postgres') {
-          await requirePostgres(this);
-          await requireRedis(this);
-        }
-        backends = backend === 'memory+sqlite' ? await memorySqlite() : await redisPostgres();
-      });
-
-      after(async () => {
-        await backends?.cleanup();
-      });
-
       beforeEach(() => {
+        const backends = opened();
         const clock = new ManualClock(T0);
         const realStore = new KnexBillingStore(backends.knex);
         const store = instrument<BillingStore>(realStore);

@@ -9,32 +9,20 @@ import { systemClock } from '../../lib/clock.js';
 import { KnexBillingStore } from '../../lib/store/knex-store.js';
 import type { BillingSubject } from '../../lib/types.js';
 import { billingEligibility } from '../../middleware/index.js';
-import { memorySqlite, redisPostgres, type Backends } from '../helpers/chain-harness.js';
-import { requirePostgres, requireRedis, uniqueSuffix } from '../helpers/services.js';
+import { useBackends } from '../helpers/chain-harness.js';
+import { uniqueSuffix } from '../helpers/services.js';
 
 const TTL_MS = 1000;
 const STREAM_MS = 5 * TTL_MS;
 
 for (const backend of ['memory+sqlite', 'redis+postgres'] as const) {
   describe(`hold renewal [${backend}]`, function () {
-    let backends: Backends;
+    const backends = useBackends(backend);
     let core: BillingCore;
-
-    before(async function () {
-      if (backend === 'redis+postgres') {
-        await requirePostgres(this);
-        await requireRedis(this);
-      }
-      backends = backend === 'memory+sqlite' ? await memorySqlite() : await redisPostgres();
-    });
-
-    after(async () => {
-      await backends?.cleanup();
-    });
 
     beforeEach(() => {
       // The real clock: renewal is a timer, and the hold's expiry is on the cache's clock.
-      core = createBillingCore({ store: new KnexBillingStore(backends.knex), cache: backends.makeCache(systemClock), reservationTtlMs: TTL_MS });
+      core = createBillingCore({ store: new KnexBillingStore(backends().knex), cache: backends().makeCache(systemClock), reservationTtlMs: TTL_MS });
     });
 
     afterEach(async () => {
