@@ -1,7 +1,7 @@
 // Administration writes (DESIGN §2): each goes to the store, then puts the new versioned row into the
 // cache (or invalidates it), so every instance sharing the cache sees it on the next request.
 import type { CoreInternals } from './core-internals.js';
-import { MoneyError, formatUsd, parseUsd, type Usd } from './money.js';
+import { MoneyError, formatUsd, parseLimitUsd, parseUsd, type Usd } from './money.js';
 import type { BillingId, PlatformQuotaLimits, SubscriptionEntity, SubscriptionStatus } from './types.js';
 import { BillingValidationError, normalizeId, normalizePlatform } from './validate.js';
 
@@ -35,11 +35,10 @@ function epochMs(value: unknown, field: string): number {
   throw new BillingValidationError(field, `${field} must be a Date or epoch milliseconds`);
 }
 
+/** A platform-quota limit: null = none, 0 = blocked, so an amount that would round to 0 is refused. */
 function quotaLimit(value: Usd | null | undefined, field: string): bigint | null {
   if (value === undefined || value === null) return null;
-  const units = parseUsd(value, field);
-  if (units < 0n) throw new MoneyError(`${field} must not be negative`, field);
-  return units;
+  return parseLimitUsd(value, field);
 }
 
 export class BillingAdmin {

@@ -19,7 +19,7 @@ import { SingleFlight } from './single-flight.js';
 import { STORE_HOLD_SWEEP_MS, sweepExpiredStoreHolds } from './store-holds.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
 import type { BillingId, BillingSubject, CacheEntityRef, TimeContext } from './types.js';
-import { normalizeId, normalizePlatform } from './validate.js';
+import { BillingValidationError, normalizeId, normalizePlatform } from './validate.js';
 import { apiKeyWindowSpecs } from './window-specs.js';
 import { effectiveUsage, windowResetAt } from './windows.js';
 import { WriteQueue } from './write-queue.js';
@@ -168,6 +168,8 @@ export class BillingCore {
    * `reservationId` that check() returned, the reservation is replaced by the actual cost.
    */
   settle(request: SettleRequest & { reservationId?: string }): Promise<SettlementReceipt> {
+    // Bad input rejects like every other async method, never throws synchronously.
+    if (request === null || typeof request !== 'object') return Promise.reject(new BillingValidationError('request', 'settle() needs a settlement object'));
     return this.settleFor(request, undefined, request.reservationId);
   }
 
@@ -192,23 +194,23 @@ export class BillingCore {
     return leases.map((lease) => ({ id: lease.leaseId, amountUsd: formatUsd(lease.amount), expiresAt: new Date(lease.expiresAtMs).toISOString() }));
   }
 
-  invalidateBalance(userId: BillingId): Promise<void> {
+  async invalidateBalance(userId: BillingId): Promise<void> {
     return this.#invalidate({ kind: 'balance', userId: normalizeId(userId, 'userId') });
   }
 
-  invalidateSubscription(userId: BillingId, groupId: BillingId): Promise<void> {
+  async invalidateSubscription(userId: BillingId, groupId: BillingId): Promise<void> {
     return this.#invalidate({ kind: 'subscription', userId: normalizeId(userId, 'userId'), groupId: normalizeId(groupId, 'groupId') });
   }
 
-  invalidateApiKeyWindows(userId: BillingId, apiKeyId: BillingId): Promise<void> {
+  async invalidateApiKeyWindows(userId: BillingId, apiKeyId: BillingId): Promise<void> {
     return this.#invalidate({ kind: 'apiKeyWindows', userId: normalizeId(userId, 'userId'), apiKeyId: normalizeId(apiKeyId, 'apiKeyId') });
   }
 
-  invalidatePlatformQuota(userId: BillingId, platform: string): Promise<void> {
+  async invalidatePlatformQuota(userId: BillingId, platform: string): Promise<void> {
     return this.#invalidate({ kind: 'platformQuota', userId: normalizeId(userId, 'userId'), platform: normalizePlatform(platform) });
   }
 
-  invalidateRpmOverride(userId: BillingId, groupId: BillingId): Promise<void> {
+  async invalidateRpmOverride(userId: BillingId, groupId: BillingId): Promise<void> {
     return this.#invalidate({ kind: 'rpmOverride', userId: normalizeId(userId, 'userId'), groupId: normalizeId(groupId, 'groupId') });
   }
 

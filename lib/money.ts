@@ -28,14 +28,29 @@ function describe(value: unknown): string {
   return String(value);
 }
 
+/** A parsed amount, and what rounding to 8 decimals hid: the input's sign and whether it was zero. */
+interface ParsedUsd {
+  units: bigint;
+  /** The input was below zero, however little (a tiny negative rounds to 0 units). */
+  negative: boolean;
+  /** The input was exactly zero (a tiny positive also rounds to 0 units, but is not zero). */
+  zero: boolean;
+}
+
+const BIGINT_REFUSED = 'must be a number or a decimal string of USD (e.g. 10 or "0.0123"), not a bigint: a bigint could mean dollars or 10⁻⁸ units';
+
 /**
- * Parses a number or decimal string into units, rounding half away from zero at the 8th decimal.
- * Numbers are read through their shortest round-trip decimal form (`String(0.1)` is "0.1"), so
- * `0.1` means exactly one tenth. Throws MoneyError naming the value for NaN, ±Infinity,
- * non-numeric strings and magnitudes beyond MAX_USD_UNITS.
+ * Parses a number or decimal string of USD into units, rounding half away from zero at the 8th
+ * decimal. Numbers are read through their shortest round-trip decimal form (`String(0.1)` is
+ * "0.1"), so `0.1` means exactly one tenth. Throws MoneyError naming the field for NaN, ±Infinity,
+ * non-numeric strings, bigints (ambiguous: dollars or units?) and magnitudes beyond MAX_USD_UNITS.
  */
-export function parseUsd(value: Usd | bigint, what = 'amount'): bigint {
-  if (typeof value === 'bigint') return checkRange(value, value, what);
+export function parseUsd(value: Usd, what = 'amount'): bigint {
+  return parseUsdParts(value, what).units;
+}
+
+function parseUsdParts(value: unknown, what: string): ParsedUsd {
+  if (typeof value === 'bigint') throw new MoneyError(`${what} ${BIGINT_REFUSED}`, what);
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new MoneyError(`${what} must be a finite number, got ${describe(value)}`, what);
     return parseDecimal(String(value), value, what);
@@ -44,13 +59,16 @@ export function parseUsd(value: Usd | bigint, what = 'amount'): bigint {
   return parseDecimal(value.trim(), value, what);
 }
 
-function parseDecimal(text: string, original: unknown, what: string): bigint {
+function parseDecimal(text: string, original: unknown, what: string): ParsedUsd {
   const match = text.length <= 64 ? DECIMAL.exec(text) : null;
   if (!match || (!match[2] && !match[3])) {
     throw new MoneyError(`${what} must be a decimal amount, got ${describe(original)}`, what);
   }
   const [, sign, intPart = '', fracPart = '', expPart] = match;
   const exponent = expPart === undefined ? 0 : Number(expPart);
+  const zero = !/[1-9]/.test(intPart + fracPart);
+  // Below 10⁻⁹ whatever its digits (5e-324, "1e-99"): 0 units, and still the sign it had.
+  if (Number.isSafeInteger(exponent) && intPart.length + exponent < -USD_SCALE) return { units: 0n, negative: sign === '-' && !zero, zero };
   if (!Number.isSafeInteger(exponent) || Math.abs(exponent) > 40) {
     throw new MoneyError(`${what} is out of range, got ${describe(original)}`, what);
   }
@@ -68,7 +86,7 @@ function parseDecimal(text: string, original: unknown, what: string): bigint {
   let units = BigInt(whole) * UNITS_PER_USD + BigInt(fraction.slice(0, USD_SCALE));
   // Half away from zero: the magnitude rounds up when the first dropped digit is 5 or more.
   if (fraction.charCodeAt(USD_SCALE) >= 53 /* '5' */) units += 1n;
-  return checkRange(sign === '-' ? -units : units, original, what);
+  return { units: checkRange(sign === '-' ? -units : units, original, what), negative: sign === '-' && !zero, zero };
 }
 
 function checkRange(units: bigint, original: unknown, what: string): bigint {
@@ -78,10 +96,22 @@ function checkRange(units: bigint, original: unknown, what: string): bigint {
   return units;
 }
 
-/** Parses a cost: like parseUsd, and also rejects negative amounts. */
-export function parseCostUsd(value: Usd | bigint, what = 'costUsd'): bigint {
-  const units = parseUsd(value, what);
-  if (units < 0n) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
+/** Parses a cost or a limit: like parseUsd, and refuses negative input of any size (never rounded to 0). */
+export function parseCostUsd(value: Usd, what = 'costUsd'): bigint {
+  const { units, negative } = parseUsdParts(value, what);
+  if (negative) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
+  return units;
+}
+
+/**
+ * Parses a limit where 0 has a meaning of its own (a platform quota of 0 blocks): like
+ * parseCostUsd, and refuses a positive amount that rounds to 0 at 8 decimals rather than turn it
+ * into that meaning.
+ */
+export function parseLimitUsd(value: Usd, what: string): bigint {
+  const { units, negative, zero } = parseUsdParts(value, what);
+  if (negative) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
+  if (units === 0n && !zero) throw new MoneyError(`${what} is below 0.00000001 USD, the smallest amount kept, got ${describe(value)}`, what);
   return units;
 }
 

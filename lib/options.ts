@@ -1,5 +1,5 @@
 // One option parser for every factory: reject unknown keys, merge frozen defaults with ??, validate, freeze.
-import { MoneyError, parseUsd, type Usd } from './money.js';
+import { MoneyError, parseCostUsd } from './money.js';
 
 /** A misconfiguration found at construction; `option` is the full option path, e.g. `circuitBreaker.failureThreshold`. */
 export class BillingConfigError extends TypeError {
@@ -130,17 +130,15 @@ export const v = {
   /** A non-negative USD amount (number or decimal string) as exact units of 1e-8 USD. */
   nonNegativeUsd(): Validator<bigint> {
     return (value, name) => {
-      if (typeof value !== 'number' && typeof value !== 'string' && typeof value !== 'bigint') {
+      if (typeof value !== 'number' && typeof value !== 'string') {
         return fail(name, 'a USD amount (number or decimal string)', value);
       }
-      let units: bigint;
       try {
-        units = parseUsd(value as Usd | bigint, name);
+        return parseCostUsd(value, name);
       } catch (err) {
         if (err instanceof MoneyError) throw new BillingConfigError(name, err.message);
         throw err;
       }
-      return units >= 0n ? units : fail(name, 'a non-negative USD amount', value);
     };
   },
   /** An IANA time zone name the runtime knows (Intl), e.g. "UTC" or "Europe/Berlin". */

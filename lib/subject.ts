@@ -1,5 +1,5 @@
 // Turns the application's BillingSubject into validated ids, exact limits and the billing mode (SPEC §1.3).
-import { parseUsd } from './money.js';
+import { parseCostUsd, parseUsd } from './money.js';
 import type { BillingMode, BillingSubject } from './types.js';
 import { BillingValidationError, normalizeId, normalizePlatform } from './validate.js';
 
@@ -44,10 +44,14 @@ function concurrencyCap(value: unknown, field: string): number {
   throw new BillingValidationError(field, `${field} must be a non-negative integer or null, got ${String(value)}`);
 }
 
+/**
+ * An RPM cap or override: an integer, where ≤ 0 means none (a cap) or exempt (an override), as the
+ * reference gate reads them. Anything that is not an integer at all is refused.
+ */
 function rpm(value: unknown, field: string): number {
   if (value === undefined || value === null) return 0;
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
-  throw new BillingValidationError(field, `${field} must be a non-negative integer, got ${String(value)}`);
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return value > 0 ? value : 0;
+  throw new BillingValidationError(field, `${field} must be an integer (≤ 0: none), got ${String(value)}`);
 }
 
 /**
@@ -57,19 +61,22 @@ function rpm(value: unknown, field: string): number {
 const parsedLimits = new Map<string | number, bigint>();
 const PARSED_LIMITS_MAX = 4096;
 
+/** A key's USD limit: 0 = none; negative input of any size is refused (parseCostUsd). */
 function usdLimit(value: unknown, field: string): bigint {
   if (value === undefined || value === null) return 0n;
   const known = typeof value === 'string' || typeof value === 'number' ? parsedLimits.get(value) : undefined;
   if (known !== undefined) return known;
-  const units = parseUsd(value as string | number, field);
-  if (units < 0n) throw new BillingValidationError(field, `${field} must not be negative`);
+  const units = parseCostUsd(value as string | number, field);
   if (parsedLimits.size >= PARSED_LIMITS_MAX) parsedLimits.clear();
   parsedLimits.set(value as string | number, units);
   return units;
 }
 
+/** A group's USD limit: present iff > 0; ≤ 0 means no limit, as the reference gate reads it. */
 function groupLimit(value: unknown, field: string): bigint | null {
-  const units = usdLimit(value, field);
+  if (value === undefined || value === null) return null;
+  const known = typeof value === 'string' || typeof value === 'number' ? parsedLimits.get(value) : undefined;
+  const units = known ?? parseUsd(value as string | number, field);
   return units > 0n ? units : null;
 }
 

@@ -1,6 +1,7 @@
 // Unit tests for lib/money.ts: exact parsing, arithmetic, rounding and range errors.
 import { expect } from 'chai';
-import { formatUsd, multiplyUsd, parseCostUsd, parseUsd, sumUsd, compareUsd, MAX_USD_UNITS } from '../../lib/money.js';
+import fc from 'fast-check';
+import { formatUsd, multiplyUsd, parseCostUsd, parseLimitUsd, parseUsd, sumUsd, compareUsd, MAX_USD_UNITS, MoneyError } from '../../lib/money.js';
 
 describe('money', () => {
   it('0.1 + 0.2 equals 0.3 exactly', () => {
@@ -58,12 +59,38 @@ describe('money', () => {
     expect(() => parseUsd('1e400')).to.throw(/out of range/);
     expect(() => parseUsd({} as unknown as string)).to.throw(/number or a decimal string/);
     expect(() => multiplyUsd(1n, 'x')).to.throw(/rate/);
-    expect(parseUsd(MAX_USD_UNITS)).to.equal(MAX_USD_UNITS);
+    expect(parseUsd(String(MAX_USD_UNITS) + 'e-8')).to.equal(MAX_USD_UNITS);
+  });
+
+  it('refuses a bigint, saying what to pass instead: 10n could mean $10 or 10 units of 1e-8', () => {
+    for (const parse of [(v: unknown) => parseUsd(v as string, 'costUsd'), (v: unknown) => parseCostUsd(v as string), (v: unknown) => parseLimitUsd(v as string, 'costUsd')]) {
+      expect(() => parse(10n)).to.throw(MoneyError, /costUsd must be a number or a decimal string of USD .* not a bigint/);
+    }
   });
 
   it('costs must not be negative', () => {
     expect(() => parseCostUsd('-0.01')).to.throw(/costUsd must not be negative/);
     expect(parseCostUsd('0')).to.equal(0n);
+    expect(parseCostUsd('-0')).to.equal(0n);
+    expect(parseCostUsd(-0)).to.equal(0n);
+  });
+
+  it('a negative cost of any size is refused, never rounded to zero (regression: "-0.000000001" and -1e-9 settled as 0)', () => {
+    expect(() => parseCostUsd('-0.000000001')).to.throw(MoneyError, /must not be negative/);
+    expect(() => parseCostUsd(-1e-9)).to.throw(MoneyError, /must not be negative/);
+    expect(() => parseCostUsd('-1e-30')).to.throw(MoneyError, /must not be negative/);
+    fc.assert(fc.property(fc.double({ max: -Number.MIN_VALUE, min: -1e6, noNaN: true }), (negative) => {
+      expect(() => parseCostUsd(negative)).to.throw(MoneyError, /must not be negative/);
+      expect(() => parseCostUsd(String(negative))).to.throw(MoneyError, /must not be negative/);
+    }));
+  });
+
+  it('a limit that would round to 0 is refused rather than read as 0 (which blocks a platform quota)', () => {
+    expect(() => parseLimitUsd('0.000000001', 'dailyLimitUsd')).to.throw(MoneyError, /dailyLimitUsd is below 0.00000001 USD/);
+    expect(() => parseLimitUsd(4e-9, 'dailyLimitUsd')).to.throw(MoneyError, /below 0.00000001/);
+    expect(parseLimitUsd('0', 'dailyLimitUsd')).to.equal(0n);
+    expect(parseLimitUsd('0.000000005', 'dailyLimitUsd')).to.equal(1n);
+    expect(() => parseLimitUsd('-0.000000001', 'dailyLimitUsd')).to.throw(MoneyError, /must not be negative/);
   });
 
   it('compares', () => {

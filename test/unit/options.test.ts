@@ -129,7 +129,7 @@ describe('options: validators', () => {
   it('nonNegativeUsd parses exactly and names the option on bad amounts', () => {
     expect(v.nonNegativeUsd()('0.000001', 'reserve')).to.equal(100n);
     expect(v.nonNegativeUsd()(0.1, 'reserve')).to.equal(10_000_000n);
-    expect(() => v.nonNegativeUsd()('-1', 'reserve')).to.throw(BillingConfigError, 'reserve must be a non-negative USD amount, got "-1"');
+    expect(() => v.nonNegativeUsd()('-1', 'reserve')).to.throw(BillingConfigError, 'reserve must not be negative, got "-1"');
     const err = configError(() => v.nonNegativeUsd()('abc', 'reserve'));
     expect(err.option).to.equal('reserve');
     expect(err.message).to.contain('reserve');
