@@ -1,6 +1,7 @@
 // Administration writes (DESIGN §2): each goes to the store, then puts the new versioned row into the
 // cache (or invalidates it), so every instance sharing the cache sees it on the next request.
 import type { CoreInternals } from './core-internals.js';
+import { epochMsOf } from './store/store-input.js';
 import { MoneyError, formatUsd, parseLimitUsd, parseUsd, type Usd } from './money.js';
 import type { BillingId, PlatformQuotaLimits, SubscriptionEntity, SubscriptionStatus } from './types.js';
 import { BillingValidationError, normalizeId, normalizePlatform } from './validate.js';
@@ -29,10 +30,17 @@ export interface SubscriptionView {
 
 const STATUSES: readonly SubscriptionStatus[] = ['active', 'expired', 'revoked', 'suspended'];
 
+/** A Date or epoch milliseconds, checked by the store's own rule (years 1000-9999) before anything is written. */
 function epochMs(value: unknown, field: string): number {
   const ms = value instanceof Date ? value.getTime() : value;
-  if (typeof ms === 'number' && Number.isFinite(ms) && Number.isSafeInteger(Math.trunc(ms))) return Math.trunc(ms);
-  throw new BillingValidationError(field, `${field} must be a Date or epoch milliseconds`);
+  if (typeof ms === 'number' && Number.isFinite(ms)) {
+    try {
+      return epochMsOf(Math.trunc(ms), field);
+    } catch {
+      // Named below with the forms accepted here.
+    }
+  }
+  throw new BillingValidationError(field, `${field} must be a Date or epoch milliseconds between the years 1000 and 9999`);
 }
 
 /** A platform-quota limit: null = none, 0 = blocked, so an amount that would round to 0 is refused. */

@@ -66,6 +66,14 @@ export const BILLING_ERROR_CATALOGUE: Readonly<Record<BillingErrorCode, BillingE
  */
 export const DEFAULT_RETRY_AFTER_SEC = 60;
 
+/**
+ * The longest Retry-After the official OpenAI and Anthropic SDKs wait for: beyond it they ignore
+ * the header and retry after their own short backoff (twice by default). A longer wait (a window exhausted until midnight
+ * or next week) therefore also says `x-should-retry: false`, so those clients stop instead of
+ * spending their retries on a refusal that cannot change (docs/money-and-limits.md, "Retry hints").
+ */
+export const SDK_RETRY_AFTER_LIMIT_SEC = 60;
+
 // A brand instead of instanceof alone: two copies of the package (or a bundler duplicate) must
 // still recognise each other's errors.
 const BRAND = Symbol.for('koa-billing-eligibility.BillingError');
@@ -110,7 +118,10 @@ export class BillingError extends Error {
     if (options.metadata !== undefined) this.metadata = Object.freeze({ ...options.metadata });
     const headers: Record<string, string> = {};
     if (!info.retryable) headers['x-should-retry'] = 'false';
-    else if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
+    else if (retryAfter !== undefined) {
+      headers['Retry-After'] = String(retryAfter);
+      if (retryAfter > SDK_RETRY_AFTER_LIMIT_SEC) headers['x-should-retry'] = 'false';
+    }
     this.headers = Object.freeze(headers);
     Object.defineProperty(this, BRAND, { value: true });
   }

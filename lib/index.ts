@@ -9,7 +9,7 @@ export { BillingError, BILLING_ERROR_CATALOGUE, type BillingErrorCode } from './
 export { renderBillingError, renderUnknownError, type ErrorFormat, type RenderedError } from './render.js';
 export { BillingConfigError } from './options.js';
 export { BillingValidationError } from './validate.js';
-export { MoneyError, parseUsd, parseCostUsd, formatUsd, multiplyUsd, MAX_USD_UNITS, type Usd } from './money.js';
+export { MoneyError, parseUsd, parseCostUsd, parseLimitUsd, formatUsd, multiplyUsd, MAX_USD_UNITS, type Usd } from './money.js';
 export { systemClock, ManualClock } from './clock.js';
 export { ThrottledLog } from './log.js';
 export type { CircuitBreakerOptions, BreakerState } from './breaker.js';

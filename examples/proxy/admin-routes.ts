@@ -47,8 +47,8 @@ function expiry(fields: Record<string, unknown>, nowMs: number): number {
     throw new InputError('expiresAt', 'expiresAt must be an ISO 8601 date or epoch milliseconds');
   }
   const days = fields.days ?? 30;
-  if (typeof days === 'number' && days > 0 && days <= 3650) return nowMs + Math.round(days * DAY_MS);
-  throw new InputError('days', 'days must be a number from 1 to 3650');
+  if (typeof days === 'number' && Number.isInteger(days) && days >= 1 && days <= 3650) return nowMs + days * DAY_MS;
+  throw new InputError('days', 'days must be a whole number from 1 to 3650');
 }
 
 export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRoutesOptions): Router {
@@ -71,14 +71,14 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     const id = gatewayId(fields.id, 'id');
     const groupId = fields.groupId === undefined || fields.groupId === null ? null : gatewayId(fields.groupId, 'groupId');
     if (groupId && !(await repo.getGroup(groupId))) throw new InputError('groupId', `no group ${JSON.stringify(groupId)}`);
-    if (await repo.getUser(id)) throw new InputError('id', `user ${JSON.stringify(id)} already exists`);
     const record: UserRecord = {
       id, name: optionalName(fields.name, 'name', id), groupId,
       rpmLimit: fields.rpmLimit === undefined ? 0 : rpmValue(fields.rpmLimit, 'rpmLimit'),
       maxConcurrency: fields.maxConcurrency === undefined ? 0 : concurrencyValue(fields.maxConcurrency, 'maxConcurrency'),
     };
     const balance = fields.balanceUsd === undefined ? null : requiredUsd(fields.balanceUsd, 'balanceUsd');
-    await repo.insertUser(record, now());
+    // One insert decides, so concurrent creates of one id get one 201 and 409s, never a constraint error.
+    if (!(await repo.insertUser(record, now()))) throw gatewayErrors.conflict(`user ${JSON.stringify(id)} already exists`);
     ctx.status = 201;
     ctx.body = { ...record, balanceUsd: balance === null ? null : await core.admin.setBalance(id, balance) };
   });
@@ -147,6 +147,7 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     const fields = await body(ctx);
     const groupId = fields.groupId === undefined ? target.groupId : gatewayId(fields.groupId, 'groupId');
     if (groupId === null) throw new InputError('groupId', 'the user has no group; name one with groupId');
+    if (!(await repo.getGroup(groupId))) throw new InputError('groupId', `no group ${JSON.stringify(groupId)}`);
     const rpm = fields.rpm === null ? null : rpmValue(fields.rpm, 'rpm');
     await core.admin.setRpmOverride(target.id, groupId, rpm);
     ctx.body = { userId: target.id, groupId, rpm };

@@ -20,16 +20,21 @@ export function keyLabel(key: string): string {
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 const KEY_SHAPE = /^[\x21-\x7e]{8,256}$/;
 
-/** The caller's key from `Authorization: Bearer …` or (Anthropic style) `x-api-key`; null if absent or malformed. */
-export function extractApiKey(headers: IncomingHttpHeaders): string | null {
+/**
+ * The caller's key from `Authorization: Bearer …` or (Anthropic style) `x-api-key`: the key,
+ * 'missing' when neither header is sent, or 'malformed' when one is sent but holds no key of a
+ * possible shape (so the client is told which mistake it made).
+ */
+export function extractApiKey(headers: IncomingHttpHeaders): string | 'missing' | 'malformed' {
   const authorization = headers.authorization;
   if (authorization) {
     const key = BEARER.exec(authorization)?.[1];
-    return key && KEY_SHAPE.test(key) ? key : null;
+    return key && KEY_SHAPE.test(key) ? key : 'malformed';
   }
   const header = headers['x-api-key'];
-  const key = Array.isArray(header) ? header[0] : header;
-  return key && KEY_SHAPE.test(key.trim()) ? key.trim() : null;
+  const key = (Array.isArray(header) ? header[0] : header)?.trim();
+  if (key === undefined || key === '') return 'missing';
+  return KEY_SHAPE.test(key) ? key : 'malformed';
 }
 
 /** Constant-time comparison of two secrets (compares digests, so lengths may differ). */

@@ -15,6 +15,9 @@ export interface CompletionRequestOptions {
   maxBodyBytes: number;
 }
 
+/** The largest token limit a request may name: far above any model's output, far below what breaks the arithmetic. */
+export const MAX_OUTPUT_TOKENS = 10_000_000;
+
 /** Mounted after authentication and before billing, so a malformed request never costs RPM or money. */
 export function parseCompletionRequest({ format, maxBodyBytes }: CompletionRequestOptions): Middleware {
   return async function parseCompletionRequest(ctx: Context, next: Next): Promise<void> {
@@ -26,8 +29,9 @@ export function parseCompletionRequest({ format, maxBodyBytes }: CompletionReque
     if (fields.stream !== undefined && typeof fields.stream !== 'boolean') throw gatewayErrors.badRequest('"stream" must be a boolean.');
     for (const cap of ['max_tokens', 'max_completion_tokens'] as const) {
       const value = fields[cap];
-      if (value !== undefined && !(typeof value === 'number' && Number.isSafeInteger(value) && value > 0)) {
-        throw gatewayErrors.badRequest(`"${cap}" must be a positive integer.`);
+      // Bounded, so that the worst-case estimate (tokens × price × multiplier) stays a valid amount.
+      if (value !== undefined && !(typeof value === 'number' && Number.isSafeInteger(value) && value > 0 && value <= MAX_OUTPUT_TOKENS)) {
+        throw gatewayErrors.badRequest(`"${cap}" must be an integer from 1 to ${MAX_OUTPUT_TOKENS}.`);
       }
     }
     if (format === 'openai' && fields.n !== undefined && !(typeof fields.n === 'number' && Number.isSafeInteger(fields.n) && fields.n >= 1 && fields.n <= MAX_CHOICES)) {

@@ -1,4 +1,4 @@
-// The gateway's own errors (401, 400, 404, 413, 502, 500) rendered in the calling route's API format.
+// The gateway's own errors (401, 400, 404, 409, 413, 502, 500) rendered in the calling route's API format.
 import type { Context } from 'koa';
 
 export type ApiFormat = 'openai' | 'anthropic';
@@ -44,6 +44,8 @@ export const gatewayErrors = {
       { status: 400, openaiType: 'invalid_request_error', code: 'model_not_found', anthropicType: 'invalid_request_error' },
       `The model ${JSON.stringify(model)} is not served on this route; see GET /v1/models.`,
     ),
+  conflict: (message: string) =>
+    new GatewayError({ status: 409, openaiType: 'invalid_request_error', code: 'conflict', anthropicType: 'invalid_request_error' }, message),
   notFound: (message = 'Not found.') =>
     new GatewayError({ status: 404, openaiType: 'invalid_request_error', code: 'not_found', anthropicType: 'not_found_error' }, message),
   tooLarge: (limitBytes: number) =>

@@ -154,8 +154,13 @@ export class GatewayRepository {
     });
   }
 
-  async insertUser(user: UserRecord, nowMs: number): Promise<void> {
-    await this.knex('gateway_users').insert({ id: user.id, name: user.name, group_id: user.groupId, rpm_limit: user.rpmLimit, max_concurrency: user.maxConcurrency, created_at_ms: nowMs });
+  /** Inserts the user; false when one with this id exists already (also when another request inserted it first). */
+  async insertUser(user: UserRecord, nowMs: number): Promise<boolean> {
+    const inserted = await this.knex('gateway_users')
+      .insert({ id: user.id, name: user.name, group_id: user.groupId, rpm_limit: user.rpmLimit, max_concurrency: user.maxConcurrency, created_at_ms: nowMs })
+      .onConflict('id').ignore()
+      .returning('id');
+    return inserted.length > 0;
   }
 
   async insertKey(key: KeyRecord, keyHash: string, nowMs: number): Promise<void> {

@@ -1,5 +1,5 @@
 // Validation of the gateway's own inputs (admin request fields, seed data), with errors naming the field.
-import { formatUsd, parseUsd } from '../../lib/index.js';
+import { formatUsd, parseLimitUsd, parseUsd } from '../../lib/index.js';
 
 /** A bad field in a request; rendered as 400 with this message (it names the field, never a secret). */
 export class InputError extends Error {
@@ -23,23 +23,31 @@ export function gatewayId(value: unknown, field: string): string {
   throw new InputError(field, `${field} must be 1-32 characters of [A-Za-z0-9_-], got ${show(value)}`);
 }
 
-/** A non-negative USD amount as an exact 8-decimal string; null/undefined/"" → null (no limit). */
+/** A decimal written with more places than the 8 kept would be rounded: refused instead (admin input is exact). */
+function assertPrecision(value: string | number, field: string): void {
+  const places = typeof value === 'string' ? /^\s*[+-]?\d*\.(\d*?)0*\s*$/.exec(value)?.[1] : undefined;
+  if (places !== undefined && places.length > 8) throw new InputError(field, `${field} has more than 8 decimal places, got ${show(value)}`);
+}
+
+/**
+ * A non-negative USD limit as an exact 8-decimal string; null/undefined/"" → null (no limit). A
+ * positive amount below 0.00000001 is refused (it would read as 0, which blocks a platform quota).
+ */
 export function optionalUsd(value: unknown, field: string): string | null {
   if (value === undefined || value === null || value === '') return null;
   if (typeof value !== 'string' && typeof value !== 'number') throw new InputError(field, `${field} must be a decimal string, got ${show(value)}`);
-  let units: bigint;
+  assertPrecision(value, field);
   try {
-    units = parseUsd(value, field);
+    return formatUsd(parseLimitUsd(value, field));
   } catch (err) {
     throw new InputError(field, (err as Error).message);
   }
-  if (units < 0n) throw new InputError(field, `${field} must not be negative, got ${show(value)}`);
-  return formatUsd(units);
 }
 
 /** A required USD amount (may be negative only when `allowNegative`). */
 export function requiredUsd(value: unknown, field: string, allowNegative = false): string {
   if (typeof value !== 'string' && typeof value !== 'number') throw new InputError(field, `${field} is required (a decimal string such as "5.00"), got ${show(value)}`);
+  assertPrecision(value, field);
   try {
     const units = parseUsd(value, field);
     if (units < 0n && !allowNegative) throw new InputError(field, `${field} must not be negative, got ${show(value)}`);

@@ -8,6 +8,30 @@ export interface JsonBody {
   bytes: number;
 }
 
+/**
+ * Deepest nesting of arrays and objects a body may have. Real chat requests nest a handful of
+ * levels; a body nested thousands deep would overflow the stack of whatever walks it later (error
+ * messages, the upstream's serializer), so it is refused before anything reads it.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether the JSON text nests arrays and objects deeper than `max` (strings are skipped). */
+export function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* backslash: skip the escaped character */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+  }
+  return false;
+}
+
 /** The parsed body; an empty body reads as undefined. See readJsonRequest. */
 export async function readJsonBody(req: IncomingMessage, limitBytes: number): Promise<unknown> {
   return (await readJsonRequest(req, limitBytes)).value;
@@ -41,8 +65,10 @@ export function readJsonRequest(req: IncomingMessage, limitBytes: number): Promi
       cleanup();
       if (tooLarge) return reject(gatewayErrors.tooLarge(limitBytes));
       if (size === 0) return resolve({ value: undefined, bytes: 0 });
+      const text = Buffer.concat(chunks, size).toString('utf8');
+      if (nestsDeeperThan(text, MAX_JSON_DEPTH)) return reject(gatewayErrors.badRequest(`The request body nests deeper than ${MAX_JSON_DEPTH} levels.`));
       try {
-        resolve({ value: JSON.parse(Buffer.concat(chunks, size).toString('utf8')), bytes: size });
+        resolve({ value: JSON.parse(text), bytes: size });
       } catch {
         reject(gatewayErrors.badRequest('The request body is not valid JSON.'));
       }

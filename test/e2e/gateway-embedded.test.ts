@@ -1,6 +1,7 @@
 // The example gateway over HTTP on its embedded default: a SQLite file, the memory cache and the bundled mock upstream.
 import { accessScenarios } from './gateway-access-scenarios.js';
 import { billingScenarios } from './gateway-billing-scenarios.js';
+import { edgeScenarios } from './gateway-edge-scenarios.js';
 import { limitScenarios } from './gateway-limit-scenarios.js';
 import { startHarness, type GatewayHarness } from './gateway-harness.js';
 
@@ -18,4 +19,5 @@ describe('example gateway e2e: embedded default (SQLite + memory cache)', functi
   describe('billing', () => billingScenarios(() => harness));
   describe('access', () => accessScenarios(() => harness));
   describe('limits', () => limitScenarios(() => harness));
+  describe('edges', () => edgeScenarios(() => harness));
 });

@@ -11,6 +11,7 @@ import { deleteKeysWithPrefix, createRedisClient } from '../helpers/redis.js';
 import { DATABASE_URL, REDIS_URL, requirePostgres, requireRedis, uniqueSuffix } from '../helpers/services.js';
 import { accessScenarios } from './gateway-access-scenarios.js';
 import { billingScenarios } from './gateway-billing-scenarios.js';
+import { edgeScenarios } from './gateway-edge-scenarios.js';
 import { limitScenarios } from './gateway-limit-scenarios.js';
 import { startHarness, type GatewayHarness } from './gateway-harness.js';
 
@@ -57,6 +58,7 @@ describe('example gateway e2e: PostgreSQL + Redis', function () {
   describe('billing', () => billingScenarios(() => harness));
   describe('access', () => accessScenarios(() => harness));
   describe('limits', () => limitScenarios(() => harness));
+  describe('edges', () => edgeScenarios(() => harness));
 });
 
 describe('example gateway e2e: several processes starting on one empty PostgreSQL', function () {

@@ -1,6 +1,7 @@
 // The example gateway's pure input parts: upstream usage (JSON and SSE), API-key handling and the configuration.
 import { expect } from 'chai';
 import { extractApiKey, generateApiKey, hashApiKey, secretsEqual } from '../../examples/proxy/api-keys.js';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../../examples/proxy/json-body.js';
 import { ConfigError, loadConfig } from '../../examples/proxy/config.js';
 import { mockReplyWords } from '../../examples/proxy/mock-upstream.js';
 import { SseUsageParser, usageFromJson } from '../../examples/proxy/usage-parser.js';
@@ -83,13 +84,24 @@ describe('example proxy: API keys', () => {
     expect(hashApiKey(a)).to.match(/^[0-9a-f]{64}$/).and.not.to.include(a);
   });
 
-  it('reads Bearer and x-api-key headers, and nothing malformed', () => {
+  it('reads Bearer and x-api-key headers, and tells a malformed key from a missing one (regression: a malformed key was answered "Missing API key")', () => {
     expect(extractApiKey({ authorization: 'Bearer sk-abcdefgh' })).to.equal('sk-abcdefgh');
     expect(extractApiKey({ authorization: 'bearer   sk-abcdefgh ' })).to.equal('sk-abcdefgh');
     expect(extractApiKey({ 'x-api-key': 'sk-abcdefgh' })).to.equal('sk-abcdefgh');
-    expect(extractApiKey({ authorization: 'Basic dXNlcjpwYXNz' })).to.equal(null);
-    expect(extractApiKey({ authorization: 'Bearer short' })).to.equal(null);
-    expect(extractApiKey({})).to.equal(null);
+    expect(extractApiKey({ authorization: 'Basic dXNlcjpwYXNz' })).to.equal('malformed');
+    expect(extractApiKey({ authorization: 'Bearer short' })).to.equal('malformed');
+    expect(extractApiKey({ 'x-api-key': 'has a space in it' })).to.equal('malformed');
+    expect(extractApiKey({ 'x-api-key': '  ' })).to.equal('missing');
+    expect(extractApiKey({})).to.equal('missing');
+  });
+
+  it('measures JSON nesting without parsing, skipping strings and their escapes', () => {
+    expect(nestsDeeperThan('[[[]]]', 3)).to.equal(false);
+    expect(nestsDeeperThan('[[[[]]]]', 3)).to.equal(true);
+    expect(nestsDeeperThan('{"a":"[[[[[[","b":"\\"}', 1)).to.equal(false);
+    expect(nestsDeeperThan('{"a":"\\"}[[', 2)).to.equal(false);
+    expect(nestsDeeperThan('['.repeat(5000) + ']'.repeat(5000), MAX_JSON_DEPTH)).to.equal(true);
+    expect(nestsDeeperThan('['.repeat(MAX_JSON_DEPTH) + ']'.repeat(MAX_JSON_DEPTH), MAX_JSON_DEPTH)).to.equal(false);
   });
 
   it('compares secrets of different lengths without throwing', () => {

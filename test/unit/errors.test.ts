@@ -84,6 +84,13 @@ describe('errors: BillingError', () => {
     }
   });
 
+  it('a wait longer than the SDKs honour (60 s) also says x-should-retry: false, so they stop instead of retrying at once', () => {
+    expect(new BillingError('DAILY_LIMIT_EXCEEDED', { retryAfter: 60 }).headers).to.deep.equal({ 'Retry-After': '60' });
+    expect(new BillingError('DAILY_LIMIT_EXCEEDED', { retryAfter: 60.5 }).headers).to.deep.equal({ 'Retry-After': '61', 'x-should-retry': 'false' });
+    expect(new BillingError('USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED', { retryAfter: 3 * 86_400 }).headers).to.deep.equal({ 'Retry-After': '259200', 'x-should-retry': 'false' });
+    expect(new BillingError('USER_RPM_EXCEEDED', { retryAfter: 12 }).headers).to.deep.equal({ 'Retry-After': '12' });
+  });
+
   it('non-retryable denials carry x-should-retry: false and no Retry-After', () => {
     for (const code of [...DENIALS, 'SETTLEMENT_CONFLICT', 'INVALID_SUBJECT'] as BillingErrorCode[]) {
       expect(new BillingError(code, { retryAfter: 5 }).headers, code).to.deep.equal({ 'x-should-retry': 'false' });
