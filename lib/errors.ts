@@ -67,10 +67,10 @@ export const BILLING_ERROR_CATALOGUE: Readonly<Record<BillingErrorCode, BillingE
 export const DEFAULT_RETRY_AFTER_SEC = 60;
 
 /**
- * The longest Retry-After the official OpenAI and Anthropic SDKs wait for: beyond it they ignore
- * the header and retry after their own short backoff (twice by default). A longer wait (a window exhausted until midnight
- * or next week) therefore also says `x-should-retry: false`, so those clients stop instead of
- * spending their retries on a refusal that cannot change (docs/money-and-limits.md, "Retry hints").
+ * Beyond this wait a 429 also says `x-should-retry: false`: the official OpenAI and Anthropic SDKs
+ * retry a 429 twice, either sleeping the whole Retry-After (current versions: hours, for a window
+ * exhausted until midnight) or ignoring one above 60 s and retrying at once (older ones); told not
+ * to retry, both stop after one request (docs/money-and-limits.md, "Retry hints").
  */
 export const SDK_RETRY_AFTER_LIMIT_SEC = 60;
 
