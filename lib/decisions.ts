@@ -113,7 +113,7 @@ export function decideSubscription(
   time: TimeContext,
   source: CheckRecord['source'],
 ): CheckEvaluation | CheckDenial {
-  if (entity.status !== 'active' || time.nowMs > entity.expiresAtMs) {
+  if (entity.status !== 'active' || time.nowMs >= entity.expiresAtMs) {
     return new CheckDenial(
       { check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source },
       new BillingError('SUBSCRIPTION_INVALID'),

@@ -253,17 +253,21 @@ export type WindowRule =
   /** Expired once the local week (Monday 00:00) changes. */
   | { readonly kind: 'calendarWeek' }
   /**
-   * Expired iff now − start ≥ lengthMs. A new window starts now, or at the start of today for
-   * calendar-anchored key windows (SPEC §4) unless that start would already be over.
+   * Expired iff now − start ≥ lengthMs. A new window starts now; at the start of today for
+   * calendar-anchored key windows unless that start would already be over; or, term-aligned
+   * (subscription weeks and months), a whole number of periods after the expired window's start,
+   * so a plan's periods never drift with the moments it happens to be used (docs/money-and-limits.md).
    */
-  | { readonly kind: 'rolling'; readonly lengthMs: number; readonly anchor: 'now' | 'startOfDay' };
+  | { readonly kind: 'rolling'; readonly lengthMs: number; readonly anchor: RollingAnchor };
+
+export type RollingAnchor = 'now' | 'startOfDay' | 'term';
 
 /** A rolling rule; the length must be a positive whole number of milliseconds. */
-export function rollingWindow(lengthMs: number, anchor: 'now' | 'startOfDay'): WindowRule {
+export function rollingWindow(lengthMs: number, anchor: RollingAnchor): WindowRule {
   if (!Number.isSafeInteger(lengthMs) || lengthMs <= 0) {
     throw new TypeError(`lengthMs must be a positive integer number of milliseconds, got ${show(lengthMs)}`);
   }
-  if (anchor !== 'now' && anchor !== 'startOfDay') throw new TypeError(`anchor must be "now" or "startOfDay", got ${show(anchor)}`);
+  if (anchor !== 'now' && anchor !== 'startOfDay' && anchor !== 'term') throw new TypeError(`anchor must be "now", "startOfDay" or "term", got ${show(anchor)}`);
   return Object.freeze({ kind: 'rolling', lengthMs, anchor });
 }
 
@@ -273,8 +277,8 @@ const calendarWeek: WindowRule = Object.freeze({ kind: 'calendarWeek' });
 /** Every window of the spec, by owner and period. */
 export const WINDOWS = Object.freeze({
   subscriptionDaily: calendarDay,
-  subscriptionWeekly: rollingWindow(WEEK_MS, 'now'),
-  subscriptionMonthly: rollingWindow(30 * DAY_MS, 'now'),
+  subscriptionWeekly: rollingWindow(WEEK_MS, 'term'),
+  subscriptionMonthly: rollingWindow(30 * DAY_MS, 'term'),
   quotaDaily: calendarDay,
   quotaWeekly: calendarWeek,
   quotaMonthly: rollingWindow(30 * DAY_MS, 'now'),
@@ -314,8 +318,11 @@ export function isWindowExpired(rule: WindowRule, startMs: number | null, time: 
   return startMs === null || startMs < expiryThreshold(rule, time);
 }
 
-/** Where a window (re)started by a write at `time.nowMs` begins. */
-export function newWindowStart(rule: WindowRule, time: TimeContext): number {
+/**
+ * Where a window (re)started by a write at `time.nowMs` begins. `previousStartMs`: the start of the
+ * window it replaces (null when none), from which a term-aligned window advances by whole periods.
+ */
+export function newWindowStart(rule: WindowRule, time: TimeContext, previousStartMs: number | null = null): number {
   switch (rule.kind) {
     case 'calendarDay':
       return startOfDay(time.nowMs, time.timezone);
@@ -324,6 +331,10 @@ export function newWindowStart(rule: WindowRule, time: TimeContext): number {
     case 'rolling': {
       const now = nowOf(time);
       if (rule.anchor === 'now') return now;
+      if (rule.anchor === 'term') {
+        if (previousStartMs === null || previousStartMs > now) return now;
+        return previousStartMs + Math.floor((now - previousStartMs) / rule.lengthMs) * rule.lengthMs;
+      }
       // On a 25-hour day a 24 h window anchored at midnight is over by 23:00 local; starting it
       // there would give a window born expired, so it starts now instead.
       const dayStart = startOfDay(now, time.timezone);
@@ -347,7 +358,7 @@ export function windowResetAt(rule: WindowRule, startMs: number | null, time: Ti
         const end = startMs + rule.lengthMs;
         if (end > time.nowMs) return end;
       }
-      return newWindowStart(rule, time) + rule.lengthMs;
+      return newWindowStart(rule, time, startMs) + rule.lengthMs;
     }
     default:
       return unknownRule(rule);

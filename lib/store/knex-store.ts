@@ -91,10 +91,10 @@ export class KnexBillingStore implements BillingStore {
     const user = userIdOf(userId);
     const group = groupIdOf(groupId);
     const { nowMs } = timeOf(time);
-    // Valid through its expiry instant: SPEC §2.2 rejects only when now > expiresAt.
+    // Valid until its expiry instant: at expiresAt itself the plan is over (docs/money-and-limits.md).
     const [row] = await this.#rows(
       this.#knex,
-      `SELECT * FROM ${TABLES.subscriptions} WHERE user_id = ? AND group_id = ? AND status = 'active' AND expires_at_ms >= ${this.#d.bigintParam}`,
+      `SELECT * FROM ${TABLES.subscriptions} WHERE user_id = ? AND group_id = ? AND status = 'active' AND expires_at_ms > ${this.#d.bigintParam}`,
       [user, group, nowMs],
     );
     return row === undefined ? null : toSubscription(this.#d, row);

@@ -22,7 +22,7 @@ function addToEntityWindows(entity: Record<string, unknown>, windows: readonly W
     const start = entity[startProp] as number | null;
     if (start === null || start < expiryThreshold(win.rule, time)) {
       entity[usageProp] = cost;
-      entity[startProp] = newWindowStart(win.rule, time);
+      entity[startProp] = newWindowStart(win.rule, time, start);
     } else {
       entity[usageProp] = (entity[usageProp] as bigint) + cost;
     }

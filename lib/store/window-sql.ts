@@ -62,10 +62,26 @@ export function addToWindows(d: Dialect, table: string, windows: readonly Window
     const threshold = expiryThreshold(w.rule, time);
     parts.push(`${w.usage} = CASE WHEN ${expired} THEN ${d.moneyParam} ELSE ${table}.${w.usage} + ${d.moneyParam} END`);
     bindings.push(threshold, d.money(cost), d.money(cost));
-    parts.push(`${w.start} = CASE WHEN ${expired} THEN ${d.bigintParam} ELSE ${start} END`);
-    bindings.push(threshold, newWindowStart(w.rule, time));
+    const restart = restartedStart(d, start, w.rule, time);
+    parts.push(`${w.start} = CASE WHEN ${expired} THEN ${restart.sql} ELSE ${start} END`);
+    bindings.push(threshold, ...restart.bindings);
   }
   return { sql: parts.join(', '), bindings };
+}
+
+/**
+ * The start of a window restarted at `time`, as SQL over the old start: newWindowStart's rule, with
+ * a term-aligned window advanced by whole periods from its old start. The quotient is cast, so it
+ * is whole on SQLite too (which may bind the numbers as reals); it is never negative, as the old
+ * start of an expired window is at or before now.
+ */
+function restartedStart(d: Dialect, start: string, rule: WindowRule, time: TimeContext): SqlFragment {
+  if (rule.kind !== 'rolling' || rule.anchor !== 'term') return { sql: d.bigintParam, bindings: [newWindowStart(rule, time)] };
+  const now = time.nowMs;
+  return {
+    sql: `CASE WHEN ${start} IS NULL OR ${start} > ${d.bigintParam} THEN ${d.bigintParam} ELSE ${start} + CAST((${d.bigintParam} - ${start}) / ${d.bigintParam} AS BIGINT) * ${d.bigintParam} END`,
+    bindings: [now, now, now, rule.lengthMs, rule.lengthMs],
+  };
 }
 
 /** Values of a row created by its first charge: every window starts here, at this cost. */

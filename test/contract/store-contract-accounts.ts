@@ -78,12 +78,12 @@ export function accountContract(fx: GetFixture): void {
       expect(Number(row.starts_at_ms)).to.equal(clock.now());
     });
 
-    it('is active through its expiry instant and not one millisecond later', async () => {
+    it('is active until its expiry instant, not at it (exact expiry is rejected)', async () => {
       const { store, id } = fx();
       const [user, group] = [id('u'), id('g')];
       const created = await store.upsertSubscription({ userId: user, groupId: group, expiresAtMs, startsAtMs: ms('2024-03-01T00:00:00Z') });
-      expect(await store.getActiveSubscription(user, group, { nowMs: expiresAtMs, timezone: 'UTC' })).to.deep.equal(created);
-      expect(await store.getActiveSubscription(user, group, { nowMs: expiresAtMs + 1, timezone: 'UTC' })).to.equal(null);
+      expect(await store.getActiveSubscription(user, group, { nowMs: expiresAtMs - 1, timezone: 'UTC' })).to.deep.equal(created);
+      expect(await store.getActiveSubscription(user, group, { nowMs: expiresAtMs, timezone: 'UTC' })).to.equal(null);
     });
 
     it('is not active when revoked or suspended, nor for another group or user', async () => {

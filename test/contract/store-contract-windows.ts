@@ -49,7 +49,7 @@ export function windowContract(fx: GetFixture): void {
     expect(keys(await settle(64, '2024-03-13T00:00:00Z'))).to.deep.equal([$(96), ms('2024-03-12T23:59:59.999Z'), $(64), day13, $(64), day13]);
   });
 
-  it('subscription windows: daily is the calendar day, weekly 7×24 h and monthly 30×24 h from first use', async () => {
+  it('subscription windows: daily is the calendar day, weekly 7×24 h and monthly 30×24 h periods term-aligned from first use', async () => {
     const settle = await subscriptionUser();
     const first = ms('2024-03-06T10:00:00Z');
     const sub = async (dollars: number, iso: string) => windows((await settle(dollars, iso)).subscription!);
@@ -59,9 +59,12 @@ export function windowContract(fx: GetFixture): void {
     expect(await sub(8, '2024-03-13T09:59:59.999Z')).to.deep.equal([$(8), ms('2024-03-13T00:00:00Z'), $(15), first, $(15), first]);
     const week2 = ms('2024-03-13T10:00:00Z');
     expect(await sub(16, '2024-03-13T10:00:00Z')).to.deep.equal([$(24), ms('2024-03-13T00:00:00Z'), $(16), week2, $(31), first]);
-    const late = ms('2024-04-05T09:59:59.999Z');
-    expect(await sub(32, '2024-04-05T09:59:59.999Z')).to.deep.equal([$(32), ms('2024-04-05T00:00:00Z'), $(32), late, $(63), first]);
-    expect(await sub(64, '2024-04-05T10:00:00Z')).to.deep.equal([$(96), ms('2024-04-05T00:00:00Z'), $(96), late, $(64), ms('2024-04-05T10:00:00Z')]);
+    // Unused for three weeks: the new week is the fourth period from week2's start, not one from now.
+    const week5 = ms('2024-04-03T10:00:00Z');
+    expect(await sub(32, '2024-04-05T09:59:59.999Z')).to.deep.equal([$(32), ms('2024-04-05T00:00:00Z'), $(32), week5, $(63), first]);
+    expect(await sub(64, '2024-04-05T10:00:00Z')).to.deep.equal([$(96), ms('2024-04-05T00:00:00Z'), $(96), week5, $(64), ms('2024-04-05T10:00:00Z')]);
+    // Months too: 75 days after the second month began is the third period after it, 60 days on.
+    expect(await sub(1, '2024-06-19T11:00:00Z')).to.deep.equal([$(1), ms('2024-06-19T00:00:00Z'), $(1), ms('2024-06-19T10:00:00Z'), $(1), ms('2024-06-04T10:00:00Z')]);
   });
 
   it('platform quota windows: calendar day, calendar week from Monday 00:00, monthly 30×24 h from first use', async () => {

@@ -99,21 +99,21 @@ describeChain('subscriptionCheck', (env) => {
     expect(res.headers['x-should-retry']).to.equal('false');
   });
 
-  it('valid through expiresAt itself; 1 ms later → 403 SUBSCRIPTION_INVALID (cached entry and store read alike)', async () => {
+  it('valid until expiresAt; exactly at it → 403 SUBSCRIPTION_INVALID, as the reference product rejects exact expiry (cached entry and store read alike)', async () => {
     const { core, clock } = env();
     const expiresAt = T0 + HOUR;
     const { userId, app } = await subscribed({}, { expiresAt });
-    clock.set(expiresAt);
+    clock.set(expiresAt - 1);
     await request(app.callback()).post('/').expect(200);
-    clock.set(expiresAt + 1);
+    clock.set(expiresAt);
     const cached = await request(app.callback()).post('/').expect(403);
     expect(cached.body.error.code).to.equal('subscription_invalid');
 
     await core.invalidateSubscription(userId, GROUP);
-    clock.set(expiresAt);
+    clock.set(expiresAt - 1);
     await request(app.callback()).post('/').expect(200);
     await core.invalidateSubscription(userId, GROUP);
-    clock.set(expiresAt + 1);
+    clock.set(expiresAt);
     const stored = await request(app.callback()).post('/').expect(403);
     expect(stored.body.error.code).to.equal('subscription_invalid');
   });

@@ -1,5 +1,6 @@
 // Unit tests for lib/windows.ts (and lib/clock.ts): local days and weeks across DST, rolling windows, thresholds, resets.
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { ManualClock, systemClock } from '../../lib/clock.js';
 import {
   DAY_MS,
@@ -230,6 +231,33 @@ describe('windows: rules', () => {
     const start = at('2024-06-06T18:00:00Z');
     expect(isWindowExpired(WINDOWS.subscriptionWeekly, start, { nowMs: start + 7 * DAY_MS - 1, timezone: NY })).to.equal(false);
     expect(isWindowExpired(WINDOWS.subscriptionWeekly, start, { nowMs: start + 7 * DAY_MS, timezone: NY })).to.equal(true);
+  });
+
+  it('subscription weeks and months are term-aligned: a restarted window begins whole periods after the old start, not at the next use', () => {
+    const start = at('2024-06-06T18:00:00Z');
+    const later: TimeContext = { nowMs: start + 9 * DAY_MS + HOUR_MS, timezone: NY };
+    expect(newWindowStart(WINDOWS.subscriptionWeekly, later, start)).to.equal(start + 7 * DAY_MS);
+    expect(windowResetAt(WINDOWS.subscriptionWeekly, start, later)).to.equal(start + 14 * DAY_MS);
+    const muchLater: TimeContext = { nowMs: start + 95 * DAY_MS, timezone: NY };
+    expect(newWindowStart(WINDOWS.subscriptionMonthly, muchLater, start)).to.equal(start + 90 * DAY_MS);
+    // Never used (or a start ahead of the clock): the window starts now.
+    expect(newWindowStart(WINDOWS.subscriptionMonthly, muchLater, null)).to.equal(muchLater.nowMs);
+    expect(newWindowStart(WINDOWS.subscriptionMonthly, later, later.nowMs + 1)).to.equal(later.nowMs);
+    // The 5 h key window and the quota month still start at the write.
+    expect(newWindowStart(WINDOWS.key5h, later, start)).to.equal(later.nowMs);
+    expect(newWindowStart(WINDOWS.quotaMonthly, later, start)).to.equal(later.nowMs);
+  });
+
+  it('a term-aligned window never starts after now, so never at or after a plan\'s expiry while the plan is valid', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: 0, max: 2 ** 36 }), (startMs, elapsedMs) => {
+      const time: TimeContext = { nowMs: startMs + elapsedMs, timezone: 'UTC' };
+      for (const rule of [WINDOWS.subscriptionWeekly, WINDOWS.subscriptionMonthly]) {
+        const next = newWindowStart(rule, time, startMs);
+        expect(next).to.be.at.most(time.nowMs);
+        expect(time.nowMs - next).to.be.below((rule as { lengthMs: number }).lengthMs);
+        expect((next - startMs) % (rule as { lengthMs: number }).lengthMs).to.equal(0);
+      }
+    }));
   });
 
   it('calendar day windows expire at local midnight, not 24 h after their start', () => {
