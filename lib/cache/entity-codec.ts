@@ -110,7 +110,8 @@ const SPECS: Readonly<Record<CacheEntityKind, readonly FieldSpec[]>> = {
   rpmOverride: [f('o', 'value', 'nullableCount')],
 };
 
-const INTEGER = /^-?\d+$/;
+/** A canonical integer, as String(n) writes it: no leading zeros, no negative zero. */
+const INTEGER = /^(?:0|-?[1-9]\d*)$/;
 
 /** Whether `text` satisfies `rule`; the TypeScript twin of the Lua `valid` function. */
 export function checkField(rule: FieldRule, text: string | undefined): boolean {

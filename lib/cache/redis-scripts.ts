@@ -10,7 +10,8 @@ import { RPM_COUNTER_TTL_SEC } from './ttl.js';
 
 /**
  * Shared helpers, prepended to the scripts that need them (exported for the Lua/TypeScript parity test).
- * - `int_in` mirrors checkField's integer rule: at most 17 characters of `-?digits`, within [lo, hi].
+ * - `int_in` mirrors checkField's integer rule: at most 17 characters of a canonical integer (no
+ *   leading zeros, no negative zero), within [lo, hi].
  * - `valid` mirrors checkField for the rule strings of `luaRule` (i|lo|hi, n|lo|hi, e|a|b|, s|max).
  * - `load` reads a key as a hash; a key of another type (foreign or corrupt data) reads as absent
  *   instead of failing the script with WRONGTYPE, and `store` replaces it.
@@ -22,6 +23,8 @@ local MAX_SAFE = ${Number.MAX_SAFE_INTEGER}
 
 local function int_in(text, lo, hi)
   if type(text) ~= 'string' or #text > 17 or not string.match(text, '^%-?%d+$') then return nil end
+  -- Canonical only, as the client writes integers: no leading zeros, no negative zero.
+  if string.match(text, '^%-?0.') or text == '-0' then return nil end
   local n = tonumber(text)
   if n < lo or n > hi then return nil end
   return n

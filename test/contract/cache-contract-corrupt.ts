@@ -1,6 +1,7 @@
 // Contract part: corrupt, foreign or old-schema contents read as a miss, never throw, and are repaired
 // by the next fill; corrupt RPM counters restart instead of failing the request.
 import { expect } from 'chai';
+import fc from 'fast-check';
 import type { CacheEntityKind } from '../../lib/types.js';
 import type { ContractContext } from './cache-contract.js';
 import {
@@ -98,6 +99,41 @@ export function corruptContract(ctx: ContractContext): void {
         });
       });
     }
+
+    it('random corrupt contents (any field set to any text, dropped, or added): a miss that the next fill repairs, or a well-formed value; never a throw (found: a version "-0")', async function () {
+      this.timeout(60_000);
+      const kinds = CORRUPTIONS.map(([kind]) => kind);
+      const junk = fc.oneof(fc.string({ maxLength: 24 }), fc.constantFrom('', '-', '1e9', '0x1', ' 1', '9007199254740992', '-0', 'active|x', '\u0000', 'NaN'));
+      const edit = fc.oneof(
+        fc.record({ op: fc.constant('set' as const), field: fc.nat(), value: junk }),
+        fc.record({ op: fc.constant('drop' as const), field: fc.nat() }),
+        fc.record({ op: fc.constant('add' as const), name: fc.string({ minLength: 1, maxLength: 4 }), value: junk }),
+      );
+      await fc.assert(fc.asyncProperty(fc.nat(kinds.length - 1), fc.array(edit, { minLength: 1, maxLength: 4 }), async (k, edits) => {
+        const kind = kinds[k]!;
+        const userId = await corrupted(kind, (hash) => {
+          const out = { ...hash };
+          const fields = Object.keys(hash);
+          for (const e of edits) {
+            if (e.op === 'add') out[e.name] = e.value;
+            else if (e.op === 'set') out[fields[e.field % fields.length]!] = e.value;
+            else delete out[fields[e.field % fields.length]!];
+          }
+          return out;
+        });
+        const read = (await ctx.cache.readBatch(kind.batch(userId)))[kind.slot] as { hit: boolean; value?: unknown; generation?: number };
+        // A hit is a well-formed value (edits may have written other valid values): it survives a round trip.
+        if (read.hit) {
+          const fresh = freshUserId();
+          expect(await ctx.cache.put(kind.ref(fresh), read.value as never)).to.equal(true);
+          expect((await ctx.cache.readBatch(kind.batch(fresh)))[kind.slot]).to.deep.equal({ hit: true, value: read.value });
+        } else {
+          // A miss is repaired by the next fill from the store.
+          expect(await ctx.cache.fill(kind.ref(userId), kind.value(5, 1), read.generation!)).to.equal(true);
+          expect((await ctx.cache.readBatch(kind.batch(userId)))[kind.slot]).to.deep.equal({ hit: true, value: kind.value(5, 1) });
+        }
+      }), { numRuns: ctx.target.clock ? 200 : 60 });
+    });
 
     it('still honours a readable version when only the data is corrupt', async function () {
       const userId = await corrupted(balanceCase, set('b', 'lots'));
