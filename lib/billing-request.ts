@@ -368,12 +368,7 @@ export class BillingRequest {
     const amount = money ? estimate! : 0n;
     // The whole chain without shadowed checks counts RPM (last) in the same round trip as the holds.
     if (this.#shadowChecks?.size !== 0) return this.#reserve(cache, amount, money, slots, null);
-    const { groupId } = this.subject;
-    if (groupId === null) return this.#reserve(cache, amount, money, slots, this.#rpmRequest(null));
-    const override = this.#rpmOverride(groupId);
-    return typeof override === 'object' && override !== null
-      ? override.then((found) => this.#reserve(cache, amount, money, slots, this.#rpmRequest(found)))
-      : this.#reserve(cache, amount, money, slots, this.#rpmRequest(override));
+    return this.#withRpmRequest((rpm) => this.#reserve(cache, amount, money, slots, rpm));
   }
 
   /** A slot per capped user and key, named like the other dimensions of the user's lease book. */
@@ -488,14 +483,18 @@ export class BillingRequest {
   rpm(): void | Promise<void> {
     const cache = this.core.cache;
     if (!cache) return this.#skip('rpm', 'no_cache');
-    const { groupId } = this.subject;
-    if (groupId === null) return this.#rpmCount(cache, null);
-    const override = this.#rpmOverride(groupId);
-    return typeof override === 'object' && override !== null ? override.then((found) => this.#rpmCount(cache, found)) : this.#rpmCount(cache, override);
+    return this.#withRpmRequest((request) => this.#rpmCount(cache, request));
   }
 
-  #rpmCount(cache: BillingCache, override: RpmOverride): void | Promise<void> {
-    const request = this.#rpmRequest(override);
+  /** `use` on the RPM hit this request makes (null: no cap applies), once the group override is known. */
+  #withRpmRequest(use: (request: RpmRequest | null) => void | Promise<void>): void | Promise<void> {
+    const { groupId } = this.subject;
+    if (groupId === null) return use(this.#rpmRequest(null));
+    const override = this.#rpmOverride(groupId);
+    return typeof override === 'object' && override !== null ? override.then((found) => use(this.#rpmRequest(found))) : use(this.#rpmRequest(override));
+  }
+
+  #rpmCount(cache: BillingCache, request: RpmRequest | null): void | Promise<void> {
     if (request === null) return this.#skip('rpm', 'no_caps');
     if (this.#countFailure !== undefined) return this.#failOpen('rpm', this.#countFailure);
     // Counted with the batched read when the checks passed on exactly that data (runChain).

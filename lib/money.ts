@@ -96,11 +96,16 @@ function checkRange(units: bigint, original: unknown, what: string): bigint {
   return units;
 }
 
+/** parseUsdParts, refusing negative input of any size (a tiny negative rounds to 0 units, and is still refused). */
+function nonNegativeParts(value: Usd, what: string): ParsedUsd {
+  const parts = parseUsdParts(value, what);
+  if (parts.negative) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
+  return parts;
+}
+
 /** Parses a cost or a limit: like parseUsd, and refuses negative input of any size (never rounded to 0). */
 export function parseCostUsd(value: Usd, what = 'costUsd'): bigint {
-  const { units, negative } = parseUsdParts(value, what);
-  if (negative) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
-  return units;
+  return nonNegativeParts(value, what).units;
 }
 
 /**
@@ -109,8 +114,7 @@ export function parseCostUsd(value: Usd, what = 'costUsd'): bigint {
  * into that meaning.
  */
 export function parseLimitUsd(value: Usd, what: string): bigint {
-  const { units, negative, zero } = parseUsdParts(value, what);
-  if (negative) throw new MoneyError(`${what} must not be negative, got ${describe(value)}`, what);
+  const { units, zero } = nonNegativeParts(value, what);
   if (units === 0n && !zero) throw new MoneyError(`${what} is below 0.00000001 USD, the smallest amount kept, got ${describe(value)}`, what);
   return units;
 }

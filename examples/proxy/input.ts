@@ -58,17 +58,17 @@ export function requiredUsd(value: unknown, field: string, allowNegative = false
   }
 }
 
-/** A requests-per-minute cap: a non-negative integer (0 = none). */
-export function rpmValue(value: unknown, field: string): number {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= 1_000_000) return value;
-  throw new InputError(field, `${field} must be an integer from 0 to 1000000, got ${show(value)}`);
+/** An integer from 0 to `max`. */
+function cappedInt(value: unknown, field: string, max: number): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= max) return value;
+  throw new InputError(field, `${field} must be an integer from 0 to ${max}, got ${show(value)}`);
 }
 
+/** A requests-per-minute cap: a non-negative integer (0 = none). */
+export const rpmValue = (value: unknown, field: string): number => cappedInt(value, field, 1_000_000);
+
 /** A concurrency cap: requests in flight at once, 0 = none. */
-export function concurrencyValue(value: unknown, field: string): number {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= 100_000) return value;
-  throw new InputError(field, `${field} must be an integer from 0 to 100000, got ${show(value)}`);
-}
+export const concurrencyValue = (value: unknown, field: string): number => cappedInt(value, field, 100_000);
 
 /** An optional short display name. */
 export function optionalName(value: unknown, field: string, fallback: string): string {

@@ -255,9 +255,8 @@ export class MemoryBillingCache implements BillingCache {
   async release(userId: string, leaseId: string): Promise<boolean> {
     this.#assertOpen();
     const nowMs = Math.floor(this.#clock.now());
-    const book = this.#leaseBooks.get(this.#keys.leases(userId));
+    const book = this.#existingBook(userId, nowMs);
     if (!book) return false;
-    book.sweep(nowMs);
     const open = book.remove(leaseId, nowMs);
     this.#dropIfEmpty(userId, book);
     return open;
@@ -267,9 +266,8 @@ export class MemoryBillingCache implements BillingCache {
     this.#assertOpen();
     assertRenewal(leaseIds, ttlMs);
     const nowMs = Math.floor(this.#clock.now());
-    const book = this.#leaseBooks.get(this.#keys.leases(userId));
+    const book = this.#existingBook(userId, nowMs);
     if (!book) return [...leaseIds];
-    book.sweep(nowMs);
     const lost = leaseIds.filter((leaseId) => !book.renew(leaseId, nowMs + ttlMs, nowMs));
     this.#dropIfEmpty(userId, book);
     return lost;
@@ -281,12 +279,19 @@ export class MemoryBillingCache implements BillingCache {
     return this.#leaseBooks.get(this.#keys.leases(userId))?.list(nowMs) ?? [];
   }
 
+  /** The user's lease book, swept of leases expired by `nowMs`; undefined when the user has none. */
+  #existingBook(userId: string, nowMs: number): LeaseBook | undefined {
+    const book = this.#leaseBooks.get(this.#keys.leases(userId));
+    book?.sweep(nowMs);
+    return book;
+  }
+
   /** The user's lease book, swept of leases expired by `nowMs` (created empty when absent). */
   #leaseBook(userId: string, nowMs: number): LeaseBook {
-    const key = this.#keys.leases(userId);
-    let book = this.#leaseBooks.get(key);
-    if (!book) this.#leaseBooks.set(key, (book = new LeaseBook()));
-    book.sweep(nowMs);
+    const existing = this.#existingBook(userId, nowMs);
+    if (existing) return existing;
+    const book = new LeaseBook();
+    this.#leaseBooks.set(this.#keys.leases(userId), book);
     return book;
   }
 
