@@ -76,6 +76,8 @@ export interface SubscriptionEntity {
   version: number;
   subscriptionId: string;
   status: SubscriptionStatus;
+  /** When the term began; with expiresAtMs it tells a one-time daily card (lib/windows.ts). */
+  startsAtMs: number;
   expiresAtMs: number;
   dailyUsage: bigint;
   weeklyUsage: bigint;

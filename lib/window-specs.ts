@@ -3,7 +3,7 @@
 import type { BillingErrorCode } from './errors.js';
 import type { ApiKeyLimits, GroupLimits } from './subject.js';
 import type { ApiKeyWindowsEntity, PlatformQuotaEntity, ReservationWindow, SubscriptionEntity } from './types.js';
-import { WINDOWS, type WindowRule } from './windows.js';
+import { subscriptionDailyRule, WINDOWS, type WindowRule } from './windows.js';
 
 export interface WindowSpec {
   window: ReservationWindow;
@@ -18,7 +18,7 @@ export interface WindowSpec {
 /** SPEC §2.2: limits from the group; daily, then weekly, then monthly. */
 export function subscriptionWindows(entity: SubscriptionEntity, limits: GroupLimits): WindowSpec[] {
   return [
-    { window: 'daily', rule: WINDOWS.subscriptionDaily, limit: limits.daily, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'DAILY_LIMIT_EXCEEDED' },
+    { window: 'daily', rule: subscriptionDailyRule(entity.startsAtMs, entity.expiresAtMs), limit: limits.daily, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'DAILY_LIMIT_EXCEEDED' },
     { window: 'weekly', rule: WINDOWS.subscriptionWeekly, limit: limits.weekly, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'WEEKLY_LIMIT_EXCEEDED' },
     { window: 'monthly', rule: WINDOWS.subscriptionMonthly, limit: limits.monthly, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'MONTHLY_LIMIT_EXCEEDED' },
   ];

@@ -279,6 +279,11 @@ export const WINDOWS = Object.freeze({
   subscriptionDaily: calendarDay,
   subscriptionWeekly: rollingWindow(WEEK_MS, 'term'),
   subscriptionMonthly: rollingWindow(30 * DAY_MS, 'term'),
+  /**
+   * The daily window of a one-time daily card (see isOneTimeDailyCard): 24 h from its first use,
+   * which outlasts the card, so its day's quota never resets at midnight.
+   */
+  subscriptionCardDaily: rollingWindow(DAY_MS, 'now'),
   quotaDaily: calendarDay,
   quotaWeekly: calendarWeek,
   quotaMonthly: rollingWindow(30 * DAY_MS, 'now'),
@@ -286,6 +291,19 @@ export const WINDOWS = Object.freeze({
   key1d: rollingWindow(DAY_MS, 'startOfDay'),
   key7d: rollingWindow(WEEK_MS, 'startOfDay'),
 } satisfies Record<string, WindowRule>);
+
+/**
+ * A subscription that lasts one day or less from its start: its quota is one day's, spent once,
+ * and midnight does not renew it (docs/money-and-limits.md, subscription windows).
+ */
+export function isOneTimeDailyCard(startsAtMs: number, expiresAtMs: number): boolean {
+  return expiresAtMs - startsAtMs <= DAY_MS;
+}
+
+/** The daily window rule of a subscription with this term. */
+export function subscriptionDailyRule(startsAtMs: number, expiresAtMs: number): WindowRule {
+  return isOneTimeDailyCard(startsAtMs, expiresAtMs) ? WINDOWS.subscriptionCardDaily : WINDOWS.subscriptionDaily;
+}
 
 function nowOf(time: TimeContext): number {
   return checkMs(time.nowMs, 'time.nowMs');

@@ -75,6 +75,7 @@ const SPECS: Readonly<Record<CacheEntityKind, readonly FieldSpec[]>> = {
   subscription: [
     f('i', 'subscriptionId', 'text'),
     f('st', 'status', 'status'),
+    f('sa', 'startsAtMs', 'time'),
     f('e', 'expiresAtMs', 'time'),
     f('du', 'dailyUsage', 'money'),
     f('wu', 'weeklyUsage', 'money'),

@@ -44,6 +44,7 @@ export function toSubscription(d: Dialect, row: Row): SubscriptionEntity {
     version: r.int('version'),
     subscriptionId: String(r.int('id')),
     status: r.oneOf<SubscriptionStatus>('status', STATUSES),
+    startsAtMs: r.int('starts_at_ms'),
     expiresAtMs: r.int('expires_at_ms'),
     dailyUsage: r.money('daily_usage'),
     weeklyUsage: r.money('weekly_usage'),

@@ -4,25 +4,28 @@
 import type { Knex } from 'knex';
 import type { ApiKeyWindowsEntity, BalanceEntity, PlatformQuotaEntity, SettleOutcome, SettlementResult, SubscriptionEntity, TimeContext } from '../types.js';
 import { WINDOW_FIELDS } from '../cache/leases.js';
-import { expiryThreshold, newWindowStart } from '../windows.js';
+import { expiryThreshold, isOneTimeDailyCard, newWindowStart } from '../windows.js';
 import type { Dialect } from './dialect.js';
 import { settlementFingerprint } from './fingerprint.js';
 import { toApiKeyWindows, toBalance, toPlatformQuota, toSubscription, type Row } from './rows.js';
 import { SettlementConflictError, SettlementTargetMissingError } from './store-errors.js';
 import type { CheckedSettlement } from './store-input.js';
 import { TABLES } from './tables.js';
-import { KEY_WINDOWS, QUOTA_WINDOWS, SUBSCRIPTION_WINDOWS, type WindowColumns } from './window-sql.js';
+import { KEY_WINDOWS, QUOTA_WINDOWS, ruleOnRow, SUBSCRIPTION_WINDOWS, type WindowColumns } from './window-sql.js';
 
 type BatchOutcome = SettleOutcome;
 
 /** The charge of one settlement on an entity's windows, as addToWindows does it in SQL. */
 function addToEntityWindows(entity: Record<string, unknown>, windows: readonly WindowColumns[], cost: bigint, time: TimeContext): void {
+  // Only subscriptions have a term (and a card rule); other rows never are cards.
+  const isCard = typeof entity.startsAtMs === 'number' && isOneTimeDailyCard(entity.startsAtMs, entity.expiresAtMs as number);
   for (const win of windows) {
     const { usageProp, startProp } = WINDOW_FIELDS[win.window];
+    const rule = ruleOnRow(win, isCard);
     const start = entity[startProp] as number | null;
-    if (start === null || start < expiryThreshold(win.rule, time)) {
+    if (start === null || start < expiryThreshold(rule, time)) {
       entity[usageProp] = cost;
-      entity[startProp] = newWindowStart(win.rule, time, start);
+      entity[startProp] = newWindowStart(rule, time, start);
     } else {
       entity[usageProp] = (entity[usageProp] as bigint) + cost;
     }

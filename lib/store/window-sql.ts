@@ -1,6 +1,6 @@
 // SET clauses for window-aware updates: the expiry test runs inside the UPDATE, so no value is read, changed in the app and written back.
 import type { ReservationDimension, ReservationWindow, TimeContext } from '../types.js';
-import { expiryThreshold, newWindowStart, WINDOWS, type WindowRule } from '../windows.js';
+import { DAY_MS, expiryThreshold, newWindowStart, WINDOWS, type WindowRule } from '../windows.js';
 import type { Dialect } from './dialect.js';
 
 /** One window of a row: its name, usage column, window-start column and the rule that says when it is over. */
@@ -9,10 +9,20 @@ export interface WindowColumns {
   readonly usage: string;
   readonly start: string;
   readonly rule: WindowRule;
+  /**
+   * The rule that replaces `rule` on a row of a one-time daily card (isOneTimeDailyCard in
+   * lib/windows.ts, read from the row's own starts_at_ms and expires_at_ms).
+   */
+  readonly cardRule?: WindowRule;
+}
+
+/** The rule of one window on a row with this term: `cardRule` when the row is a one-time daily card. */
+export function ruleOnRow(w: WindowColumns, isCard: boolean): WindowRule {
+  return isCard && w.cardRule !== undefined ? w.cardRule : w.rule;
 }
 
 export const SUBSCRIPTION_WINDOWS: readonly WindowColumns[] = [
-  { window: 'daily', usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.subscriptionDaily },
+  { window: 'daily', usage: 'daily_usage', start: 'daily_start_ms', rule: WINDOWS.subscriptionDaily, cardRule: WINDOWS.subscriptionCardDaily },
   { window: 'weekly', usage: 'weekly_usage', start: 'weekly_start_ms', rule: WINDOWS.subscriptionWeekly },
   { window: 'monthly', usage: 'monthly_usage', start: 'monthly_start_ms', rule: WINDOWS.subscriptionMonthly },
 ];
@@ -58,15 +68,29 @@ export function addToWindows(d: Dialect, table: string, windows: readonly Window
   const bindings: unknown[] = [];
   for (const w of windows) {
     const start = `${table}.${w.start}`;
-    const expired = `${start} IS NULL OR ${start} < ${d.bigintParam}`;
-    const threshold = expiryThreshold(w.rule, time);
+    const threshold = byTerm(d, table, w, (rule) => ({ sql: d.bigintParam, bindings: [expiryThreshold(rule, time)] }));
+    const expired = `${start} IS NULL OR ${start} < ${threshold.sql}`;
     parts.push(`${w.usage} = CASE WHEN ${expired} THEN ${d.moneyParam} ELSE ${table}.${w.usage} + ${d.moneyParam} END`);
-    bindings.push(threshold, d.money(cost), d.money(cost));
-    const restart = restartedStart(d, start, w.rule, time);
+    bindings.push(...threshold.bindings, d.money(cost), d.money(cost));
+    const restart = byTerm(d, table, w, (rule) => restartedStart(d, start, rule, time));
     parts.push(`${w.start} = CASE WHEN ${expired} THEN ${restart.sql} ELSE ${start} END`);
-    bindings.push(threshold, ...restart.bindings);
+    bindings.push(...threshold.bindings, ...restart.bindings);
   }
   return { sql: parts.join(', '), bindings };
+}
+
+/**
+ * `of(rule)` for the window's rule; for a window with a card rule, a CASE that picks between the
+ * two by the row's own term, so one statement serves cards and longer plans alike.
+ */
+function byTerm(d: Dialect, table: string, w: WindowColumns, of: (rule: WindowRule) => SqlFragment): SqlFragment {
+  const plain = of(w.rule);
+  if (w.cardRule === undefined) return plain;
+  const card = of(w.cardRule);
+  return {
+    sql: `(CASE WHEN ${table}.expires_at_ms - ${table}.starts_at_ms <= ${d.bigintParam} THEN ${card.sql} ELSE ${plain.sql} END)`,
+    bindings: [DAY_MS, ...card.bindings, ...plain.bindings],
+  };
 }
 
 /**

@@ -41,6 +41,7 @@ export const subscriptionCase: KindCase<'subscription'> = {
     version,
     subscriptionId: `sub-${variant}`,
     status: variant % 2 === 0 ? 'active' : 'suspended',
+    startsAtMs: T0 - 86_400_000 - variant,
     expiresAtMs: T0 + 30 * 86_400_000,
     dailyUsage: 12_345n + BigInt(variant),
     weeklyUsage: 99_999_999n,

@@ -8,6 +8,7 @@ import type { SettleOutcome, SettlementInput } from '../../lib/types.js';
 import { DAY, logRows, settlement, usd, type GetFixture, type StoreFixture } from './store-fixtures.js';
 
 const TABLES_BY_USER = ['billing_accounts', 'billing_subscriptions', 'billing_api_key_windows', 'billing_platform_quotas'] as const;
+const HOUR = 3_600_000;
 const START = Date.parse('2024-03-09T22:00:00Z'); // a Saturday evening: days and weeks end within the stream
 const ZONES = ['UTC', 'Asia/Shanghai', 'America/New_York'];
 
@@ -39,12 +40,16 @@ const step: fc.Arbitrary<Step> = fc.record({
   offsetMs: fc.integer({ min: 0, max: 9 * DAY }),
 });
 
-/** Users 0–2 have an account, 3 does not (a missing target); 0 and 1 have a subscription, 0 and 2 a quota. */
+/**
+ * Users 0–2 have an account, 3 does not (a missing target); 0 has a month's subscription, 1 a
+ * one-time daily card (charged on after it ends too, as admitted requests are); 0 and 2 a quota.
+ */
 async function seed(fx: StoreFixture, users: string[]): Promise<void> {
   const { store } = fx;
   for (const [i, user] of users.entries()) {
     if (i < 3) await store.setBalance(user, usd('10'));
-    if (i < 2) await store.upsertSubscription({ userId: user, groupId: 'g', startsAtMs: START - DAY, expiresAtMs: START + 30 * DAY });
+    if (i === 0) await store.upsertSubscription({ userId: user, groupId: 'g', startsAtMs: START - DAY, expiresAtMs: START + 30 * DAY });
+    if (i === 1) await store.upsertSubscription({ userId: user, groupId: 'g', startsAtMs: START - 2 * HOUR, expiresAtMs: START + 22 * HOUR });
     if (i === 0 || i === 2) await store.setPlatformQuota(user, 'openai', { dailyLimit: usd('1'), weeklyLimit: null, monthlyLimit: usd('5') });
   }
 }

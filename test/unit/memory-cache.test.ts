@@ -135,7 +135,7 @@ describe('MemoryBillingCache', function () {
         [cache.put(balanceRef('a'), { version: 1.5, balance: 1n }), /balance\.version/],
         [cache.put({ kind: 'rpmOverride', userId: 'a', groupId: 'g' }, { version: 1, value: -1 }), /rpmOverride\.value/],
         [cache.put({ kind: 'subscription', userId: 'a', groupId: 'g' }, {
-          version: 1, subscriptionId: 's', status: 'paused' as 'active', expiresAtMs: START,
+          version: 1, subscriptionId: 's', status: 'paused' as 'active', startsAtMs: START, expiresAtMs: START,
           dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n, dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
         }), /subscription\.status/],
       ];

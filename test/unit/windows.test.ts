@@ -9,10 +9,12 @@ import {
   assertTimeZone,
   effectiveUsage,
   expiryThreshold,
+  isOneTimeDailyCard,
   isWindowExpired,
   newWindowStart,
   rollingWindow,
   secondsUntil,
+  subscriptionDailyRule,
   startOfDay,
   startOfNextDay,
   startOfNextWeek,
@@ -257,6 +259,22 @@ describe('windows: rules', () => {
         expect(time.nowMs - next).to.be.below((rule as { lengthMs: number }).lengthMs);
         expect((next - startMs) % (rule as { lengthMs: number }).lengthMs).to.equal(0);
       }
+    }));
+  });
+
+  it('a plan of one day or less is a one-time daily card: its day runs 24 h from first use, past its own expiry', () => {
+    const starts = at('2024-06-06T20:00:00Z');
+    expect(isOneTimeDailyCard(starts, starts + DAY_MS)).to.equal(true);
+    expect(isOneTimeDailyCard(starts, starts + HOUR_MS)).to.equal(true);
+    expect(isOneTimeDailyCard(starts, starts + DAY_MS + 1)).to.equal(false);
+    expect(subscriptionDailyRule(starts, starts + DAY_MS)).to.equal(WINDOWS.subscriptionCardDaily);
+    expect(subscriptionDailyRule(starts, starts + 2 * DAY_MS)).to.equal(WINDOWS.subscriptionDaily);
+    fc.assert(fc.property(fc.integer({ min: 0, max: DAY_MS }), fc.integer({ min: 0, max: DAY_MS }), (termMs, firstUseMs) => {
+      const firstUse = starts + Math.min(firstUseMs, termMs);
+      const rule = subscriptionDailyRule(starts, starts + termMs);
+      // Every instant of the card after its first use is still in the window that use began.
+      const started = newWindowStart(rule, { nowMs: firstUse, timezone: NY });
+      expect(isWindowExpired(rule, started, { nowMs: starts + termMs - 1, timezone: NY }) && starts + termMs - 1 >= firstUse).to.equal(false);
     }));
   });
 
