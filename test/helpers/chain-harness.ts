@@ -8,7 +8,8 @@ import type { Middleware } from 'koa';
 import { createBillingCore, type BillingCore } from '../../lib/billing-core.js';
 import type { BillingCoreOptions } from '../../lib/core-options.js';
 import { ManualClock } from '../../lib/clock.js';
-import { MemoryBillingCache } from '../../lib/cache/memory-cache.js';
+import type { CacheKeys } from '../../lib/cache/keys.js';
+import { MemoryBillingCache, memoryRawAccess } from '../../lib/cache/memory-cache.js';
 import { RedisBillingCache } from '../../lib/cache/redis-cache.js';
 import { KnexBillingStore } from '../../lib/store/knex-store.js';
 import { migrateBillingSchema } from '../../lib/store/migrations.js';
@@ -43,12 +44,24 @@ export interface ChainEnv {
   app(options?: { core?: BillingCore; format?: 'openai' | 'anthropic'; subject?: BillingSubject; middleware?: Middleware[] }): Koa;
   /** A unique user id for this test. */
   userId(label?: string): string;
+  /** The cache's key names and its stored hashes, bypassing the cache (to plant corrupt entries). */
+  keys: CacheKeys;
+  raw: RawCacheAccess;
 }
+
+export interface RawCacheAccess {
+  /** The stored hash, or null when the key is absent. */
+  read(key: string): Promise<Record<string, string> | null>;
+  /** Replaces whatever the key holds with `hash` (living an hour). */
+  write(key: string, hash: Record<string, string>): Promise<void>;
+}
+
+type CacheWithKeys = BillingCache & { readonly keys: CacheKeys };
 
 interface Backends {
   knex: Knex;
   /** The backend's cache; the memory cache runs on `clock`, Redis on its own. */
-  makeCache(clock: Clock): BillingCache;
+  makeCache(clock: Clock): { cache: CacheWithKeys; raw: RawCacheAccess };
   cleanup(): Promise<void>;
 }
 
@@ -58,7 +71,11 @@ async function memorySqlite(): Promise<Backends> {
   await migrateBillingSchema(knex);
   return {
     knex,
-    makeCache: (clock) => new MemoryBillingCache({ maxEntries: 10_000, clock, random: () => 0 }),
+    makeCache(clock) {
+      const cache = new MemoryBillingCache({ maxEntries: 10_000, clock, random: () => 0 });
+      const raw = cache[memoryRawAccess]();
+      return { cache, raw: { read: async (key) => raw.read(key), write: async (key, hash) => raw.write(key, hash) } };
+    },
     cleanup: () => knex.destroy(),
   };
 }
@@ -74,7 +91,19 @@ async function redisPostgres(): Promise<Backends> {
   const prefix = `kbe-test:${uniqueSuffix()}:`;
   return {
     knex,
-    makeCache: () => new RedisBillingCache(redis, { prefix, random: () => 0 }),
+    makeCache: () => ({
+      cache: new RedisBillingCache(redis, { prefix, random: () => 0 }),
+      raw: {
+        async read(key) {
+          const hash = await redis.hgetall(key);
+          return Object.keys(hash).length === 0 ? null : hash;
+        },
+        async write(key, hash) {
+          if (Object.keys(hash).length === 0) await redis.del(key);
+          else await redis.multi().del(key).hset(key, hash).pexpire(key, 3_600_000).exec();
+        },
+      },
+    }),
     async cleanup() {
       await knex.destroy();
       await admin.raw('DROP SCHEMA ?? CASCADE', [schema]);
@@ -133,7 +162,8 @@ export function describeChain(title: string, body: (env: () => ChainEnv) => void
         const clock = new ManualClock(T0);
         const realStore = new KnexBillingStore(backends.knex);
         const store = instrument<BillingStore>(realStore);
-        const cache = instrument<BillingCache>(backends.makeCache(clock));
+        const made = backends.makeCache(clock);
+        const cache = instrument<BillingCache>(made.cache);
         const makeCore = (options: Partial<BillingCoreOptions> = {}) => {
           const core = createBillingCore({ store: store.target, cache: cache.target, clock, ...options });
           cores.push(core);
@@ -164,6 +194,8 @@ export function describeChain(title: string, body: (env: () => ChainEnv) => void
             return app;
           },
           userId: (label = 'u') => `${label}-${uniqueSuffix()}`,
+          keys: made.cache.keys,
+          raw: made.raw,
         };
       });
 

@@ -22,7 +22,7 @@ for (const backend of ['memory+sqlite', 'redis+postgres'] as const) {
 
     beforeEach(() => {
       // The real clock: renewal is a timer, and the hold's expiry is on the cache's clock.
-      core = createBillingCore({ store: new KnexBillingStore(backends().knex), cache: backends().makeCache(systemClock), reservationTtlMs: TTL_MS });
+      core = createBillingCore({ store: new KnexBillingStore(backends().knex), cache: backends().makeCache(systemClock).cache, reservationTtlMs: TTL_MS });
     });
 
     afterEach(async () => {

@@ -1,12 +1,14 @@
 // Hostile input, searched at random (fast-check): random subjects through the chain over HTTP, random
-// costs into settle(), random arguments to every core.admin method. Properties: never a 500, never an
-// internal text in a response, bad input answered 400 (HTTP) or rejected with an error naming the
-// field (API), and nothing read from or written to the store or the cache for it.
+// costs into settle(), random arguments to every core.admin method, random corrupt cache contents
+// under the chain. Properties: never a 500, never an internal text in a response, bad input answered
+// 400 (HTTP) or rejected with an error naming the field (API), and nothing read from or written to
+// the store or the cache for it; a corrupt entry is a miss, answered from the store as if it were not there.
 import { expect } from 'chai';
 import fc from 'fast-check';
 import request from 'supertest';
+import { inspectEntry } from '../../lib/cache/entity-codec.js';
 import { MoneyError } from '../../lib/money.js';
-import type { BillingSubject } from '../../lib/types.js';
+import type { BillingSubject, CacheEntityRef } from '../../lib/types.js';
 import { BillingValidationError } from '../../lib/validate.js';
 import { describeChain } from '../helpers/chain-harness.js';
 import { failOnUnhandledRejections } from '../helpers/unhandled-rejections.js';
@@ -154,5 +156,85 @@ describeChain('hostile input', (env) => {
         }
       }), { numRuns: Math.ceil(RUNS[env().backend] / 3) });
     }
+  });
+
+  it('random corrupt cache contents under the chain over HTTP: a corrupt entry is answered from the store exactly as a clean cache would be, never a 500 or internal text', async function () {
+    this.timeout(180_000);
+    const { core } = env();
+    const junk = fc.oneof(fc.string({ maxLength: 24 }), fc.constantFrom('', '-', '-0', '1e9', '0x1', ' 1', '1.5', '9007199254740992', 'active|x', '\u0000', 'NaN', '{x}'));
+    const edit = fc.oneof(
+      fc.record({ op: fc.constant('set' as const), field: fc.nat(), value: junk }),
+      fc.record({ op: fc.constant('drop' as const), field: fc.nat() }),
+      fc.record({ op: fc.constant('add' as const), name: fc.string({ minLength: 1, maxLength: 4 }), value: junk }),
+    );
+    const scenario = fc.record({
+      mode: fc.constantFrom('balance' as const, 'subscription' as const),
+      balance: fc.constantFrom('0', '5'),
+      spent: fc.constantFrom('0.5', '1.5'),
+      // Per cached entry of the user, the edits made to it (none: left intact). Corrupt RPM
+      // counters are the cache contract's (they restart, so they change the count by design).
+      edits: fc.array(fc.array(edit, { maxLength: 3 }), { minLength: 5, maxLength: 5 }),
+    });
+    let n = 0;
+    let allMisses = 0;
+    await fc.assert(fc.asyncProperty(scenario, async ({ mode, balance, spent, edits }) => {
+      const { store, cache, keys, raw } = env();
+      const userId = env().userId(`corrupt${n++}`);
+      const group = mode === 'subscription' ? 'g-sub' : 'g-std';
+      await core.admin.setBalance(userId, balance);
+      await core.admin.setPlatformQuota(userId, 'openai', { dailyLimitUsd: '1' });
+      await core.admin.setRpmOverride(userId, group, 50);
+      if (mode === 'subscription') await core.admin.upsertSubscription({ userId, groupId: group, expiresAt: Date.now() + 86_400_000 * 365 * 20 });
+      const subject: BillingSubject = {
+        user: { id: userId, rpmLimit: 100 },
+        apiKey: { id: 'k1', rateLimit5h: '1' },
+        group: { id: group, billingType: mode === 'subscription' ? 'subscription' : 'standard', dailyLimitUsd: '1', rpmLimit: 100 },
+        subscription: mode === 'subscription' ? { id: `s-${userId}` } : null,
+        platform: 'openai',
+      };
+      await core.settle({ requestId: `spent-${userId}`, subject, costUsd: spent });
+      const app = env().app({ subject });
+      const answer = async () => {
+        const res = await request(app.callback()).post('/v1/chat/completions');
+        expect([200, 403, 429], `status ${res.status} ${res.text.slice(0, 200)}`).to.include(res.status);
+        expect(res.text).to.not.match(INTERNAL);
+        return [res.status, res.body.error?.code ?? null];
+      };
+      const clean = await answer();
+      await quiet(() => store.total() + cache.total());
+
+      const refs: CacheEntityRef[] = [
+        { kind: 'balance', userId }, { kind: 'subscription', userId, groupId: group }, { kind: 'apiKeyWindows', userId, apiKeyId: 'k1' },
+        { kind: 'platformQuota', userId, platform: 'openai' }, { kind: 'rpmOverride', userId, groupId: group },
+      ];
+      let wellFormed = false;
+      for (const [i, ref] of refs.entries()) {
+        const key = keys.entity(ref);
+        const stored = await raw.read(key);
+        if (stored === null || edits[i]!.length === 0) continue;
+        const hash = { ...stored };
+        const fields = Object.keys(stored);
+        for (const e of edits[i]!) {
+          if (e.op === 'add') hash[e.name] = e.value;
+          else if (e.op === 'set') hash[fields[e.field % fields.length]!] = e.value;
+          else delete hash[fields[e.field % fields.length]!];
+        }
+        await raw.write(key, hash);
+        // Edits may also leave a well-formed entry with other values, which no cache can tell from the truth.
+        if (inspectEntry(ref.kind, hash).live !== null) wellFormed = true;
+      }
+      store.reset();
+      const corrupted = await answer();
+      expect(store.count('settle') + store.count('settleBatch'), 'store writes').to.equal(0);
+      if (!wellFormed) {
+        allMisses++;
+        expect(corrupted, 'answer over corrupt entries').to.deep.equal(clean);
+      }
+      // Whatever was planted, dropping the user's entries brings back the clean answer.
+      await Promise.all([core.invalidateBalance(userId), core.invalidateSubscription(userId, group), core.invalidateApiKeyWindows(userId, 'k1'), core.invalidatePlatformQuota(userId, 'openai'), core.invalidateRpmOverride(userId, group)]);
+      expect(await answer(), 'answer after invalidation').to.deep.equal(clean);
+    }), { numRuns: Math.ceil(RUNS[env().backend] / 2) });
+    console.log(`      ${n} random corruptions: ${allMisses} read as misses and answered as on a clean cache`);
+    expect(allMisses).to.be.greaterThan(0);
   });
 });
