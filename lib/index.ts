@@ -16,7 +16,7 @@ export type { CircuitBreakerOptions, BreakerState } from './breaker.js';
 export type { WriteQueueOptions } from './write-queue.js';
 export type { SettlementBatchingOptions } from './group-commit.js';
 export { BillingMetrics, noopMetrics, type BillingMetricsOptions, type BillingMetricsRecorder } from './metrics.js';
-export { buildRateLimitHeaders, type RateLimitHeaderFields } from './ratelimit-headers.js';
+export { buildRateLimitHeaders, type RateLimitFamilies, type RateLimitHeaderFields } from './ratelimit-headers.js';
 export { KnexBillingStore } from './store/knex-store.js';
 export { migrateBillingSchema } from './store/migrations.js';
 export { BillingStoreError, SettlementConflictError, SettlementTargetMissingError, StoreDataError } from './store/store-errors.js';

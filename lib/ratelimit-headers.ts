@@ -1,22 +1,29 @@
-// IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers-11) built from the checks' records.
+// The response fields that tell a client what is left (docs/ratelimit-fields.md): the IETF
+// RateLimit-Policy and RateLimit fields for the limits in units the draft registers (requests,
+// concurrent requests), and the package's own Billing-Spend-Policy and Billing-Spend fields, in
+// the same Structured Field syntax, for the USD windows and the balance.
 import type { CheckEvaluation } from './decisions.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, WEEK_MS } from './windows.js';
 
-/**
- * The `qu` (quota unit) of USD policies. The draft's default unit is "requests", so a USD policy
- * without `qu` would tell clients they have millions of requests left; this value says what `q`
- * and `r` count instead. It is not (yet) in the draft's quota-unit registry, whose initial
- * entries are request counts, content bytes and concurrent requests only.
- */
-export const USD_QUOTA_UNIT = 'usd-micros';
-/** 1e-8 USD units (lib/money.ts) per quota unit: USD policies count micro-dollars. */
-export const MONEY_UNITS_PER_QUOTA_UNIT = 100n;
-const UNITS_PER_QUOTA = Number(MONEY_UNITS_PER_QUOTA_UNIT);
+/** 1e-8 USD units (lib/money.ts) per unit of the Billing-Spend fields: they count micro-dollars. */
+export const MONEY_UNITS_PER_SPEND_UNIT = 100n;
+const UNITS_PER_SPEND = Number(MONEY_UNITS_PER_SPEND_UNIT);
 
-/** The two response fields; both are structured-field Lists (RFC 9651). */
+/** The `qu` of concurrency policies, from the draft's RateLimit Quota Units registry. */
+export const CONCURRENT_REQUESTS_UNIT = 'concurrent-requests';
+
+/** Which families of fields a response carries: `requests` (RateLimit-*) and `spend` (Billing-Spend-*). */
+export interface RateLimitFamilies {
+  requests: boolean;
+  spend: boolean;
+}
+
+/** Each field is a Structured Field List (RFC 9651); a family whose policies do not apply is absent. */
 export interface RateLimitHeaderFields {
-  'RateLimit-Policy': string;
-  RateLimit: string;
+  'RateLimit-Policy'?: string;
+  RateLimit?: string;
+  'Billing-Spend-Policy'?: string;
+  'Billing-Spend'?: string;
 }
 
 /**
@@ -25,13 +32,27 @@ export interface RateLimitHeaderFields {
  */
 const SF_INTEGER_MAX = 999_999_999_999_999;
 
+/** One family's pair of fields, and what it built last (see FamilyState). */
+interface Family {
+  readonly policyField: 'RateLimit-Policy' | 'Billing-Spend-Policy';
+  readonly limitsField: 'RateLimit' | 'Billing-Spend';
+  readonly state: FamilyState;
+}
+
 interface PolicyDef {
   /** Bit for de-duplication within one response. */
   readonly bit: number;
+  readonly family: Family;
+  /** Amounts are 1e-8 USD units, sent as micro-dollars. */
   readonly usd: boolean;
+  /**
+   * A stock, not a quota over a window (the balance): sent in the limits field only, `r` = the
+   * amount itself (negative when overdrawn), with no policy member and no `t`.
+   */
+  readonly stock: boolean;
   /** `"name";q=` */
   readonly policyHead: string;
-  /** `;w=…` (and `;qu=…` for USD), after q. */
+  /** `;qu=…` and `;w=…` where they apply, after q. */
   readonly policyTail: string;
   /** `"name";r=` */
   readonly limitHead: string;
@@ -45,44 +66,80 @@ interface PolicyDef {
   readonly last: { limit: bigint | number | null; usage: bigint | number; quota: number; part: string | null; serial: number };
 }
 
+/**
+ * What a family built for the last response, member by member: each member's policy and the
+ * serial of its `"name";r=…` part, its `t`, and the text up to and including it. Spend windows
+ * report the same remaining amount and `t` for a second at a time, so most calls reuse them; and
+ * the policy field, which changes only with the limits, is handed to Node as the same flat string.
+ */
+interface FamilyState {
+  count: number;
+  defs: PolicyDef[];
+  serials: number[];
+  resets: number[];
+  prefixes: string[];
+  policy: { defs: PolicyDef[]; quotas: number[]; field: string };
+}
+
+function family(policyField: Family['policyField'], limitsField: Family['limitsField']): Family {
+  return { policyField, limitsField, state: { count: 0, defs: [], serials: [], resets: [], prefixes: [], policy: { defs: [], quotas: [], field: '' } } };
+}
+
+const REQUESTS = family('RateLimit-Policy', 'RateLimit');
+const SPEND = family('Billing-Spend-Policy', 'Billing-Spend');
+
 let nextBit = 1;
-function policy(name: string, windowMs: number, usd: boolean, maxResetSec = 0): PolicyDef {
+function policy(name: string, of: Family, { windowMs = 0, usd = false, stock = false, unit = '', maxResetSec = 0 } = {}): PolicyDef {
   const bit = nextBit;
   nextBit *= 2;
-  const w = `;w=${windowMs / SECOND_MS}`;
-  // Parameter order as in the draft's examples: q, then qu, then w.
+  // Parameter order as in the draft's examples: q, then qu, then w. The draft's default unit is
+  // requests, so RPM policies carry no qu.
+  const policyTail = (unit === '' ? '' : `;qu="${unit}"`) + (windowMs === 0 ? '' : `;w=${windowMs / SECOND_MS}`);
   return {
-    bit, usd, policyHead: `"${name}";q=`, policyTail: usd ? `;qu="${USD_QUOTA_UNIT}"${w}` : w, limitHead: `"${name}";r=`, maxResetSec,
+    bit, family: of, usd, stock, policyHead: `"${name}";q=`, policyTail, limitHead: `"${name}";r=`, maxResetSec,
     last: { limit: null, usage: 0, quota: 0, part: null, serial: 0 },
   };
 }
 
+const spendWindow = (name: string, windowMs: number) => policy(name, SPEND, { windowMs, usd: true });
+
 /**
- * One named policy per RPM cap and per spend window, keyed by check and then by the window name
- * that check reports. The balance check is absent: a balance is a stock, not a quota over a window.
- * `w` is the window's nominal length; calendar windows (days, weeks) are that long except across
- * a DST change, which `t` (computed from the real reset time) reflects.
+ * One named policy per RPM cap, concurrency cap and spend window, keyed by check and then by the
+ * window name that check reports. `w` is the window's nominal length; calendar windows (days,
+ * weeks) are that long except across a DST change, which `t` (computed from the real reset
+ * time) reflects.
  */
 const POLICIES: ReadonlyMap<string, ReadonlyMap<string, PolicyDef>> = new Map([
-  // RPM buckets end on the cache's clock (Redis TIME), nowMs is the process clock: cap t at the
-  // bucket length so clock skew cannot advertise a wait longer than one bucket.
-  ['rpm', new Map([['group', policy('rpm-group', MINUTE_MS, false, 60)], ['user', policy('rpm-user', MINUTE_MS, false, 60)]])],
-  ['apiKeyWindows', new Map([
-    ['5h', policy('key-5h', 5 * HOUR_MS, true)],
-    ['1d', policy('key-1d', DAY_MS, true)],
-    ['7d', policy('key-7d', WEEK_MS, true)],
+  ['balance', new Map([['balance', policy('balance', SPEND, { usd: true, stock: true })]])],
+  ['subscription', new Map([
+    ['daily', spendWindow('sub-daily', DAY_MS)],
+    ['weekly', spendWindow('sub-weekly', WEEK_MS)],
+    ['monthly', spendWindow('sub-monthly', 30 * DAY_MS)],
   ])],
   ['platformQuota', new Map([
-    ['daily', policy('quota-daily', DAY_MS, true)],
-    ['weekly', policy('quota-weekly', WEEK_MS, true)],
-    ['monthly', policy('quota-monthly', 30 * DAY_MS, true)],
+    ['daily', spendWindow('quota-daily', DAY_MS)],
+    ['weekly', spendWindow('quota-weekly', WEEK_MS)],
+    ['monthly', spendWindow('quota-monthly', 30 * DAY_MS)],
   ])],
-  ['subscription', new Map([
-    ['daily', policy('sub-daily', DAY_MS, true)],
-    ['weekly', policy('sub-weekly', WEEK_MS, true)],
-    ['monthly', policy('sub-monthly', 30 * DAY_MS, true)],
+  ['apiKeyWindows', new Map([
+    ['5h', spendWindow('key-5h', 5 * HOUR_MS)],
+    ['1d', spendWindow('key-1d', DAY_MS)],
+    ['7d', spendWindow('key-7d', WEEK_MS)],
+  ])],
+  // A slot is free again when any request of the user ends, not at a time: no w, no t.
+  ['concurrency', new Map([
+    ['user', policy('conc-user', REQUESTS, { unit: CONCURRENT_REQUESTS_UNIT })],
+    ['apiKey', policy('conc-key', REQUESTS, { unit: CONCURRENT_REQUESTS_UNIT })],
+  ])],
+  // RPM buckets end on the cache's clock (Redis TIME), nowMs is the process clock: cap t at the
+  // bucket length so clock skew cannot advertise a wait longer than one bucket.
+  ['rpm', new Map([
+    ['group', policy('rpm-group', REQUESTS, { windowMs: MINUTE_MS, maxResetSec: 60 })],
+    ['user', policy('rpm-user', REQUESTS, { windowMs: MINUTE_MS, maxResetSec: 60 })],
   ])],
 ]);
+
+const BOTH: Readonly<RateLimitFamilies> = Object.freeze({ requests: true, spend: true });
 
 /** a / b rounded toward minus infinity, exactly, for safe integers a and positive b. */
 function floorDiv(a: number, b: number): number {
@@ -90,81 +147,89 @@ function floorDiv(a: number, b: number): number {
   return (a - r) / b - (r < 0 ? 1 : 0);
 }
 
+/** One family's fields while a response is built. */
+interface Building {
+  limits: string;
+  defs: PolicyDef[];
+  quotas: number[];
+  /** Whether every member so far equals the last response's: then `limits` is that text up to here. */
+  sameSoFar: boolean;
+}
+
 /**
- * The RateLimit-Policy and RateLimit fields for one response: one named policy per RPM cap and
- * per spend window that has a limit, in check order, whatever the check's outcome (a denied
- * window shows `r=0`). `q` = the limit, `r` = what is left (0..q; amounts rounded down, so a
+ * The fields for one response: one named member per RPM cap, concurrency cap and spend window
+ * that has a limit, and the balance, in check order, whatever the check's outcome (a denied window
+ * shows `r=0`). `q` = the limit, `r` = what is left (0..q; micro-dollars rounded down, so a
  * client never plans on more than it has), `t` = whole seconds until the window resets (rounded
  * up, like Retry-After, so Retry-After is never earlier than the end of the denying window's
  * `t`), `w` = window length in seconds. No partition key is sent: it would identify the user.
- * Returns null when no window with a limit was reported. Pure; nowMs is epoch milliseconds.
+ * Returns null when nothing applies. Pure apart from its reuse of the last result; nowMs is
+ * epoch milliseconds.
  */
 export function buildRateLimitHeaders(
   records: readonly CheckEvaluation[],
   nowMs: number,
+  families: Readonly<RateLimitFamilies> = BOTH,
 ): RateLimitHeaderFields | null {
   if (!Number.isFinite(nowMs)) throw new TypeError(`buildRateLimitHeaders: nowMs must be a finite epoch time in ms, got ${String(nowMs)}`);
-  let limits = '';
+  const requests: Building | null = families.requests ? { limits: '', defs: [], quotas: [], sameSoFar: true } : null;
+  const spend: Building | null = families.spend ? { limits: '', defs: [], quotas: [], sameSoFar: true } : null;
   let seen = 0;
-  // The policies sent, as (definition, quota) pairs; the Policy field is built from them only when they differ from the last call's.
-  const defs: PolicyDef[] = [];
-  const quotas: number[] = [];
-  // Whether every member so far equals the last call's: then `limits` is that call's text up to here, not concatenated anew.
-  let sameSoFar = true;
   for (const record of records) {
     const windows = record.windows;
     if (windows === undefined || windows.length === 0) continue;
     const byWindow = POLICIES.get(record.check);
     if (byWindow === undefined) continue;
     for (const report of windows) {
-      if (report.limit === null) continue;
-      const def = byWindow.get(report.window);
+      const def: PolicyDef | undefined = byWindow.get(report.window);
       if (def === undefined || (seen & def.bit) !== 0) continue;
-      const amounts = amountsOf(def, report.limit, report.usage);
+      const building: Building | null = def.family === REQUESTS ? requests : spend;
+      if (building === null) continue;
+      if (report.limit === null && !def.stock) continue;
+      const amounts = def.stock ? stockOf(def, report.usage) : amountsOf(def, report.limit as bigint | number, report.usage);
       if (amounts.part === null) continue;
       seen |= def.bit;
-      const index = defs.length;
-      defs.push(def);
-      quotas.push(amounts.quota);
+      const index = building.defs.length;
+      building.defs.push(def);
+      building.quotas.push(amounts.quota);
       // t is OPTIONAL in the draft: an unknown reset time is left out rather than guessed (NO_RESET).
       let t = NO_RESET;
-      if (report.resetsAtMs !== null && Number.isFinite(report.resetsAtMs)) {
+      if (!def.stock && report.resetsAtMs !== null && Number.isFinite(report.resetsAtMs)) {
         t = Math.ceil((report.resetsAtMs - nowMs) / SECOND_MS);
         if (t < 0) t = 0;
         else if (def.maxResetSec !== 0 && t > def.maxResetSec) t = def.maxResetSec;
       }
-      const last = lastLimits;
+      const last = def.family.state;
       // Compared by policy and serial, not by text: a part rebuilt from new amounts is a new, unflattened string.
-      if (sameSoFar && index < last.count && last.defs[index] === def && last.serials[index] === amounts.serial && last.resets[index] === t) {
-        limits = last.prefixes[index]!;
+      if (building.sameSoFar && index < last.count && last.defs[index] === def && last.serials[index] === amounts.serial && last.resets[index] === t) {
+        building.limits = last.prefixes[index]!;
         continue;
       }
-      sameSoFar = false;
-      if (limits !== '') limits += ', ';
-      limits += amounts.part;
-      if (t !== NO_RESET) limits += `;t=${t}`;
+      building.sameSoFar = false;
+      if (building.limits !== '') building.limits += ', ';
+      building.limits += amounts.part;
+      if (t !== NO_RESET) building.limits += `;t=${t}`;
       last.defs[index] = def;
       last.serials[index] = amounts.serial;
       last.resets[index] = t;
-      last.prefixes[index] = limits;
+      last.prefixes[index] = building.limits;
     }
   }
-  lastLimits.count = defs.length;
-  return defs.length === 0 ? null : { 'RateLimit-Policy': policyField(defs, quotas), RateLimit: limits };
+  let fields: RateLimitHeaderFields | null = null;
+  for (const [building, of] of [[requests, REQUESTS], [spend, SPEND]] as const) {
+    if (building === null) continue;
+    of.state.count = building.defs.length;
+    if (building.defs.length === 0) continue;
+    fields ??= {};
+    const policyField = policyFieldOf(of.state, building.defs, building.quotas);
+    if (policyField !== '') fields[of.policyField] = policyField;
+    fields[of.limitsField] = building.limits;
+  }
+  return fields;
 }
 
 /** `t` of a member without a reset time. */
 const NO_RESET = -1;
-
-/**
- * The last RateLimit value built, member by member: each member's policy and the serial of its
- * `"name";r=…` part, its `t`, and the text up to and including it. Spend windows report the same
- * remaining amount and `t` for a second at a time, and the RPM members come last, so most calls
- * rebuild only those.
- */
-const lastLimits: { count: number; defs: PolicyDef[]; serials: number[]; resets: number[]; prefixes: string[] } = {
-  count: 0, defs: [], serials: [], resets: [], prefixes: [],
-};
 
 /** `q` and `"name";r=<remaining>` of one window (part null: left out), reusing the last result when the amounts are the same. */
 function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | number): PolicyDef['last'] {
@@ -180,28 +245,44 @@ function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | numbe
   const used = Number(usage);
   if (!Number.isSafeInteger(limitAmount) || !Number.isSafeInteger(used) || limitAmount < 0) return last;
   // Subtract exactly, then round down once, so the client is never told of money it lacks.
-  const scale = def.usd ? UNITS_PER_QUOTA : 1;
+  const scale = def.usd ? UNITS_PER_SPEND : 1;
   const quota = floorDiv(limitAmount, scale);
   const left = floorDiv(limitAmount - used, scale);
   // A value that cannot be an SF Integer is left out: a malformed field is ignored whole by
-  // clients (draft §7), which would hide every other policy with it.
+  // clients, which would hide every other member with it.
   if (quota > SF_INTEGER_MAX) return last;
   last.quota = quota;
   last.part = def.limitHead + (left < 0 ? 0 : left > quota ? quota : left);
   return last;
 }
 
-/**
- * The last RateLimit-Policy value built and what it was built from. Limits rarely change between
- * responses, so most calls hand Node the same (already flat) string again instead of building a
- * few hundred characters anew, which Node would then flatten to validate.
- */
-let lastPolicy: { defs: PolicyDef[]; quotas: number[]; field: string } = { defs: [], quotas: [], field: '' };
+/** `"name";r=<amount>` of a stock (the balance), rounded down, reusing the last result for the same amount. */
+function stockOf(def: PolicyDef, amount: bigint | number): PolicyDef['last'] {
+  const last = def.last;
+  if (last.usage === amount && last.limit === null && last.serial !== 0) return last;
+  last.limit = null;
+  last.usage = amount;
+  last.part = null;
+  last.serial++;
+  const units = Number(amount);
+  if (!Number.isSafeInteger(units)) return last;
+  const value = floorDiv(units, UNITS_PER_SPEND);
+  if (value > SF_INTEGER_MAX || value < -SF_INTEGER_MAX) return last;
+  last.part = def.limitHead + value;
+  return last;
+}
 
-function policyField(defs: PolicyDef[], quotas: number[]): string {
-  const last = lastPolicy;
+/** The policy field of a family's members ('' when all are stocks), the last one's string when nothing changed. */
+function policyFieldOf(state: FamilyState, defs: PolicyDef[], quotas: number[]): string {
+  const last = state.policy;
   if (defs.length === last.defs.length && defs.every((def, i) => def === last.defs[i] && quotas[i] === last.quotas[i])) return last.field;
-  const field = defs.map((def, i) => def.policyHead + quotas[i] + def.policyTail).join(', ');
-  lastPolicy = { defs, quotas, field };
+  let field = '';
+  for (let i = 0; i < defs.length; i++) {
+    const def = defs[i]!;
+    if (def.stock) continue;
+    if (field !== '') field += ', ';
+    field += def.policyHead + quotas[i] + def.policyTail;
+  }
+  state.policy = { defs, quotas, field };
   return field;
 }

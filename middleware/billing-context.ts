@@ -5,12 +5,12 @@ import type { BillingCore } from '../lib/billing-core.js';
 import { isCheckDenial, type BillingDecision, type BillingRequest } from '../lib/billing-request.js';
 import { BillingError } from '../lib/errors.js';
 import { MoneyError, parseCostUsd, type Usd } from '../lib/money.js';
-import { parseOptions, v } from '../lib/options.js';
+import { BillingConfigError, describeValue, parseOptions, v } from '../lib/options.js';
 import type { SettleRequest, SettlementReceipt } from '../lib/settlement.js';
 import { normalizeSubject } from '../lib/subject.js';
 import type { BillingMode, BillingSubject } from '../lib/types.js';
 import { BillingValidationError } from '../lib/validate.js';
-import { buildRateLimitHeaders } from '../lib/ratelimit-headers.js';
+import { buildRateLimitHeaders, type RateLimitFamilies, type RateLimitHeaderFields } from '../lib/ratelimit-headers.js';
 import { renderDenial, renderFailure, type DenialFormat } from './render.js';
 
 export type SubjectResolver = (ctx: Context) => BillingSubject | null | undefined | Promise<BillingSubject | null | undefined>;
@@ -31,10 +31,12 @@ export interface BillingContextOptions {
    */
   estimateCost?: CostEstimator;
   /**
-   * IETF RateLimit-Policy / RateLimit response fields, one named policy per RPM cap and spend window
-   * (issue 10). Default true; false turns them off.
+   * What is left, in response fields (docs/ratelimit-fields.md): `requests` = the IETF
+   * RateLimit-Policy / RateLimit fields (RPM caps, concurrency slots), `spend` = the package's
+   * Billing-Spend-Policy / Billing-Spend fields (USD windows, balance). Default true (both);
+   * false turns both off; `{ requests, spend }` each (an omitted family stays on).
    */
-  rateLimitHeaders?: boolean;
+  rateLimitHeaders?: boolean | Partial<RateLimitFamilies>;
 }
 
 /** ctx.state.billing (DESIGN §2). */
@@ -48,8 +50,8 @@ export interface BillingState {
   settle(input: Omit<SettleRequest, 'subject'>): Promise<SettlementReceipt>;
   /** The request's pass through the checks (used by the check middlewares). */
   request: BillingRequest;
-  /** Whether RateLimit headers are sent for this request. */
-  rateLimitHeaders: boolean;
+  /** Which families of RateLimit fields are sent for this request (null: none). */
+  rateLimitHeaders: Readonly<RateLimitFamilies> | null;
 }
 
 declare module 'koa' {
@@ -58,7 +60,28 @@ declare module 'koa' {
   }
 }
 
-type ParsedContextOptions = Required<Omit<BillingContextOptions, 'estimateCost'>> & { estimateCost: CostEstimator | undefined };
+type ParsedContextOptions = Required<Omit<BillingContextOptions, 'estimateCost' | 'rateLimitHeaders'>> & {
+  estimateCost: CostEstimator | undefined;
+  rateLimitHeaders: Readonly<RateLimitFamilies> | null;
+};
+
+const FAMILY_NAMES = ['requests', 'spend'] as const;
+
+/** `rateLimitHeaders`: a boolean for both families, or an object naming either; null when none is on. */
+function rateLimitFamilies(value: unknown, name: string): Readonly<RateLimitFamilies> | null {
+  if (value === true) return Object.freeze({ requests: true, spend: true });
+  if (value === false) return null;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new BillingConfigError(name, `${name} must be a boolean or { requests?: boolean, spend?: boolean }, got ${describeValue(value)}`);
+  }
+  const families = { requests: true, spend: true };
+  for (const [key, on] of Object.entries(value)) {
+    if (!(FAMILY_NAMES as readonly string[]).includes(key)) throw new BillingConfigError(`${name}.${key}`, `${name}.${key} is not an option (known: ${FAMILY_NAMES.join(', ')})`);
+    if (on === undefined) continue;
+    families[key as keyof RateLimitFamilies] = v.boolean()(on, `${name}.${key}`);
+  }
+  return families.requests || families.spend ? Object.freeze(families) : null;
+}
 
 /** Validators of billingContext's options (billingEligibility parses its own `shadow` first). */
 const CONTEXT_OPTION_VALIDATORS = {
@@ -66,11 +89,11 @@ const CONTEXT_OPTION_VALIDATORS = {
   subject: v.func<SubjectResolver>(),
   format: (value: unknown, name: string) => (typeof value === 'function' ? (value as DenialFormat) : v.oneOf('openai', 'anthropic')(value, name)),
   estimateCost: v.optional(v.func<CostEstimator>()),
-  rateLimitHeaders: v.boolean(),
+  rateLimitHeaders: rateLimitFamilies,
 };
 
 const CONTEXT_DEFAULTS: ParsedContextOptions = Object.freeze({
-  core: undefined as never, subject: undefined as never, format: 'openai', estimateCost: undefined, rateLimitHeaders: true,
+  core: undefined as never, subject: undefined as never, format: 'openai', estimateCost: undefined, rateLimitHeaders: { requests: true, spend: true },
 });
 
 function parseContextOptions(options: unknown, scope: string): Readonly<ParsedContextOptions> {
@@ -79,13 +102,12 @@ function parseContextOptions(options: unknown, scope: string): Readonly<ParsedCo
 
 /** Sets the RateLimit fields from what the checks recorded so far. */
 export function setRateLimitHeaders(ctx: Context, state: BillingState): void {
-  if (!state.rateLimitHeaders) return;
+  if (state.rateLimitHeaders === null) return;
   if (ctx.headerSent) return;
-  const fields = buildRateLimitHeaders(state.request.decision.evaluations, state.request.time.nowMs);
+  const fields = buildRateLimitHeaders(state.request.decision.evaluations, state.request.time.nowMs, state.rateLimitHeaders);
   if (fields === null) return;
   // Straight to Node (ctx.set would walk the object and re-check each value's type).
-  ctx.res.setHeader('RateLimit-Policy', fields['RateLimit-Policy']);
-  ctx.res.setHeader('RateLimit', fields.RateLimit);
+  for (const name in fields) ctx.res.setHeader(name, fields[name as keyof RateLimitHeaderFields]!);
 }
 
 function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {

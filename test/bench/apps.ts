@@ -100,24 +100,25 @@ function bareWithWork(): RunningApp {
 }
 
 /**
- * (a+f): bare Koa sending, as fixed strings, the RateLimit-Policy and RateLimit fields that (b)
- * sends for the benchmark subject (taken from one request through (b) at startup): what the fields
- * cost on the wire, in Node's header handling and in the load generator's parser, apart from the
+ * (a+f): bare Koa sending, as fixed strings, the RateLimit and Billing-Spend fields that (b) sends
+ * for the benchmark subject (taken from one request through (b) at startup): what the fields cost
+ * on the wire, in Node's header handling and in the load generator's parser, apart from the
  * checks that produce them.
  */
 async function bareWithFields(): Promise<RunningApp> {
-  const { policy, limits } = await chainFields();
+  const fields = await chainFields();
   const app = new Koa();
-  app.use(function fields(ctx, next) {
-    ctx.res.setHeader('RateLimit-Policy', policy);
-    ctx.res.setHeader('RateLimit', limits);
+  app.use(function sendFields(ctx, next) {
+    for (const [name, value] of fields) ctx.res.setHeader(name, value);
     return next();
   });
   answer(app);
   return { app, close: async () => {} };
 }
 
-async function chainFields(): Promise<{ policy: string; limits: string }> {
+const FIELD_NAMES = ['RateLimit-Policy', 'RateLimit', 'Billing-Spend-Policy', 'Billing-Spend'];
+
+async function chainFields(): Promise<[string, string][]> {
   const chain = await chainMemory();
   const server = http.createServer(chain.app.callback());
   try {
@@ -125,10 +126,12 @@ async function chainFields(): Promise<{ policy: string; limits: string }> {
     const { port } = server.address() as AddressInfo;
     const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`);
     await response.arrayBuffer();
-    const policy = response.headers.get('ratelimit-policy');
-    const limits = response.headers.get('ratelimit');
-    if (response.status !== 200 || policy === null || limits === null) throw new Error(`(a+f): the chain answered ${response.status} without both RateLimit fields`);
-    return { policy, limits };
+    const fields = FIELD_NAMES.flatMap((name): [string, string][] => {
+      const value = response.headers.get(name);
+      return value === null ? [] : [[name, value]];
+    });
+    if (response.status !== 200 || fields.length !== FIELD_NAMES.length) throw new Error(`(a+f): the chain answered ${response.status} with ${fields.length} of the ${FIELD_NAMES.length} fields`);
+    return fields;
   } finally {
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,6 +1,7 @@
 // E2E scenarios about who gets through, shared by every backend: exhausted balances, admin top-ups, RPM, quotas,
 // authentication, request validation, the unbilled routes, health, and logs free of secrets.
 import { expect } from 'chai';
+import { parseList } from 'structured-headers';
 import type { GatewayHarness, TestUser } from './gateway-harness.js';
 
 const chat = { model: 'gpt-4o-mini', max_tokens: 4, messages: [{ role: 'user', content: 'hi' }] };
@@ -156,8 +157,12 @@ export function accessScenarios(harness: () => GatewayHarness): void {
     const h = harness();
     const user = await h.createUser({ rpmLimit: 30 });
     const allowed = await openaiCall(h, user).expect(200);
-    expect(allowed.headers['ratelimit-policy']).to.equal('"rpm-user";q=30;w=60');
-    expect(allowed.headers.ratelimit).to.match(/^"rpm-user";r=29;t=\d+$/);
+    const fields = (name: string) => parseList(String(allowed.headers[name])).map(([member, params]) => [member, Object.fromEntries(params)]);
+    expect(fields('ratelimit-policy')).to.deep.equal([['rpm-user', { q: 30, w: 60 }]]);
+    expect(fields('ratelimit')).to.have.length(1);
+    expect(fields('ratelimit')[0]![1]).to.include({ r: 29 });
+    // The balance left before this request's settlement, in micro-dollars, in the package's own field.
+    expect(fields('billing-spend')[0]![0]).to.equal('balance');
     const text = (await h.http().get('/metrics').expect(200)).text;
     const allowedCount = /^billing_decisions_total\{check="balance",outcome="allowed"\} (\d+)/m.exec(text);
     expect(Number(allowedCount?.[1])).to.be.at.least(1);

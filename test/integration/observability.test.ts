@@ -1,5 +1,6 @@
 // Issue 10 on both backend pairs: Prometheus counters moving with decisions, cache reads, settlements and
 // the breaker; IETF RateLimit fields on allowed and denied responses; shadow mode; fail-open warnings.
+import { parseList as parseStructuredList } from 'structured-headers';
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
 import request from 'supertest';
@@ -23,6 +24,12 @@ function recordingLogger(): BillingLogger & { lines: { level: string; obj: objec
   const lines: { level: string; obj: object; msg?: string }[] = [];
   const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, obj, msg });
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+/** A response field parsed as a Structured Field List: [member, parameters] pairs. */
+function structured(field: string | undefined): [string, Record<string, unknown>][] {
+  expect(field, 'field present').to.be.a('string');
+  return parseStructuredList(field!).map(([item, params]) => [item as string, Object.fromEntries(params)]);
 }
 
 describeChain('observability', (env) => {
@@ -91,7 +98,7 @@ describeChain('observability', (env) => {
     expect(await value(registry, 'billing_write_queue_depth')).to.be.at.least(0);
   });
 
-  it('sends RateLimit-Policy and RateLimit on allowed and denied responses, matching limits and window ends; can be turned off', async () => {
+  it('sends RateLimit-Policy and RateLimit (requests) and Billing-Spend-Policy and Billing-Spend (USD), parsed as Structured Fields, on allowed and denied responses; each family can be turned off', async () => {
     const { core, clock, backend } = env();
     const userId = env().userId();
     await core.admin.setBalance(userId, '10');
@@ -100,23 +107,30 @@ describeChain('observability', (env) => {
     clock.advance(3_600_000); // one hour into the 5 h window
     const app = env().app({ subject });
     const first = await request(app.callback()).post('/').expect(200);
-    expect(first.headers['ratelimit-policy']).to.equal('"key-5h";q=1000000;qu="usd-micros";w=18000, "rpm-user";q=2;w=60');
-    const [key, rpm] = String(first.headers.ratelimit).split(', ');
-    expect(key).to.equal('"key-5h";r=750000;t=14400');
-    expect(rpm).to.match(/^"rpm-user";r=1;t=\d+$/);
-    const rpmReset = Number(/t=(\d+)/.exec(rpm!)![1]);
+    expect(structured(first.headers['ratelimit-policy'])).to.deep.equal([['rpm-user', { q: 2, w: 60 }]]);
+    const [rpm] = structured(first.headers.ratelimit);
+    expect(rpm![0]).to.equal('rpm-user');
+    expect(rpm![1].r).to.equal(1);
+    const rpmReset = rpm![1].t as number;
     expect(rpmReset).to.be.within(1, 60);
     if (backend === 'memory+sqlite') expect(rpmReset).to.equal(60 - Math.floor((clock.now() % 60_000) / 1000));
+    expect(structured(first.headers['billing-spend-policy'])).to.deep.equal([['key-5h', { q: 1_000_000, w: 18_000 }]]);
+    expect(structured(first.headers['billing-spend'])).to.deep.equal([['balance', { r: 9_750_000 }], ['key-5h', { r: 750_000, t: 14_400 }]]);
 
     await request(app.callback()).post('/').expect(200);
     const denied = await request(app.callback()).post('/').expect(429);
-    expect(String(denied.headers.ratelimit)).to.match(/"rpm-user";r=0;t=\d+$/);
+    expect(structured(denied.headers.ratelimit)[0]![1].r).to.equal(0);
     expect(denied.headers['retry-after']).to.be.a('string');
 
-    const quiet = env().app({ middleware: [billingEligibility({ core, subject: () => ({ ...subject, user: { id: userId } }), rateLimitHeaders: false })] });
-    const res = await request(quiet.callback()).post('/').expect(200);
-    expect(res.headers).to.not.have.property('ratelimit');
-    expect(res.headers).to.not.have.property('ratelimit-policy');
+    const mounted = (rateLimitHeaders: boolean | { requests?: boolean; spend?: boolean }) =>
+      env().app({ middleware: [billingEligibility({ core, subject: () => ({ ...subject, user: { id: userId } }), rateLimitHeaders })] });
+    const fieldsOf = async (rateLimitHeaders: boolean | { requests?: boolean; spend?: boolean }) =>
+      Object.keys((await request(mounted(rateLimitHeaders).callback()).post('/').expect(200)).headers).filter((h) => /^(ratelimit|billing-spend)/.test(h)).sort();
+    expect(await fieldsOf(false)).to.deep.equal([]);
+    expect(await fieldsOf({ spend: false })).to.deep.equal([]); // no RPM cap on this subject: no requests family either
+    expect(await fieldsOf({ requests: false })).to.deep.equal(['billing-spend', 'billing-spend-policy']);
+    expect(() => billingEligibility({ core, subject: () => subject, rateLimitHeaders: { usd: false } as never })).to.throw(/rateLimitHeaders\.usd/);
+    expect(() => billingEligibility({ core, subject: () => subject, rateLimitHeaders: 'yes' as never })).to.throw(/rateLimitHeaders must be a boolean/);
   });
 
   it('shadow mode: a would-be denial passes, is recorded as shadow_deny, counted and logged once', async () => {

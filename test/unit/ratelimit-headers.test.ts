@@ -1,8 +1,10 @@
-// Unit tests for lib/ratelimit-headers.ts: field syntax per draft-ietf-httpapi-ratelimit-headers-11, values against limits and window ends.
+// Unit tests for lib/ratelimit-headers.ts: every field parsed as a Structured Field List, quota units
+// from the draft's registry only, values against limits and window ends (docs/ratelimit-fields.md).
 import { expect } from 'chai';
 import { CheckDenial, decideApiKeyWindows, decideBalance, decidePlatformQuota, type CheckEvaluation } from '../../lib/decisions.js';
 import { MAX_USD_UNITS, parseUsd } from '../../lib/money.js';
-import { buildRateLimitHeaders, USD_QUOTA_UNIT } from '../../lib/ratelimit-headers.js';
+import { parseList as parseStructuredList } from 'structured-headers';
+import { buildRateLimitHeaders, CONCURRENT_REQUESTS_UNIT } from '../../lib/ratelimit-headers.js';
 import type { ApiKeyWindowsEntity, PlatformQuotaEntity, TimeContext } from '../../lib/types.js';
 
 const NOW = Date.UTC(2025, 0, 15, 12, 0, 0); // a Wednesday
@@ -13,42 +15,63 @@ interface Member {
   params: Record<string, number | string>;
 }
 
+/** The draft's RateLimit Quota Units registry; a policy without `qu` counts requests. */
+const REGISTERED_UNITS = ['requests', 'content-bytes', 'concurrent-requests'];
+
 /**
- * A strict parser for the subset of RFC 9651 Lists the draft uses: String items whose parameters
- * are Integers (≤ 15 digits) or Strings. Throws on anything else, so a test fails on bad syntax.
+ * Parses a field as an RFC 9651 List (structured-headers), and checks the shape every field here
+ * has: String members whose parameters are Integers (≤ 15 digits) or Strings.
  */
 function parseList(field: string): Member[] {
-  return field.split(', ').map((member) => {
-    const match = /^"([\x20\x21\x23-\x5b\x5d-\x7e]*)"((?:;[a-z*][a-z0-9_.*-]*=(?:-?\d{1,15}|"[\x20\x21\x23-\x5b\x5d-\x7e]*"))*)$/.exec(member);
-    if (!match) throw new Error(`not a List member of the draft's shape: ${member}`);
+  return parseStructuredList(field).map(([item, parameters]) => {
+    expect(item, `member of ${field}`).to.be.a('string');
     const params: Record<string, number | string> = {};
-    for (const param of (match[2] ?? '').split(';').slice(1)) {
-      const [key = '', raw = ''] = param.split('=');
-      expect(params, `duplicate parameter ${key}`).not.to.have.property(key);
-      params[key] = raw.startsWith('"') ? raw.slice(1, -1) : Number(raw);
+    for (const [key, value] of parameters) {
+      expect(Number.isInteger(value) || typeof value === 'string', `${key}=${String(value)} in ${field}`).to.equal(true);
+      params[key] = value as number | string;
     }
-    return { name: match[1] ?? '', params };
+    return { name: item as string, params };
   });
 }
 
-/** Both fields parsed, with the draft's per-parameter rules checked. */
+type Fields = NonNullable<ReturnType<typeof buildRateLimitHeaders>>;
+
+/** Both families parsed, with the draft's per-parameter rules checked on each. */
 function parse(records: readonly CheckEvaluation[], nowMs = NOW) {
   const fields = buildRateLimitHeaders(records, nowMs);
   if (fields === null) throw new Error('expected RateLimit fields, got null');
-  const policies = parseList(fields['RateLimit-Policy']);
-  const limits = parseList(fields.RateLimit);
-  for (const { name, params } of policies) {
-    expect(params.q, `${name} q`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
-    expect(params.w, `${name} w`).to.be.a('number').that.is.above(0); // non-zero Integer seconds
+  const family = (policyField: keyof Fields, limitsField: keyof Fields) => {
+    const policies = fields[policyField] === undefined ? [] : parseList(fields[policyField]);
+    const limits = fields[limitsField] === undefined ? [] : parseList(fields[limitsField]);
+    for (const { name, params } of policies) {
+      expect(params.q, `${name} q`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
+      if ('w' in params) expect(params.w, `${name} w`).to.be.a('number').that.is.above(0); // non-zero Integer seconds
+    }
+    for (const { name, params } of limits) {
+      expect(params.r, `${name} r`).to.be.a('number');
+      if ('t' in params) expect(params.t, `${name} t`).to.be.a('number').that.is.at.least(0);
+    }
+    return { policies, limits };
+  };
+  const requests = family('RateLimit-Policy', 'RateLimit');
+  const spend = family('Billing-Spend-Policy', 'Billing-Spend');
+  for (const { name, params } of requests.policies) {
+    expect(REGISTERED_UNITS, `${name} qu`).to.include(params.qu ?? 'requests');
   }
-  for (const { name, params } of limits) {
-    expect(params.r, `${name} r`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
-    if ('t' in params) expect(params.t, `${name} t`).to.be.a('number').that.is.at.least(0);
-  }
-  // Every service limit refers to an advertised policy, in the same order.
-  expect(limits.map((m) => m.name)).to.deep.equal(policies.map((m) => m.name));
+  for (const { name, params } of requests.limits) expect(params.r, `${name} r`).to.be.at.least(0);
+  // The spend fields are the package's own: no `qu`, amounts in micro-dollars.
+  for (const { name, params } of spend.policies) expect(params, name).not.to.have.property('qu');
+  // Every member of a limits field refers to an advertised policy, in the same order (the balance, a stock, has none).
+  expect(requests.limits.map((m) => m.name)).to.deep.equal(requests.policies.map((m) => m.name));
+  expect(spend.limits.map((m) => m.name).filter((n) => n !== 'balance')).to.deep.equal(spend.policies.map((m) => m.name));
   const byName = (list: Member[]) => Object.fromEntries(list.map((m) => [m.name, m.params]));
-  return { fields, policies: byName(policies), limits: byName(limits), names: policies.map((m) => m.name) };
+  const policies = [...spend.policies, ...requests.policies];
+  return {
+    fields,
+    policies: byName(policies),
+    limits: byName([...spend.limits, ...requests.limits]),
+    names: [...spend.limits, ...requests.limits].map((m) => m.name),
+  };
 }
 
 function rpmRecord(outcome: CheckEvaluation['outcome'], windows: [string, number, number][], resetsAtMs: number): CheckEvaluation {
@@ -102,7 +125,7 @@ describe('buildRateLimitHeaders', () => {
     expect(parse([rpmRecord('allowed', [['user', 5, 1]], NOW + 75_000)]).limits['rpm-user']?.t).to.equal(60);
   });
 
-  it('advertises the key windows in micro-dollars with qu, w = window length and t = seconds to the window end', () => {
+  it('advertises the key windows in Billing-Spend, in micro-dollars, with w = window length and t = seconds to the window end', () => {
     const start5h = NOW - 2 * HOUR - 30_000;
     const record = recordOf(decideApiKeyWindows(
       keyEntity({ usage5h: parseUsd('1.23456789'), start5hMs: start5h, usage1d: parseUsd('2'), start1dMs: Date.UTC(2025, 0, 15) }),
@@ -113,8 +136,8 @@ describe('buildRateLimitHeaders', () => {
     expect(record.outcome).to.equal('allowed');
     const { names, policies, limits } = parse([record]);
     expect(names).to.deep.equal(['key-5h', 'key-1d']); // 7d has no limit (0 = unlimited)
-    expect(policies['key-5h']).to.deep.equal({ q: 5_000_000, qu: USD_QUOTA_UNIT, w: 5 * 3600 });
-    expect(policies['key-1d']).to.deep.equal({ q: 20_000_000, qu: USD_QUOTA_UNIT, w: 86_400 });
+    expect(policies['key-5h']).to.deep.equal({ q: 5_000_000, w: 5 * 3600 });
+    expect(policies['key-1d']).to.deep.equal({ q: 20_000_000, w: 86_400 });
     // 5 − 1.23456789 = 3.76543211 USD → 3765432 micro-dollars, rounded down.
     expect(limits['key-5h']).to.deep.equal({ r: 3_765_432, t: (start5h + 5 * HOUR - NOW) / 1000 });
     // 1 d is anchored at the start of the day of first use, so it ends at the next midnight.
@@ -134,7 +157,7 @@ describe('buildRateLimitHeaders', () => {
     expect(limits['key-5h']).to.deep.equal({ r: 0, t: 4 * 3600 });
     expect((denial as CheckDenial).error.retryAfter).to.equal(limits['key-5h']?.t);
     // A never-used 7-day window: full quota, and a reset a whole window away.
-    expect(policies['key-7d']).to.deep.equal({ q: 100_000_000, qu: USD_QUOTA_UNIT, w: 604_800 });
+    expect(policies['key-7d']).to.deep.equal({ q: 100_000_000, w: 604_800 });
     expect(limits['key-7d']?.r).to.equal(100_000_000);
   });
 
@@ -152,11 +175,11 @@ describe('buildRateLimitHeaders', () => {
     expect(names).to.deep.equal(['quota-daily', 'quota-weekly']);
     expect(policies['quota-daily']?.w).to.equal(86_400); // nominal
     expect(limits['quota-daily']).to.deep.equal({ r: 1_500_000, t: 22.5 * 3600 }); // next local midnight is 22:00Z
-    expect(policies['quota-weekly']).to.deep.equal({ q: 0, qu: USD_QUOTA_UNIT, w: 604_800 });
+    expect(policies['quota-weekly']).to.deep.equal({ q: 0, w: 604_800 });
     expect(limits['quota-weekly']?.r).to.equal(0);
   });
 
-  it('lists every applicable policy of a whole chain in check order, and leaves out the balance', () => {
+  it('lists every applicable policy of a whole chain in check order, the balance as a stock in Billing-Spend only', () => {
     const balance = recordOf(decideBalance(parseUsd('10'), parseUsd('0.000001'), 'cache'));
     const subscription: CheckEvaluation = {
       check: 'subscription',
@@ -174,8 +197,10 @@ describe('buildRateLimitHeaders', () => {
       { check: 'apiKeyWindows', outcome: 'skipped', reason: 'no_limits' },
       rpmRecord('allowed', [['user', 60, 1]], NOW + 30_000),
     ]);
-    expect(names).to.deep.equal(['sub-daily', 'sub-monthly', 'rpm-user']);
-    expect(policies['sub-monthly']).to.deep.equal({ q: 30_000_000, qu: USD_QUOTA_UNIT, w: 30 * 86_400 });
+    expect(names).to.deep.equal(['balance', 'sub-daily', 'sub-monthly', 'rpm-user']);
+    expect(limits.balance).to.deep.equal({ r: 10_000_000 });
+    expect(policies).not.to.have.property('balance');
+    expect(policies['sub-monthly']).to.deep.equal({ q: 30_000_000, w: 30 * 86_400 });
     expect(limits['sub-daily']).to.deep.equal({ r: 750_000, t: 12 * 3600 });
     expect(limits['sub-monthly']).to.deep.equal({ r: 0, t: 10 * 86_400 }); // overdrawn: never negative
   });
@@ -184,7 +209,6 @@ describe('buildRateLimitHeaders', () => {
     expect(buildRateLimitHeaders([], NOW)).to.equal(null);
     expect(buildRateLimitHeaders([
       { check: 'breaker', outcome: 'allowed' },
-      recordOf(decideBalance(parseUsd('10'), 0n, 'cache')),
       { check: 'platformQuota', outcome: 'allowed', reason: 'no_quota', source: 'store' },
       recordOf(decidePlatformQuota(quotaEntity({ sentinel: true }), utc, 'cache')), // all limits null
       { check: 'rpm', outcome: 'skipped', reason: 'no_caps' },
@@ -226,7 +250,7 @@ describe('buildRateLimitHeaders', () => {
       rpmRecord('allowed', [['user', 1e16, 1]], NOW + 1000),
     ], NOW);
     // t is optional in the draft: an unknown reset time drops only t.
-    expect(fields).to.deep.equal({ 'RateLimit-Policy': '"key-1d";q=1000000;qu="usd-micros";w=86400', RateLimit: '"key-1d";r=1000000' });
+    expect(fields).to.deep.equal({ 'Billing-Spend-Policy': '"key-1d";q=1000000;w=86400', 'Billing-Spend': '"key-1d";r=1000000' });
   });
 
   it('advertises each policy once even if a check was recorded twice', () => {
@@ -256,7 +280,10 @@ describe('buildRateLimitHeaders', () => {
       check: 'apiKeyWindows', outcome: 'allowed', source: 'cache',
       windows: [{ window: '1d', usd: true, limit, usage, resetsAtMs: null }],
     });
-    const remaining = (record: CheckEvaluation) => buildRateLimitHeaders([record], NOW)?.RateLimit ?? 'left out';
+    const remaining = (record: CheckEvaluation) => {
+      const fields = buildRateLimitHeaders([record], NOW);
+      return fields?.['Billing-Spend'] ?? fields?.RateLimit ?? 'left out';
+    };
     const dollars = (text: string) => parseUsd(text);
     expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";r=4000000');
     expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";r=4000000');
@@ -278,23 +305,55 @@ describe('buildRateLimitHeaders', () => {
         { window: '1d', usd: true, limit: 500n, usage: usage1d, resetsAtMs },
       ],
     });
-    const limits = (records: CheckEvaluation[], nowMs = NOW) => buildRateLimitHeaders(records, nowMs)?.RateLimit;
+    // Both families in one string, spend | requests, to follow the reuse across them.
+    const limits = (records: CheckEvaluation[], nowMs = NOW) => {
+      const fields = buildRateLimitHeaders(records, nowMs);
+      return [fields?.['Billing-Spend'], fields?.RateLimit].filter((f) => f !== undefined).join(' | ');
+    };
     const rpm = (count: number) => rpmRecord('allowed', [['user', 9, count]], NOW + 5_000);
-    expect(limits([key(200n, NOW + 2_000), rpm(1)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2, "rpm-user";r=8;t=5');
+    expect(limits([key(200n, NOW + 2_000), rpm(1)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2 | "rpm-user";r=8;t=5');
     // Last member changes (the warm path: RPM counts on every request).
-    expect(limits([key(200n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2, "rpm-user";r=7;t=5');
+    expect(limits([key(200n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2 | "rpm-user";r=7;t=5');
     // A middle member's amount, then its t, then t left out; the members after it are rebuilt each time.
-    expect(limits([key(300n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=2, "rpm-user";r=7;t=5');
-    expect(limits([key(300n, NOW + 3_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=3, "rpm-user";r=7;t=5');
-    expect(limits([key(300n, null), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2, "rpm-user";r=7;t=5');
+    expect(limits([key(300n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=2 | "rpm-user";r=7;t=5');
+    expect(limits([key(300n, NOW + 3_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=3 | "rpm-user";r=7;t=5');
+    expect(limits([key(300n, null), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2 | "rpm-user";r=7;t=5');
     // The first member's t moves with the clock: nothing after it is taken from the last value.
-    expect(limits([key(300n, null), rpm(2)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2, "rpm-user";r=7;t=6');
+    expect(limits([key(300n, null), rpm(2)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2 | "rpm-user";r=7;t=6');
     // Fewer members, then more again.
     expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2');
-    expect(limits([key(300n, null), rpm(3)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2, "rpm-user";r=6;t=6');
+    expect(limits([key(300n, null), rpm(3)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2 | "rpm-user";r=6;t=6');
     // Another policy in a position a different one held before.
     expect(limits([rpm(3)], NOW - 1_000)).to.equal('"rpm-user";r=6;t=6');
     expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2');
+  });
+
+  it('advertises concurrency caps in concurrent-requests, the registered unit, with no window and no reset', () => {
+    const record: CheckEvaluation = {
+      check: 'concurrency', outcome: 'allowed', source: 'cache',
+      windows: [
+        { window: 'user', usd: false, limit: 4, usage: 3, resetsAtMs: null },
+        { window: 'apiKey', usd: false, limit: 2, usage: 2, resetsAtMs: null },
+      ],
+    };
+    const { fields, policies, limits } = parse([record, rpmRecord('allowed', [['user', 5, 1]], NOW + 1_000)]);
+    expect(policies['conc-user']).to.deep.equal({ q: 4, qu: CONCURRENT_REQUESTS_UNIT });
+    expect(limits['conc-user']).to.deep.equal({ r: 1 });
+    expect(limits['conc-key']).to.deep.equal({ r: 0 });
+    expect(fields).not.to.have.property('Billing-Spend');
+  });
+
+  it('sends an overdrawn balance as a negative stock, rounded down, and a balance alone in Billing-Spend only', () => {
+    const { fields, limits } = parse([recordOf(decideBalance(-150n, 0n, 'cache'))]);
+    expect(limits.balance).to.deep.equal({ r: -2 });
+    expect(fields).to.deep.equal({ 'Billing-Spend': '"balance";r=-2' });
+  });
+
+  it('sends only the families asked for', () => {
+    const records = [recordOf(decideBalance(parseUsd('3'), 0n, 'cache')), rpmRecord('allowed', [['user', 5, 1]], NOW + 1_000)];
+    expect(Object.keys(buildRateLimitHeaders(records, NOW, { requests: true, spend: false })!)).to.deep.equal(['RateLimit-Policy', 'RateLimit']);
+    expect(Object.keys(buildRateLimitHeaders(records, NOW, { requests: false, spend: true })!)).to.deep.equal(['Billing-Spend']);
+    expect(buildRateLimitHeaders(records, NOW, { requests: false, spend: false })).to.equal(null);
   });
 
   it('refuses a nowMs that is not a time', () => {
