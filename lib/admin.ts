@@ -1,4 +1,4 @@
-// Administration writes (DESIGN §2): each goes to the store, then puts the new versioned row into the
+// Administration writes (docs/architecture.md): each goes to the store, then puts the new versioned row into the
 // cache (or invalidates it), so every instance sharing the cache sees it on the next request.
 import type { CoreInternals } from './core-internals.js';
 import { epochMsOf } from './store/store-input.js';

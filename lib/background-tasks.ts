@@ -5,7 +5,10 @@ import type { ThrottledLog } from './log.js';
 export class BackgroundTasks {
   readonly #running = new Map<string, Promise<void>>();
 
-  constructor(private readonly timeoutMs: number, private readonly warnings: ThrottledLog) {}
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly warnings: ThrottledLog,
+  ) {}
 
   /**
    * Starts `task` unless one with the same key is still running. Errors and timeouts are only
@@ -21,13 +24,15 @@ export class BackgroundTasks {
         resolve();
       }, this.timeoutMs);
       timer.unref();
-      task().then(
-        () => resolve(),
-        (err: unknown) => {
-          this.warnings.warn('background_failed', { task: taskName(key), err: errorText(err) }, 'billing background task failed');
-          resolve();
-        },
-      ).finally(() => clearTimeout(timer));
+      task()
+        .then(
+          () => resolve(),
+          (err: unknown) => {
+            this.warnings.warn('background_failed', { task: taskName(key), err: errorText(err) }, 'billing background task failed');
+            resolve();
+          },
+        )
+        .finally(() => clearTimeout(timer));
     }).finally(() => this.#running.delete(key));
     this.#running.set(key, done);
   }

@@ -1,5 +1,5 @@
 // The BillingCore service: wires store, cache, breaker, single-flight and write queue, and offers
-// check, settle, invalidations, admin writes, reads for dashboards, health and close (DESIGN §2).
+// check, settle, invalidations, admin writes, reads for dashboards, health and close (docs/architecture.md).
 import { BillingAdmin } from './admin.js';
 import { BackgroundTasks } from './background-tasks.js';
 import { BillingRequest, type BillingDecision, type SignalSource } from './billing-request.js';
@@ -131,7 +131,7 @@ export class BillingCore {
     return this.#internals.breaker.state;
   }
 
-  /** Starts one request's pass through the checks (used by the middleware). */
+  /** @internal Starts one request's pass through the checks (used by the middleware). */
   beginRequest(subject: NormalizedSubject, signal?: SignalSource, estimateUnits?: bigint): BillingRequest {
     return new BillingRequest(this.#internals, subject, signal, estimateUnits);
   }
@@ -164,7 +164,7 @@ export class BillingCore {
   }
 
   /**
-   * Records what a finished request cost (SPEC §3); idempotent by (requestId, API key). With the
+   * Records what a finished request cost (docs/behaviour.md#settlement); idempotent by (requestId, API key). With the
    * `reservationId` that check() returned, the reservation is replaced by the actual cost.
    */
   settle(request: SettleRequest & { reservationId?: string }): Promise<SettlementReceipt> {
@@ -173,10 +173,10 @@ export class BillingCore {
     return this.settleFor(request, undefined, request.reservationId);
   }
 
-  /** settle() with an already normalised subject and the request's lease (ctx.state.billing.settle). */
+  /** @internal settle() with an already normalised subject and the request's lease (ctx.state.billing.settle). */
   settleFor(request: SettleRequest, subject: NormalizedSubject | undefined, leaseId?: string): Promise<SettlementReceipt> {
     if (this.#closed) return Promise.reject(new BillingError('BILLING_SERVICE_ERROR', { message: 'Billing core is closed' }));
-    let input;
+    let input: ReturnType<Settler['prepare']>;
     try {
       input = this.#settler.prepare(request, subject);
     } catch (err) {
@@ -254,7 +254,10 @@ export class BillingCore {
   async health(): Promise<{ store: boolean; cache: boolean | null; breaker: string }> {
     const probe = (ping: () => Promise<void>) =>
       Promise.race([
-        ping().then(() => true, () => false),
+        ping().then(
+          () => true,
+          () => false,
+        ),
         new Promise<boolean>((resolve) => setTimeout(resolve, HEALTH_TIMEOUT_MS, false).unref()),
       ]);
     const { store, cache } = this.#internals;

@@ -1,4 +1,4 @@
-// One request's pass through the checks (SPEC §1–§2): one batched cache read shared by every check,
+// One request's pass through the checks (docs/behaviour.md): one batched cache read shared by every check,
 // store loads through single-flight on a miss, and a record of what each check decided.
 import { randomUUID } from 'node:crypto';
 import { errorText } from './background-tasks.js';
@@ -6,8 +6,18 @@ import type { CircuitBreaker } from './breaker.js';
 import { refKey } from './cache-sync.js';
 import type { CoreInternals } from './core-internals.js';
 import {
-  CheckDenial, apiKeyWindowsNeedReset, decideApiKeyWindows, decideBalance, decidePlatformQuota, decideSubscription,
-  platformQuotaSentinel, toCheckRecord, type CheckEvaluation, type CheckName, type CheckRecord, type WindowEvaluation,
+  CheckDenial,
+  apiKeyWindowsNeedReset,
+  decideApiKeyWindows,
+  decideBalance,
+  decidePlatformQuota,
+  decideSubscription,
+  platformQuotaSentinel,
+  toCheckRecord,
+  type CheckEvaluation,
+  type CheckName,
+  type CheckRecord,
+  type WindowEvaluation,
 } from './decisions.js';
 import { BillingError } from './errors.js';
 import { holdInStore, releaseLease, storeCanHold } from './store-holds.js';
@@ -16,8 +26,22 @@ import type { BillingMetricsRecorder } from './metrics.js';
 import { apiKeyDimensions, balanceDimension, platformQuotaDimensions, subscriptionDimensions, type PlannedDimension } from './reservation-plan.js';
 import type { NormalizedSubject } from './subject.js';
 import type {
-  ApiKeyWindowsEntity, BillingCache, CacheBatchRequest, CacheBatchResult, CacheEntityKind, CacheEntityMap, CacheEntityRef, CacheRead,
-  PlatformQuotaEntity, ReserveRequest, ReserveResult, RpmOverride, RpmRequest, RpmResult, SlotDimension, TimeContext,
+  ApiKeyWindowsEntity,
+  BillingCache,
+  CacheBatchRequest,
+  CacheBatchResult,
+  CacheEntityKind,
+  CacheEntityMap,
+  CacheEntityRef,
+  CacheRead,
+  PlatformQuotaEntity,
+  ReserveRequest,
+  ReserveResult,
+  RpmOverride,
+  RpmRequest,
+  RpmResult,
+  SlotDimension,
+  TimeContext,
 } from './types.js';
 
 /** Errors thrown by a check as its denial; the middleware renders exactly these. */
@@ -58,16 +82,24 @@ export class DecisionLog implements BillingDecision {
 /** The check methods of a request, in chain order, and the name each records under. */
 export type CheckMethod = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reserve' | 'rpm';
 export const CHECK_NAMES: Readonly<Record<CheckMethod, CheckName>> = {
-  breaker: 'breaker', balance: 'balance', subscription: 'subscription', platformQuota: 'platformQuota',
-  apiKeyWindows: 'apiKeyWindows', reserve: 'reservation', rpm: 'rpm',
+  breaker: 'breaker',
+  balance: 'balance',
+  subscription: 'subscription',
+  platformQuota: 'platformQuota',
+  apiKeyWindows: 'apiKeyWindows',
+  reserve: 'reservation',
+  rpm: 'rpm',
 };
 /** The chain's order: breaker first, RPM last, the reservation just before it. */
 export const CHECK_METHODS = Object.keys(CHECK_NAMES) as readonly CheckMethod[];
 
 /** Which entity each field of a batch request reads (for the cache metrics of a failed read). */
 const BATCH_ENTITIES: readonly [keyof CacheBatchRequest, CacheEntityKind][] = [
-  ['balance', 'balance'], ['subscriptionGroupId', 'subscription'], ['apiKeyId', 'apiKeyWindows'],
-  ['platform', 'platformQuota'], ['rpmOverrideGroupId', 'rpmOverride'],
+  ['balance', 'balance'],
+  ['subscriptionGroupId', 'subscription'],
+  ['apiKeyId', 'apiKeyWindows'],
+  ['platform', 'platformQuota'],
+  ['rpmOverrideGroupId', 'rpmOverride'],
 ];
 
 /**
@@ -176,7 +208,7 @@ export class BillingRequest {
 
   /**
    * Runs one check, timed for the metrics; in runMode 'simple' none runs. A `shadow` check is
-   * evaluated, logged and counted as `shadow_deny` when it would deny, but never blocks (issue 10).
+   * evaluated, logged and counted as `shadow_deny` when it would deny, but never blocks (docs/operations.md).
    */
   async run(check: CheckMethod, shadow = false): Promise<void> {
     if (this.simple) return;
@@ -210,13 +242,20 @@ export class BillingRequest {
    */
   #invoke(check: CheckMethod): void | Promise<void> {
     switch (check) {
-      case 'breaker': return this.breaker();
-      case 'balance': return this.balance();
-      case 'subscription': return this.subscription();
-      case 'platformQuota': return this.platformQuota();
-      case 'apiKeyWindows': return this.apiKeyWindows();
-      case 'reserve': return this.reserve();
-      case 'rpm': return this.rpm();
+      case 'breaker':
+        return this.breaker();
+      case 'balance':
+        return this.balance();
+      case 'subscription':
+        return this.subscription();
+      case 'platformQuota':
+        return this.platformQuota();
+      case 'apiKeyWindows':
+        return this.apiKeyWindows();
+      case 'reserve':
+        return this.reserve();
+      case 'rpm':
+        return this.rpm();
     }
   }
 
@@ -225,47 +264,61 @@ export class BillingRequest {
     if (this.#timed) this.core.metrics.checkDuration(CHECK_NAMES[check], (performance.now() - startedAt) / 1000);
   }
 
-  /** SPEC §1.2: open breaker → 503 before anything else runs. */
+  /** docs/behaviour.md#the-chain-in-order: open breaker → 503 before anything else runs. */
   breaker(): void {
     if (this.core.breaker.allow()) {
       this.#record({ check: 'breaker', outcome: 'allowed' });
       return;
     }
-    this.#deny(new CheckDenial({ check: 'breaker', outcome: 'denied', code: 'BILLING_SERVICE_ERROR' }, new BillingError('BILLING_SERVICE_ERROR', { metadata: { reason: 'circuit_open' } })));
+    this.#deny(
+      new CheckDenial(
+        { check: 'breaker', outcome: 'denied', code: 'BILLING_SERVICE_ERROR' },
+        new BillingError('BILLING_SERVICE_ERROR', { metadata: { reason: 'circuit_open' } }),
+      ),
+    );
   }
 
-  /** SPEC §2.1 (balance mode only). */
+  /** docs/behaviour.md#balance (balance mode only). */
   balance(): void | Promise<void> {
     if (this.subject.mode !== 'balance') return this.#skip('balance', 'subscription_mode');
     const { userId } = this.subject;
-    return this.#withBatch((batch) => this.#breakerWatchedRead(
-      { kind: 'balance', userId }, batch?.balance, () => this.core.store.getBalance(userId), 'BILLING_SUBJECT_NOT_FOUND',
-      (entity, source) => {
-        if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity));
-        this.#apply(this.#decidedEarlier(entity) ?? decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
-      },
-    ));
+    return this.#withBatch((batch) =>
+      this.#breakerWatchedRead(
+        { kind: 'balance', userId },
+        batch?.balance,
+        () => this.core.store.getBalance(userId),
+        'BILLING_SUBJECT_NOT_FOUND',
+        (entity, source) => {
+          if (this.estimate !== undefined) this.#plan.push(balanceDimension(userId, entity));
+          this.#apply(this.#decidedEarlier(entity) ?? decideBalance(entity.balance, this.core.options.minimumBalanceReserve, source));
+        },
+      ),
+    );
   }
 
-  /** SPEC §2.2 (subscription mode only). */
+  /** docs/behaviour.md#subscription (subscription mode only). */
   subscription(): void | Promise<void> {
     const { mode, userId, groupId } = this.subject;
     if (mode !== 'subscription' || groupId === null) return this.#skip('subscription', 'balance_mode');
-    return this.#withBatch((batch) => this.#breakerWatchedRead(
-      { kind: 'subscription', userId, groupId }, batch?.subscription,
-      () => this.core.store.getActiveSubscription(userId, groupId, this.time), 'SUBSCRIPTION_INVALID',
-      (entity, source) => {
-        if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
-        this.#apply(this.#decidedEarlier(entity) ?? decideSubscription(entity, this.subject.groupLimits, this.time, source));
-      },
-    ));
+    return this.#withBatch((batch) =>
+      this.#breakerWatchedRead(
+        { kind: 'subscription', userId, groupId },
+        batch?.subscription,
+        () => this.core.store.getActiveSubscription(userId, groupId, this.time),
+        'SUBSCRIPTION_INVALID',
+        (entity, source) => {
+          if (this.estimate !== undefined) this.#plan.push(...subscriptionDimensions(userId, groupId, entity, this.subject.groupLimits, this.time));
+          this.#apply(this.#decidedEarlier(entity) ?? decideSubscription(entity, this.subject.groupLimits, this.time, source));
+        },
+      ),
+    );
   }
 
   /**
-   * The two reads that report to the breaker (SPEC §5): cache first, else the store, then `decide`
+   * The two reads that report to the breaker (docs/behaviour.md#circuit-breaker): cache first, else the store, then `decide`
    * on the entity. A store failure is an outage (503, breaker failure). Any answer of the store is
    * a breaker success, an empty one included: an unknown user, or a subscription expired or
-   * revoked since authentication, is a denial with `notFound`, not an outage (SPEC §2.1, §2.2 [ours]).
+   * revoked since authentication, is a denial with `notFound`, not an outage (docs/behaviour.md#balance, docs/behaviour.md#subscription).
    */
   #breakerWatchedRead<K extends 'balance' | 'subscription'>(
     ref: CacheEntityRef & { kind: K },
@@ -281,13 +334,16 @@ export class BillingRequest {
     }
     // The breaker hears from the shared load itself, once, not from each request that waited on it.
     const reported = (signal: AbortSignal) => reportedToBreaker(this.core.breaker, signal, load());
-    return this.#loadAndFill<K, CacheEntityMap[K] | null>(ref, read, reported, (loaded) => loaded).then((entity) => {
-      if (entity !== null) return decide(entity, 'store');
-      this.#deny(new CheckDenial({ check, outcome: 'denied', code: notFound, source: 'store' }, new BillingError(notFound)));
-    }, (err: unknown) => this.#infrastructureFailure(check, err));
+    return this.#loadAndFill<K, CacheEntityMap[K] | null>(ref, read, reported, (loaded) => loaded).then(
+      (entity) => {
+        if (entity !== null) return decide(entity, 'store');
+        this.#deny(new CheckDenial({ check, outcome: 'denied', code: notFound, source: 'store' }, new BillingError(notFound)));
+      },
+      (err: unknown) => this.#infrastructureFailure(check, err),
+    );
   }
 
-  /** SPEC §2.3 (balance mode, platform given). Fails open. */
+  /** docs/behaviour.md#platform-quota (balance mode, platform given). Fails open. */
   platformQuota(): void | Promise<void> {
     const { mode, userId, platform } = this.subject;
     if (mode !== 'balance') return this.#skip('platformQuota', 'subscription_mode');
@@ -303,14 +359,17 @@ export class BillingRequest {
   async #platformQuotaFromStore(userId: string, platform: string, read: CacheRead<PlatformQuotaEntity> | undefined): Promise<void> {
     let row: PlatformQuotaEntity | null;
     try {
-      // No row is cached as a sentinel, so users without a quota do not reach the store every time (SPEC §2.3.4–5).
+      // No row is cached as a sentinel, so users without a quota do not reach the store every time (docs/behaviour.md#platform-quota).
       row = await this.#loadAndFill(
-        { kind: 'platformQuota', userId, platform }, read,
-        () => this.core.store.getPlatformQuota(userId, platform), (loaded) => loaded ?? platformQuotaSentinel(this.time), this.signal(),
+        { kind: 'platformQuota', userId, platform },
+        read,
+        () => this.core.store.getPlatformQuota(userId, platform),
+        (loaded) => loaded ?? platformQuotaSentinel(this.time),
+        this.signal(),
       );
     } catch (err) {
       if (err instanceof Error && err.name === 'AbortError') {
-        // The client is gone; letting it through costs nothing (SPEC §2.3.2).
+        // The client is gone; letting it through costs nothing (docs/behaviour.md#platform-quota).
         return this.#record({ check: 'platformQuota', outcome: 'allowed', reason: 'cancelled', source: 'none' });
       }
       return this.#failOpen('platformQuota', err);
@@ -324,7 +383,7 @@ export class BillingRequest {
     this.#apply(this.#decidedEarlier(entity) ?? decidePlatformQuota(entity, this.time, source));
   }
 
-  /** SPEC §2.4 (both modes, keys with a limit). Fails open. */
+  /** docs/behaviour.md#api-key-windows (both modes, keys with a limit). Fails open. */
   apiKeyWindows(): void | Promise<void> {
     const { userId, apiKeyId, apiKeyLimits } = this.subject;
     if (apiKeyId === null || apiKeyLimits === null) return this.#skip('apiKeyWindows', 'no_key_limits');
@@ -337,8 +396,15 @@ export class BillingRequest {
       const read = batch?.apiKeyWindows;
       if (read?.hit) return decide(read.value, 'cache');
       const ref = { kind: 'apiKeyWindows', userId, apiKeyId } as const;
-      return this.#loadAndFill(ref, read, () => this.core.store.getApiKeyWindows(userId, apiKeyId), (loaded) => loaded)
-        .then((entity) => decide(entity, 'store'), (err: unknown) => this.#failOpen('apiKeyWindows', err));
+      return this.#loadAndFill(
+        ref,
+        read,
+        () => this.core.store.getApiKeyWindows(userId, apiKeyId),
+        (loaded) => loaded,
+      ).then(
+        (entity) => decide(entity, 'store'),
+        (err: unknown) => this.#failOpen('apiKeyWindows', err),
+      );
     });
   }
 
@@ -386,10 +452,7 @@ export class BillingRequest {
     const shadowMoney = this.#shadow;
     const shadowSlots = this.#shadowChecks ? this.#shadowChecks.has('concurrency') : this.#shadow;
     const dimensions = money ? this.#plan.map((planned) => planned.dimension) : [];
-    const unenforced = new Set<string>([
-      ...(shadowMoney ? dimensions.map((d) => d.name) : []),
-      ...(shadowSlots ? slots.map((s) => s.slot.name) : []),
-    ]);
+    const unenforced = new Set<string>([...(shadowMoney ? dimensions.map((d) => d.name) : []), ...(shadowSlots ? slots.map((s) => s.slot.name) : [])]);
     const request: ReserveRequest = {
       userId: this.subject.userId,
       leaseId: randomUUID(),
@@ -414,7 +477,11 @@ export class BillingRequest {
       // A Redis outage costs speed, never money: the hold goes to the store instead (docs/holds.md).
       if (!money) return;
       if (!storeCanHold(this.core)) return this.#failOpen('reservation', err);
-      this.core.warnings.warn('reservation_cache_failed', { err: errorText(err) }, 'billing reservation could not be held in the cache; holding it in the store');
+      this.core.warnings.warn(
+        'reservation_cache_failed',
+        { err: errorText(err) },
+        'billing reservation could not be held in the cache; holding it in the store',
+      );
       source = 'store';
       try {
         ({ leaseId, result } = await holdInStore(this.core, { ...request, slots: [], unenforced: undefined, rpm: undefined }));
@@ -438,7 +505,13 @@ export class BillingRequest {
     }
     if (heldSlots.length > 0) {
       const inUse = result.slotsInUse ?? [];
-      const windows: WindowEvaluation[] = heldSlots.map(({ scope, slot }, i) => ({ window: scope, usd: false, limit: slot.limit, usage: inUse[i] ?? 0, resetsAtMs: null }));
+      const windows: WindowEvaluation[] = heldSlots.map(({ scope, slot }, i) => ({
+        window: scope,
+        usd: false,
+        limit: slot.limit,
+        usage: inUse[i] ?? 0,
+        resetsAtMs: null,
+      }));
       const over = windows.some((w) => w.usage > (w.limit ?? Infinity));
       this.#record({ check: 'concurrency', outcome: over ? 'shadow_deny' : 'allowed', source: 'cache', windows });
     }
@@ -450,10 +523,13 @@ export class BillingRequest {
     this.#shadow = false;
     const slot = slots.find((s) => s.slot.name === dimension);
     if (slot) {
-      return this.#deny(new CheckDenial(
-        { check: 'concurrency', outcome: 'denied', code: 'CONCURRENCY_LIMIT_EXCEEDED', source, reason: slot.scope },
-        new BillingError('CONCURRENCY_LIMIT_EXCEEDED', { retryAfter: CONCURRENCY_RETRY_AFTER_SEC, metadata: { scope: slot.scope, limit: slot.slot.limit } }),
-      ));
+      this.#deny(
+        new CheckDenial(
+          { check: 'concurrency', outcome: 'denied', code: 'CONCURRENCY_LIMIT_EXCEEDED', source, reason: slot.scope },
+          new BillingError('CONCURRENCY_LIMIT_EXCEEDED', { retryAfter: CONCURRENCY_RETRY_AFTER_SEC, metadata: { scope: slot.scope, limit: slot.slot.limit } }),
+        ),
+      );
+      return;
     }
     const planned = this.#plan.find((p) => p.dimension.name === dimension);
     const error = planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
@@ -479,7 +555,7 @@ export class BillingRequest {
     this.core.background.run(`releaseLease:${userId}:${lease.leaseId}`, () => releaseLease(this.core, userId, lease.leaseId));
   }
 
-  /** SPEC §2.5, always last. Fails open; a no-op without a cache. */
+  /** docs/behaviour.md#requests-per-minute, always last. Fails open; a no-op without a cache. */
   rpm(): void | Promise<void> {
     const cache = this.core.cache;
     if (!cache) return this.#skip('rpm', 'no_cache');
@@ -499,19 +575,27 @@ export class BillingRequest {
     if (this.#countFailure !== undefined) return this.#failOpen('rpm', this.#countFailure);
     // Counted with the batched read when the checks passed on exactly that data (runChain).
     if (this.#countedRpm !== undefined) return this.#rpmDecision(request, this.#countedRpm);
-    return cache.rpmHit(request).then((result) => this.#rpmDecision(request, result), (err: unknown) => this.#failOpen('rpm', err));
+    return cache.rpmHit(request).then(
+      (result) => this.#rpmDecision(request, result),
+      (err: unknown) => this.#failOpen('rpm', err),
+    );
   }
 
   #rpmDecision(request: RpmRequest, result: RpmResult): void {
     const windows: WindowEvaluation[] = [];
     if (request.group) windows.push({ window: 'group', usd: false, limit: request.group.cap, usage: result.groupCount, resetsAtMs: result.bucketEndsAtMs });
     if (request.userCap > 0) windows.push({ window: 'user', usd: false, limit: request.userCap, usage: result.userCount, resetsAtMs: result.bucketEndsAtMs });
-    if (result.outcome === 'allowed') return this.#record({ check: 'rpm', outcome: 'allowed', source: 'cache', windows });
+    if (result.outcome === 'allowed') {
+      this.#record({ check: 'rpm', outcome: 'allowed', source: 'cache', windows });
+      return;
+    }
     const code = result.outcome === 'group_exceeded' ? 'GROUP_RPM_EXCEEDED' : 'USER_RPM_EXCEEDED';
-    this.#deny(new CheckDenial(
-      { check: 'rpm', outcome: 'denied', code, source: 'cache', windows },
-      new BillingError(code, { retryAfter: result.retryAfterSec, metadata: { windowResetsAt: new Date(result.bucketEndsAtMs).toISOString() } }),
-    ));
+    this.#deny(
+      new CheckDenial(
+        { check: 'rpm', outcome: 'denied', code, source: 'cache', windows },
+        new BillingError(code, { retryAfter: result.retryAfterSec, metadata: { windowResetsAt: new Date(result.bucketEndsAtMs).toISOString() } }),
+      ),
+    );
   }
 
   /** The counters this request hits, or null when no cap applies. An override replaces the group cap; 0 exempts the user from it. */
@@ -539,7 +623,11 @@ export class BillingRequest {
     if (balance && !(balance.hit && passes(balance.value, decideBalance(balance.value.balance, this.core.options.minimumBalanceReserve, 'cache')))) return null;
     if (subscription && !(subscription.hit && passes(subscription.value, decideSubscription(subscription.value, groupLimits, time, 'cache')))) return null;
     if (platformQuota && !(platformQuota.hit && passes(platformQuota.value, decidePlatformQuota(platformQuota.value, time, 'cache')))) return null;
-    if (apiKeyWindows && !(apiKeyWindows.hit && apiKeyLimits !== null && passes(apiKeyWindows.value, decideApiKeyWindows(apiKeyWindows.value, apiKeyLimits, time, 'cache')))) return null;
+    if (
+      apiKeyWindows &&
+      !(apiKeyWindows.hit && apiKeyLimits !== null && passes(apiKeyWindows.value, decideApiKeyWindows(apiKeyWindows.value, apiKeyLimits, time, 'cache')))
+    )
+      return null;
     let override: RpmOverride = null;
     if (groupId !== null) {
       const given = this.subject.groupRpmOverride;
@@ -568,7 +656,10 @@ export class BillingRequest {
       if (read?.hit) return read.value.value;
       // Version 0: overrides are never put, only invalidated by setRpmOverride; "none" is cached too.
       return this.#loadAndFill(
-        { kind: 'rpmOverride', userId, groupId }, read, () => this.core.store.getRpmOverride(userId, groupId), (value) => ({ version: 0, value }),
+        { kind: 'rpmOverride', userId, groupId },
+        read,
+        () => this.core.store.getRpmOverride(userId, groupId),
+        (value) => ({ version: 0, value }),
       ).catch((err: unknown) => {
         this.core.warnings.warn('rpm_override_lookup_failed', { err: errorText(err) }, 'RPM override lookup failed; treating as none');
         return null;
@@ -601,29 +692,38 @@ export class BillingRequest {
     };
     const { metrics } = this.core;
     let offered = false;
-    const read = this.#wholeChain && cache.readBatchCounting
-      ? cache.readBatchCounting(request, (last) => {
-        const rpm = this.#countIfPasses(last);
-        offered = rpm !== null;
-        return rpm;
-      }).then(({ batch, rpm }) => {
-        this.#countedRpm = rpm;
-        return batch;
-      }, (err: unknown) => {
-        // The script may have run and counted even though its answer never came (a timeout), so
-        // RPM fails open instead of counting a second time (and waiting for Redis a second time).
-        if (offered) this.#countFailure = err;
-        throw err;
-      })
-      : cache.readBatch(request);
-    this.#batch = read.then((result) => {
-      countCacheReads(metrics, result);
-      return (this.#batchValue = result);
-    }, (err: unknown) => {
-      for (const [field, entity] of BATCH_ENTITIES) if (request[field]) metrics.cache(entity, 'error');
-      this.core.warnings.warn('cache_read_failed', { err: errorText(err) }, 'billing cache read failed; reading the store');
-      return (this.#batchValue = null);
-    });
+    const read =
+      this.#wholeChain && cache.readBatchCounting
+        ? cache
+            .readBatchCounting(request, (last) => {
+              const rpm = this.#countIfPasses(last);
+              offered = rpm !== null;
+              return rpm;
+            })
+            .then(
+              ({ batch, rpm }) => {
+                this.#countedRpm = rpm;
+                return batch;
+              },
+              (err: unknown) => {
+                // The script may have run and counted even though its answer never came (a timeout), so
+                // RPM fails open instead of counting a second time (and waiting for Redis a second time).
+                if (offered) this.#countFailure = err;
+                throw err;
+              },
+            )
+        : cache.readBatch(request);
+    this.#batch = read.then(
+      (result) => {
+        countCacheReads(metrics, result);
+        return (this.#batchValue = result);
+      },
+      (err: unknown) => {
+        for (const [field, entity] of BATCH_ENTITIES) if (request[field]) metrics.cache(entity, 'error');
+        this.core.warnings.warn('cache_read_failed', { err: errorText(err) }, 'billing cache read failed; reading the store');
+        return (this.#batchValue = null);
+      },
+    );
     return this.#batch;
   }
 
@@ -641,12 +741,16 @@ export class BillingRequest {
     toCached: (loaded: T) => CacheEntityMap[K] | null,
     signal?: AbortSignal,
   ): Promise<T> {
-    return this.core.loads.do(refKey(ref), async (loadSignal, hold) => {
-      const loaded = await load(loadSignal);
-      const value = toCached(loaded);
-      if (value !== null && read && !read.hit) hold(this.core.cacheSync.fill(ref, value, read.generation).then(nextTurn));
-      return loaded;
-    }, signal) as Promise<T>;
+    return this.core.loads.do(
+      refKey(ref),
+      async (loadSignal, hold) => {
+        const loaded = await load(loadSignal);
+        const value = toCached(loaded);
+        if (value !== null && read && !read.hit) hold(this.core.cacheSync.fill(ref, value, read.generation).then(nextTurn));
+        return loaded;
+      },
+      signal,
+    ) as Promise<T>;
   }
 
   #resetKeyWindows(userId: string, apiKeyId: string): void {
@@ -663,10 +767,9 @@ export class BillingRequest {
   /** The store could not answer: 503. The breaker has already counted the failed load (see reportedToBreaker). */
   #infrastructureFailure(check: CheckName, err: unknown): void {
     this.core.warnings.warn(`${check}_store_failed`, { check, err: errorText(err) }, 'billing store read failed');
-    this.#deny(new CheckDenial(
-      { check, outcome: 'denied', code: 'BILLING_SERVICE_ERROR', source: 'store' },
-      new BillingError('BILLING_SERVICE_ERROR', { cause: err }),
-    ));
+    this.#deny(
+      new CheckDenial({ check, outcome: 'denied', code: 'BILLING_SERVICE_ERROR', source: 'store' }, new BillingError('BILLING_SERVICE_ERROR', { cause: err })),
+    );
   }
 
   #failOpen(check: CheckName, err: unknown): void {
@@ -684,15 +787,19 @@ export class BillingRequest {
   }
 
   #apply(result: CheckEvaluation | CheckDenial): void {
-    if (result instanceof CheckDenial) return this.#deny(result);
-    this.#record(result);
+    if (result instanceof CheckDenial) this.#deny(result);
+    else this.#record(result);
   }
 
   /** Throws the denial, or, for a check in shadow mode, records and logs it and lets the request go on. */
   #deny(denial: CheckDenial): void {
     if (this.#shadow) {
       this.#record({ ...denial.record, outcome: 'shadow_deny' });
-      this.core.warnings.warn(`${denial.record.check}_shadow_deny`, { check: denial.record.check, code: denial.error.code }, 'billing check would deny (shadow mode)');
+      this.core.warnings.warn(
+        `${denial.record.check}_shadow_deny`,
+        { check: denial.record.check, code: denial.error.code },
+        'billing check would deny (shadow mode)',
+      );
       return;
     }
     // A later check (RPM) denying after the reservation: the estimate must not stay held.
@@ -720,11 +827,14 @@ function reportedToBreaker<T>(breaker: CircuitBreaker, signal: AbortSignal, work
   };
   const onAbort = (): void => report(false);
   signal.addEventListener('abort', onAbort, { once: true });
-  return work.then((value) => {
-    report(true);
-    return value;
-  }, (err: unknown) => {
-    report(false);
-    throw err;
-  });
+  return work.then(
+    (value) => {
+      report(true);
+      return value;
+    },
+    (err: unknown) => {
+      report(false);
+      throw err;
+    },
+  );
 }

@@ -1,4 +1,4 @@
-// Per-process circuit breaker over the billing reads (SPEC §5): closed → open → half-open → closed.
+// Per-process circuit breaker over the billing reads (docs/behaviour.md#circuit-breaker): closed → open → half-open → closed.
 import { parseOptions, v } from './options.js';
 import type { BillingLogger, Clock } from './types.js';
 

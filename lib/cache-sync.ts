@@ -1,5 +1,5 @@
 // Keeps the cache converging to the store: fills after misses, versioned puts after settlements and
-// admin writes, invalidations — and a repair list for entries a cache outage left possibly stale (SPEC §3.3, §7).
+// admin writes, invalidations — and a repair list for entries a cache outage left possibly stale (docs/behaviour.md#settlement, docs/behaviour.md#cache-consistency).
 import { errorText } from './background-tasks.js';
 import type { ThrottledLog } from './log.js';
 import type { SingleFlight } from './single-flight.js';
@@ -11,11 +11,16 @@ const REPAIR_INTERVAL_MS = 1000;
 /** A stable text key of one cached entity (repair list, single-flight loads). */
 export function refKey(ref: CacheEntityRef): string {
   switch (ref.kind) {
-    case 'balance': return `balance:${ref.userId}`;
-    case 'subscription': return `subscription:${ref.userId}:${ref.groupId}`;
-    case 'apiKeyWindows': return `apiKeyWindows:${ref.userId}:${ref.apiKeyId}`;
-    case 'platformQuota': return `platformQuota:${ref.userId}:${ref.platform}`;
-    case 'rpmOverride': return `rpmOverride:${ref.userId}:${ref.groupId}`;
+    case 'balance':
+      return `balance:${ref.userId}`;
+    case 'subscription':
+      return `subscription:${ref.userId}:${ref.groupId}`;
+    case 'apiKeyWindows':
+      return `apiKeyWindows:${ref.userId}:${ref.apiKeyId}`;
+    case 'platformQuota':
+      return `platformQuota:${ref.userId}:${ref.platform}`;
+    case 'rpmOverride':
+      return `rpmOverride:${ref.userId}:${ref.groupId}`;
   }
 }
 
@@ -124,7 +129,11 @@ export class CacheSync {
 
   #markDirty(ref: CacheEntityRef, err: unknown): void {
     this.#dirty.set(refKey(ref), ref);
-    this.warnings.warn('cache_write_failed', { entity: ref.kind, err: errorText(err) }, 'billing cache write failed; entry will be invalidated when the cache answers');
+    this.warnings.warn(
+      'cache_write_failed',
+      { entity: ref.kind, err: errorText(err) },
+      'billing cache write failed; entry will be invalidated when the cache answers',
+    );
     if (!this.#timer) {
       this.#timer = setInterval(() => {
         this.#repairing ??= this.#repair().finally(() => (this.#repairing = undefined));

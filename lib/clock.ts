@@ -1,12 +1,13 @@
-// The process clock: real time in production, a hand-moved clock for tests (SPEC §4).
+// The process clock: real time in production, a hand-moved clock for tests (docs/behaviour.md#windows-and-time).
 import type { Clock } from './types.js';
+import { describeInput } from './validate.js';
 
 /** Wall-clock time from `Date.now()`. */
 export const systemClock: Clock = Object.freeze({ now: (): number => Date.now() });
 
 function checkMs(value: number, what: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) {
-    throw new TypeError(`${what} must be a finite number of epoch milliseconds, got ${String(value)}`);
+    throw new TypeError(`${what} must be a finite number of epoch milliseconds, got ${describeInput(value)}`);
   }
   return value;
 }

@@ -13,15 +13,15 @@ export interface BillingCoreOptions {
   store: BillingStore;
   /** Shared hot cache and counter store; omit for store-only mode (rpmLimit then does nothing). */
   cache?: BillingCache;
-  /** 'standard' (default) runs the checks; 'simple' runs none and settlements charge nothing (SPEC §1.1). */
+  /** 'standard' (default) runs the checks; 'simple' runs none and settlements charge nothing (docs/behaviour.md#the-chain-in-order). */
   runMode?: 'standard' | 'simple';
   /** IANA zone that defines "start of day" and "start of week" (Monday). Default 'UTC'. */
   timezone?: string;
   /** Balance below this (when > 0) is insufficient; a balance exactly at it passes. USD, default '0.000001'. */
   minimumBalanceReserve?: Usd;
-  /** SPEC §5. Defaults: enabled, failureThreshold 5, resetTimeoutMs 30000, halfOpenRequests 3. */
+  /** docs/behaviour.md#circuit-breaker. Defaults: enabled, failureThreshold 5, resetTimeoutMs 30000, halfOpenRequests 3. */
   circuitBreaker?: CircuitBreakerOptions;
-  /** Asynchronous cache writes (SPEC §6). Defaults: capacity 1000 tasks, workers 10, taskTimeoutMs 2000. */
+  /** Asynchronous cache writes (docs/behaviour.md#background-cache-writes). Defaults: capacity 1000 tasks, workers 10, taskTimeoutMs 2000. */
   writeQueue?: WriteQueueOptions;
   /** Timeout of one shared store load (balance, subscription, quota, key windows), ms. Default 3000. */
   loadTimeoutMs?: number;

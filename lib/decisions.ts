@@ -1,4 +1,4 @@
-// Pure decision functions of the checks (SPEC §2): entity + limits + time in, a record or a denial out.
+// Pure decision functions of the checks (docs/behaviour.md): entity + limits + time in, a record or a denial out.
 import { BillingError, type BillingErrorCode } from './errors.js';
 import { formatUsd } from './money.js';
 import type { ApiKeyLimits, GroupLimits } from './subject.js';
@@ -9,7 +9,14 @@ import { WINDOWS, effectiveUsage, isWindowExpired, newWindowStart, secondsUntil,
 export type CheckName = 'breaker' | 'balance' | 'subscription' | 'platformQuota' | 'apiKeyWindows' | 'reservation' | 'concurrency' | 'rpm';
 /** Every check name, in chain order (the compiler keeps the list complete). */
 export const CHECK_NAME_LIST = Object.keys({
-  breaker: 1, balance: 1, subscription: 1, platformQuota: 1, apiKeyWindows: 1, reservation: 1, concurrency: 1, rpm: 1,
+  breaker: 1,
+  balance: 1,
+  subscription: 1,
+  platformQuota: 1,
+  apiKeyWindows: 1,
+  reservation: 1,
+  concurrency: 1,
+  rpm: 1,
 } satisfies Record<CheckName, 1>) as readonly CheckName[];
 export type CheckOutcome = 'allowed' | 'denied' | 'skipped' | 'failed_open' | 'shadow_deny';
 
@@ -64,12 +71,15 @@ export function toCheckRecord(evaluation: CheckEvaluation): CheckRecord {
 
 /** A denial carries the evaluation that explains it. */
 export class CheckDenial {
-  constructor(readonly record: CheckEvaluation, readonly error: BillingError) {}
+  constructor(
+    readonly record: CheckEvaluation,
+    readonly error: BillingError,
+  ) {}
 }
 
 /**
  * Evaluates windows in order; the first with usage ≥ limit denies. Expired windows count 0.
- * `withResetMetadata` adds `windowResetsAt` (platform quota, SPEC §2.3.6).
+ * `withResetMetadata` adds `windowResetsAt` (platform quota, docs/behaviour.md#platform-quota).
  */
 function evaluateWindows(
   check: CheckName,
@@ -94,19 +104,16 @@ function evaluateWindows(
   return new CheckDenial(record, new BillingError(denial.spec.code, { retryAfter, metadata }));
 }
 
-/** SPEC §2.1: balance ≤ 0, or below a positive reserve, is insufficient. */
+/** docs/behaviour.md#balance: balance ≤ 0, or below a positive reserve, is insufficient. */
 export function decideBalance(balance: bigint, reserve: bigint, source: CheckRecord['source']): CheckEvaluation | CheckDenial {
   const windows: WindowEvaluation[] = [{ window: 'balance', usd: true, limit: reserve, usage: balance, resetsAtMs: null }];
   if (balance <= 0n || (reserve > 0n && balance < reserve)) {
-    return new CheckDenial(
-      { check: 'balance', outcome: 'denied', code: 'INSUFFICIENT_BALANCE', source, windows },
-      new BillingError('INSUFFICIENT_BALANCE'),
-    );
+    return new CheckDenial({ check: 'balance', outcome: 'denied', code: 'INSUFFICIENT_BALANCE', source, windows }, new BillingError('INSUFFICIENT_BALANCE'));
   }
   return { check: 'balance', outcome: 'allowed', source, windows };
 }
 
-/** SPEC §2.2: validity first, then daily, weekly, monthly group limits. */
+/** docs/behaviour.md#subscription: validity first, then daily, weekly, monthly group limits. */
 export function decideSubscription(
   entity: SubscriptionEntity,
   limits: GroupLimits,
@@ -114,20 +121,17 @@ export function decideSubscription(
   source: CheckRecord['source'],
 ): CheckEvaluation | CheckDenial {
   if (entity.status !== 'active' || time.nowMs >= entity.expiresAtMs) {
-    return new CheckDenial(
-      { check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source },
-      new BillingError('SUBSCRIPTION_INVALID'),
-    );
+    return new CheckDenial({ check: 'subscription', outcome: 'denied', code: 'SUBSCRIPTION_INVALID', source }, new BillingError('SUBSCRIPTION_INVALID'));
   }
   return evaluateWindows('subscription', subscriptionWindows(entity, limits), time, source, false);
 }
 
-/** SPEC §2.3: null = unlimited, 0 = blocked, > 0 = cap; usage ≥ limit denies. */
+/** docs/behaviour.md#platform-quota: null = unlimited, 0 = blocked, > 0 = cap; usage ≥ limit denies. */
 export function decidePlatformQuota(entity: PlatformQuotaEntity, time: TimeContext, source: CheckRecord['source']): CheckEvaluation | CheckDenial {
   return evaluateWindows('platformQuota', platformQuotaWindows(entity), time, source, true);
 }
 
-/** SPEC §2.4: 0 = unlimited; usage ≥ limit denies, 5 h first, then 1 d, then 7 d. */
+/** docs/behaviour.md#api-key-windows: 0 = unlimited; usage ≥ limit denies, 5 h first, then 1 d, then 7 d. */
 export function decideApiKeyWindows(
   entity: ApiKeyWindowsEntity,
   limits: ApiKeyLimits,
@@ -146,7 +150,7 @@ export function apiKeyWindowsNeedReset(entity: ApiKeyWindowsEntity, time: TimeCo
   );
 }
 
-/** The cached sentinel for "no quota row": unlimited, zero usage, current window starts (SPEC §2.3.4). */
+/** The cached sentinel for "no quota row": unlimited, zero usage, current window starts (docs/behaviour.md#platform-quota). */
 export function platformQuotaSentinel(time: TimeContext): PlatformQuotaEntity {
   return {
     version: 0,
@@ -162,4 +166,3 @@ export function platformQuotaSentinel(time: TimeContext): PlatformQuotaEntity {
     monthlyStartMs: time.nowMs,
   };
 }
-

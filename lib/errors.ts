@@ -1,4 +1,4 @@
-// The one billing error class and its catalogue of stable codes, statuses and client-safe texts (SPEC §9).
+// The one billing error class and its catalogue of stable codes, statuses and client-safe texts (docs/behaviour.md#errors-and-responses).
 
 export type BillingErrorCode =
   | 'BILLING_SERVICE_ERROR'
@@ -61,7 +61,7 @@ export const BILLING_ERROR_CATALOGUE: Readonly<Record<BillingErrorCode, BillingE
 });
 
 /**
- * Retry-After for a 429 whose reset time is unknown (SPEC §2.3 uses the same 60 s), so that every
+ * Retry-After for a 429 whose reset time is unknown (docs/behaviour.md#errors-and-responses), so that every
  * retryable 429 carries the header clients back off on.
  */
 export const DEFAULT_RETRY_AFTER_SEC = 60;

@@ -70,9 +70,15 @@ export class GroupCommit {
     let outcomes: SettleOutcome[];
     try {
       // One alone takes the plain path: an idle store adds nothing to its latency.
-      outcomes = batch.length === 1
-        ? [await this.#store.settle(batch[0]!.input).then((result): SettleOutcome => ({ ok: true, result }), (error: Error): SettleOutcome => ({ ok: false, error }))]
-        : await this.#store.settleBatch!(batch.map((w) => w.input));
+      outcomes =
+        batch.length === 1
+          ? [
+              await this.#store.settle(batch[0]!.input).then(
+                (result): SettleOutcome => ({ ok: true, result }),
+                (error: Error): SettleOutcome => ({ ok: false, error }),
+              ),
+            ]
+          : await this.#store.settleBatch!(batch.map((w) => w.input));
     } catch (error) {
       for (const w of batch) w.reject(error);
       return;

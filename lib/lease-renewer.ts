@@ -93,15 +93,24 @@ export class LeaseRenewer {
       }
       for (let i = 0; i < cached.length && cache; i += MAX_RENEWAL_LEASES) {
         const chunk = cached.slice(i, i + MAX_RENEWAL_LEASES);
-        calls.push(cache.renew(userId, chunk, ttlMs).then((lost) => this.#lost(userId, lost), (err: unknown) => this.#failed(err)));
+        calls.push(
+          cache.renew(userId, chunk, ttlMs).then(
+            (lost) => this.#lost(userId, lost),
+            (err: unknown) => this.#failed(err),
+          ),
+        );
       }
     }
     const held = [...storeHolds.keys()];
     for (let i = 0; i < held.length && typeof store.renewStoreHolds === 'function'; i += MAX_RENEWAL_LEASES) {
-      calls.push(store.renewStoreHolds(held.slice(i, i + MAX_RENEWAL_LEASES), clock.now() + ttlMs).then(
-        (lost) => lost.forEach((id) => this.#lost(storeHolds.get(id)!, [id])),
-        (err: unknown) => this.#failed(err),
-      ));
+      calls.push(
+        store.renewStoreHolds(held.slice(i, i + MAX_RENEWAL_LEASES), clock.now() + ttlMs).then(
+          (lost) => {
+            for (const id of lost) this.#lost(storeHolds.get(id)!, [id]);
+          },
+          (err: unknown) => this.#failed(err),
+        ),
+      );
     }
     await Promise.all(calls);
   }

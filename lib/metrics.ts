@@ -48,10 +48,18 @@ export interface BillingMetricsRecorder {
 // entity or state that is missing here; unknown values are never turned into new series.
 const CHECKS = CHECK_NAME_LIST;
 const OUTCOMES = Object.keys({
-  allowed: 1, denied: 1, skipped: 1, failed_open: 1, shadow_deny: 1,
+  allowed: 1,
+  denied: 1,
+  skipped: 1,
+  failed_open: 1,
+  shadow_deny: 1,
 } satisfies Record<DecisionOutcomeLabel, 1>) as DecisionOutcomeLabel[];
 const ENTITIES = Object.keys({
-  balance: 1, subscription: 1, apiKeyWindows: 1, platformQuota: 1, rpmOverride: 1,
+  balance: 1,
+  subscription: 1,
+  apiKeyWindows: 1,
+  platformQuota: 1,
+  rpmOverride: 1,
 } satisfies Record<CacheEntityKind, 1>) as CacheEntityKind[];
 const CACHE_RESULTS: readonly CacheResultLabel[] = ['hit', 'miss', 'error'];
 const SETTLEMENT_RESULTS: readonly SettlementResultLabel[] = ['stored', 'duplicate', 'conflict', 'rejected', 'failed'];
@@ -93,7 +101,11 @@ interface Layout<K> {
   readonly slots: K;
 }
 
-function layout2(names: readonly [string, string], outer: readonly string[], inner: (o: string) => readonly string[]): Layout<ReadonlyMap<string, ReadonlyMap<string, number>>> {
+function layout2(
+  names: readonly [string, string],
+  outer: readonly string[],
+  inner: (o: string) => readonly string[],
+): Layout<ReadonlyMap<string, ReadonlyMap<string, number>>> {
   const labels: Record<string, string>[] = [];
   const slots = new Map<string, Map<string, number>>();
   for (const a of outer) {
@@ -165,11 +177,23 @@ export class BillingMetrics implements BillingMetricsRecorder {
 
     this.#writeQueueDepth = this.#pullGauge(`${p}write_queue_depth`, 'Cache write tasks queued, not yet running.', sum);
     this.#writeQueueDropped = this.#pullCounter(`${p}write_queue_dropped_total`, 'Best-effort cache fills dropped because the write queue was full or closed.');
-    this.#openReservations = this.#pullGauge(`${p}open_reservations`, 'Cost reservations held for this process\'s requests (in the cache, or in the store while the cache cannot hold), not yet settled or released.', sum);
-    this.#concurrencySlots = this.#pullGauge(`${p}concurrency_slots_in_use`, 'Concurrency slots (per user, per API key) held for this process\'s requests in flight.', sum);
+    this.#openReservations = this.#pullGauge(
+      `${p}open_reservations`,
+      "Cost reservations held for this process's requests (in the cache, or in the store while the cache cannot hold), not yet settled or released.",
+      sum,
+    );
+    this.#concurrencySlots = this.#pullGauge(
+      `${p}concurrency_slots_in_use`,
+      "Concurrency slots (per user, per API key) held for this process's requests in flight.",
+      sum,
+    );
     this.#settlementsWaiting = this.#pullGauge(`${p}settlements_waiting`, 'Settlements waiting for a group-commit transaction.', sum);
     this.#batchSizes = this.#plainHistogram(`${p}settlement_batch_size`, 'Settlements committed per transaction.', BATCH_SIZE_BUCKETS);
-    this.#batchSeconds = this.#plainHistogram(`${p}settlement_batch_seconds`, 'Time from the start of a settlement transaction to its commit, in seconds.', BATCH_SECONDS_BUCKETS);
+    this.#batchSeconds = this.#plainHistogram(
+      `${p}settlement_batch_seconds`,
+      'Time from the start of a settlement transaction to its commit, in seconds.',
+      BATCH_SECONDS_BUCKETS,
+    );
     this.#breakerState = this.#pullGauge(`${p}breaker_state`, 'Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst of the bound breakers).', max);
   }
 
@@ -239,10 +263,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
     if (existing === undefined) return undefined;
     const sameLabels = existing.labelNames?.length === labelNames.length && labelNames.every((l, i) => existing.labelNames?.[i] === l);
     if (!owned.has(existing) || existing.type !== type || !sameLabels) {
-      throw new BillingConfigError(
-        'metrics.registry',
-        `metric ${name} is already registered by something else; pass another metrics.prefix or registry`,
-      );
+      throw new BillingConfigError('metrics.registry', `metric ${name} is already registered by something else; pass another metrics.prefix or registry`);
     }
     return existing as T;
   }
@@ -304,7 +325,14 @@ export class BillingMetrics implements BillingMetricsRecorder {
     let metric = this.#reuse<Gauge>(name, 'gauge', []);
     if (!metric) {
       const sources: Sources = new Set();
-      metric = new Gauge({ name, help, registers: [this.registry], collect(this: Gauge) { this.set(combine(read(sources))); } });
+      metric = new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect(this: Gauge) {
+          this.set(combine(read(sources)));
+        },
+      });
       sourcesOf.set(metric, sources);
       owned.add(metric);
     }

@@ -1,4 +1,4 @@
-// Exact USD arithmetic: amounts are bigint counts of 10⁻⁸ USD ("units"), never binary floats (SPEC §8).
+// Exact USD arithmetic: amounts are bigint counts of 10⁻⁸ USD ("units"), never binary floats (docs/money-and-limits.md).
 
 /** A USD amount as accepted by the public API: a number or a decimal string. */
 export type Usd = number | string;
@@ -18,7 +18,10 @@ const DECIMAL = /^([+-])?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
 /** A bad amount; `field` names the input it came from (e.g. 'costUsd'). */
 export class MoneyError extends RangeError {
   override readonly name = 'MoneyError';
-  constructor(message: string, readonly field = 'amount') {
+  constructor(
+    message: string,
+    readonly field = 'amount',
+  ) {
     super(message);
   }
 }
@@ -169,7 +172,7 @@ function parseRate(rate: number | string, what: string): [bigint, bigint] {
   const exponent = expPart === undefined ? 0 : Number(expPart);
   const shift = RATE_SCALE_DIGITS + exponent;
   if (Math.abs(exponent) > 40) throw new MoneyError(`${what} is out of range, got ${describe(rate)}`, what);
-  const digits = BigInt((intPart + fracPart) || '0');
+  const digits = BigInt(intPart + fracPart || '0');
   const fractionDigits = fracPart.length;
   const power = shift - fractionDigits;
   const numerator = power >= 0 ? digits * 10n ** BigInt(power) : digits / 10n ** BigInt(-power);

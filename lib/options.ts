@@ -4,7 +4,10 @@ import { MoneyError, parseCostUsd } from './money.js';
 /** A misconfiguration found at construction; `option` is the full option path, e.g. `circuitBreaker.failureThreshold`. */
 export class BillingConfigError extends TypeError {
   override readonly name = 'BillingConfigError';
-  constructor(readonly option: string, message: string) {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -38,12 +41,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  * A value of undefined or null means "use the default" (merged with ??). Each merged value, defaults
  * included, goes through its validator. The result is a new frozen object; `defaults` is not touched.
  */
-export function parseOptions<T extends object>(
-  scope: string,
-  input: unknown,
-  defaults: Readonly<T>,
-  validators: OptionValidators<T>,
-): Readonly<T> {
+export function parseOptions<T extends object>(scope: string, input: unknown, defaults: Readonly<T>, validators: OptionValidators<T>): Readonly<T> {
   const known = Object.keys(validators) as (keyof T & string)[];
   const path = (key: string): string => (scope ? `${scope}.${key}` : key);
   let given: Record<string, unknown> = {};

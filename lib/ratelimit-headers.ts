@@ -96,7 +96,14 @@ function policy(name: string, of: Family, { windowMs = 0, usd = false, stock = f
   // requests, so RPM policies carry no qu.
   const policyTail = (unit === '' ? '' : `;qu="${unit}"`) + (windowMs === 0 ? '' : `;w=${windowMs / SECOND_MS}`);
   return {
-    bit, family: of, usd, stock, policyHead: `"${name}";q=`, policyTail, limitHead: `"${name}";r=`, maxResetSec,
+    bit,
+    family: of,
+    usd,
+    stock,
+    policyHead: `"${name}";q=`,
+    policyTail,
+    limitHead: `"${name}";r=`,
+    maxResetSec,
     last: { limit: null, usage: 0, quota: 0, part: null, serial: 0 },
   };
 }
@@ -111,32 +118,47 @@ const spendWindow = (name: string, windowMs: number) => policy(name, SPEND, { wi
  */
 const POLICIES: ReadonlyMap<string, ReadonlyMap<string, PolicyDef>> = new Map([
   ['balance', new Map([['balance', policy('balance', SPEND, { usd: true, stock: true })]])],
-  ['subscription', new Map([
-    ['daily', spendWindow('sub-daily', DAY_MS)],
-    ['weekly', spendWindow('sub-weekly', WEEK_MS)],
-    ['monthly', spendWindow('sub-monthly', 30 * DAY_MS)],
-  ])],
-  ['platformQuota', new Map([
-    ['daily', spendWindow('quota-daily', DAY_MS)],
-    ['weekly', spendWindow('quota-weekly', WEEK_MS)],
-    ['monthly', spendWindow('quota-monthly', 30 * DAY_MS)],
-  ])],
-  ['apiKeyWindows', new Map([
-    ['5h', spendWindow('key-5h', 5 * HOUR_MS)],
-    ['1d', spendWindow('key-1d', DAY_MS)],
-    ['7d', spendWindow('key-7d', WEEK_MS)],
-  ])],
+  [
+    'subscription',
+    new Map([
+      ['daily', spendWindow('sub-daily', DAY_MS)],
+      ['weekly', spendWindow('sub-weekly', WEEK_MS)],
+      ['monthly', spendWindow('sub-monthly', 30 * DAY_MS)],
+    ]),
+  ],
+  [
+    'platformQuota',
+    new Map([
+      ['daily', spendWindow('quota-daily', DAY_MS)],
+      ['weekly', spendWindow('quota-weekly', WEEK_MS)],
+      ['monthly', spendWindow('quota-monthly', 30 * DAY_MS)],
+    ]),
+  ],
+  [
+    'apiKeyWindows',
+    new Map([
+      ['5h', spendWindow('key-5h', 5 * HOUR_MS)],
+      ['1d', spendWindow('key-1d', DAY_MS)],
+      ['7d', spendWindow('key-7d', WEEK_MS)],
+    ]),
+  ],
   // A slot is free again when any request of the user ends, not at a time: no w, no t.
-  ['concurrency', new Map([
-    ['user', policy('conc-user', REQUESTS, { unit: CONCURRENT_REQUESTS_UNIT })],
-    ['apiKey', policy('conc-key', REQUESTS, { unit: CONCURRENT_REQUESTS_UNIT })],
-  ])],
+  [
+    'concurrency',
+    new Map([
+      ['user', policy('conc-user', REQUESTS, { unit: CONCURRENT_REQUESTS_UNIT })],
+      ['apiKey', policy('conc-key', REQUESTS, { unit: CONCURRENT_REQUESTS_UNIT })],
+    ]),
+  ],
   // RPM buckets end on the cache's clock (Redis TIME), nowMs is the process clock: cap t at the
   // bucket length so clock skew cannot advertise a wait longer than one bucket.
-  ['rpm', new Map([
-    ['group', policy('rpm-group', REQUESTS, { windowMs: MINUTE_MS, maxResetSec: 60 })],
-    ['user', policy('rpm-user', REQUESTS, { windowMs: MINUTE_MS, maxResetSec: 60 })],
-  ])],
+  [
+    'rpm',
+    new Map([
+      ['group', policy('rpm-group', REQUESTS, { windowMs: MINUTE_MS, maxResetSec: 60 })],
+      ['user', policy('rpm-user', REQUESTS, { windowMs: MINUTE_MS, maxResetSec: 60 })],
+    ]),
+  ],
 ]);
 
 const BOTH: Readonly<RateLimitFamilies> = Object.freeze({ requests: true, spend: true });
@@ -216,7 +238,10 @@ export function buildRateLimitHeaders(
     }
   }
   let fields: RateLimitHeaderFields | null = null;
-  for (const [building, of] of [[requests, REQUESTS], [spend, SPEND]] as const) {
+  for (const [building, of] of [
+    [requests, REQUESTS],
+    [spend, SPEND],
+  ] as const) {
     if (building === null) continue;
     of.state.count = building.defs.length;
     if (building.defs.length === 0) continue;
@@ -252,7 +277,7 @@ function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | numbe
   // clients, which would hide every other member with it.
   if (quota > SF_INTEGER_MAX) return last;
   last.quota = quota;
-  last.part = def.limitHead + (left < 0 ? 0 : left > quota ? quota : left);
+  last.part = def.limitHead + Math.max(0, Math.min(left, quota));
   return last;
 }
 

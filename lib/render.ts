@@ -1,4 +1,4 @@
-// Koa-free rendering of billing errors as OpenAI- or Anthropic-style HTTP responses (SPEC §9).
+// Koa-free rendering of billing errors as OpenAI- or Anthropic-style HTTP responses (docs/behaviour.md#errors-and-responses).
 import { BILLING_ERROR_CATALOGUE, BillingError } from './errors.js';
 
 export interface RenderedError {

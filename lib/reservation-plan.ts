@@ -1,4 +1,4 @@
-// Which limits a reservation must fit under (issue 9): built from the same entities and limits the
+// Which limits a reservation must fit under (docs/holds.md): built from the same entities and limits the
 // checks just evaluated, and mapped back to the check's own denial when a dimension is full.
 import { BillingError } from './errors.js';
 import type { ApiKeyLimits, GroupLimits } from './subject.js';
@@ -34,10 +34,11 @@ function windows(
         // Store holds count in every window of their row, expired or not (docs/holds.md).
         fallbackUsed: effectiveUsage(w.rule, w.usage, w.startMs, time) + held,
       },
-      denial: (now) => new BillingError(w.code, {
-        retryAfter: secondsUntil(resetAtMs, now.nowMs),
-        metadata: { window: w.window, reserved: true, windowResetsAt: new Date(resetAtMs).toISOString() },
-      }),
+      denial: (now) =>
+        new BillingError(w.code, {
+          retryAfter: secondsUntil(resetAtMs, now.nowMs),
+          metadata: { window: w.window, reserved: true, windowResetsAt: new Date(resetAtMs).toISOString() },
+        }),
     });
   }
   return out;
@@ -50,7 +51,13 @@ export function balanceDimension(userId: string, entity: BalanceEntity): Planned
   };
 }
 
-export function subscriptionDimensions(userId: string, groupId: string, entity: SubscriptionEntity, limits: GroupLimits, time: TimeContext): PlannedDimension[] {
+export function subscriptionDimensions(
+  userId: string,
+  groupId: string,
+  entity: SubscriptionEntity,
+  limits: GroupLimits,
+  time: TimeContext,
+): PlannedDimension[] {
   return windows({ kind: 'subscription', userId, groupId }, `sub:${groupId}`, subscriptionWindows(entity, limits), entity.held ?? 0n, time);
 }
 

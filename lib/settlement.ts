@@ -1,4 +1,4 @@
-// Settlement after the upstream call (SPEC §3): validated up front, retried with backoff on store
+// Settlement after the upstream call (docs/behaviour.md#settlement): validated up front, retried with backoff on store
 // failures (idempotency makes that safe), cache updated from the committed values, drained by close().
 import { errorText } from './background-tasks.js';
 import type { CoreInternals } from './core-internals.js';
@@ -7,7 +7,7 @@ import { MoneyError, formatUsd, parseCostUsd, type Usd } from './money.js';
 import { releaseLease } from './store-holds.js';
 import { normalizeSubject, type NormalizedSubject } from './subject.js';
 import type { BillingSubject, CacheEntityRef, SettlementInput, SettlementResult } from './types.js';
-import { BillingValidationError, normalizeRequestId } from './validate.js';
+import { BillingValidationError, describeInput, normalizeRequestId } from './validate.js';
 
 const MAX_RETRY_DELAY_MS = 5000;
 const MAX_MODEL_LENGTH = 128;
@@ -34,7 +34,7 @@ export interface SettlementReceipt {
 function tokens(value: unknown, field: string): number | null {
   if (value === undefined || value === null) return null;
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
-  throw new BillingValidationError(field, `${field} must be a non-negative integer, got ${String(value)}`);
+  throw new BillingValidationError(field, `${field} must be a non-negative integer, got ${describeInput(value)}`);
 }
 
 function model(value: unknown): string | null {
@@ -121,7 +121,10 @@ export class Settler {
         }
         if (this.#closingDeadlineMs !== undefined && Date.now() >= this.#closingDeadlineMs) {
           // Shutting down and out of time: the content is logged so it can be reconciled by hand.
-          this.core.options.logger.error({ settlement: describe(input), attempts: attempt, err: errorText(err) }, 'billing settlement could not be stored before shutdown');
+          this.core.options.logger.error(
+            { settlement: describe(input), attempts: attempt, err: errorText(err) },
+            'billing settlement could not be stored before shutdown',
+          );
           this.core.metrics.settlement('failed');
           throw new BillingError('BILLING_SERVICE_ERROR', { cause: err });
         }
@@ -133,7 +136,7 @@ export class Settler {
       }
       this.core.metrics.settlement(result.duplicate ? 'duplicate' : 'stored');
       // A failed attempt may have committed with only its answer lost; this retry then finds a
-      // duplicate and gets no rows back, so drop the entries that commit changed instead (SPEC §3.3).
+      // duplicate and gets no rows back, so drop the entries that commit changed instead (docs/behaviour.md#settlement).
       if (result.duplicate && attempt > 1) await this.#invalidateCache(input);
       else await this.#updateCache(input, result);
       return { requestId: input.requestId, duplicate: result.duplicate, costUsd: formatUsd(input.costUnits), charged: input.charge !== false };
@@ -165,7 +168,7 @@ export class Settler {
     await Promise.all(writes);
   }
 
-  /** The entries a committed settlement of `input` wrote (SPEC §3.2), invalidated; failures are repaired later by CacheSync. */
+  /** The entries a committed settlement of `input` wrote (docs/behaviour.md#settlement), invalidated; failures are repaired later by CacheSync. */
   async #invalidateCache(input: SettlementInput): Promise<void> {
     if (input.charge === false || input.costUnits === 0n) return;
     const { userId, groupId, apiKeyId, platform, mode } = input;
@@ -187,9 +190,18 @@ function asBillingError(err: unknown, input: SettlementInput): unknown {
 /** Everything settle() would have stored, so that an operator can replay it by hand (docs/faults.md, "Shutdown"). */
 function describe(input: SettlementInput): object {
   return {
-    requestId: input.requestId, apiKeyId: input.apiKeyId, userId: input.userId, groupId: input.groupId, mode: input.mode,
-    costUsd: formatUsd(input.costUnits), platform: input.platform, trackKeyWindows: input.trackKeyWindows, charge: input.charge !== false,
-    model: input.model ?? null, inputTokens: input.inputTokens ?? null, outputTokens: input.outputTokens ?? null,
+    requestId: input.requestId,
+    apiKeyId: input.apiKeyId,
+    userId: input.userId,
+    groupId: input.groupId,
+    mode: input.mode,
+    costUsd: formatUsd(input.costUnits),
+    platform: input.platform,
+    trackKeyWindows: input.trackKeyWindows,
+    charge: input.charge !== false,
+    model: input.model ?? null,
+    inputTokens: input.inputTokens ?? null,
+    outputTokens: input.outputTokens ?? null,
     settledAt: new Date(input.time.nowMs).toISOString(),
   };
 }

@@ -1,4 +1,4 @@
-// Merges concurrent loads of one key into one detached load with its own timeout (SPEC §2.1, §2.3).
+// Merges concurrent loads of one key into one detached load with its own timeout (docs/behaviour.md#balance, docs/behaviour.md#platform-quota).
 import { parseOptions, v } from './options.js';
 
 export interface SingleFlightOptions {
@@ -31,9 +31,14 @@ export class SingleFlight<K, V> {
   readonly #unreleased = new Set<Promise<void>>();
 
   constructor(options: SingleFlightOptions = {}) {
-    ({ timeoutMs: this.timeoutMs } = parseOptions<Required<SingleFlightOptions>>('singleFlight', options, { timeoutMs: 3000 }, {
-      timeoutMs: v.positiveInt(),
-    }));
+    ({ timeoutMs: this.timeoutMs } = parseOptions<Required<SingleFlightOptions>>(
+      'singleFlight',
+      options,
+      { timeoutMs: 3000 },
+      {
+        timeoutMs: v.positiveInt(),
+      },
+    ));
   }
 
   /**

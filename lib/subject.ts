@@ -1,17 +1,17 @@
-// Turns the application's BillingSubject into validated ids, exact limits and the billing mode (SPEC §1.3).
+// Turns the application's BillingSubject into validated ids, exact limits and the billing mode (docs/behaviour.md#the-chain-in-order).
 import { parseCostUsd, parseUsd } from './money.js';
 import type { BillingMode, BillingSubject } from './types.js';
-import { BillingValidationError, normalizeId, normalizePlatform } from './validate.js';
+import { BillingValidationError, describeInput, normalizeId, normalizePlatform } from './validate.js';
 
 export interface ApiKeyLimits {
-  /** 0n = unlimited (SPEC §2.4). */
+  /** 0n = unlimited (docs/behaviour.md#api-key-windows). */
   limit5h: bigint;
   limit1d: bigint;
   limit7d: bigint;
 }
 
 export interface GroupLimits {
-  /** null = unlimited: a group limit is present iff non-null and > 0 (SPEC §2.2). */
+  /** null = unlimited: a group limit is present iff non-null and > 0 (docs/behaviour.md#subscription). */
   daily: bigint | null;
   weekly: bigint | null;
   monthly: bigint | null;
@@ -41,7 +41,7 @@ export interface NormalizedSubject {
 function concurrencyCap(value: unknown, field: string): number {
   if (value === undefined || value === null) return 0;
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
-  throw new BillingValidationError(field, `${field} must be a non-negative integer or null, got ${String(value)}`);
+  throw new BillingValidationError(field, `${field} must be a non-negative integer or null, got ${describeInput(value)}`);
 }
 
 /**
@@ -51,7 +51,7 @@ function concurrencyCap(value: unknown, field: string): number {
 function rpm(value: unknown, field: string): number {
   if (value === undefined || value === null) return 0;
   if (typeof value === 'number' && Number.isSafeInteger(value)) return value > 0 ? value : 0;
-  throw new BillingValidationError(field, `${field} must be an integer (≤ 0: none), got ${String(value)}`);
+  throw new BillingValidationError(field, `${field} must be an integer (≤ 0: none), got ${describeInput(value)}`);
 }
 
 /**
@@ -107,7 +107,10 @@ export function normalizeSubject(subject: BillingSubject): NormalizedSubject {
   if (group) {
     groupId = normalizeId(group.id, 'subject.group.id');
     if (group.billingType !== 'standard' && group.billingType !== 'subscription') {
-      throw new BillingValidationError('subject.group.billingType', `subject.group.billingType must be 'standard' or 'subscription', got ${String(group.billingType)}`);
+      throw new BillingValidationError(
+        'subject.group.billingType',
+        `subject.group.billingType must be 'standard' or 'subscription', got ${String(group.billingType)}`,
+      );
     }
     billingType = group.billingType;
     groupLimits = {
@@ -120,9 +123,8 @@ export function normalizeSubject(subject: BillingSubject): NormalizedSubject {
 
   const subscriptionId = subscription ? normalizeId(subscription.id, 'subject.subscription.id') : null;
   const platform = subject.platform ? normalizePlatform(subject.platform, 'subject.platform') : null;
-  const groupRpmOverride = user.groupRpmOverride === undefined
-    ? undefined
-    : user.groupRpmOverride === null ? null : rpm(user.groupRpmOverride, 'subject.user.groupRpmOverride');
+  const groupRpmOverride =
+    user.groupRpmOverride === undefined ? undefined : user.groupRpmOverride === null ? null : rpm(user.groupRpmOverride, 'subject.user.groupRpmOverride');
 
   return {
     userId,

@@ -19,7 +19,7 @@ export interface BillingLogger {
   error(obj: object, msg?: string): void;
 }
 
-/** Who is asking, as resolved by the application's own authentication (DESIGN §2). */
+/** Who is asking, as resolved by the application's own authentication (docs/architecture.md). */
 export interface BillingSubject {
   user: {
     id: BillingId;
@@ -58,7 +58,7 @@ export interface TimeContext {
 
 // ---------------------------------------------------------------------------------------------
 // Versioned entities. Amounts are bigint units of 1e-8 USD (lib/money.ts); times epoch ms.
-// `version` is the store row's counter, bumped by every write (SPEC §7).
+// `version` is the store row's counter, bumped by every write (docs/behaviour.md#cache-consistency).
 
 export interface BalanceEntity {
   version: number;
@@ -108,10 +108,10 @@ export interface ApiKeyWindowsEntity {
   held?: bigint;
 }
 
-/** Platform-quota limits: null = unlimited, 0 = fully blocked, > 0 = cap (SPEC §2.3). */
+/** Platform-quota limits: null = unlimited, 0 = fully blocked, > 0 = cap (docs/behaviour.md#platform-quota). */
 export interface PlatformQuotaEntity {
   version: number;
-  /** A cached "no quota row" marker: all limits null, short TTL (SPEC §2.3 step 4). */
+  /** A cached "no quota row" marker: all limits null, short TTL (docs/behaviour.md#platform-quota). */
   sentinel: boolean;
   dailyLimit: bigint | null;
   weeklyLimit: bigint | null;
@@ -208,7 +208,7 @@ export interface BillingStore {
   getRpmOverride(userId: string, groupId: string): Promise<RpmOverride>;
   /** Restarts windows that are expired AND were started (non-null start); returns the new row. */
   resetExpiredApiKeyWindows(userId: string, apiKeyId: string, time: TimeContext): Promise<ApiKeyWindowsEntity>;
-  /** SPEC §3 in one transaction; throws SettlementConflictError on same id, different content. */
+  /** docs/behaviour.md#settlement in one transaction; throws SettlementConflictError on same id, different content. */
   settle(input: SettlementInput): Promise<SettlementResult>;
   /**
    * Optional group commit (docs/group-commit.md): many settlements in one transaction, each with the
@@ -251,7 +251,10 @@ export interface StoreHoldRequest extends ReserveRequest {
 }
 
 /** A row a store write changed, as the cache should now have it. */
-export type EntityWrite = { [K in Exclude<CacheEntityKind, 'rpmOverride'>]: { ref: CacheEntityRef & { kind: K }; value: CacheEntityMap[K] } }[Exclude<CacheEntityKind, 'rpmOverride'>];
+export type EntityWrite = { [K in Exclude<CacheEntityKind, 'rpmOverride'>]: { ref: CacheEntityRef & { kind: K }; value: CacheEntityMap[K] } }[Exclude<
+  CacheEntityKind,
+  'rpmOverride'
+>];
 
 export type StoreHoldResult =
   | { outcome: 'reserved'; expiresAtMs: number; writes: EntityWrite[] }
@@ -280,7 +283,7 @@ export interface CacheEntityMap {
 
 /**
  * A read result. On a miss, `generation` must be handed back to `fill` so that a fill whose store
- * read began before an invalidation is refused (SPEC §7).
+ * read began before an invalidation is refused (docs/behaviour.md#cache-consistency).
  */
 export type CacheRead<T> = { hit: true; value: T } | { hit: false; generation: number };
 
@@ -337,7 +340,7 @@ export interface BillingCache extends ReservationCache {
   put<K extends CacheEntityKind>(ref: CacheEntityRef & { kind: K }, value: CacheEntityMap[K]): Promise<boolean>;
   /** Drops the value, bumps the generation, keeps the last version as a tombstone. */
   invalidate(ref: CacheEntityRef): Promise<void>;
-  /** The RPM script: SPEC §2.5 in one round trip on the cache's clock. */
+  /** The RPM script: docs/behaviour.md#requests-per-minute in one round trip on the cache's clock. */
   rpmHit(request: RpmRequest): Promise<RpmResult>;
   /**
    * Optional: the batched read and the RPM hit in one round trip. `countIf` is called synchronously
@@ -347,10 +350,7 @@ export interface BillingCache extends ReservationCache {
    * result, or undefined when nothing was counted (no earlier result, `countIf` declined, or the
    * data changed): the caller then checks the returned batch and calls rpmHit itself.
    */
-  readBatchCounting?(
-    request: CacheBatchRequest,
-    countIf: (last: CacheBatchResult) => RpmRequest | null,
-  ): Promise<{ batch: CacheBatchResult; rpm?: RpmResult }>;
+  readBatchCounting?(request: CacheBatchRequest, countIf: (last: CacheBatchResult) => RpmRequest | null): Promise<{ batch: CacheBatchResult; rpm?: RpmResult }>;
   /** Cheap reachability probe for health checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -15,25 +15,67 @@ export interface WindowSpec {
   code: BillingErrorCode;
 }
 
-/** SPEC §2.2: limits from the group; daily, then weekly, then monthly. */
+/** docs/behaviour.md#subscription: limits from the group; daily, then weekly, then monthly. */
 export function subscriptionWindows(entity: SubscriptionEntity, limits: GroupLimits): WindowSpec[] {
   return [
-    { window: 'daily', rule: subscriptionDailyRule(entity.startsAtMs, entity.expiresAtMs), limit: limits.daily, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'DAILY_LIMIT_EXCEEDED' },
-    { window: 'weekly', rule: WINDOWS.subscriptionWeekly, limit: limits.weekly, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'WEEKLY_LIMIT_EXCEEDED' },
-    { window: 'monthly', rule: WINDOWS.subscriptionMonthly, limit: limits.monthly, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'MONTHLY_LIMIT_EXCEEDED' },
+    {
+      window: 'daily',
+      rule: subscriptionDailyRule(entity.startsAtMs, entity.expiresAtMs),
+      limit: limits.daily,
+      usage: entity.dailyUsage,
+      startMs: entity.dailyStartMs,
+      code: 'DAILY_LIMIT_EXCEEDED',
+    },
+    {
+      window: 'weekly',
+      rule: WINDOWS.subscriptionWeekly,
+      limit: limits.weekly,
+      usage: entity.weeklyUsage,
+      startMs: entity.weeklyStartMs,
+      code: 'WEEKLY_LIMIT_EXCEEDED',
+    },
+    {
+      window: 'monthly',
+      rule: WINDOWS.subscriptionMonthly,
+      limit: limits.monthly,
+      usage: entity.monthlyUsage,
+      startMs: entity.monthlyStartMs,
+      code: 'MONTHLY_LIMIT_EXCEEDED',
+    },
   ];
 }
 
-/** SPEC §2.3: limits from the quota row (null = unlimited, 0 = blocked). */
+/** docs/behaviour.md#platform-quota: limits from the quota row (null = unlimited, 0 = blocked). */
 export function platformQuotaWindows(entity: PlatformQuotaEntity): WindowSpec[] {
   return [
-    { window: 'daily', rule: WINDOWS.quotaDaily, limit: entity.dailyLimit, usage: entity.dailyUsage, startMs: entity.dailyStartMs, code: 'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED' },
-    { window: 'weekly', rule: WINDOWS.quotaWeekly, limit: entity.weeklyLimit, usage: entity.weeklyUsage, startMs: entity.weeklyStartMs, code: 'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED' },
-    { window: 'monthly', rule: WINDOWS.quotaMonthly, limit: entity.monthlyLimit, usage: entity.monthlyUsage, startMs: entity.monthlyStartMs, code: 'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED' },
+    {
+      window: 'daily',
+      rule: WINDOWS.quotaDaily,
+      limit: entity.dailyLimit,
+      usage: entity.dailyUsage,
+      startMs: entity.dailyStartMs,
+      code: 'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED',
+    },
+    {
+      window: 'weekly',
+      rule: WINDOWS.quotaWeekly,
+      limit: entity.weeklyLimit,
+      usage: entity.weeklyUsage,
+      startMs: entity.weeklyStartMs,
+      code: 'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED',
+    },
+    {
+      window: 'monthly',
+      rule: WINDOWS.quotaMonthly,
+      limit: entity.monthlyLimit,
+      usage: entity.monthlyUsage,
+      startMs: entity.monthlyStartMs,
+      code: 'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED',
+    },
   ];
 }
 
-/** SPEC §2.4: limits from the key (0 = unlimited); 5 h, then 1 d, then 7 d. */
+/** docs/behaviour.md#api-key-windows: limits from the key (0 = unlimited); 5 h, then 1 d, then 7 d. */
 export function apiKeyWindowSpecs(entity: ApiKeyWindowsEntity, limits: ApiKeyLimits): WindowSpec[] {
   const cap = (limit: bigint) => (limit > 0n ? limit : null);
   return [

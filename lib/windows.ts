@@ -1,4 +1,4 @@
-// Calendar and rolling usage windows in one configured IANA time zone, DST-correct (SPEC §2.3, §2.4, §4).
+// Calendar and rolling usage windows in one configured IANA time zone, DST-correct (docs/behaviour.md#platform-quota, docs/behaviour.md#api-key-windows, docs/behaviour.md#windows-and-time).
 import type { TimeContext } from './types.js';
 
 export const SECOND_MS = 1_000;
@@ -56,11 +56,10 @@ function show(value: unknown): string {
  */
 export function assertTimeZone(timezone: string, option = 'timezone'): string {
   // The store checks the zone of every settlement; building an Intl.DateTimeFormat for it each
-  // time cost more than the rest of the argument checks together (issue 7).
+  // time cost more than the rest of the argument checks together (docs/benchmark.md).
   const known = typeof timezone === 'string' ? acceptedZones.get(timezone) : undefined;
   if (known !== undefined) return known;
-  const invalid = (): TypeError =>
-    new TypeError(`${option} must be an IANA time zone name such as "UTC" or "Europe/Berlin", got ${show(timezone)}`);
+  const invalid = (): TypeError => new TypeError(`${option} must be an IANA time zone name such as "UTC" or "Europe/Berlin", got ${show(timezone)}`);
   if (typeof timezone !== 'string' || timezone.trim() === '' || /^[+\-\u2212\d]/.test(timezone)) throw invalid();
   let canonical: string;
   try {
@@ -117,7 +116,14 @@ function mod(value: number, divisor: number): number {
 function wallAt(zone: Zone, t: number): number {
   if (zone.format === null) return t;
   const text = zone.format.format(t);
-  let month = 0, day = 0, year = 0, hour = 0, minute = 0, value = 0, field = 0, inDigits = false;
+  let month = 0,
+    day = 0,
+    year = 0,
+    hour = 0,
+    minute = 0,
+    value = 0,
+    field = 0,
+    inDigits = false;
   for (let i = 0; i <= text.length; i++) {
     const digit = i < text.length ? text.charCodeAt(i) - 48 : -1;
     if (digit >= 0 && digit <= 9) {
@@ -127,11 +133,21 @@ function wallAt(zone: Zone, t: number): number {
     }
     if (!inDigits) continue;
     switch (field++) {
-      case 0: month = value; break;
-      case 1: day = value; break;
-      case 2: year = value; break;
-      case 3: hour = value; break;
-      case 4: minute = value; break;
+      case 0:
+        month = value;
+        break;
+      case 1:
+        day = value;
+        break;
+      case 2:
+        year = value;
+        break;
+      case 3:
+        hour = value;
+        break;
+      case 4:
+        minute = value;
+        break;
     }
     if (field === 6) return Date.UTC(year, month - 1, day, hour, minute, value) + mod(t, SECOND_MS);
     value = 0;
@@ -178,7 +194,7 @@ function computePeriod(zone: Zone, keyWall: number, lengthWall: number): Period 
 /** The local day containing `t`, from the one-entry cache when possible. */
 function dayOf(zone: Zone, t: number): Period {
   const cached = zone.day;
-  if (cached !== null && cached.uniform && t >= cached.startMs && t < cached.nextMs) return cached;
+  if (cached?.uniform && t >= cached.startMs && t < cached.nextMs) return cached;
   const wall = wallAt(zone, t);
   const keyWall = wall - mod(wall, DAY_MS);
   if (cached !== null && cached.keyWall === keyWall) return cached;
@@ -188,7 +204,7 @@ function dayOf(zone: Zone, t: number): Period {
 /** The local Monday-to-Sunday week containing `t`. */
 function weekOf(zone: Zone, t: number): Period {
   const cached = zone.week;
-  if (cached !== null && cached.uniform && t >= cached.startMs && t < cached.nextMs) return cached;
+  if (cached?.uniform && t >= cached.startMs && t < cached.nextMs) return cached;
   const wall = wallAt(zone, t);
   const dayWall = wall - mod(wall, DAY_MS);
   // 1970-01-01 was a Thursday: (days since epoch + 3) mod 7 is 0 on Mondays.
@@ -267,7 +283,8 @@ export function rollingWindow(lengthMs: number, anchor: RollingAnchor): WindowRu
   if (!Number.isSafeInteger(lengthMs) || lengthMs <= 0) {
     throw new TypeError(`lengthMs must be a positive integer number of milliseconds, got ${show(lengthMs)}`);
   }
-  if (anchor !== 'now' && anchor !== 'startOfDay' && anchor !== 'term') throw new TypeError(`anchor must be "now", "startOfDay" or "term", got ${show(anchor)}`);
+  if (anchor !== 'now' && anchor !== 'startOfDay' && anchor !== 'term')
+    throw new TypeError(`anchor must be "now", "startOfDay" or "term", got ${show(anchor)}`);
   return Object.freeze({ kind: 'rolling', lengthMs, anchor });
 }
 

@@ -1,4 +1,4 @@
-// Bounded queue of asynchronous cache writes served by a fixed pool of workers (SPEC §6).
+// Bounded queue of asynchronous cache writes served by a fixed pool of workers (docs/behaviour.md#background-cache-writes).
 import { ThrottledLog } from './log.js';
 import { parseOptions, v } from './options.js';
 import type { BillingLogger, Clock } from './types.js';
@@ -163,9 +163,7 @@ export class WriteQueue {
     await Promise.race([outcome, timeout]);
     clearTimeout(timer);
     if (timedOut) {
-      this.#safely(() =>
-        this.#throttled.warn('task_timeout', { task: item.name, timeoutMs: this.options.taskTimeoutMs }, 'billing write task timed out'),
-      );
+      this.#safely(() => this.#throttled.warn('task_timeout', { task: item.name, timeoutMs: this.options.taskTimeoutMs }, 'billing write task timed out'));
     }
   }
 

@@ -25,7 +25,7 @@ export interface BillingContextOptions {
   /** Denial body format: 'openai' (default), 'anthropic', or a function rendering it yourself. */
   format?: DenialFormat;
   /**
-   * Estimated cost of the request (issue 9). When given, the chain reserves it against the balance or
+   * Estimated cost of the request (docs/holds.md). When given, the chain reserves it against the balance or
    * subscription windows, the platform quota and the key windows, atomically, before RPM; the
    * settlement replaces it with the actual cost, and a request that ends without one releases it.
    */
@@ -39,7 +39,7 @@ export interface BillingContextOptions {
   rateLimitHeaders?: boolean | Partial<RateLimitFamilies>;
 }
 
-/** ctx.state.billing (DESIGN §2). */
+/** ctx.state.billing (docs/architecture.md). */
 export interface BillingState {
   core: BillingCore;
   subject: BillingSubject;
@@ -48,7 +48,7 @@ export interface BillingState {
   decision: BillingDecision;
   /** Settles this request's cost for this subject (replacing its reservation, if any). */
   settle(input: Omit<SettleRequest, 'subject'>): Promise<SettlementReceipt>;
-  /** The request's pass through the checks (used by the check middlewares). */
+  /** @internal The request's pass through the checks (used by the check middlewares). */
   request: BillingRequest;
   /** Which families of RateLimit fields are sent for this request (null: none). */
   rateLimitHeaders: Readonly<RateLimitFamilies> | null;
@@ -76,7 +76,8 @@ function rateLimitFamilies(value: unknown, name: string): Readonly<RateLimitFami
   }
   const families = { requests: true, spend: true };
   for (const [key, on] of Object.entries(value)) {
-    if (!(FAMILY_NAMES as readonly string[]).includes(key)) throw new BillingConfigError(`${name}.${key}`, `${name}.${key} is not an option (known: ${FAMILY_NAMES.join(', ')})`);
+    if (!(FAMILY_NAMES as readonly string[]).includes(key))
+      throw new BillingConfigError(`${name}.${key}`, `${name}.${key} is not an option (known: ${FAMILY_NAMES.join(', ')})`);
     if (on === undefined) continue;
     families[key as keyof RateLimitFamilies] = v.boolean()(on, `${name}.${key}`);
   }
@@ -93,7 +94,11 @@ const CONTEXT_OPTION_VALIDATORS = {
 };
 
 const CONTEXT_DEFAULTS: ParsedContextOptions = Object.freeze({
-  core: undefined as never, subject: undefined as never, format: 'openai', estimateCost: undefined, rateLimitHeaders: { requests: true, spend: true },
+  core: undefined as never,
+  subject: undefined as never,
+  format: 'openai',
+  estimateCost: undefined,
+  rateLimitHeaders: { requests: true, spend: true },
 });
 
 function parseContextOptions(options: unknown, scope: string): Readonly<ParsedContextOptions> {
@@ -139,7 +144,10 @@ function cancellationOf(ctx: Context): () => AbortSignal {
       const created = new AbortController();
       controller = created;
       if (clientGone(ctx)) created.abort();
-      else ctx.res.once('close', () => { if (!ctx.res.writableFinished) created.abort(); });
+      else
+        ctx.res.once('close', () => {
+          if (!ctx.res.writableFinished) created.abort();
+        });
     }
     return controller.signal;
   };

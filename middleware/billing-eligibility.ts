@@ -24,7 +24,7 @@ export function billingEligibility(options: BillingEligibilityOptions): Middlewa
   const { shadow: shadowOption, ...contextOptions } = options ?? ({} as BillingEligibilityOptions);
   const shadow = parseShadow(shadowOption);
   const context = createBillingContext(contextOptions, 'billingEligibility');
-  // Breaker first, RPM last so that requests that fail anyway never consume RPM (SPEC §1.8), the
+  // Breaker first, RPM last so that requests that fail anyway never consume RPM (docs/behaviour.md#the-chain-in-order), the
   // reservation (a no-op without estimateCost) just before it, once every limit it counts against
   // has been read. One loop (runChain) instead of one composed middleware per check: the same checks
   // as breakerGuard() … rpmLimit() mounted in that order, without a dispatch frame for each, and

@@ -25,15 +25,15 @@ function checkMiddleware(name: string, method: CheckMethod, options: CheckMiddle
   return Object.defineProperty(middleware, 'name', { value: name });
 }
 
-/** Rejects with 503 while the circuit breaker is open (SPEC §1.2, §5); mount it first. */
+/** Rejects with 503 while the circuit breaker is open (docs/behaviour.md#the-chain-in-order, docs/behaviour.md#circuit-breaker); mount it first. */
 export const breakerGuard = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('breakerGuard', 'breaker', options);
-/** The prepaid balance must be positive and at least the reserve (SPEC §2.1; balance mode only). */
+/** The prepaid balance must be positive and at least the reserve (docs/behaviour.md#balance; balance mode only). */
 export const balanceCheck = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('balanceCheck', 'balance', options);
-/** An active subscription within the group's daily/weekly/monthly limits (SPEC §2.2; subscription mode only). */
+/** An active subscription within the group's daily/weekly/monthly limits (docs/behaviour.md#subscription; subscription mode only). */
 export const subscriptionCheck = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('subscriptionCheck', 'subscription', options);
-/** The user × platform USD quota windows (SPEC §2.3; balance mode only; fails open). */
+/** The user × platform USD quota windows (docs/behaviour.md#platform-quota; balance mode only; fails open). */
 export const platformQuota = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('platformQuota', 'platformQuota', options);
-/** The key's 5 h / 1 d / 7 d USD spend windows (SPEC §2.4; fails open). */
+/** The key's 5 h / 1 d / 7 d USD spend windows (docs/behaviour.md#api-key-windows; fails open). */
 export const apiKeyWindows = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('apiKeyWindows', 'apiKeyWindows', options);
 /**
  * Takes the request's holds in one atomic step: its estimated cost (billingContext's `estimateCost`)
@@ -48,5 +48,5 @@ export const reserveEstimate = (options?: CheckMiddlewareOptions): Middleware =>
  * The same step as reserveEstimate: the slots and the estimate are taken together, all or nothing.
  */
 export const concurrencyLimit = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('concurrencyLimit', 'reserve', options);
-/** Per-minute request caps per user and per user within a group (SPEC §2.5; fails open); mount it last. */
+/** Per-minute request caps per user and per user within a group (docs/behaviour.md#requests-per-minute; fails open); mount it last. */
 export const rpmLimit = (options?: CheckMiddlewareOptions): Middleware => checkMiddleware('rpmLimit', 'rpm', options);

@@ -1,4 +1,4 @@
-// Renders a denial (or an unexpected failure) on the Koa context in the chosen format (SPEC §9).
+// Renders a denial (or an unexpected failure) on the Koa context in the chosen format (docs/behaviour.md#errors-and-responses).
 import type { Context } from 'koa';
 import { BillingError } from '../lib/errors.js';
 import { renderBillingError, type ErrorFormat } from '../lib/render.js';
@@ -8,7 +8,10 @@ export type RenderFunction = (error: BillingError, ctx: Context) => void;
 export type DenialFormat = ErrorFormat | RenderFunction;
 
 export function renderDenial(ctx: Context, error: BillingError, format: DenialFormat): void {
-  if (typeof format === 'function') return format(error, ctx);
+  if (typeof format === 'function') {
+    format(error, ctx);
+    return;
+  }
   const rendered = renderBillingError(error, format);
   ctx.status = rendered.status;
   ctx.set(rendered.headers);

@@ -8,7 +8,10 @@ import path from 'node:path';
 
 const tsc = path.join('node_modules', '.bin', 'tsc');
 rmSync('dist', { recursive: true, force: true });
-for (const [config, outDir, type] of [['tsconfig.build.json', 'dist/esm', 'module'], ['tsconfig.build-cjs.json', 'dist/cjs', 'commonjs']]) {
+for (const [config, outDir, type] of [
+  ['tsconfig.build.json', 'dist/esm', 'module'],
+  ['tsconfig.build-cjs.json', 'dist/cjs', 'commonjs'],
+]) {
   execFileSync(tsc, ['-p', config], { stdio: 'inherit' });
   mkdirSync(outDir, { recursive: true });
   writeFileSync(`${outDir}/package.json`, `${JSON.stringify({ type }, null, 2)}\n`);

@@ -72,7 +72,9 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     const groupId = fields.groupId === undefined || fields.groupId === null ? null : gatewayId(fields.groupId, 'groupId');
     if (groupId && !(await repo.getGroup(groupId))) throw new InputError('groupId', `no group ${JSON.stringify(groupId)}`);
     const record: UserRecord = {
-      id, name: optionalName(fields.name, 'name', id), groupId,
+      id,
+      name: optionalName(fields.name, 'name', id),
+      groupId,
       rpmLimit: fields.rpmLimit === undefined ? 0 : rpmValue(fields.rpmLimit, 'rpmLimit'),
       maxConcurrency: fields.maxConcurrency === undefined ? 0 : concurrencyValue(fields.maxConcurrency, 'maxConcurrency'),
     };
@@ -90,8 +92,15 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     if (await repo.getKey(id)) throw new InputError('id', `key ${JSON.stringify(id)} already exists`);
     const key = generateApiKey();
     const record = {
-      id, userId: owner.id, label: keyLabel(key), name: optionalName(fields.name, 'name', id), enabled: true,
-      rateLimit5hUsd: null, rateLimit1dUsd: null, rateLimit7dUsd: null, ...keyLimits(fields),
+      id,
+      userId: owner.id,
+      label: keyLabel(key),
+      name: optionalName(fields.name, 'name', id),
+      enabled: true,
+      rateLimit5hUsd: null,
+      rateLimit1dUsd: null,
+      rateLimit7dUsd: null,
+      ...keyLimits(fields),
     };
     await repo.insertKey(record, hashApiKey(key), now());
     ctx.status = 201;
@@ -118,7 +127,7 @@ export function adminRoutes({ repo, principals, core, adminToken, now }: AdminRo
     if (status !== 'active' && status !== 'revoked') throw new InputError('status', 'status must be "active" or "revoked"');
     const groupId = fields.groupId === undefined ? target.groupId : gatewayId(fields.groupId, 'groupId');
     const group = groupId === null ? null : await repo.getGroup(groupId);
-    if (!group || group.billingType !== 'subscription') throw new InputError('groupId', 'groupId must name a subscription group');
+    if (group?.billingType !== 'subscription') throw new InputError('groupId', 'groupId must name a subscription group');
     const subscription = await core.admin.upsertSubscription({ userId: target.id, groupId: group.id, status, expiresAt: expiry(fields, now()) });
     // Members of a subscription group are billed by their plan; assigning one moves the user into the group.
     if (status === 'active' && target.groupId !== group.id) {

@@ -68,17 +68,27 @@ function requestLog(logger: Logger, inFlight: InFlightTracker) {
     // relay and this log: more than Node's default warning threshold of 10, none of them a leak.
     ctx.res.setMaxListeners(20);
     // Finished when the response is fully sent or the connection closed, streams included.
-    void inFlight.track(new Promise<void>((resolve) => {
-      ctx.res.once('close', () => {
-        const principal = gatewayState(ctx).principal;
-        // Only ids and numbers: never headers, bodies or key material.
-        logger.info({
-          method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - startedAt),
-          userId: principal?.user.id, keyId: principal?.key.id, completed: ctx.res.writableFinished,
-        }, 'request');
-        resolve();
-      });
-    }));
+    void inFlight.track(
+      new Promise<void>((resolve) => {
+        ctx.res.once('close', () => {
+          const principal = gatewayState(ctx).principal;
+          // Only ids and numbers: never headers, bodies or key material.
+          logger.info(
+            {
+              method: ctx.method,
+              path: ctx.path,
+              status: ctx.status,
+              ms: Math.round(performance.now() - startedAt),
+              userId: principal?.user.id,
+              keyId: principal?.key.id,
+              completed: ctx.res.writableFinished,
+            },
+            'request',
+          );
+          resolve();
+        });
+      }),
+    );
     await next();
   };
 }
@@ -87,7 +97,15 @@ function chatRoute(
   router: Router,
   path: string,
   format: ApiFormat,
-  deps: { principals: PrincipalLookup; core: BillingCore; config: ProxyConfig; logger: Logger; inFlight: InFlightTracker; settlements: InFlightTracker; upstreamUrl: string },
+  deps: {
+    principals: PrincipalLookup;
+    core: BillingCore;
+    config: ProxyConfig;
+    logger: Logger;
+    inFlight: InFlightTracker;
+    settlements: InFlightTracker;
+    upstreamUrl: string;
+  },
 ): void {
   router.post(
     path,
@@ -181,8 +199,18 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
 
     let closing: Promise<void> | undefined;
     const gateway: Gateway = {
-      app, config, core, knex, logger, adminToken, adminTokenGenerated: config.adminToken === null,
-      demoKeys, upstreamUrl, mockUpstream, inFlight, settlements,
+      app,
+      config,
+      core,
+      knex,
+      logger,
+      adminToken,
+      adminTokenGenerated: config.adminToken === null,
+      demoKeys,
+      upstreamUrl,
+      mockUpstream,
+      inFlight,
+      settlements,
       close: () => {
         // In this order (docs/faults.md, "Shutdown"): a request still running may yet settle, so the
         // core closes only after the requests; its drain deadline then bounds the charges' retries.

@@ -18,10 +18,13 @@ export function authenticate({ principals, platform }: AuthOptions): Middleware 
   return async function authenticate(ctx: Context, next: Next): Promise<void> {
     const key = extractApiKey(ctx.req.headers);
     if (key === 'missing') throw gatewayErrors.unauthorized('Missing API key: send "Authorization: Bearer sk-…" or "x-api-key: sk-…".');
-    if (key === 'malformed') throw gatewayErrors.unauthorized('Malformed API key: expected "Authorization: Bearer sk-…" or "x-api-key: sk-…" with the key (8-256 printable characters).');
+    if (key === 'malformed')
+      throw gatewayErrors.unauthorized(
+        'Malformed API key: expected "Authorization: Bearer sk-…" or "x-api-key: sk-…" with the key (8-256 printable characters).',
+      );
     const principal = await principals.find(hashApiKey(key));
     // One answer for unknown and disabled keys, so the response does not reveal which keys exist.
-    if (!principal || !principal.key.enabled) throw gatewayErrors.unauthorized();
+    if (!principal?.key.enabled) throw gatewayErrors.unauthorized();
     const state = gatewayState(ctx);
     state.principal = principal;
     if (platform) state.subject = buildSubject(principal, platform);

@@ -8,7 +8,13 @@ import type { UsageSnapshot } from './usage-parser.js';
 
 /** The part of ctx.state.billing a charge needs. */
 export interface Settler {
-  settle(input: { requestId: string; costUsd: string; model?: string; inputTokens?: number; outputTokens?: number }): Promise<{ duplicate: boolean; costUsd: string }>;
+  settle(input: {
+    requestId: string;
+    costUsd: string;
+    model?: string;
+    inputTokens?: number;
+    outputTokens?: number;
+  }): Promise<{ duplicate: boolean; costUsd: string }>;
 }
 
 export interface ChargeInput {
@@ -34,9 +40,7 @@ export interface ChargeInput {
 export function tokensToCharge(snapshot: UsageSnapshot, promptEstimate: number, complete: boolean): TokenUsage & { estimated: boolean } {
   const streamedOutput = estimateTokensFromChars(snapshot.outputChars);
   const inputTokens = snapshot.inputTokens ?? promptEstimate;
-  const outputTokens = complete
-    ? (snapshot.outputTokens ?? streamedOutput)
-    : Math.max(snapshot.outputTokens ?? 0, streamedOutput);
+  const outputTokens = complete ? (snapshot.outputTokens ?? streamedOutput) : Math.max(snapshot.outputTokens ?? 0, streamedOutput);
   const estimated = snapshot.inputTokens === null || (complete ? snapshot.outputTokens === null : outputTokens !== snapshot.outputTokens);
   return { inputTokens, outputTokens, estimated };
 }

@@ -27,7 +27,12 @@ const PASS_THROUGH = new Set([400, 404, 413, 422, 429]);
 /** Waits for the promise, but no longer than ms; the promise itself keeps running. */
 async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([promise, new Promise((resolve) => { timer = setTimeout(resolve, ms); })]);
+  await Promise.race([
+    promise,
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
   clearTimeout(timer);
 }
 
@@ -50,22 +55,29 @@ export function completionHandler({ format, upstream, logger, tracker, settlemen
     if (!completion || !billing) throw new Error('completionHandler needs parseCompletionRequest and billingEligibility before it');
 
     const settle = (snapshot: UsageSnapshot, complete: boolean): Promise<void> =>
-      settlements.track(charge({
-        billing,
-        model: completion.price.model,
-        multiplier: principal.group?.rateMultiplier ?? '1',
-        snapshot,
-        promptEstimate: completion.promptEstimate,
-        complete,
-        userId: principal.user.id,
-        keyId: principal.key.id,
-      }, logger));
+      settlements.track(
+        charge(
+          {
+            billing,
+            model: completion.price.model,
+            multiplier: principal.group?.rateMultiplier ?? '1',
+            snapshot,
+            promptEstimate: completion.promptEstimate,
+            complete,
+            userId: principal.user.id,
+            keyId: principal.key.id,
+          },
+          logger,
+        ),
+      );
 
     // A client that left during the checks gets no upstream call (and no charge).
     if (ctx.res.closed || ctx.res.destroyed) return;
     // The client going away aborts the upstream call: nobody is left to read what it would produce.
     const controller = new AbortController();
-    ctx.res.once('close', () => { if (!ctx.res.writableFinished) controller.abort(); });
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) controller.abort();
+    });
 
     let response: Response;
     let isSse = false;

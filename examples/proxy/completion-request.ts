@@ -34,16 +34,26 @@ export function parseCompletionRequest({ format, maxBodyBytes }: CompletionReque
         throw gatewayErrors.badRequest(`"${cap}" must be an integer from 1 to ${MAX_OUTPUT_TOKENS}.`);
       }
     }
-    if (format === 'openai' && fields.n !== undefined && !(typeof fields.n === 'number' && Number.isSafeInteger(fields.n) && fields.n >= 1 && fields.n <= MAX_CHOICES)) {
+    if (
+      format === 'openai' &&
+      fields.n !== undefined &&
+      !(typeof fields.n === 'number' && Number.isSafeInteger(fields.n) && fields.n >= 1 && fields.n <= MAX_CHOICES)
+    ) {
       throw gatewayErrors.badRequest(`"n" must be an integer from 1 to ${MAX_CHOICES}.`);
     }
     const price = findModelPrice(fields.model);
     if (!price || price.platform !== format) throw gatewayErrors.unknownModel(fields.model);
     const unbillable = contentBlocks(fields).find((block) => !BILLABLE_BLOCK_TYPES.has(block.type));
-    if (unbillable) throw gatewayErrors.badRequest(`Content of type ${JSON.stringify(String(unbillable.type)).slice(0, 40)} is not served by this gateway: its cost cannot be bounded before the call.`);
+    if (unbillable)
+      throw gatewayErrors.badRequest(
+        `Content of type ${JSON.stringify(String(unbillable.type)).slice(0, 40)} is not served by this gateway: its cost cannot be bounded before the call.`,
+      );
     gatewayState(ctx).completion = {
-      body: fields, price, stream: fields.stream === true,
-      promptEstimate: estimatePromptTokens(fields), promptBound: promptTokenBound(fields, bytes, price),
+      body: fields,
+      price,
+      stream: fields.stream === true,
+      promptEstimate: estimatePromptTokens(fields),
+      promptBound: promptTokenBound(fields, bytes, price),
     };
     await next();
   };

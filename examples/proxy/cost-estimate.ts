@@ -17,7 +17,14 @@ const IMAGE_BLOCK_TYPES: ReadonlySet<unknown> = new Set(['image', 'image_url', '
  * later — could cost any number of tokens from a few bytes, so the gateway refuses it.
  */
 export const BILLABLE_BLOCK_TYPES: ReadonlySet<unknown> = new Set([
-  'text', 'input_text', 'output_text', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking', ...IMAGE_BLOCK_TYPES,
+  'text',
+  'input_text',
+  'output_text',
+  'tool_use',
+  'tool_result',
+  'thinking',
+  'redacted_thinking',
+  ...IMAGE_BLOCK_TYPES,
 ]);
 
 /** Every content block of the messages, tool results' nested blocks included, walked without recursion. */

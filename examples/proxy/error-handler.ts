@@ -13,7 +13,13 @@ function isInputError(err: unknown): err is Error {
 }
 
 function methodNotAllowed(ctx: Context): GatewayError {
-  const init = { status: 405, openaiType: 'invalid_request_error', code: 'method_not_allowed', anthropicType: 'invalid_request_error', headers: { allow: ctx.response.get('allow') } };
+  const init = {
+    status: 405,
+    openaiType: 'invalid_request_error',
+    code: 'method_not_allowed',
+    anthropicType: 'invalid_request_error',
+    headers: { allow: ctx.response.get('allow') },
+  };
   return new GatewayError(init, `${ctx.method} is not allowed on ${ctx.path}.`);
 }
 
@@ -32,7 +38,8 @@ export function errorHandler(logger: Logger, throttled = new ThrottledLog(logger
       // answer: rendered as the chain renders its own, 503 for an outage.
       const billingError = BillingError.is(err) ? err : isServiceUnavailable(err) ? new BillingError('BILLING_SERVICE_ERROR', { cause: err }) : null;
       if (billingError) {
-        if (billingError.status >= 500) throttled.error('service unavailable', { err, method: ctx.method, path: ctx.path }, 'database unavailable; answered 503');
+        if (billingError.status >= 500)
+          throttled.error('service unavailable', { err, method: ctx.method, path: ctx.path }, 'database unavailable; answered 503');
         const rendered = renderBillingError(billingError, format);
         ctx.status = rendered.status;
         ctx.set(rendered.headers);

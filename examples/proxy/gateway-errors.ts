@@ -55,8 +55,7 @@ export const gatewayErrors = {
     ),
   upstream: (message = 'The upstream model API failed to answer.') =>
     new GatewayError({ status: 502, openaiType: 'api_error', code: 'upstream_error', anthropicType: 'api_error' }, message),
-  internal: () =>
-    new GatewayError({ status: 500, openaiType: 'api_error', code: 'internal_error', anthropicType: 'api_error' }, 'Internal gateway error.'),
+  internal: () => new GatewayError({ status: 500, openaiType: 'api_error', code: 'internal_error', anthropicType: 'api_error' }, 'Internal gateway error.'),
 };
 
 export function errorBody(error: GatewayError, format: ApiFormat): unknown {

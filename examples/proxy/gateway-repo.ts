@@ -158,7 +158,8 @@ export class GatewayRepository {
   async insertUser(user: UserRecord, nowMs: number): Promise<boolean> {
     const inserted = await this.knex('gateway_users')
       .insert({ id: user.id, name: user.name, group_id: user.groupId, rpm_limit: user.rpmLimit, max_concurrency: user.maxConcurrency, created_at_ms: nowMs })
-      .onConflict('id').ignore()
+      .onConflict('id')
+      .ignore()
       .returning('id');
     return inserted.length > 0;
   }

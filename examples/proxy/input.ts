@@ -4,7 +4,10 @@ import { formatUsd, parseLimitUsd, parseUsd } from '../../lib/index.js';
 /** A bad field in a request; rendered as 400 with this message (it names the field, never a secret). */
 export class InputError extends Error {
   override readonly name = 'InputError';
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -46,7 +49,8 @@ export function optionalUsd(value: unknown, field: string): string | null {
 
 /** A required USD amount (may be negative only when `allowNegative`). */
 export function requiredUsd(value: unknown, field: string, allowNegative = false): string {
-  if (typeof value !== 'string' && typeof value !== 'number') throw new InputError(field, `${field} is required (a decimal string such as "5.00"), got ${show(value)}`);
+  if (typeof value !== 'string' && typeof value !== 'number')
+    throw new InputError(field, `${field} is required (a decimal string such as "5.00"), got ${show(value)}`);
   assertPrecision(value, field);
   try {
     const units = parseUsd(value, field);

@@ -93,12 +93,21 @@ function jsonReply({ format, model, id, promptTokens, words, choices }: Reply): 
   const text = words.join(' ');
   if (format === 'anthropic') {
     return {
-      id, type: 'message', role: 'assistant', model, content: [{ type: 'text', text }],
-      stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: promptTokens, output_tokens: words.length },
+      id,
+      type: 'message',
+      role: 'assistant',
+      model,
+      content: [{ type: 'text', text }],
+      stop_reason: 'end_turn',
+      stop_sequence: null,
+      usage: { input_tokens: promptTokens, output_tokens: words.length },
     };
   }
   return {
-    id, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model,
+    id,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model,
     choices: Array.from({ length: choices }, (_, index) => ({ index, message: { role: 'assistant', content: text }, finish_reason: 'stop' })),
     usage: { prompt_tokens: promptTokens, completion_tokens: words.length * choices, total_tokens: promptTokens + words.length * choices },
   };
@@ -109,14 +118,23 @@ function* sseEvents({ format, model, id, promptTokens, words, choices, includeUs
   if (format === 'anthropic') {
     const event = (type: string, data: object) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
     yield event('message_start', {
-      message: { id, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: promptTokens, output_tokens: 1 } },
+      message: {
+        id,
+        type: 'message',
+        role: 'assistant',
+        model,
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: promptTokens, output_tokens: 1 },
+      },
     }) + event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
     for (const [i, word] of words.entries()) {
       yield event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: i === 0 ? word : ` ${word}` } });
     }
-    yield event('content_block_stop', { index: 0 })
-      + event('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: words.length } })
-      + event('message_stop', {});
+    yield event('content_block_stop', { index: 0 }) +
+      event('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: words.length } }) +
+      event('message_stop', {});
     return;
   }
   const created = Math.floor(Date.now() / 1000);
@@ -183,8 +201,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
 
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
-    const route = req.method === 'POST' && path === '/v1/chat/completions' ? 'openai'
-      : req.method === 'POST' && path === '/v1/messages' ? 'anthropic' : null;
+    const route = req.method === 'POST' && path === '/v1/chat/completions' ? 'openai' : req.method === 'POST' && path === '/v1/messages' ? 'anthropic' : null;
     if (route) {
       chat(route, req, res).catch(() => res.destroy());
       return;
@@ -201,9 +218,10 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
   return {
     url: `http://${host}:${address.port}`,
     stats,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

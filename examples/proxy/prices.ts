@@ -23,11 +23,51 @@ export interface ModelPrice {
 
 /** The models this gateway serves; edit to match your upstream. Anything else is refused with 400. */
 export const PRICE_TABLE: readonly ModelPrice[] = Object.freeze([
-  { model: 'gpt-4o-mini', platform: 'openai', inputUsdPerMTok: '0.15', outputUsdPerMTok: '0.60', maxOutputTokens: 16_384, imageTokenBound: 48_200, ownedBy: 'openai' },
-  { model: 'gpt-4o', platform: 'openai', inputUsdPerMTok: '2.50', outputUsdPerMTok: '10.00', maxOutputTokens: 16_384, imageTokenBound: 1_500, ownedBy: 'openai' },
-  { model: 'gpt-4.1-nano', platform: 'openai', inputUsdPerMTok: '0.10', outputUsdPerMTok: '0.40', maxOutputTokens: 32_768, imageTokenBound: 3_800, ownedBy: 'openai' },
-  { model: 'claude-3-5-haiku-latest', platform: 'anthropic', inputUsdPerMTok: '0.80', outputUsdPerMTok: '4.00', maxOutputTokens: 8_192, imageTokenBound: 1_600, ownedBy: 'anthropic' },
-  { model: 'claude-sonnet-4-0', platform: 'anthropic', inputUsdPerMTok: '3.00', outputUsdPerMTok: '15.00', maxOutputTokens: 64_000, imageTokenBound: 1_600, ownedBy: 'anthropic' },
+  {
+    model: 'gpt-4o-mini',
+    platform: 'openai',
+    inputUsdPerMTok: '0.15',
+    outputUsdPerMTok: '0.60',
+    maxOutputTokens: 16_384,
+    imageTokenBound: 48_200,
+    ownedBy: 'openai',
+  },
+  {
+    model: 'gpt-4o',
+    platform: 'openai',
+    inputUsdPerMTok: '2.50',
+    outputUsdPerMTok: '10.00',
+    maxOutputTokens: 16_384,
+    imageTokenBound: 1_500,
+    ownedBy: 'openai',
+  },
+  {
+    model: 'gpt-4.1-nano',
+    platform: 'openai',
+    inputUsdPerMTok: '0.10',
+    outputUsdPerMTok: '0.40',
+    maxOutputTokens: 32_768,
+    imageTokenBound: 3_800,
+    ownedBy: 'openai',
+  },
+  {
+    model: 'claude-3-5-haiku-latest',
+    platform: 'anthropic',
+    inputUsdPerMTok: '0.80',
+    outputUsdPerMTok: '4.00',
+    maxOutputTokens: 8_192,
+    imageTokenBound: 1_600,
+    ownedBy: 'anthropic',
+  },
+  {
+    model: 'claude-sonnet-4-0',
+    platform: 'anthropic',
+    inputUsdPerMTok: '3.00',
+    outputUsdPerMTok: '15.00',
+    maxOutputTokens: 64_000,
+    imageTokenBound: 1_600,
+    ownedBy: 'anthropic',
+  },
 ] satisfies ModelPrice[]);
 
 export interface TokenUsage {
@@ -47,7 +87,8 @@ export function indexPrices(table: readonly ModelPrice[]): ReadonlyMap<string, P
   const index = new Map<string, ParsedPrice>();
   for (const price of table) {
     for (const field of ['maxOutputTokens', 'imageTokenBound'] as const) {
-      if (!Number.isSafeInteger(price[field]) || price[field] < 1) throw new RangeError(`${field} of ${price.model} must be a positive integer, got ${price[field]}`);
+      if (!Number.isSafeInteger(price[field]) || price[field] < 1)
+        throw new RangeError(`${field} of ${price.model} must be a positive integer, got ${price[field]}`);
     }
     index.set(price.model, {
       price,

@@ -38,13 +38,33 @@ export function parsePrincipal(text: string | null): Principal | undefined {
   const { key, user, group } = (value ?? {}) as Partial<Record<keyof Principal, Record<string, unknown> | null>>;
   const isString = (v: unknown) => typeof v === 'string';
   const isLimit = (v: unknown) => v === null || isString(v);
-  const keyOk = key && isString(key.id) && isString(key.label) && isString(key.name) && typeof key.enabled === 'boolean'
-    && isLimit(key.rateLimit5hUsd) && isLimit(key.rateLimit1dUsd) && isLimit(key.rateLimit7dUsd);
-  const userOk = user && isString(user.id) && isString(user.name) && isLimit(user.groupId) && Number.isSafeInteger(user.rpmLimit)
-    && Number.isSafeInteger(user.maxConcurrency);
-  const groupOk = group === null || (group && isString(group.id) && isString(group.name) && isString(group.rateMultiplier)
-    && (group.billingType === 'standard' || group.billingType === 'subscription') && Number.isSafeInteger(group.rpmLimit)
-    && isLimit(group.dailyLimitUsd) && isLimit(group.weeklyLimitUsd) && isLimit(group.monthlyLimitUsd));
+  const keyOk =
+    key &&
+    isString(key.id) &&
+    isString(key.label) &&
+    isString(key.name) &&
+    typeof key.enabled === 'boolean' &&
+    isLimit(key.rateLimit5hUsd) &&
+    isLimit(key.rateLimit1dUsd) &&
+    isLimit(key.rateLimit7dUsd);
+  const userOk =
+    user &&
+    isString(user.id) &&
+    isString(user.name) &&
+    isLimit(user.groupId) &&
+    Number.isSafeInteger(user.rpmLimit) &&
+    Number.isSafeInteger(user.maxConcurrency);
+  const groupOk =
+    group === null ||
+    (group &&
+      isString(group.id) &&
+      isString(group.name) &&
+      isString(group.rateMultiplier) &&
+      (group.billingType === 'standard' || group.billingType === 'subscription') &&
+      Number.isSafeInteger(group.rpmLimit) &&
+      isLimit(group.dailyLimitUsd) &&
+      isLimit(group.weeklyLimitUsd) &&
+      isLimit(group.monthlyLimitUsd));
   if (!keyOk || !userOk || !groupOk || key.userId !== user.id) return undefined;
   return value as Principal;
 }
@@ -98,7 +118,10 @@ export class MemoryPrincipalCache implements PrincipalCacheBackend {
  * The keys are in different slots, so each command names one key.
  */
 export class RedisPrincipalCache implements PrincipalCacheBackend {
-  constructor(private readonly client: Redis | Cluster, private readonly prefix: string) {}
+  constructor(
+    private readonly client: Redis | Cluster,
+    private readonly prefix: string,
+  ) {}
 
   async get(keyHash: string): Promise<Principal | undefined> {
     return parsePrincipal(await this.client.get(this.#entry(keyHash)));

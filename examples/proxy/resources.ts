@@ -4,7 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import knexFactory, { type Knex } from 'knex';
-import { MemoryBillingCache, RedisBillingCache, recommendedClusterOptions, recommendedRedisOptions, type BillingCache, type ThrottledLog } from '../../lib/index.js';
+import {
+  MemoryBillingCache,
+  RedisBillingCache,
+  recommendedClusterOptions,
+  recommendedRedisOptions,
+  type BillingCache,
+  type ThrottledLog,
+} from '../../lib/index.js';
 import type { ProxyConfig } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -91,6 +98,8 @@ export async function openCache(config: ProxyConfig, logger: Logger): Promise<Op
   });
   // Without an offline queue, commands sent before the connection is ready fail: connect first. A
   // Redis that is down at start is not fatal — requests are served from the store until it answers.
-  await client.connect().catch((err: Error) => logger.warn({ err: { message: err.message } }, 'redis not reachable at start; serving from the store until it is'));
+  await client
+    .connect()
+    .catch((err: Error) => logger.warn({ err: { message: err.message } }, 'redis not reachable at start; serving from the store until it is'));
   return { cache: new RedisBillingCache(client, { prefix: config.redisPrefix }), client };
 }

@@ -20,9 +20,36 @@ export const DEMO_KEYS_FILE = 'demo-keys.json';
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 export const DEMO_GROUPS: readonly GroupRecord[] = [
-  { id: 'standard', name: 'Pay as you go', billingType: 'standard', rateMultiplier: '1', dailyLimitUsd: null, weeklyLimitUsd: null, monthlyLimitUsd: null, rpmLimit: 0 },
-  { id: 'partner', name: 'Partner discount (x0.8)', billingType: 'standard', rateMultiplier: '0.8', dailyLimitUsd: null, weeklyLimitUsd: null, monthlyLimitUsd: null, rpmLimit: 0 },
-  { id: 'pro', name: 'Pro plan (subscription)', billingType: 'subscription', rateMultiplier: '1', dailyLimitUsd: '2.00000000', weeklyLimitUsd: '10.00000000', monthlyLimitUsd: '30.00000000', rpmLimit: 30 },
+  {
+    id: 'standard',
+    name: 'Pay as you go',
+    billingType: 'standard',
+    rateMultiplier: '1',
+    dailyLimitUsd: null,
+    weeklyLimitUsd: null,
+    monthlyLimitUsd: null,
+    rpmLimit: 0,
+  },
+  {
+    id: 'partner',
+    name: 'Partner discount (x0.8)',
+    billingType: 'standard',
+    rateMultiplier: '0.8',
+    dailyLimitUsd: null,
+    weeklyLimitUsd: null,
+    monthlyLimitUsd: null,
+    rpmLimit: 0,
+  },
+  {
+    id: 'pro',
+    name: 'Pro plan (subscription)',
+    billingType: 'subscription',
+    rateMultiplier: '1',
+    dailyLimitUsd: '2.00000000',
+    weeklyLimitUsd: '10.00000000',
+    monthlyLimitUsd: '30.00000000',
+    rpmLimit: 30,
+  },
 ];
 
 interface DemoUser {

@@ -90,14 +90,16 @@ async function main(): Promise<void> {
   const running = await startServer(config);
   const { gateway } = running;
   // The banner is for the person at the terminal, so it goes to stderr: stdout carries only JSON logs.
-  process.stderr.write(formatBanner({
-    baseUrl: running.url,
-    upstreamUrl: gateway.upstreamUrl,
-    usingMockUpstream: gateway.mockUpstream !== null,
-    ...describeStorage(config),
-    demoKeys: gateway.demoKeys,
-    generatedAdminToken: gateway.adminTokenGenerated ? gateway.adminToken : null,
-  }));
+  process.stderr.write(
+    formatBanner({
+      baseUrl: running.url,
+      upstreamUrl: gateway.upstreamUrl,
+      usingMockUpstream: gateway.mockUpstream !== null,
+      ...describeStorage(config),
+      demoKeys: gateway.demoKeys,
+      generatedAdminToken: gateway.adminTokenGenerated ? gateway.adminToken : null,
+    }),
+  );
 
   let signalled = false;
   const onSignal = (signal: NodeJS.Signals) => {

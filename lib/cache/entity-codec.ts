@@ -1,5 +1,5 @@
 // The one codec between cached entities and flat string hashes, shared by the Redis and memory caches
-// so both read, validate and refuse exactly the same contents (issue 4).
+// so both read, validate and refuse exactly the same contents (docs/behaviour.md#cache-consistency).
 import { MAX_USD_UNITS } from '../money.js';
 import type { CacheEntityKind, CacheEntityMap } from '../types.js';
 
@@ -11,7 +11,7 @@ export type RawHash = Record<string, string>;
 
 /** Bookkeeping fields every entry carries next to its data. */
 export const META_FIELDS = Object.freeze({
-  /** Generation: bumped by each invalidation, compared by fills (SPEC §7). */
+  /** Generation: bumped by each invalidation, compared by fills (docs/behaviour.md#cache-consistency). */
   generation: 'g',
   /** The store row's version of the cached value (kept by tombstones). */
   version: 'v',
@@ -134,32 +134,43 @@ export function checkField(rule: FieldRule, text: string | undefined): boolean {
 /** The rule as the Lua scripts read it: `i|min|max`, `n|min|max` (nullable), `e|a|b|`, `s|maxLength`. */
 export function luaRule(rule: FieldRule): string {
   switch (rule.type) {
-    case 'int': return `${rule.nullable ? 'n' : 'i'}|${rule.min}|${rule.max}`;
-    case 'enum': return `e|${rule.values.join('|')}|`;
-    case 'text': return `s|${rule.maxLength}`;
+    case 'int':
+      return `${rule.nullable ? 'n' : 'i'}|${rule.min}|${rule.max}`;
+    case 'enum':
+      return `e|${rule.values.join('|')}|`;
+    case 'text':
+      return `s|${rule.maxLength}`;
   }
 }
 
 function parseValue(kind: ValueKind, text: string): unknown {
   switch (kind) {
     case 'money':
-    case 'held': return BigInt(text);
-    case 'nullableMoney': return text === '' ? null : BigInt(text);
+    case 'held':
+      return BigInt(text);
+    case 'nullableMoney':
+      return text === '' ? null : BigInt(text);
     case 'time':
-    case 'count': return Number(text);
+    case 'count':
+      return Number(text);
     case 'nullableTime':
-    case 'nullableCount': return text === '' ? null : Number(text);
-    case 'flag': return text === '1';
+    case 'nullableCount':
+      return text === '' ? null : Number(text);
+    case 'flag':
+      return text === '1';
     case 'text':
     case 'status':
-    case 'schema': return text;
+    case 'schema':
+      return text;
   }
 }
 
 function formatValue(kind: ValueKind, value: unknown): string {
   switch (kind) {
-    case 'schema': return String(PLATFORM_QUOTA_SCHEMA);
-    case 'flag': return value === true ? '1' : value === false ? '0' : `${String(value)}?`;
+    case 'schema':
+      return String(PLATFORM_QUOTA_SCHEMA);
+    case 'flag':
+      return value === true ? '1' : value === false ? '0' : `${String(value)}?`;
     case 'money':
       return typeof value === 'bigint' ? value.toString() : `not a bigint: ${String(value)}`;
     case 'held':

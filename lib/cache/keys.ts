@@ -1,5 +1,5 @@
 // Redis key names for the caches: every key of one user carries the `{u:<userId>}` hash tag, so all
-// keys one request touches live in one Redis Cluster slot (DESIGN §3).
+// keys one request touches live in one Redis Cluster slot (docs/architecture.md).
 import type { CacheEntityRef } from '../types.js';
 
 export const DEFAULT_KEY_PREFIX = 'kbe:';
@@ -79,11 +79,16 @@ export class CacheKeys {
   entity(ref: CacheEntityRef): string {
     const keys = this.#of(ref.userId);
     switch (ref.kind) {
-      case 'balance': return keys.balance;
-      case 'subscription': return keys.withId('sub:', ref.groupId);
-      case 'apiKeyWindows': return keys.withId('key:', ref.apiKeyId);
-      case 'platformQuota': return keys.withId('pq:', ref.platform);
-      case 'rpmOverride': return keys.withId('rpmo:', ref.groupId);
+      case 'balance':
+        return keys.balance;
+      case 'subscription':
+        return keys.withId('sub:', ref.groupId);
+      case 'apiKeyWindows':
+        return keys.withId('key:', ref.apiKeyId);
+      case 'platformQuota':
+        return keys.withId('pq:', ref.platform);
+      case 'rpmOverride':
+        return keys.withId('rpmo:', ref.groupId);
     }
   }
 
@@ -107,7 +112,7 @@ export class CacheKeys {
     return this.#of(userId).rpmUser;
   }
 
-  /** The per-user-in-group RPM counter (the group cap is per user within the group, SPEC §2.5). */
+  /** The per-user-in-group RPM counter (the group cap is per user within the group, docs/behaviour.md#requests-per-minute). */
   rpmGroup(userId: string, groupId: string): string {
     return this.#of(userId).withId('rpm:g:', groupId);
   }

@@ -75,7 +75,13 @@ export class LeaseBook {
   list(nowMs: number): LeaseInfo[] {
     return [...this.#leases]
       .filter(([, lease]) => lease.expiresAtMs > nowMs)
-      .map(([leaseId, lease]) => ({ leaseId, expiresAtMs: lease.expiresAtMs, amount: lease.amount, dimensions: [...lease.dimensions], slots: [...lease.slots] }));
+      .map(([leaseId, lease]) => ({
+        leaseId,
+        expiresAtMs: lease.expiresAtMs,
+        amount: lease.amount,
+        dimensions: [...lease.dimensions],
+        slots: [...lease.slots],
+      }));
   }
 
   #unbook(leaseId: string, lease: BookedLease): void {

@@ -41,13 +41,15 @@ export function assertReserveRequest(request: ReserveRequest): void {
   if (request.amount < 0n || (request.amount === 0n && request.dimensions.length > 0)) {
     throw new BillingValidationError('amount', 'a reservation amount must be positive');
   }
-  if (request.dimensions.length === 0 && slots.length === 0) throw new BillingValidationError('dimensions', 'a reservation needs at least one dimension or slot');
+  if (request.dimensions.length === 0 && slots.length === 0)
+    throw new BillingValidationError('dimensions', 'a reservation needs at least one dimension or slot');
   if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
   for (const dimension of request.dimensions) assertDimensionName(dimension.name);
   if (slots.length > MAX_SLOTS) throw new BillingValidationError('slots', `at most ${MAX_SLOTS} slots per reservation`);
   for (const slot of slots) {
     assertDimensionName(slot.name);
-    if (!Number.isSafeInteger(slot.limit) || slot.limit < 1) throw new BillingValidationError('slots', `slot limit must be a positive integer, got ${String(slot.limit)}`);
+    if (!Number.isSafeInteger(slot.limit) || slot.limit < 1)
+      throw new BillingValidationError('slots', `slot limit must be a positive integer, got ${String(slot.limit)}`);
   }
   const names = [...request.dimensions.map((d) => d.name), ...slots.map((s) => s.name)];
   if (new Set(names).size !== names.length) throw new BillingValidationError('dimensions', 'reservation dimension and slot names must be distinct');
@@ -57,7 +59,8 @@ export function assertReserveRequest(request: ReserveRequest): void {
 export const MAX_RENEWAL_LEASES = 1000;
 
 export function assertRenewal(leaseIds: readonly string[], ttlMs: number): void {
-  if (!Array.isArray(leaseIds) || leaseIds.length > MAX_RENEWAL_LEASES) throw new BillingValidationError('leaseIds', `a renewal names at most ${MAX_RENEWAL_LEASES} leases`);
+  if (!Array.isArray(leaseIds) || leaseIds.length > MAX_RENEWAL_LEASES)
+    throw new BillingValidationError('leaseIds', `a renewal names at most ${MAX_RENEWAL_LEASES} leases`);
   for (const leaseId of leaseIds) assertLeaseId(leaseId);
   if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
 }

@@ -248,7 +248,12 @@ export class MemoryBillingCache implements BillingCache {
     }
     const slots = request.slots ?? [];
     const expiresAtMs = nowMs + request.ttlMs;
-    book.book(request.leaseId, { expiresAtMs, amount: request.amount, dimensions: request.dimensions.map((d) => d.name), slots: slots.map((slot) => slot.name) });
+    book.book(request.leaseId, {
+      expiresAtMs,
+      amount: request.amount,
+      dimensions: request.dimensions.map((d) => d.name),
+      slots: slots.map((slot) => slot.name),
+    });
     return { outcome: 'reserved', expiresAtMs, slotsInUse: slots.map((slot) => Number(book.held(slot.name))), over, rpm };
   }
 
@@ -311,6 +316,7 @@ export class MemoryBillingCache implements BillingCache {
     this.#leaseBooks.clear();
   }
 
+  /** @internal Direct access to stored entries, for the package's own tests. */
   [memoryRawAccess](): MemoryRawAccess {
     const self = this;
     return {

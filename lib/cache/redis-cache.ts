@@ -1,5 +1,5 @@
 // BillingCache on Redis or Redis Cluster (ioredis): each operation is one Lua script call on one
-// user's hash-tagged keys, so it is one round trip and runs unchanged on a Cluster (DESIGN §3, §4).
+// user's hash-tagged keys, so it is one round trip and runs unchanged on a Cluster (docs/architecture.md).
 import type { Cluster, Redis } from 'ioredis';
 import type {
   BillingCache,
@@ -20,7 +20,17 @@ import { keySlot } from './key-slot.js';
 import { assertKeyPrefix, CacheKeys, DEFAULT_KEY_PREFIX } from './keys.js';
 import { BALANCE_FIELD, WINDOW_FIELDS, assertLeaseId, assertRenewal, assertReserveRequest, decodeLease } from './leases.js';
 import {
-  FILL_LUA, INVALIDATE_LUA, LIST_LEASES_LUA, PUT_LUA, READ_BATCH_COUNTING_LUA, READ_BATCH_LUA, RELEASE_LUA, RENEW_LUA, RESERVE_LUA, RPM_HIT_LUA, SERVER_TIME_LUA,
+  FILL_LUA,
+  INVALIDATE_LUA,
+  LIST_LEASES_LUA,
+  PUT_LUA,
+  READ_BATCH_COUNTING_LUA,
+  READ_BATCH_LUA,
+  RELEASE_LUA,
+  RENEW_LUA,
+  RESERVE_LUA,
+  RPM_HIT_LUA,
+  SERVER_TIME_LUA,
 } from './redis-scripts.js';
 import { assertRpmRequest, parseRpmReply, rpmBucket, rpmResult } from './rpm.js';
 import { ServerClockBounds, localNowMs } from './server-clock.js';
@@ -204,8 +214,14 @@ export class RedisBillingCache implements BillingCache {
     const { keys, stampKey } = batch;
     const rpmKeys = this.#rpmKeys(rpm);
     const reply = await this.#commands().kbeReadBatchCounting(
-      keys.length + 1 + rpmKeys.length, ...keys, stampKey, ...rpmKeys,
-      keys.length, last.stamp, rpm.userCap, rpm.group?.cap ?? 0,
+      keys.length + 1 + rpmKeys.length,
+      ...keys,
+      stampKey,
+      ...rpmKeys,
+      keys.length,
+      last.stamp,
+      rpm.userCap,
+      rpm.group?.cap ?? 0,
     );
     if (typeof reply === 'string') return { batch: last.result, rpm: this.#rpmReply(reply) };
     // A batched read's reply: an entity of the user was written or has expired since `last`, nothing was counted; the fresh reply is checked as usual.
@@ -227,7 +243,7 @@ export class RedisBillingCache implements BillingCache {
 
   /** A batched-read reply ({ stamp, JSON text }) as a result: the kept decoding when the text is unchanged, else decoded; kept with the stamp. */
   #decodeReply(batch: BatchKeys, reply: unknown, memo = this.#lastReply(batch)): CacheBatchResult {
-    const [stamp, text] = Array.isArray(reply) ? reply as unknown[] : [];
+    const [stamp, text] = Array.isArray(reply) ? (reply as unknown[]) : [];
     if (typeof stamp !== 'string' || typeof text !== 'string') throw new Error('read script returned a malformed reply');
     // The decoding depends on the text alone, so a memo looked up before the reply arrived is as good.
     const decoded = memo !== undefined && memo.text === text ? { ...memo, stamp } : decodeBatchText(batch.refs, batch.keys, text, stamp);
@@ -323,7 +339,17 @@ export class RedisBillingCache implements BillingCache {
         args.push(dimension.name, 'b', index + 1, BALANCE_FIELD, '', 0, dimension.fallbackCapacity.toString(), 0, enforced(dimension.name));
       } else {
         const fields = WINDOW_FIELDS[dimension.window];
-        args.push(dimension.name, 'w', index + 1, fields.usage, fields.start, dimension.expiryThreshold, dimension.limit.toString(), dimension.fallbackUsed.toString(), enforced(dimension.name));
+        args.push(
+          dimension.name,
+          'w',
+          index + 1,
+          fields.usage,
+          fields.start,
+          dimension.expiryThreshold,
+          dimension.limit.toString(),
+          dimension.fallbackUsed.toString(),
+          enforced(dimension.name),
+        );
       }
     }
     for (const slot of request.slots ?? []) args.push(slot.name, slot.limit, enforced(slot.name));
@@ -336,7 +362,9 @@ export class RedisBillingCache implements BillingCache {
     } catch (err) {
       // The script may have run with its reply lost. A release sent now runs after it, unless the
       // script is still waiting to run — then it runs past its deadline and holds nothing.
-      this.#commands().kbeRelease(...book, request.leaseId).catch(() => {});
+      this.#commands()
+        .kbeRelease(...book, request.leaseId)
+        .catch(() => {});
       throw err;
     }
     const receivedAtMs = localNowMs();
@@ -344,7 +372,8 @@ export class RedisBillingCache implements BillingCache {
       const expiresAtMs = Number(reply[1]);
       this.#serverClocks.sample(domain, expiresAtMs - request.ttlMs, receivedAtMs);
       const slotsInUse = (reply.slice(4) as unknown[]).map(Number);
-      if (slotsInUse.length !== (request.slots?.length ?? 0) || !slotsInUse.every(Number.isSafeInteger)) throw new Error(`reserve script returned a malformed reply ${JSON.stringify(reply)}`);
+      if (slotsInUse.length !== (request.slots?.length ?? 0) || !slotsInUse.every(Number.isSafeInteger))
+        throw new Error(`reserve script returned a malformed reply ${JSON.stringify(reply)}`);
       const rpm = request.rpm ? this.#rpmReply(reply[3]) : undefined;
       return { outcome: 'reserved', expiresAtMs, slotsInUse, over: reply[2] === '' ? undefined : reply[2], rpm };
     }
@@ -394,7 +423,8 @@ export class RedisBillingCache implements BillingCache {
     assertRenewal(leaseIds, ttlMs);
     if (leaseIds.length === 0) return [];
     const reply = await this.#commands().kbeRenew(...this.#keys.leaseBook(userId), ttlMs, ...leaseIds);
-    if (!Array.isArray(reply) || !reply.every((id) => typeof id === 'string')) throw new Error(`renew script returned a malformed reply ${JSON.stringify(reply)}`);
+    if (!Array.isArray(reply) || !reply.every((id) => typeof id === 'string'))
+      throw new Error(`renew script returned a malformed reply ${JSON.stringify(reply)}`);
     return reply as string[];
   }
 

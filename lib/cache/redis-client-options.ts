@@ -1,5 +1,5 @@
 // ioredis options for the billing cache's client that make a slow or lost Redis fail fast, so the
-// checks fall back to the store or fail open (SPEC §2) instead of holding requests for seconds.
+// checks fall back to the store or fail open (docs/behaviour.md) instead of holding requests for seconds.
 import type { ClusterOptions, RedisOptions } from 'ioredis';
 
 /** Every cache operation is one round trip of well under a millisecond on a healthy Redis. */

@@ -105,7 +105,7 @@ end
  * A key that is not a hash answers 0 (a miss), so foreign data cannot fail the read; an absent key
  * answers [] or {} (cjson cannot tell an empty table's kind), also a miss.
  * One JSON string instead of nested RESP arrays because this runs on every request: the client
- * then decodes one bulk string with JSON.parse instead of ~50 small ones (issue 7), and pcall
+ * then decodes one bulk string with JSON.parse instead of ~50 small ones (docs/benchmark.md), and pcall
  * spares a TYPE call per key. Decoding and validation happen in TypeScript (inspectEntry),
  * identically for both caches. `read_entities(n)` reads KEYS[1..n]; the counting read below shares it.
  */
@@ -185,7 +185,7 @@ return 1
 `;
 
 /**
- * Invalidation (SPEC §10). KEYS[1] = entity, KEYS[2] = the user's change stamp (moved);
+ * Invalidation (docs/behaviour.md#invalidation). KEYS[1] = entity, KEYS[2] = the user's change stamp (moved);
  * ARGV[1] = tombstone ttl ms. Drops the data, bumps the generation (so fills that read the store
  * before now are refused) and keeps the last readable version (so puts older than the dropped
  * value stay refused). Returns the new generation.
@@ -211,7 +211,7 @@ return g + 1
 `;
 
 /**
- * RPM (SPEC §2.5) on the server's clock, so every gateway instance shares the same minute buckets.
+ * RPM (docs/behaviour.md#requests-per-minute) on the server's clock, so every gateway instance shares the same minute buckets.
  * `rpm_hit(user counter, user-in-group counter or nil when no group cap applies, user cap (0 =
  * none), group cap)`; RPM_HIT_LUA passes KEYS[1], KEYS[2], ARGV[1] and ARGV[2].
  * Order and side effects are the contract: the group counter first, and a request over the group
@@ -268,14 +268,14 @@ return rpm_hit(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
 `;
 
 /**
- * The batched read and the RPM hit in one round trip (issue 7), for a request whose checks pass on
+ * The batched read and the RPM hit in one round trip (docs/benchmark.md), for a request whose checks pass on
  * the reply the client last decoded for the same keys. KEYS[1..n] = entities as for READ_BATCH_LUA,
  * KEYS[n+1] = the user's change stamp, KEYS[n+2] = user counter, KEYS[n+3] = user-in-group counter
  * (optional); ARGV = n, the stamp of that reply, then the RPM script's ARGV. The client offers to
  * count only when every entity of that reply was a hit, so the hit is applied only when the stamp
  * is unchanged (no entity of the user was written since) and every entity key still exists (none
  * expired or was evicted since): the checks were decided on the data stored now, and refused
- * requests still never count (SPEC §1.8) — without reading the entities at all.
+ * requests still never count (docs/behaviour.md#the-chain-in-order) — without reading the entities at all.
  * Returns the RPM script's reply (a string) when counted, or { stamp, JSON text } as READ_BATCH_LUA
  * when something changed: nothing counted, the client checks the fresh reply and runs the RPM
  * script on its own.

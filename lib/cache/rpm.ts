@@ -1,5 +1,5 @@
 // RPM bucket arithmetic and request checks shared by the Redis script's caller and the memory cache,
-// so both report buckets, counts and Retry-After the same way (SPEC §2.5).
+// so both report buckets, counts and Retry-After the same way (docs/behaviour.md#requests-per-minute).
 import type { RpmRequest, RpmResult } from '../types.js';
 
 export const RPM_BUCKET_MS = 60_000;

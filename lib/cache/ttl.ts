@@ -1,4 +1,4 @@
-// Time-to-live of every cached entry kind (issue 4): one table, shared by the Redis and memory caches.
+// Time-to-live of every cached entry kind (docs/behaviour.md#cache-consistency): one table, shared by the Redis and memory caches.
 import type { CacheEntityKind, CacheEntityMap } from '../types.js';
 
 const SECOND_MS = 1000;
@@ -12,7 +12,7 @@ export const CACHE_TTL_MS = Object.freeze({
   rpmOverride: 300 * SECOND_MS,
   apiKeyWindows: 7 * DAY_MS,
   platformQuota: DAY_MS,
-  /** "No quota row" markers expire sooner so a newly created row is seen within the hour (SPEC §2.3). */
+  /** "No quota row" markers expire sooner so a newly created row is seen within the hour (docs/behaviour.md#platform-quota). */
   platformQuotaSentinel: HOUR_MS,
   /**
    * An invalidated entry keeps its generation and last version this long: longer than any fill

@@ -1,6 +1,6 @@
 // Holds a Redis client's socket writes until the end of the event-loop turn, so the commands that
 // every request handled in that turn sends leave together: one writev(2) instead of one write(2)
-// per command, and Redis reads them with one read(2) too (issue 7). Under load a gateway's turn
+// per command, and Redis reads them with one read(2) too (docs/benchmark.md). Under load a gateway's turn
 // handles several requests, and these system calls were about half of what a warm request cost
 // Redis and a quarter of what it cost the process. Unlike ioredis's enableAutoPipelining, no
 // Pipeline object is built per batch: the commands are written as usual, Node's own cork buffers

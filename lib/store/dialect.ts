@@ -63,7 +63,8 @@ function sqlite(driverName: string): Dialect {
     decodeMoney(value, column) {
       const units = typeof value === 'bigint' ? value : typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : null;
       if (units === null) throw new StoreDataError(column, `expected an integer of 1e-8 USD, got ${describe(value)}`);
-      if (units > MAX_USD_UNITS || units < -MAX_USD_UNITS) throw new StoreDataError(column, `${formatUsd(units)} USD is beyond the exact range (±${formatUsd(MAX_USD_UNITS)})`);
+      if (units > MAX_USD_UNITS || units < -MAX_USD_UNITS)
+        throw new StoreDataError(column, `${formatUsd(units)} USD is beyond the exact range (±${formatUsd(MAX_USD_UNITS)})`);
       return units;
     },
   };

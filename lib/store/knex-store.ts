@@ -5,9 +5,24 @@ import { silentLogger } from '../log.js';
 import { formatUsd, MAX_USD_UNITS } from '../money.js';
 import { parseOptions, v } from '../options.js';
 import type {
-  ApiKeyWindowsEntity, BalanceEntity, BillingLogger, BillingStore, Clock, PlatformQuotaEntity, PlatformQuotaLimits,
-  EntityWrite, RpmOverride, SettleOutcome, SettlementInput, SettlementResult, StoreHoldRequest, StoreHoldResult, SubscriptionEntity, SubscriptionInput,
-  TimeContext, UsageLogRow,
+  ApiKeyWindowsEntity,
+  BalanceEntity,
+  BillingLogger,
+  BillingStore,
+  Clock,
+  PlatformQuotaEntity,
+  PlatformQuotaLimits,
+  EntityWrite,
+  RpmOverride,
+  SettleOutcome,
+  SettlementInput,
+  SettlementResult,
+  StoreHoldRequest,
+  StoreHoldResult,
+  SubscriptionEntity,
+  SubscriptionInput,
+  TimeContext,
+  UsageLogRow,
 } from '../types.js';
 import { BillingValidationError } from '../validate.js';
 import { dialectOf, type Db, type Dialect } from './dialect.js';
@@ -16,8 +31,20 @@ import { RepeatOfFailedSettlement, settleBatchIn } from './settle-batch.js';
 import { settleIn } from './settle-transaction.js';
 import { StoreDataError, violatesData } from './store-errors.js';
 import {
-  apiKeyIdOf, epochMsOf, groupIdOf, holdIdOf, listLimitOf, platformOf, quotaLimitsOf, rpmOverrideOf, settlementOf, storeHoldOf, subscriptionOf, timeOf,
-  unitsOf, userIdOf,
+  apiKeyIdOf,
+  epochMsOf,
+  groupIdOf,
+  holdIdOf,
+  listLimitOf,
+  platformOf,
+  quotaLimitsOf,
+  rpmOverrideOf,
+  settlementOf,
+  storeHoldOf,
+  subscriptionOf,
+  timeOf,
+  unitsOf,
+  userIdOf,
   type CheckedSettlement,
 } from './store-input.js';
 import { denialOf, expiredHolds, holdIn, releaseIn, renewIn } from './store-holds.js';
@@ -216,14 +243,24 @@ export class KnexBillingStore implements BillingStore {
         outcomes[index] = { ok: false, error: error as Error };
       }
     });
-    const alone = (index: number): Promise<SettleOutcome> => this.settle(inputs[index]!).then((result) => ({ ok: true, result }), (error: Error) => ({ ok: false, error }));
+    const alone = (index: number): Promise<SettleOutcome> =>
+      this.settle(inputs[index]!).then(
+        (result) => ({ ok: true, result }),
+        (error: Error) => ({ ok: false, error }),
+      );
     if (valid.length <= 1) {
       for (const { index } of valid) outcomes[index] = await alone(index);
       return outcomes;
     }
     let batch: SettleOutcome[];
     try {
-      batch = await this.#write('settleBatch', (trx) => settleBatchIn(trx, this.#d, valid.map((v) => v.checked)));
+      batch = await this.#write('settleBatch', (trx) =>
+        settleBatchIn(
+          trx,
+          this.#d,
+          valid.map((v) => v.checked),
+        ),
+      );
     } catch (error) {
       if (!violatesData(error)) {
         // The store failed the whole transaction: every settlement gets that error, and retries.
@@ -241,13 +278,13 @@ export class KnexBillingStore implements BillingStore {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Administration writes (DESIGN §2): each bumps the row version and returns the new row.
+  // Administration writes (docs/architecture.md): each bumps the row version and returns the new row.
 
   async topUp(userId: string, amount: bigint): Promise<BalanceEntity> {
     const user = userIdOf(userId);
     const units = unitsOf(amount, 'amount', 1n);
     const d = this.#d;
-    // The WHERE keeps the balance inside the exact range every cache can hold (SPEC §8).
+    // The WHERE keeps the balance inside the exact range every cache can hold (docs/money-and-limits.md).
     const [row] = await this.#write('topUp', (trx) =>
       this.#rows(
         trx,
@@ -260,7 +297,10 @@ export class KnexBillingStore implements BillingStore {
       ),
     );
     if (row === undefined) {
-      throw new BillingValidationError('amount', `topUp of ${formatUsd(units)} USD would take the balance of user ${JSON.stringify(user)} above ${formatUsd(MAX_USD_UNITS)} USD`);
+      throw new BillingValidationError(
+        'amount',
+        `topUp of ${formatUsd(units)} USD would take the balance of user ${JSON.stringify(user)} above ${formatUsd(MAX_USD_UNITS)} USD`,
+      );
     }
     return toBalance(d, row);
   }
@@ -308,7 +348,11 @@ export class KnexBillingStore implements BillingStore {
     const d = this.#d;
     const t = TABLES.platformQuotas;
     // Limits left undefined keep their stored value (NULL on a new row); usages and windows are kept.
-    const given = [['daily_limit', daily], ['weekly_limit', weekly], ['monthly_limit', monthly]] as const;
+    const given = [
+      ['daily_limit', daily],
+      ['weekly_limit', weekly],
+      ['monthly_limit', monthly],
+    ] as const;
     const sets = given.filter(([, value]) => value !== undefined).map(([column]) => `${column} = excluded.${column}`);
     sets.push(`version = ${t}.version + 1`);
     const [row] = await this.#write('setPlatformQuota', (trx) =>

@@ -48,7 +48,7 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable(TABLES.platformQuotas, (t) => {
     t.string('user_id', ID_LENGTH).notNullable();
     t.string('platform', 32).notNullable();
-    // Limits: NULL = unlimited, 0 = fully blocked (SPEC §2.3).
+    // Limits: NULL = unlimited, 0 = fully blocked (docs/behaviour.md#platform-quota).
     for (const w of ['daily', 'weekly', 'monthly']) {
       money(t, `${w}_limit`).nullable();
       money(t, `${w}_usage`).notNullable().defaultTo(0);

@@ -45,7 +45,7 @@ export async function migrateBillingSchema(knex: Knex): Promise<void> {
   // may refuse a second writer outright (SQLITE_BUSY) instead of queueing it: that one retries.
   await inTransaction(knex, 'migrateBillingSchema', MIGRATION_RETRY, async (trx) => {
     if (dialect.name === 'postgresql') {
-      await trx.raw('SELECT pg_advisory_xact_lock(?, hashtext(COALESCE(current_schema(), \'\')))', [ADVISORY_LOCK_CLASS]);
+      await trx.raw("SELECT pg_advisory_xact_lock(?, hashtext(COALESCE(current_schema(), '')))", [ADVISORY_LOCK_CLASS]);
     }
     await trx.migrate.latest(config);
   });

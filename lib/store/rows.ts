@@ -40,19 +40,22 @@ export function toBalance(d: Dialect, row: Row): BalanceEntity {
 
 export function toSubscription(d: Dialect, row: Row): SubscriptionEntity {
   const r = reader(d, TABLES.subscriptions, row);
-  return withHeld({
-    version: r.int('version'),
-    subscriptionId: String(r.int('id')),
-    status: r.oneOf<SubscriptionStatus>('status', STATUSES),
-    startsAtMs: r.int('starts_at_ms'),
-    expiresAtMs: r.int('expires_at_ms'),
-    dailyUsage: r.money('daily_usage'),
-    weeklyUsage: r.money('weekly_usage'),
-    monthlyUsage: r.money('monthly_usage'),
-    dailyStartMs: r.intOrNull('daily_start_ms'),
-    weeklyStartMs: r.intOrNull('weekly_start_ms'),
-    monthlyStartMs: r.intOrNull('monthly_start_ms'),
-  }, r);
+  return withHeld(
+    {
+      version: r.int('version'),
+      subscriptionId: String(r.int('id')),
+      status: r.oneOf<SubscriptionStatus>('status', STATUSES),
+      startsAtMs: r.int('starts_at_ms'),
+      expiresAtMs: r.int('expires_at_ms'),
+      dailyUsage: r.money('daily_usage'),
+      weeklyUsage: r.money('weekly_usage'),
+      monthlyUsage: r.money('monthly_usage'),
+      dailyStartMs: r.intOrNull('daily_start_ms'),
+      weeklyStartMs: r.intOrNull('weekly_start_ms'),
+      monthlyStartMs: r.intOrNull('monthly_start_ms'),
+    },
+    r,
+  );
 }
 
 /** A key that was never used has no row: it reads as version 0, zero usage, null starts. */
@@ -69,32 +72,38 @@ export const EMPTY_API_KEY_WINDOWS: Readonly<ApiKeyWindowsEntity> = Object.freez
 export function toApiKeyWindows(d: Dialect, row: Row | undefined): ApiKeyWindowsEntity {
   if (row === undefined) return { ...EMPTY_API_KEY_WINDOWS };
   const r = reader(d, TABLES.apiKeyWindows, row);
-  return withHeld({
-    version: r.int('version'),
-    usage5h: r.money('usage_5h'),
-    usage1d: r.money('usage_1d'),
-    usage7d: r.money('usage_7d'),
-    start5hMs: r.intOrNull('start_5h_ms'),
-    start1dMs: r.intOrNull('start_1d_ms'),
-    start7dMs: r.intOrNull('start_7d_ms'),
-  }, r);
+  return withHeld(
+    {
+      version: r.int('version'),
+      usage5h: r.money('usage_5h'),
+      usage1d: r.money('usage_1d'),
+      usage7d: r.money('usage_7d'),
+      start5hMs: r.intOrNull('start_5h_ms'),
+      start1dMs: r.intOrNull('start_1d_ms'),
+      start7dMs: r.intOrNull('start_7d_ms'),
+    },
+    r,
+  );
 }
 
 export function toPlatformQuota(d: Dialect, row: Row): PlatformQuotaEntity {
   const r = reader(d, TABLES.platformQuotas, row);
-  return withHeld({
-    version: r.int('version'),
-    sentinel: false,
-    dailyLimit: r.moneyOrNull('daily_limit'),
-    weeklyLimit: r.moneyOrNull('weekly_limit'),
-    monthlyLimit: r.moneyOrNull('monthly_limit'),
-    dailyUsage: r.money('daily_usage'),
-    weeklyUsage: r.money('weekly_usage'),
-    monthlyUsage: r.money('monthly_usage'),
-    dailyStartMs: r.intOrNull('daily_start_ms'),
-    weeklyStartMs: r.intOrNull('weekly_start_ms'),
-    monthlyStartMs: r.intOrNull('monthly_start_ms'),
-  }, r);
+  return withHeld(
+    {
+      version: r.int('version'),
+      sentinel: false,
+      dailyLimit: r.moneyOrNull('daily_limit'),
+      weeklyLimit: r.moneyOrNull('weekly_limit'),
+      monthlyLimit: r.moneyOrNull('monthly_limit'),
+      dailyUsage: r.money('daily_usage'),
+      weeklyUsage: r.money('weekly_usage'),
+      monthlyUsage: r.money('monthly_usage'),
+      dailyStartMs: r.intOrNull('daily_start_ms'),
+      weeklyStartMs: r.intOrNull('weekly_start_ms'),
+      monthlyStartMs: r.intOrNull('monthly_start_ms'),
+    },
+    r,
+  );
 }
 
 export function toRpmOverride(row: Row | undefined): number | null {

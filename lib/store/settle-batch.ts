@@ -91,18 +91,26 @@ async function writeRows(
   rows: readonly { key: readonly string[]; values: readonly unknown[]; applied: number }[],
 ): Promise<void> {
   if (rows.length === 0) return;
-  const cast = (type: ColumnType): string => (type === 'money' ? d.moneyParam : type === 'bigint' ? d.bigintParam : d.name === 'postgresql' ? 'CAST(? AS TEXT)' : '?');
+  const cast = (type: ColumnType): string =>
+    type === 'money' ? d.moneyParam : type === 'bigint' ? d.bigintParam : d.name === 'postgresql' ? 'CAST(? AS TEXT)' : '?';
   const names = [...spec.keys, ...columns.map(([name]) => name), 'applied'];
   const tuple = `(${[...spec.keys.map(() => cast('text')), ...columns.map(([, type]) => cast(type)), cast('bigint')].join(', ')})`;
   const sorted = [...rows].sort((a, b) => compareKeys(a.key, b.key));
   const bindings = sorted.flatMap((row) => [...row.key, ...row.values, row.applied]);
   const set = [...columns.map(([name]) => `${name} = v.${name}`), `version = ${spec.table}.version + v.applied`].join(', ');
   const join = spec.keys.map((k) => `${spec.table}.${k} = v.${k}`).join(' AND ');
-  await d.rows(trx, `WITH v(${names.join(', ')}) AS (VALUES ${sorted.map(() => tuple).join(', ')}) UPDATE ${spec.table} SET ${set} FROM v WHERE ${join}`, bindings);
+  await d.rows(
+    trx,
+    `WITH v(${names.join(', ')}) AS (VALUES ${sorted.map(() => tuple).join(', ')}) UPDATE ${spec.table} SET ${set} FROM v WHERE ${join}`,
+    bindings,
+  );
 }
 
 const windowColumns = (windows: readonly WindowColumns[]): [string, ColumnType][] =>
-  windows.flatMap((win): [string, ColumnType][] => [[win.usage, 'money'], [win.start, 'bigint']]);
+  windows.flatMap((win): [string, ColumnType][] => [
+    [win.usage, 'money'],
+    [win.start, 'bigint'],
+  ]);
 
 function windowValues(d: Dialect, entity: Record<string, unknown>, windows: readonly WindowColumns[]): unknown[] {
   return windows.flatMap((win) => [d.money(entity[WINDOW_FIELDS[win.window].usageProp] as bigint), entity[WINDOW_FIELDS[win.window].startProp]]);
@@ -140,7 +148,20 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
      ON CONFLICT (request_id, api_key_id) DO NOTHING RETURNING id, request_id, api_key_id`,
     byLogKey.flatMap((i) => {
       const s = items[i]!;
-      return [s.requestId, s.apiKeyId, s.userId, s.groupId, s.mode, d.money(s.costUnits), s.platform, s.model, s.inputTokens, s.outputTokens, fingerprints[i], s.time.nowMs];
+      return [
+        s.requestId,
+        s.apiKeyId,
+        s.userId,
+        s.groupId,
+        s.mode,
+        d.money(s.costUnits),
+        s.platform,
+        s.model,
+        s.inputTokens,
+        s.outputTokens,
+        fingerprints[i],
+        s.time.nowMs,
+      ];
     }),
   );
   const logIdOf = new Map(inserted.map((row) => [keyOf([String(row.request_id), String(row.api_key_id)]), row.id]));
@@ -148,14 +169,20 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   const storedFingerprint = new Map<string, string>();
   if (existing.length > 0) {
     const tuples = existing.map(() => '(?, ?)').join(', ');
-    const rows = await d.rows(trx, `SELECT request_id, api_key_id, fingerprint FROM ${TABLES.usageLog} WHERE (request_id, api_key_id) IN (VALUES ${tuples})`,
-      existing.flatMap((i) => [items[i]!.requestId, items[i]!.apiKeyId]));
+    const rows = await d.rows(
+      trx,
+      `SELECT request_id, api_key_id, fingerprint FROM ${TABLES.usageLog} WHERE (request_id, api_key_id) IN (VALUES ${tuples})`,
+      existing.flatMap((i) => [items[i]!.requestId, items[i]!.apiKeyId]),
+    );
     for (const row of rows) storedFingerprint.set(keyOf([String(row.request_id), String(row.api_key_id)]), String(row.fingerprint));
   }
   for (const i of existing) {
     const s = items[i]!;
     const stored = storedFingerprint.get(logKey(i));
-    outcomes[i] = stored === fingerprints[i] ? { ok: true, result: { duplicate: true, ...base(i) } } : { ok: false, error: new SettlementConflictError(s.requestId, s.apiKeyId) };
+    outcomes[i] =
+      stored === fingerprints[i]
+        ? { ok: true, result: { duplicate: true, ...base(i) } }
+        : { ok: false, error: new SettlementConflictError(s.requestId, s.apiKeyId) };
   }
 
   // 2. What the new ones charge, read under lock: accounts and subscriptions first.
@@ -165,8 +192,18 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   for (const i of primaries) if (outcomes[i] === undefined && !chargingSet.has(i)) outcomes[i] = { ok: true, result: { duplicate: false, ...base(i) } };
   const accountKey = (s: CheckedSettlement) => [s.userId];
   const subscriptionKey = (s: CheckedSettlement) => [s.userId, s.groupId as string];
-  const accountRows = await lockRows(trx, d, ACCOUNTS, charging.filter((i) => items[i]!.mode === 'balance').map((i) => accountKey(items[i]!)));
-  const subscriptionRows = await lockRows(trx, d, SUBSCRIPTIONS, charging.filter((i) => items[i]!.mode === 'subscription').map((i) => subscriptionKey(items[i]!)));
+  const accountRows = await lockRows(
+    trx,
+    d,
+    ACCOUNTS,
+    charging.filter((i) => items[i]!.mode === 'balance').map((i) => accountKey(items[i]!)),
+  );
+  const subscriptionRows = await lockRows(
+    trx,
+    d,
+    SUBSCRIPTIONS,
+    charging.filter((i) => items[i]!.mode === 'subscription').map((i) => subscriptionKey(items[i]!)),
+  );
   const missing = new Set<number>();
   const charged = charging.filter((i) => {
     const s = items[i]!;
@@ -190,11 +227,20 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
   const keyCharged = charged.filter((i) => items[i]!.trackKeyWindows && items[i]!.apiKeyId !== '');
   const keyKeys = [...new Map(keyCharged.map((i) => [keyOf(keyWindowKey(items[i]!)), keyWindowKey(items[i]!)])).values()].sort(compareKeys);
   if (keyKeys.length > 0) {
-    await d.rows(trx, `INSERT INTO ${TABLES.apiKeyWindows} (user_id, api_key_id, version) VALUES ${keyKeys.map(() => '(?, ?, 0)').join(', ')} ON CONFLICT (user_id, api_key_id) DO NOTHING`, keyKeys.flat());
+    await d.rows(
+      trx,
+      `INSERT INTO ${TABLES.apiKeyWindows} (user_id, api_key_id, version) VALUES ${keyKeys.map(() => '(?, ?, 0)').join(', ')} ON CONFLICT (user_id, api_key_id) DO NOTHING`,
+      keyKeys.flat(),
+    );
   }
   const keyRows = await lockRows(trx, d, KEY_WINDOW_ROWS, keyKeys);
   const quotaCharged = charged.filter((i) => items[i]!.mode === 'balance' && items[i]!.platform !== null);
-  const quotaRows = await lockRows(trx, d, QUOTAS, quotaCharged.map((i) => quotaKey(items[i]!)));
+  const quotaRows = await lockRows(
+    trx,
+    d,
+    QUOTAS,
+    quotaCharged.map((i) => quotaKey(items[i]!)),
+  );
 
   // 3. The charges, in arrival order, on the rows as read.
   const targets = {
@@ -235,20 +281,61 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
       const key = keyOf(quotaKey(s));
       const row = quotaRows.get(key);
       // Only an existing quota row is charged: users without a quota get no row.
-      if (row !== undefined) addToEntityWindows(target(targets.quotas, key, () => toPlatformQuota(d, row), i).entity as unknown as Record<string, unknown>, QUOTA_WINDOWS, s.costUnits, s.time);
+      if (row !== undefined)
+        addToEntityWindows(
+          target(targets.quotas, key, () => toPlatformQuota(d, row), i).entity as unknown as Record<string, unknown>,
+          QUOTA_WINDOWS,
+          s.costUnits,
+          s.time,
+        );
     }
   }
 
   // 4. One write per table, each row once.
   const split = (key: string) => key.split('\u0000');
-  await writeRows(trx, d, ACCOUNTS, [['balance', 'money'], ['updated_at_ms', 'bigint']],
-    [...targets.accounts].map(([key, t]) => ({ key: split(key), values: [d.money(t.entity.balance), t.lastTime.nowMs], applied: t.applied })));
-  await writeRows(trx, d, SUBSCRIPTIONS, windowColumns(SUBSCRIPTION_WINDOWS),
-    [...targets.subscriptions].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS), applied: t.applied })));
-  await writeRows(trx, d, KEY_WINDOW_ROWS, windowColumns(KEY_WINDOWS),
-    [...targets.keys].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, KEY_WINDOWS), applied: t.applied })));
-  await writeRows(trx, d, QUOTAS, windowColumns(QUOTA_WINDOWS),
-    [...targets.quotas].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, QUOTA_WINDOWS), applied: t.applied })));
+  await writeRows(
+    trx,
+    d,
+    ACCOUNTS,
+    [
+      ['balance', 'money'],
+      ['updated_at_ms', 'bigint'],
+    ],
+    [...targets.accounts].map(([key, t]) => ({ key: split(key), values: [d.money(t.entity.balance), t.lastTime.nowMs], applied: t.applied })),
+  );
+  await writeRows(
+    trx,
+    d,
+    SUBSCRIPTIONS,
+    windowColumns(SUBSCRIPTION_WINDOWS),
+    [...targets.subscriptions].map(([key, t]) => ({
+      key: split(key),
+      values: windowValues(d, t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS),
+      applied: t.applied,
+    })),
+  );
+  await writeRows(
+    trx,
+    d,
+    KEY_WINDOW_ROWS,
+    windowColumns(KEY_WINDOWS),
+    [...targets.keys].map(([key, t]) => ({
+      key: split(key),
+      values: windowValues(d, t.entity as unknown as Record<string, unknown>, KEY_WINDOWS),
+      applied: t.applied,
+    })),
+  );
+  await writeRows(
+    trx,
+    d,
+    QUOTAS,
+    windowColumns(QUOTA_WINDOWS),
+    [...targets.quotas].map(([key, t]) => ({
+      key: split(key),
+      values: windowValues(d, t.entity as unknown as Record<string, unknown>, QUOTA_WINDOWS),
+      applied: t.applied,
+    })),
+  );
 
   // 5. Receipts: each row goes to the cache once, with the receipt of the last settlement on it.
   for (const i of charged) outcomes[i] = { ok: true, result: { duplicate: false, ...base(i) } };
@@ -273,7 +360,10 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     if (committed === undefined || (!first.ok && !(first.error instanceof SettlementConflictError))) {
       outcomes[i] = { ok: false, error: new RepeatOfFailedSettlement() };
     } else {
-      outcomes[i] = committed === fingerprints[i] ? { ok: true, result: { duplicate: true, ...base(i) } } : { ok: false, error: new SettlementConflictError(s.requestId, s.apiKeyId) };
+      outcomes[i] =
+        committed === fingerprints[i]
+          ? { ok: true, result: { duplicate: true, ...base(i) } }
+          : { ok: false, error: new SettlementConflictError(s.requestId, s.apiKeyId) };
     }
   }
   return outcomes as BatchOutcome[];

@@ -1,4 +1,4 @@
-// The body of one settlement transaction (SPEC §3): dedup row first, then the charge, key windows and platform quota.
+// The body of one settlement transaction (docs/behaviour.md#settlement): dedup row first, then the charge, key windows and platform quota.
 import type { Knex } from 'knex';
 import type { SettlementResult } from '../types.js';
 import type { Dialect } from './dialect.js';
@@ -50,11 +50,11 @@ export async function settleIn(trx: Knex.Transaction, d: Dialect, s: CheckedSett
   } else {
     // The request was admitted, so it is charged whatever the subscription's status is by now.
     const add = addToWindows(d, TABLES.subscriptions, SUBSCRIPTION_WINDOWS, s.costUnits, s.time);
-    const [row] = await d.rows(
-      trx,
-      `UPDATE ${TABLES.subscriptions} SET ${add.sql}, version = version + 1 WHERE user_id = ? AND group_id = ? RETURNING *`,
-      [...add.bindings, s.userId, s.groupId],
-    );
+    const [row] = await d.rows(trx, `UPDATE ${TABLES.subscriptions} SET ${add.sql}, version = version + 1 WHERE user_id = ? AND group_id = ? RETURNING *`, [
+      ...add.bindings,
+      s.userId,
+      s.groupId,
+    ]);
     if (row === undefined) throw new SettlementTargetMissingError('subscription', s.userId, s.groupId);
     result.subscription = toSubscription(d, row);
   }
@@ -76,11 +76,11 @@ export async function settleIn(trx: Knex.Transaction, d: Dialect, s: CheckedSett
   if (s.mode === 'balance' && s.platform !== null) {
     // Only an existing quota row is charged: users without a quota get no row.
     const add = addToWindows(d, TABLES.platformQuotas, QUOTA_WINDOWS, s.costUnits, s.time);
-    const [row] = await d.rows(
-      trx,
-      `UPDATE ${TABLES.platformQuotas} SET ${add.sql}, version = version + 1 WHERE user_id = ? AND platform = ? RETURNING *`,
-      [...add.bindings, s.userId, s.platform],
-    );
+    const [row] = await d.rows(trx, `UPDATE ${TABLES.platformQuotas} SET ${add.sql}, version = version + 1 WHERE user_id = ? AND platform = ? RETURNING *`, [
+      ...add.bindings,
+      s.userId,
+      s.platform,
+    ]);
     if (row !== undefined) result.platformQuota = toPlatformQuota(d, row);
   }
   return result;

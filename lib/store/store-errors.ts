@@ -6,15 +6,22 @@ export type BillingStoreErrorCode = 'SETTLEMENT_CONFLICT' | 'SETTLEMENT_TARGET_M
 export class BillingStoreError extends Error {
   override readonly name: string = 'BillingStoreError';
   readonly permanent = true;
-  constructor(readonly code: BillingStoreErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: BillingStoreErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }
 
-/** The same (requestId, apiKeyId) was already settled with different content (SPEC §3.1). */
+/** The same (requestId, apiKeyId) was already settled with different content (docs/behaviour.md#settlement). */
 export class SettlementConflictError extends BillingStoreError {
   override readonly name = 'SettlementConflictError';
-  constructor(readonly requestId: string, readonly apiKeyId: string) {
+  constructor(
+    readonly requestId: string,
+    readonly apiKeyId: string,
+  ) {
     super(
       'SETTLEMENT_CONFLICT',
       `requestId ${JSON.stringify(requestId)}${apiKeyId ? ` (apiKeyId ${JSON.stringify(apiKeyId)})` : ''} was already settled with different content`,
@@ -25,7 +32,11 @@ export class SettlementConflictError extends BillingStoreError {
 /** A balance-mode settlement for a user without an account, or a subscription-mode one without a subscription row. */
 export class SettlementTargetMissingError extends BillingStoreError {
   override readonly name = 'SettlementTargetMissingError';
-  constructor(readonly target: 'account' | 'subscription', readonly userId: string, readonly groupId: string | null) {
+  constructor(
+    readonly target: 'account' | 'subscription',
+    readonly userId: string,
+    readonly groupId: string | null,
+  ) {
     super(
       'SETTLEMENT_TARGET_MISSING',
       target === 'account'
@@ -38,7 +49,11 @@ export class SettlementTargetMissingError extends BillingStoreError {
 /** A value read from the database is not what the schema promises (corrupt row, foreign writer, overflow). */
 export class StoreDataError extends BillingStoreError {
   override readonly name = 'StoreDataError';
-  constructor(readonly column: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly column: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super('STORE_DATA_INVALID', `${column}: ${message}`, options);
   }
 }
@@ -51,5 +66,8 @@ export class StoreDataError extends BillingStoreError {
 export function violatesData(err: unknown): boolean {
   if (err instanceof StoreDataError) return true;
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
-  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23') || code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG');
+  return (
+    typeof code === 'string' &&
+    (code.startsWith('22') || code.startsWith('23') || code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG')
+  );
 }

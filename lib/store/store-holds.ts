@@ -27,11 +27,29 @@ function targetRow(ref: HoldTarget): TargetRow {
     case 'balance':
       return { table: TABLES.accounts, key: 'user_id = ?', keyBindings: [ref.userId], rank: 0, write: (d, row) => ({ ref, value: toBalance(d, row) }) };
     case 'subscription':
-      return { table: TABLES.subscriptions, key: 'user_id = ? AND group_id = ?', keyBindings: [ref.userId, ref.groupId], rank: 0, write: (d, row) => ({ ref, value: toSubscription(d, row) }) };
+      return {
+        table: TABLES.subscriptions,
+        key: 'user_id = ? AND group_id = ?',
+        keyBindings: [ref.userId, ref.groupId],
+        rank: 0,
+        write: (d, row) => ({ ref, value: toSubscription(d, row) }),
+      };
     case 'apiKeyWindows':
-      return { table: TABLES.apiKeyWindows, key: 'user_id = ? AND api_key_id = ?', keyBindings: [ref.userId, ref.apiKeyId], rank: 1, write: (d, row) => ({ ref, value: toApiKeyWindows(d, row) }) };
+      return {
+        table: TABLES.apiKeyWindows,
+        key: 'user_id = ? AND api_key_id = ?',
+        keyBindings: [ref.userId, ref.apiKeyId],
+        rank: 1,
+        write: (d, row) => ({ ref, value: toApiKeyWindows(d, row) }),
+      };
     case 'platformQuota':
-      return { table: TABLES.platformQuotas, key: 'user_id = ? AND platform = ?', keyBindings: [ref.userId, ref.platform], rank: 2, write: (d, row) => ({ ref, value: toPlatformQuota(d, row) }) };
+      return {
+        table: TABLES.platformQuotas,
+        key: 'user_id = ? AND platform = ?',
+        keyBindings: [ref.userId, ref.platform],
+        rank: 2,
+        write: (d, row) => ({ ref, value: toPlatformQuota(d, row) }),
+      };
   }
 }
 
@@ -42,7 +60,10 @@ const refKeyOf = (ref: HoldTarget): string => JSON.stringify(ref);
 
 /** A denial inside the transaction: thrown to roll back what the hold already wrote. */
 class HoldDenied extends Error {
-  constructor(readonly dimension: string, readonly availableUnits: bigint) {
+  constructor(
+    readonly dimension: string,
+    readonly availableUnits: bigint,
+  ) {
     super(`store hold denied by ${dimension}`);
   }
 }
@@ -83,7 +104,11 @@ export async function holdIn(trx: Knex.Transaction, d: Dialect, request: StoreHo
   for (const [, { ref, target, dimensions }] of ordered) {
     // A key that was never used has no row yet: it holds nothing and has used nothing.
     if (ref.kind === 'apiKeyWindows') {
-      await d.rows(trx, `INSERT INTO ${target.table} (user_id, api_key_id, version) VALUES (?, ?, 0) ON CONFLICT (user_id, api_key_id) DO NOTHING`, target.keyBindings);
+      await d.rows(
+        trx,
+        `INSERT INTO ${target.table} (user_id, api_key_id, version) VALUES (?, ?, 0) ON CONFLICT (user_id, api_key_id) DO NOTHING`,
+        target.keyBindings,
+      );
     }
     const guards: string[] = [];
     const guardBindings: unknown[] = [];
@@ -153,7 +178,11 @@ export async function releaseIn(trx: Knex.Transaction, d: Dialect, userId: strin
 export async function renewIn(trx: Knex.Transaction, d: Dialect, holdIds: readonly string[], expiresAtMs: number): Promise<string[]> {
   if (holdIds.length === 0) return [];
   const list = holdIds.map(() => '?').join(', ');
-  await d.rows(trx, `UPDATE ${TABLES.storeHolds} SET expires_at_ms = ${d.bigintParam} WHERE id IN (${list}) AND expires_at_ms < ${d.bigintParam}`, [expiresAtMs, ...holdIds, expiresAtMs]);
+  await d.rows(trx, `UPDATE ${TABLES.storeHolds} SET expires_at_ms = ${d.bigintParam} WHERE id IN (${list}) AND expires_at_ms < ${d.bigintParam}`, [
+    expiresAtMs,
+    ...holdIds,
+    expiresAtMs,
+  ]);
   const present = new Set((await d.rows(trx, `SELECT id FROM ${TABLES.storeHolds} WHERE id IN (${list})`, [...holdIds])).map((row) => String(row.id)));
   return holdIds.filter((id) => !present.has(id));
 }
@@ -174,7 +203,13 @@ async function releaseExpiredOfUser(trx: Knex.Transaction, d: Dialect, userId: s
 }
 
 /** Expired holds after the key `after` (none: from the start), oldest first, as (user, id) pairs to release one transaction each. */
-export async function expiredHolds(db: Knex, d: Dialect, nowMs: number, limit: number, after?: { expiresAtMs: number; id: string }): Promise<{ userId: string; holdId: string; expiresAtMs: number }[]> {
+export async function expiredHolds(
+  db: Knex,
+  d: Dialect,
+  nowMs: number,
+  limit: number,
+  after?: { expiresAtMs: number; id: string },
+): Promise<{ userId: string; holdId: string; expiresAtMs: number }[]> {
   const from = after ? ` AND (expires_at_ms > ${d.bigintParam} OR (expires_at_ms = ${d.bigintParam} AND id > ?))` : '';
   const rows = await d.rows(
     db,
@@ -198,11 +233,16 @@ function parseTargets(text: unknown, userId: string): HoldTarget[] {
     return value.map((item: Record<string, unknown>): HoldTarget => {
       if (item?.userId !== userId) throw new StoreDataError(column, 'names another user');
       switch (item.kind) {
-        case 'balance': return { kind: 'balance', userId };
-        case 'subscription': return { kind: 'subscription', userId, groupId: normalizeId(item.groupId, 'groupId') };
-        case 'apiKeyWindows': return { kind: 'apiKeyWindows', userId, apiKeyId: normalizeId(item.apiKeyId, 'apiKeyId') };
-        case 'platformQuota': return { kind: 'platformQuota', userId, platform: normalizePlatform(item.platform, 'platform') };
-        default: throw new StoreDataError(column, 'has an unknown kind');
+        case 'balance':
+          return { kind: 'balance', userId };
+        case 'subscription':
+          return { kind: 'subscription', userId, groupId: normalizeId(item.groupId, 'groupId') };
+        case 'apiKeyWindows':
+          return { kind: 'apiKeyWindows', userId, apiKeyId: normalizeId(item.apiKeyId, 'apiKeyId') };
+        case 'platformQuota':
+          return { kind: 'platformQuota', userId, platform: normalizePlatform(item.platform, 'platform') };
+        default:
+          throw new StoreDataError(column, 'has an unknown kind');
       }
     });
   } catch (err) {

@@ -1,7 +1,15 @@
 // Boundary checks for every store method: malformed input is refused with an error naming the field, before any SQL runs.
 import { formatUsd, MAX_USD_UNITS } from '../money.js';
 import { assertLeaseId } from '../cache/leases.js';
-import type { PlatformQuotaLimits, ReservationDimension, SettlementInput, StoreHoldRequest, SubscriptionInput, SubscriptionStatus, TimeContext } from '../types.js';
+import type {
+  PlatformQuotaLimits,
+  ReservationDimension,
+  SettlementInput,
+  StoreHoldRequest,
+  SubscriptionInput,
+  SubscriptionStatus,
+  TimeContext,
+} from '../types.js';
 import { BillingValidationError, normalizeId, normalizePlatform, normalizeRequestId } from '../validate.js';
 import { assertTimeZone } from '../windows.js';
 import { windowOf } from './window-sql.js';
@@ -54,6 +62,7 @@ export function timeOf(value: unknown, field = 'time'): TimeContext {
 
 function nullableString(value: unknown, field: string, max: number): string | null {
   if (value === undefined || value === null) return null;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (typeof value === 'string' && value.length >= 1 && value.length <= max && !/[\u0000-\u001f\u007f]/.test(value)) return value;
   return fail(field, `a string of 1-${max} characters without control characters`, value);
 }
@@ -164,10 +173,12 @@ export function storeHoldOf(request: StoreHoldRequest): StoreHoldRequest {
     unitsOf(dimension.limit, 'dimension.limit', 0n);
     if (!Number.isSafeInteger(dimension.expiryThreshold)) fail('dimension.expiryThreshold', 'an integer of epoch ms', dimension.expiryThreshold);
     const fields = entity as { groupId?: unknown; platform?: unknown; apiKeyId?: unknown };
-    const ref: Extract<ReservationDimension, { kind: 'window' }>['entity'] = entity.kind === 'subscription'
-      ? { kind: 'subscription', userId, groupId: groupIdOf(fields.groupId) }
-      : entity.kind === 'platformQuota' ? { kind: 'platformQuota', userId, platform: platformOf(fields.platform) }
-        : { kind: 'apiKeyWindows', userId, apiKeyId: apiKeyIdOf(fields.apiKeyId) };
+    const ref: Extract<ReservationDimension, { kind: 'window' }>['entity'] =
+      entity.kind === 'subscription'
+        ? { kind: 'subscription', userId, groupId: groupIdOf(fields.groupId) }
+        : entity.kind === 'platformQuota'
+          ? { kind: 'platformQuota', userId, platform: platformOf(fields.platform) }
+          : { kind: 'apiKeyWindows', userId, apiKeyId: apiKeyIdOf(fields.apiKeyId) };
     return { ...dimension, entity: ref };
   });
   return { userId, leaseId, amount, ttlMs: request.ttlMs, nowMs, dimensions };

@@ -121,7 +121,7 @@ export function firstWindowValues(d: Dialect, windows: readonly WindowColumns[],
 
 /**
  * For resetting expired windows: SET clauses that zero the usage and null the start of each window
- * that was started AND has expired (never-started windows are left alone, SPEC §2.4), and the
+ * that was started AND has expired (never-started windows are left alone, docs/behaviour.md#api-key-windows), and the
  * WHERE condition "at least one such window", so that nothing (not even the version) changes
  * otherwise.
  */

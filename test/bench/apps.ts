@@ -22,7 +22,19 @@ import { createSqliteKnex } from '../helpers/sqlite.js';
 import { benchSubject, NEVER_TRIPPING_RPM, seedBenchUser } from './subject.js';
 
 export const APP_IDS = [
-  'bare', 'bare-1us', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-reserve', 'chain-redis-reserve-2000', 'chain-redis-settle', 'chain-redis-no-fields', 'rlf-redis', 'rlf-redis-coalesced',
+  'bare',
+  'bare-1us',
+  'bare-fields',
+  'chain-memory',
+  'chain-memory-metrics',
+  'chain-memory-no-fields',
+  'chain-redis',
+  'chain-redis-reserve',
+  'chain-redis-reserve-2000',
+  'chain-redis-settle',
+  'chain-redis-no-fields',
+  'rlf-redis',
+  'rlf-redis-coalesced',
 ] as const;
 export type AppId = (typeof APP_IDS)[number];
 
@@ -130,7 +142,8 @@ async function chainFields(): Promise<[string, string][]> {
       const value = response.headers.get(name);
       return value === null ? [] : [[name, value]];
     });
-    if (response.status !== 200 || fields.length !== FIELD_NAMES.length) throw new Error(`(a+f): the chain answered ${response.status} with ${fields.length} of the ${FIELD_NAMES.length} fields`);
+    if (response.status !== 200 || fields.length !== FIELD_NAMES.length)
+      throw new Error(`(a+f): the chain answered ${response.status} with ${fields.length} of the ${FIELD_NAMES.length} fields`);
     return fields;
   } finally {
     server.closeAllConnections();
@@ -147,7 +160,11 @@ const BENCH_COST_USD = '0.00012345';
 /** Holds of the benchmark user kept open through the whole run of (c+r2000), as long streams would be. */
 const OPEN_HOLDS = 2000;
 
-async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, { reserve = false, rateLimitHeaders = true, settle = false, openHolds = 0 }): Promise<RunningApp> {
+async function chainApp(
+  core: BillingCore,
+  closeBackends: () => Promise<void>,
+  { reserve = false, rateLimitHeaders = true, settle = false, openHolds = 0 },
+): Promise<RunningApp> {
   await seedBenchUser(core, BENCH_USER);
   // Resolved once, as a gateway's key cache would hand out the same subject object for a key.
   const subject = benchSubject(BENCH_USER);
@@ -163,10 +180,11 @@ async function chainApp(core: BillingCore, closeBackends: () => Promise<void>, {
   app.use(billingEligibility({ core, subject: () => subject, rateLimitHeaders, ...(reserve && { estimateCost: () => BENCH_ESTIMATE_USD }) }));
   let sequence = 0;
   // What a gateway does per billed request: the cost is settled (committed) before the answer goes out.
-  if (settle) app.use(async (ctx, next) => {
-    await ctx.state.billing!.settle({ requestId: `bench-${process.pid}-${sequence++}`, costUsd: BENCH_COST_USD });
-    await next();
-  });
+  if (settle)
+    app.use(async (ctx, next) => {
+      await ctx.state.billing!.settle({ requestId: `bench-${process.pid}-${sequence++}`, costUsd: BENCH_COST_USD });
+      await next();
+    });
   answer(app);
   return {
     app,
@@ -190,10 +208,14 @@ async function chainMemory({ metrics = false, rateLimitHeaders = true } = {}): P
     cache,
     ...(metrics && { metrics: new BillingMetrics({ registry: new Registry() }) }),
   });
-  return chainApp(core, async () => {
-    await cache.close();
-    await knex.destroy();
-  }, { rateLimitHeaders });
+  return chainApp(
+    core,
+    async () => {
+      await cache.close();
+      await knex.destroy();
+    },
+    { rateLimitHeaders },
+  );
 }
 
 /**
@@ -206,10 +228,14 @@ async function chainRedis(settings: AppSettings, { reserve = false, rateLimitHea
   const knex = pgKnex(settings.pgSchema, 10);
   const redis = benchRedisClient(settings.autoPipelining);
   const core = createBillingCore({ store: new KnexBillingStore(knex), cache: new RedisBillingCache(redis, { prefix: settings.redisPrefix }) });
-  return chainApp(core, async () => {
-    await knex.destroy();
-    redis.disconnect();
-  }, { reserve, rateLimitHeaders, settle, openHolds });
+  return chainApp(
+    core,
+    async () => {
+      await knex.destroy();
+      redis.disconnect();
+    },
+    { reserve, rateLimitHeaders, settle, openHolds },
+  );
 }
 
 /**
@@ -240,18 +266,31 @@ function rlfRedis(settings: AppSettings, { coalesced = false } = {}): RunningApp
 
 export async function createApp(id: AppId, settings: AppSettings): Promise<RunningApp> {
   switch (id) {
-    case 'bare': return bare();
-    case 'bare-1us': return bareWithWork();
-    case 'bare-fields': return bareWithFields();
-    case 'chain-memory': return chainMemory();
-    case 'chain-memory-metrics': return chainMemory({ metrics: true });
-    case 'chain-memory-no-fields': return chainMemory({ rateLimitHeaders: false });
-    case 'chain-redis': return chainRedis(settings);
-    case 'chain-redis-reserve': return chainRedis(settings, { reserve: true });
-    case 'chain-redis-reserve-2000': return chainRedis(settings, { reserve: true, openHolds: OPEN_HOLDS });
-    case 'chain-redis-settle': return chainRedis(settings, { settle: true });
-    case 'chain-redis-no-fields': return chainRedis(settings, { rateLimitHeaders: false });
-    case 'rlf-redis': return rlfRedis(settings);
-    case 'rlf-redis-coalesced': return rlfRedis(settings, { coalesced: true });
+    case 'bare':
+      return bare();
+    case 'bare-1us':
+      return bareWithWork();
+    case 'bare-fields':
+      return bareWithFields();
+    case 'chain-memory':
+      return chainMemory();
+    case 'chain-memory-metrics':
+      return chainMemory({ metrics: true });
+    case 'chain-memory-no-fields':
+      return chainMemory({ rateLimitHeaders: false });
+    case 'chain-redis':
+      return chainRedis(settings);
+    case 'chain-redis-reserve':
+      return chainRedis(settings, { reserve: true });
+    case 'chain-redis-reserve-2000':
+      return chainRedis(settings, { reserve: true, openHolds: OPEN_HOLDS });
+    case 'chain-redis-settle':
+      return chainRedis(settings, { settle: true });
+    case 'chain-redis-no-fields':
+      return chainRedis(settings, { rateLimitHeaders: false });
+    case 'rlf-redis':
+      return rlfRedis(settings);
+    case 'rlf-redis-coalesced':
+      return rlfRedis(settings, { coalesced: true });
   }
 }

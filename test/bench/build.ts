@@ -17,10 +17,24 @@ export const BENCH_BUILD_DIR = path.join(ROOT, 'node_modules', '.cache', 'kbe-be
 export function buildBench(): void {
   rmSync(BENCH_BUILD_DIR, { recursive: true, force: true });
   mkdirSync(BENCH_BUILD_DIR, { recursive: true });
-  execFileSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), [
-    '-p', path.join(ROOT, 'tsconfig.json'),
-    '--noEmit', 'false', '--outDir', BENCH_BUILD_DIR, '--rootDir', ROOT, '--declaration', 'false', '--sourceMap', 'false',
-  ], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  execFileSync(
+    path.join(ROOT, 'node_modules', '.bin', 'tsc'),
+    [
+      '-p',
+      path.join(ROOT, 'tsconfig.json'),
+      '--noEmit',
+      'false',
+      '--outDir',
+      BENCH_BUILD_DIR,
+      '--rootDir',
+      ROOT,
+      '--declaration',
+      'false',
+      '--sourceMap',
+      'false',
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] },
+  );
   // node_modules/ ends Node's search for the enclosing package.json, so the output declares its own module type.
   writeFileSync(path.join(BENCH_BUILD_DIR, 'package.json'), `${JSON.stringify({ type: 'module' })}\n`);
 }

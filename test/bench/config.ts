@@ -90,7 +90,10 @@ function parts(): ReadonlySet<BenchPart> {
 }
 
 function list(text: string): string[] {
-  return text.split(',').map((p) => p.trim()).filter(Boolean);
+  return text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
 }
 
 /**
@@ -99,7 +102,14 @@ function list(text: string): string[] {
  * are read from — and rate-limiter-flexible.
  */
 export const INSTRUCTION_APPS: readonly AppId[] = [
-  'bare', 'bare-fields', 'chain-memory', 'chain-memory-metrics', 'chain-memory-no-fields', 'chain-redis', 'chain-redis-no-fields', 'rlf-redis',
+  'bare',
+  'bare-fields',
+  'chain-memory',
+  'chain-memory-metrics',
+  'chain-memory-no-fields',
+  'chain-redis',
+  'chain-redis-no-fields',
+  'rlf-redis',
 ];
 
 function instructionApps(): readonly AppId[] {

@@ -52,6 +52,6 @@ export async function measureCpu<T>(serverPid: number, redis: Redis | undefined,
 }
 
 export function cpuPerRequest(cpu: CpuSeconds, requests: number): CpuPerRequest {
-  const perRequest = (seconds: number) => Math.round((seconds * 1e6) / Math.max(1, requests) * 10) / 10;
+  const perRequest = (seconds: number) => Math.round(((seconds * 1e6) / Math.max(1, requests)) * 10) / 10;
   return { serverUs: perRequest(cpu.server), redisUs: perRequest(cpu.redis), loadGeneratorUs: perRequest(cpu.loadGenerator) };
 }

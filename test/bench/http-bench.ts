@@ -36,7 +36,7 @@ export interface HttpResults {
     'c/d': Ratio;
     /** p99 of (c) over p99 of (a). */
     'p99 c/a': Ratio;
-    /** Metrics on vs off (issue 10). */
+    /** Metrics on vs off (docs/operations.md). */
     'bm/b': Ratio;
     /** Reserving an estimate vs not. */
     'cr/c': Ratio;
@@ -151,7 +151,9 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
     const results = await runRound(order, config, settings, redis);
     for (const id of order) {
       const { reqPerSec, p50Ms, p99Ms, cpu } = results[id];
-      log(`round ${r + 1}/${config.rounds} ${id}: ${Math.round(reqPerSec)} req/s, p50 ${p50Ms.toFixed(2)} ms, p99 ${p99Ms.toFixed(2)} ms; CPU µs/request: server ${cpu.serverUs}, Redis ${cpu.redisUs}, autocannon ${cpu.loadGeneratorUs}`);
+      log(
+        `round ${r + 1}/${config.rounds} ${id}: ${Math.round(reqPerSec)} req/s, p50 ${p50Ms.toFixed(2)} ms, p99 ${p99Ms.toFixed(2)} ms; CPU µs/request: server ${cpu.serverUs}, Redis ${cpu.redisUs}, autocannon ${cpu.loadGeneratorUs}`,
+      );
     }
     rounds.push({ round: r + 1, order, results });
   }
@@ -173,23 +175,91 @@ export async function runHttpBench(config: BenchConfig, settings: HttpSettings, 
     rounds,
     apps,
     ratios: {
-      'b/a': ratio(per((r) => r['chain-memory'].reqPerSec / r.bare.reqPerSec), '>= 0.90', (v) => v >= 0.9),
-      'c/a': ratio(per((r) => r['chain-redis'].reqPerSec / r.bare.reqPerSec), '>= 0.70', (v) => v >= 0.7),
-      'c/d': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec), '>= 1.00', (v) => v >= 1.0),
-      'p99 c/a': ratio(per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms), '<= 2.00', (v) => v <= 2.0),
-      'bm/b': ratio(per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec), '>= 0.95', (v) => v >= 0.95),
-      'cr/c': ratio(per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec), '>= 0.80', (v) => v >= 0.8),
-      'cr2000/cr': ratio(per((r) => r['chain-redis-reserve-2000'].reqPerSec / r['chain-redis-reserve'].reqPerSec), '>= 0.90', (v) => v >= 0.9),
-      'Redis CPU cr/c': ratio(per((r) => r['chain-redis-reserve'].cpu.redisUs / r['chain-redis'].cpu.redisUs), '<= 2.00', (v) => v <= 2),
-      'Redis CPU cr2000/cr': ratio(per((r) => r['chain-redis-reserve-2000'].cpu.redisUs / r['chain-redis-reserve'].cpu.redisUs), 'report', () => true),
-      'cs/c': ratio(per((r) => r['chain-redis-settle'].reqPerSec / r['chain-redis'].reqPerSec), '>= 0.50', (v) => v >= 0.5),
-      'bf/a': ratio(per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
-      'cf/d': ratio(per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec), 'report', () => true),
-      'w/a': ratio(per((r) => r['bare-1us'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
-      'af/a': ratio(per((r) => r['bare-fields'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
-      'b/af': ratio(per((r) => r['chain-memory'].reqPerSec / r['bare-fields'].reqPerSec), 'report', () => true),
-      'd/a': ratio(per((r) => r['rlf-redis'].reqPerSec / r.bare.reqPerSec), 'report', () => true),
-      'c/dw': ratio(per((r) => r['chain-redis'].reqPerSec / r['rlf-redis-coalesced'].reqPerSec), 'report', () => true),
+      'b/a': ratio(
+        per((r) => r['chain-memory'].reqPerSec / r.bare.reqPerSec),
+        '>= 0.90',
+        (v) => v >= 0.9,
+      ),
+      'c/a': ratio(
+        per((r) => r['chain-redis'].reqPerSec / r.bare.reqPerSec),
+        '>= 0.70',
+        (v) => v >= 0.7,
+      ),
+      'c/d': ratio(
+        per((r) => r['chain-redis'].reqPerSec / r['rlf-redis'].reqPerSec),
+        '>= 1.00',
+        (v) => v >= 1.0,
+      ),
+      'p99 c/a': ratio(
+        per((r) => r['chain-redis'].p99Ms / r.bare.p99Ms),
+        '<= 2.00',
+        (v) => v <= 2.0,
+      ),
+      'bm/b': ratio(
+        per((r) => r['chain-memory-metrics'].reqPerSec / r['chain-memory'].reqPerSec),
+        '>= 0.95',
+        (v) => v >= 0.95,
+      ),
+      'cr/c': ratio(
+        per((r) => r['chain-redis-reserve'].reqPerSec / r['chain-redis'].reqPerSec),
+        '>= 0.80',
+        (v) => v >= 0.8,
+      ),
+      'cr2000/cr': ratio(
+        per((r) => r['chain-redis-reserve-2000'].reqPerSec / r['chain-redis-reserve'].reqPerSec),
+        '>= 0.90',
+        (v) => v >= 0.9,
+      ),
+      'Redis CPU cr/c': ratio(
+        per((r) => r['chain-redis-reserve'].cpu.redisUs / r['chain-redis'].cpu.redisUs),
+        '<= 2.00',
+        (v) => v <= 2,
+      ),
+      'Redis CPU cr2000/cr': ratio(
+        per((r) => r['chain-redis-reserve-2000'].cpu.redisUs / r['chain-redis-reserve'].cpu.redisUs),
+        'report',
+        () => true,
+      ),
+      'cs/c': ratio(
+        per((r) => r['chain-redis-settle'].reqPerSec / r['chain-redis'].reqPerSec),
+        '>= 0.50',
+        (v) => v >= 0.5,
+      ),
+      'bf/a': ratio(
+        per((r) => r['chain-memory-no-fields'].reqPerSec / r.bare.reqPerSec),
+        'report',
+        () => true,
+      ),
+      'cf/d': ratio(
+        per((r) => r['chain-redis-no-fields'].reqPerSec / r['rlf-redis'].reqPerSec),
+        'report',
+        () => true,
+      ),
+      'w/a': ratio(
+        per((r) => r['bare-1us'].reqPerSec / r.bare.reqPerSec),
+        'report',
+        () => true,
+      ),
+      'af/a': ratio(
+        per((r) => r['bare-fields'].reqPerSec / r.bare.reqPerSec),
+        'report',
+        () => true,
+      ),
+      'b/af': ratio(
+        per((r) => r['chain-memory'].reqPerSec / r['bare-fields'].reqPerSec),
+        'report',
+        () => true,
+      ),
+      'd/a': ratio(
+        per((r) => r['rlf-redis'].reqPerSec / r.bare.reqPerSec),
+        'report',
+        () => true,
+      ),
+      'c/dw': ratio(
+        per((r) => r['chain-redis'].reqPerSec / r['rlf-redis-coalesced'].reqPerSec),
+        'report',
+        () => true,
+      ),
     },
   };
 }

@@ -88,14 +88,22 @@ async function countApp(id: AppId, config: BenchConfig, settings: HttpSettings):
   const child = startChild('./server.ts', serverEnv(id, config, settings), false, {
     command: 'valgrind',
     // --smc-check=all: V8 writes and rewrites machine code in its heap; without it valgrind would run stale code.
-    args: ['--tool=callgrind', '--quiet', '--separate-threads=yes', '--instr-atstart=no', '--smc-check=all', `--callgrind-out-file=${path.join(outDir, 'out')}`],
+    args: [
+      '--tool=callgrind',
+      '--quiet',
+      '--separate-threads=yes',
+      '--instr-atstart=no',
+      '--smc-check=all',
+      `--callgrind-out-file=${path.join(outDir, 'out')}`,
+    ],
   });
   try {
     // Several times slower under valgrind: start-up alone takes seconds.
     const { port } = await child.message<ServerReady>('ready');
     const url = `http://127.0.0.1:${port}/v1/chat/completions`;
     const pid = String(child.process.pid);
-    if (config.instructionWarmupRequests > 0) assertAnswered(id, await runRequests(url, config.connections, config.instructionWarmupRequests), config.instructionWarmupRequests);
+    if (config.instructionWarmupRequests > 0)
+      assertAnswered(id, await runRequests(url, config.connections, config.instructionWarmupRequests), config.instructionWarmupRequests);
     await run('callgrind_control', ['--instr=on', pid]);
     assertAnswered(id, await runRequests(url, config.connections, config.instructionRequests), config.instructionRequests);
     await run('callgrind_control', ['--dump', pid]);
@@ -117,8 +125,13 @@ export async function runInstructionBench(config: BenchConfig, settings: HttpSet
   }
   const ratios: InstructionResults['ratios'] = {};
   const pairs: [keyof InstructionResults['ratios'], AppId, AppId][] = [
-    ['b/a', 'chain-memory', 'bare'], ['c/a', 'chain-redis', 'bare'], ['c/d', 'chain-redis', 'rlf-redis'], ['bm/b', 'chain-memory-metrics', 'chain-memory'],
-    ['af/a', 'bare-fields', 'bare'], ['bf/a', 'chain-memory-no-fields', 'bare'], ['cf/d', 'chain-redis-no-fields', 'rlf-redis'],
+    ['b/a', 'chain-memory', 'bare'],
+    ['c/a', 'chain-redis', 'bare'],
+    ['c/d', 'chain-redis', 'rlf-redis'],
+    ['bm/b', 'chain-memory-metrics', 'chain-memory'],
+    ['af/a', 'bare-fields', 'bare'],
+    ['bf/a', 'chain-memory-no-fields', 'bare'],
+    ['cf/d', 'chain-redis-no-fields', 'rlf-redis'],
   ];
   for (const [key, app, base] of pairs) {
     const value = instructionRatio(apps, app, base);

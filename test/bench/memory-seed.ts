@@ -18,23 +18,27 @@ export async function seedUsersInBulk(knex: Knex, prefix: string, users: number)
     for (let first = 0; first < users; first += ROWS_PER_INSERT) {
       const ids = Array.from({ length: Math.min(ROWS_PER_INSERT, users - first) }, (_, i) => `${prefix}${first + i}`);
       await trx(BILLING_TABLES.accounts).insert(ids.map((user_id) => ({ user_id, balance: units, version: 1, updated_at_ms: nowMs })));
-      await trx(BILLING_TABLES.platformQuotas).insert(ids.map((user_id) => ({
-        user_id,
-        platform: BENCH_PLATFORM,
-        daily_limit: units,
-        weekly_limit: units,
-        monthly_limit: units,
-        daily_usage: 0,
-        weekly_usage: 0,
-        monthly_usage: 0,
-        version: 1,
-      })));
+      await trx(BILLING_TABLES.platformQuotas).insert(
+        ids.map((user_id) => ({
+          user_id,
+          platform: BENCH_PLATFORM,
+          daily_limit: units,
+          weekly_limit: units,
+          monthly_limit: units,
+          daily_usage: 0,
+          weekly_usage: 0,
+          monthly_usage: 0,
+          version: 1,
+        })),
+      );
     }
   });
   const store = new KnexBillingStore(knex);
   const balance = await store.getBalance(`${prefix}0`);
   const quota = await store.getPlatformQuota(`${prefix}0`, BENCH_PLATFORM);
   if (balance?.balance !== BigInt(units) || quota?.dailyLimit !== BigInt(units)) {
-    throw new Error(`bulk seed does not read back through the store (balance ${String(balance?.balance)}, daily limit ${String(quota?.dailyLimit)}): update memory-seed.ts to the current table layout`);
+    throw new Error(
+      `bulk seed does not read back through the store (balance ${String(balance?.balance)}, daily limit ${String(quota?.dailyLimit)}): update memory-seed.ts to the current table layout`,
+    );
   }
 }

@@ -28,7 +28,7 @@ function shortUrl(url: string): string {
 export function summarise(profile: CpuProfile, top: number, includeAll = false): string {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const selfUs = new Map<number, number>();
-  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  for (const [i, id] of profile.samples.entries()) selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
   // Idle time is the process waiting (for load, for Redis); shares are of the time it was busy.
   const idle = [...selfUs].filter(([id]) => byId.get(id)!.callFrame.functionName === '(idle)').reduce((a, [, us]) => a + us, 0);
   const total = [...selfUs.values()].reduce((a, b) => a + b, 0) - idle;
@@ -63,7 +63,12 @@ export function summarise(profile: CpuProfile, top: number, includeAll = false):
     const rows = [...entries].sort((a, b) => b[1] - a[1]).slice(0, top);
     return [title, ...rows.map(([name, us]) => `${((100 * us) / total).toFixed(1).padStart(5)}%  ${name}`)].join('\n');
   };
-  return [`busy ${(total / 1e6).toFixed(2)} s, idle ${(idle / 1e6).toFixed(2)} s (shares below are of busy time)`, table('self time by function:', byFunction), table('self time by file:', byFile), table('inclusive time of the package\'s functions:', inclusive)].join('\n\n');
+  return [
+    `busy ${(total / 1e6).toFixed(2)} s, idle ${(idle / 1e6).toFixed(2)} s (shares below are of busy time)`,
+    table('self time by function:', byFunction),
+    table('self time by file:', byFile),
+    table("inclusive time of the package's functions:", inclusive),
+  ].join('\n\n');
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {

@@ -40,15 +40,25 @@ function pad(text: string, width: number, right = false): string {
 export function formatTables(results: BenchResults): string {
   const lines: string[] = [];
   const { http, settle, memory, instructions, config, machine } = results;
-  lines.push(`${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; load average ${machine.loadAvgAtStart.join(' ')} at start${machine.loadAvgAtEnd ? `, ${machine.loadAvgAtEnd.join(' ')} at end` : ''}`, '');
+  lines.push(
+    `${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; load average ${machine.loadAvgAtStart.join(' ')} at start${machine.loadAvgAtEnd ? `, ${machine.loadAvgAtEnd.join(' ')} at end` : ''}`,
+    '',
+  );
   if (http) {
-    lines.push(`HTTP, ${config.connections} connections, ${config.durationS} s per app per round in turns of ${config.sliceS} s, ${config.rounds} rounds (medians):`, '');
-    lines.push(`| ${pad('app', 34)} | ${pad('req/s', 8, true)} | ${pad('p50 ms', 7, true)} | ${pad('p99 ms', 7, true)} | CPU µs/request: server / Redis / autocannon |`);
+    lines.push(
+      `HTTP, ${config.connections} connections, ${config.durationS} s per app per round in turns of ${config.sliceS} s, ${config.rounds} rounds (medians):`,
+      '',
+    );
+    lines.push(
+      `| ${pad('app', 34)} | ${pad('req/s', 8, true)} | ${pad('p50 ms', 7, true)} | ${pad('p99 ms', 7, true)} | CPU µs/request: server / Redis / autocannon |`,
+    );
     lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(8)}:|${'-'.repeat(8)}:|${'-'.repeat(44)}:|`);
     for (const id of APP_IDS) {
       const app = http.apps[id];
       const cpu = `${app.cpu.serverUs} / ${app.cpu.redisUs} / ${app.cpu.loadGeneratorUs}`;
-      lines.push(`| ${pad(APP_LABELS[id], 34)} | ${pad(String(app.reqPerSec), 8, true)} | ${pad(app.p50Ms.toFixed(2), 7, true)} | ${pad(app.p99Ms.toFixed(2), 7, true)} | ${pad(cpu, 43, true)} |`);
+      lines.push(
+        `| ${pad(APP_LABELS[id], 34)} | ${pad(String(app.reqPerSec), 8, true)} | ${pad(app.p50Ms.toFixed(2), 7, true)} | ${pad(app.p99Ms.toFixed(2), 7, true)} | ${pad(cpu, 43, true)} |`,
+      );
     }
     lines.push('', `| ${pad('ratio (median of per-round ratios)', 34)} | ${pad('value', 8, true)} | ${pad('target', 8)} | ${pad('met', 4)} | per round`);
     lines.push(`|${'-'.repeat(36)}|${'-'.repeat(9)}:|${'-'.repeat(10)}|${'-'.repeat(6)}|${'-'.repeat(10)}`);
@@ -72,29 +82,44 @@ export function formatTables(results: BenchResults): string {
       'c/dw': '(c)/(d+w) req/s: same transport',
     };
     for (const [key, ratio] of Object.entries(http.ratios) as [keyof HttpResults['ratios'], HttpResults['ratios']['b/a']][]) {
-      lines.push(`| ${pad(names[key], 34)} | ${pad(ratio.median.toFixed(2), 8, true)} | ${pad(ratio.target, 8)} | ${pad(ratio.met ? 'yes' : 'NO', 4)} | ${ratio.perRound.map((r) => r.toFixed(2)).join(', ')}`);
+      lines.push(
+        `| ${pad(names[key], 34)} | ${pad(ratio.median.toFixed(2), 8, true)} | ${pad(ratio.target, 8)} | ${pad(ratio.met ? 'yes' : 'NO', 4)} | ${ratio.perRound.map((r) => r.toFixed(2)).join(', ')}`,
+      );
     }
   }
   if (settle) {
-    lines.push('', `Settlements into PostgreSQL (Redis cache updated after each commit), ${config.settleDurationS} s per run, medians of ${settle.rounds} rounds:`, '');
+    lines.push(
+      '',
+      `Settlements into PostgreSQL (Redis cache updated after each commit), ${config.settleDurationS} s per run, medians of ${settle.rounds} rounds:`,
+      '',
+    );
     lines.push('| run | settlements/s | p50 ms | p99 ms | mean batch | per round |', '|---|---:|---:|---:|---:|---|');
     for (const run of settle.runs) {
-      lines.push(`| ${run.label} | ${run.perSec} | ${run.p50Ms.toFixed(2)} | ${run.p99Ms.toFixed(2)} | ${run.meanBatch.toFixed(1)} | ${run.perRound.join(', ')} |`);
+      lines.push(
+        `| ${run.label} | ${run.perSec} | ${run.p50Ms.toFixed(2)} | ${run.p99Ms.toFixed(2)} | ${run.meanBatch.toFixed(1)} | ${run.perRound.join(', ')} |`,
+      );
     }
-    for (const ref of settle.references) lines.push(`| ${ref.label} (${ref.connections} connections) | ${ref.perSec} | | | ${ref.perTransaction} | ${ref.perRound.join(', ')} |`);
+    for (const ref of settle.references)
+      lines.push(`| ${ref.label} (${ref.connections} connections) | ${ref.perSec} | | | ${ref.perTransaction} | ${ref.perRound.join(', ')} |`);
     lines.push('', '| ratio | value | target | met |', '|---|---:|---|---|');
     for (const t of settle.targets) lines.push(`| ${t.name} | ${t.value.toFixed(2)} | ${t.target} | ${t.met ? 'yes' : 'NO'} |`);
   }
   if (memory) {
     const last = memory.samples.at(-1) ?? memory.before;
-    lines.push('', `Memory: ${memory.requests} checks over ${memory.users} users (each visited once with a burst of ${memory.checksPerVisit}, ${memory.concurrency} visits in flight; in-process core.check), memory cache maxEntries ${memory.maxEntries}:`, '');
+    lines.push(
+      '',
+      `Memory: ${memory.requests} checks over ${memory.users} users (each visited once with a burst of ${memory.checksPerVisit}, ${memory.concurrency} visits in flight; in-process core.check), memory cache maxEntries ${memory.maxEntries}:`,
+      '',
+    );
     lines.push('| | RSS MB | heap used MB | cache entries |', '|---|---:|---:|---:|');
     lines.push(`| before the checks (after seeding) | ${memory.before.rssMb} | ${memory.before.heapUsedMb} | ${memory.before.cacheEntries} |`);
     const peakRss = Math.max(...memory.samples.map((s) => s.rssMb));
     lines.push(`| after ${last.checks} checks | ${last.rssMb} | ${last.heapUsedMb} | ${last.cacheEntries} |`);
     lines.push(`| peak during the run | ${peakRss} | | ${memory.peakCacheEntries} |`);
     lines.push('', `RSS MB every ${memory.samples[0]?.checks ?? 0} checks: ${memory.samples.map((s) => s.rssMb).join(', ')}`);
-    lines.push(`cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`);
+    lines.push(
+      `cache entries bounded by maxEntries: ${memory.boundedByMaxEntries ? 'yes' : 'NO'}; ${memory.checksPerSec} checks/s; ${memory.allowed} allowed, ${memory.denied} denied`,
+    );
   }
   if (instructions) lines.push('', ...instructionTable(instructions, config.connections));
   for (const [part, reason] of Object.entries(results.failures ?? {})) lines.push('', `FAILED ${part}: ${reason}`);
@@ -123,10 +148,13 @@ function instructionTable(instructions: InstructionResults, connections: number)
     const count = instructions.apps[id];
     if (!count) continue;
     const share = bare ? (bare.mainThread / count.mainThread).toFixed(2) : '';
-    lines.push(`| ${pad(APP_LABELS[id], 34)} | ${pad(String(count.mainThread), 11, true)} | ${pad(String(count.allThreads), 11, true)} | ${pad(share, 22, true)} |`);
+    lines.push(
+      `| ${pad(APP_LABELS[id], 34)} | ${pad(String(count.mainThread), 11, true)} | ${pad(String(count.allThreads), 11, true)} | ${pad(share, 22, true)} |`,
+    );
   }
-  const ratios = (Object.entries(instructions.ratios) as [keyof InstructionResults['ratios'], number][])
-    .map(([key, value]) => `${INSTRUCTION_RATIO_NAMES[key]} ${value.toFixed(2)}`);
+  const ratios = (Object.entries(instructions.ratios) as [keyof InstructionResults['ratios'], number][]).map(
+    ([key, value]) => `${INSTRUCTION_RATIO_NAMES[key]} ${value.toFixed(2)}`,
+  );
   if (ratios.length > 0) lines.push('', `As req/s ratios, if throughput followed the main thread's instructions: ${ratios.join('; ')}`);
   return lines;
 }

@@ -80,7 +80,9 @@ async function main(): Promise<void> {
     if (needsServices) pg = await createBenchSchema();
     const schema = pg;
     if (config.parts.has('http') && schema && redis) {
-      log(`HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app in turns of ${config.sliceS} s; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`);
+      log(
+        `HTTP: ${config.connections} connections, ${config.durationS} s × ${config.rounds} rounds per app in turns of ${config.sliceS} s; Redis auto-pipelining ${config.autoPipelining ? 'on' : 'off'}`,
+      );
       await part('http', async () => {
         results.http = await runHttpBench(config, { pgSchema: schema.schema, redisPrefix }, redis, log);
       });
@@ -99,7 +101,9 @@ async function main(): Promise<void> {
     }
     if (config.parts.has('instructions') && schema) {
       if (valgrindAvailable()) {
-        log(`instructions: ${config.instructionApps.join(', ')} under callgrind, ${config.instructionRequests} requests counted after ${config.instructionWarmupRequests}, ${config.connections} connections`);
+        log(
+          `instructions: ${config.instructionApps.join(', ')} under callgrind, ${config.instructionRequests} requests counted after ${config.instructionWarmupRequests}, ${config.connections} connections`,
+        );
         await part('instructions', async () => {
           results.instructions = await runInstructionBench(config, { pgSchema: schema.schema, redisPrefix }, log);
         });

@@ -143,8 +143,20 @@ export async function runSettleBench(config: BenchConfig, knex: Knex, redis: Red
     };
   });
   const references: SettleReference[] = [
-    { label: 'raw pg, one settlement per transaction', connections: 20, perTransaction: 1, perSec: Math.round(median(onePerTxn)), perRound: onePerTxn.map(Math.round) },
-    { label: `raw pg, ${CEILING_PER_TRANSACTION} per transaction (multi-row), the ceiling`, connections: 4, perTransaction: CEILING_PER_TRANSACTION, perSec: Math.round(median(ceiling)), perRound: ceiling.map(Math.round) },
+    {
+      label: 'raw pg, one settlement per transaction',
+      connections: 20,
+      perTransaction: 1,
+      perSec: Math.round(median(onePerTxn)),
+      perRound: onePerTxn.map(Math.round),
+    },
+    {
+      label: `raw pg, ${CEILING_PER_TRANSACTION} per transaction (multi-row), the ceiling`,
+      connections: 4,
+      perTransaction: CEILING_PER_TRANSACTION,
+      perSec: Math.round(median(ceiling)),
+      perRound: ceiling.map(Math.round),
+    },
   ];
   const byLabel = (label: string) => runs.find((run) => run.label === label)!;
   const spread = byLabel(SHAPES[0]!.label);
@@ -153,8 +165,12 @@ export async function runSettleBench(config: BenchConfig, knex: Knex, redis: Red
   const unbatched = byLabel(SHAPES[4]!.label);
   const unbatched20 = byLabel(SHAPES[5]!.label);
   const ceilingPerSec = references[1]!.perSec;
-  const target = (name: string, value: number, goal: number, targetText: string, atMost = false): SettleTarget =>
-    ({ name, value: round(value, 2), target: targetText, met: atMost ? value <= goal : value >= goal });
+  const target = (name: string, value: number, goal: number, targetText: string, atMost = false): SettleTarget => ({
+    name,
+    value: round(value, 2),
+    target: targetText,
+    met: atMost ? value <= goal : value >= goal,
+  });
   return {
     rounds,
     runs,
@@ -194,56 +210,76 @@ async function createReferenceTables(schema: string) {
     const clients = await Promise.all(Array.from({ length: connections }, () => pool.connect()));
     const deadline = performance.now() + durationMs;
     const startedAt = performance.now();
-    await Promise.all(clients.map(async (client) => {
-      try {
-        while (performance.now() < deadline) {
-          try {
-            // Not `settled += await …`: that reads `settled` before the wait, losing other workers' counts.
-            const done = await transaction(client);
-            settled += done;
-          } catch (err) {
-            await client.query('ROLLBACK');
-            throw err;
+    await Promise.all(
+      clients.map(async (client) => {
+        try {
+          while (performance.now() < deadline) {
+            try {
+              // Not `settled += await …`: that reads `settled` before the wait, losing other workers' counts.
+              const done = await transaction(client);
+              settled += done;
+            } catch (err) {
+              await client.query('ROLLBACK');
+              throw err;
+            }
           }
+        } finally {
+          client.release();
         }
-      } finally {
-        client.release();
-      }
-    }));
+      }),
+    );
     const perSec = settled / ((performance.now() - startedAt) / 1000);
     await pool.end();
     return perSec;
   };
   return {
     /** What the store does per settlement, one transaction each: the log row, then three row updates. */
-    onePerTransaction: (connections: number, durationMs: number) => loop(connections, durationMs, async (client) => {
-      const user = `u${Math.floor(Math.random() * SPREAD_USERS)}`;
-      const id = `one-${sequence++}`;
-      await client.query('BEGIN');
-      await client.query(`INSERT INTO ref_log (request_id, api_key_id, user_id, cost, model, input_tokens, output_tokens, fingerprint, created_at_ms)
-        VALUES ($1, $2, $3, $4, 'bench-model', 100, 20, 'f', 0) ON CONFLICT (request_id, api_key_id) DO NOTHING RETURNING id`, [id, `k-${user}`, user, COST_USD]);
-      await client.query('UPDATE ref_accounts SET balance = balance - $1, version = version + 1, updated_at_ms = 0 WHERE user_id = $2', [COST_USD, user]);
-      await client.query('UPDATE ref_key_windows SET usage_5h = usage_5h + $1, version = version + 1 WHERE user_id = $2 AND api_key_id = $3', [COST_USD, user, `k${user.slice(1)}`]);
-      await client.query(`UPDATE ref_quotas SET daily_usage = daily_usage + $1, version = version + 1 WHERE user_id = $2 AND platform = 'openai'`, [COST_USD, user]);
-      await client.query('COMMIT');
-      return 1;
-    }),
+    onePerTransaction: (connections: number, durationMs: number) =>
+      loop(connections, durationMs, async (client) => {
+        const user = `u${Math.floor(Math.random() * SPREAD_USERS)}`;
+        const id = `one-${sequence++}`;
+        await client.query('BEGIN');
+        await client.query(
+          `INSERT INTO ref_log (request_id, api_key_id, user_id, cost, model, input_tokens, output_tokens, fingerprint, created_at_ms)
+        VALUES ($1, $2, $3, $4, 'bench-model', 100, 20, 'f', 0) ON CONFLICT (request_id, api_key_id) DO NOTHING RETURNING id`,
+          [id, `k-${user}`, user, COST_USD],
+        );
+        await client.query('UPDATE ref_accounts SET balance = balance - $1, version = version + 1, updated_at_ms = 0 WHERE user_id = $2', [COST_USD, user]);
+        await client.query('UPDATE ref_key_windows SET usage_5h = usage_5h + $1, version = version + 1 WHERE user_id = $2 AND api_key_id = $3', [
+          COST_USD,
+          user,
+          `k${user.slice(1)}`,
+        ]);
+        await client.query(`UPDATE ref_quotas SET daily_usage = daily_usage + $1, version = version + 1 WHERE user_id = $2 AND platform = 'openai'`, [
+          COST_USD,
+          user,
+        ]);
+        await client.query('COMMIT');
+        return 1;
+      }),
     /** The ceiling: `perTransaction` settlements as one multi-row insert and one multi-row update in key order. */
-    multiRow: (connections: number, perTransaction: number, durationMs: number) => loop(connections, durationMs, async (client) => {
-      const picked = new Set<number>();
-      while (picked.size < perTransaction) picked.add(Math.floor(Math.random() * SPREAD_USERS));
-      const userIds = [...picked].map((i) => `u${i}`).sort();
-      const values = userIds.map((_, i) => `($${i * 3 + 1}, $${i * 3 + 2}, $${i * 3 + 3}, ${COST_USD}, 'bench-model', 100, 20, 'f', 0)`).join(', ');
-      await client.query('BEGIN');
-      await client.query(`INSERT INTO ref_log (request_id, api_key_id, user_id, cost, model, input_tokens, output_tokens, fingerprint, created_at_ms)
-        VALUES ${values} ON CONFLICT (request_id, api_key_id) DO NOTHING RETURNING id`, userIds.flatMap((user) => [`multi-${sequence++}`, `k-${user}`, user]));
-      // The rows are locked in key order by the subquery (a join alone locks them in whatever order it
-      // meets them, and two transactions would deadlock).
-      await client.query(`UPDATE ref_accounts SET balance = balance - ${COST_USD}, version = version + 1, updated_at_ms = 0
-        WHERE user_id IN (SELECT user_id FROM ref_accounts WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE)`, [userIds]);
-      await client.query('COMMIT');
-      return perTransaction;
-    }),
+    multiRow: (connections: number, perTransaction: number, durationMs: number) =>
+      loop(connections, durationMs, async (client) => {
+        const picked = new Set<number>();
+        while (picked.size < perTransaction) picked.add(Math.floor(Math.random() * SPREAD_USERS));
+        const userIds = [...picked].map((i) => `u${i}`).sort();
+        const values = userIds.map((_, i) => `($${i * 3 + 1}, $${i * 3 + 2}, $${i * 3 + 3}, ${COST_USD}, 'bench-model', 100, 20, 'f', 0)`).join(', ');
+        await client.query('BEGIN');
+        await client.query(
+          `INSERT INTO ref_log (request_id, api_key_id, user_id, cost, model, input_tokens, output_tokens, fingerprint, created_at_ms)
+        VALUES ${values} ON CONFLICT (request_id, api_key_id) DO NOTHING RETURNING id`,
+          userIds.flatMap((user) => [`multi-${sequence++}`, `k-${user}`, user]),
+        );
+        // The rows are locked in key order by the subquery (a join alone locks them in whatever order it
+        // meets them, and two transactions would deadlock).
+        await client.query(
+          `UPDATE ref_accounts SET balance = balance - ${COST_USD}, version = version + 1, updated_at_ms = 0
+        WHERE user_id IN (SELECT user_id FROM ref_accounts WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE)`,
+          [userIds],
+        );
+        await client.query('COMMIT');
+        return perTransaction;
+      }),
     drop: async () => {
       const pool = connect(1);
       await pool.query('DROP TABLE IF EXISTS ref_log, ref_accounts, ref_key_windows, ref_quotas');

@@ -31,6 +31,13 @@ export class Turns {
 
   result(): MeasuredLoad {
     const [p50Ms = Number.NaN, p99Ms = Number.NaN] = this.latencies.percentiles(50, 99);
-    return { requests: this.requests, seconds: this.seconds, reqPerSec: this.requests / this.seconds, p50Ms, p99Ms, cpu: cpuPerRequest(this.cpu, this.requests) };
+    return {
+      requests: this.requests,
+      seconds: this.seconds,
+      reqPerSec: this.requests / this.seconds,
+      p50Ms,
+      p99Ms,
+      cpu: cpuPerRequest(this.cpu, this.requests),
+    };
   }
 }

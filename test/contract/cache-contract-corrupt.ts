@@ -4,25 +4,21 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import type { CacheEntityKind } from '../../lib/types.js';
 import type { ContractContext } from './cache-contract.js';
-import {
-  apiKeyWindowsCase,
-  balanceCase,
-  freshUserId,
-  platformQuotaCase,
-  rpmOverrideCase,
-  subscriptionCase,
-  type KindCase,
-} from './cache-fixtures.js';
+import { apiKeyWindowsCase, balanceCase, freshUserId, platformQuotaCase, rpmOverrideCase, subscriptionCase, type KindCase } from './cache-fixtures.js';
 
 type Hash = Record<string, string>;
 type Corruption = [description: string, mutate: (hash: Hash) => Hash];
 
-const set = (field: string, value: string) => (hash: Hash): Hash => ({ ...hash, [field]: value });
-const drop = (field: string) => (hash: Hash): Hash => {
-  const copy = { ...hash };
-  delete copy[field];
-  return copy;
-};
+const set =
+  (field: string, value: string) =>
+  (hash: Hash): Hash => ({ ...hash, [field]: value });
+const drop =
+  (field: string) =>
+  (hash: Hash): Hash => {
+    const copy = { ...hash };
+    delete copy[field];
+    return copy;
+  };
 
 const META_CORRUPTIONS: Corruption[] = [
   ['a non-numeric version', set('v', 'five')],
@@ -31,39 +27,54 @@ const META_CORRUPTIONS: Corruption[] = [
 ];
 
 const CORRUPTIONS: [KindCase<CacheEntityKind>, Corruption[]][] = [
-  [balanceCase, [
-    ['a decimal balance', set('b', '12.5')],
-    ['a non-numeric balance', set('b', 'lots')],
-    ['an empty balance', set('b', '')],
-    ['a balance beyond 2^53-1 units', set('b', '9007199254740992')],
-    ['a balance in exponent form', set('b', '1e9')],
-    ['a missing balance', drop('b')],
-  ]],
-  [subscriptionCase, [
-    ['an unknown status', set('st', 'paused')],
-    ['a status with a separator', set('st', 'active|expired')],
-    ['a non-numeric expiry', set('e', 'soon')],
-    ['a hexadecimal usage', set('du', '0x10')],
-    ['an empty subscription id', set('i', '')],
-    ['a missing window start', drop('ms')],
-  ]],
-  [apiKeyWindowsCase, [
-    ['a padded usage', set('u5', ' 5')],
-    ['a negative window start', set('s1', '-1')],
-    ['a missing usage', drop('u7')],
-  ]],
-  [platformQuotaCase, [
-    ['an old schema version', set('s', '0')],
-    ['no schema version', drop('s')],
-    ['a sentinel flag that is neither 0 nor 1', set('x', 'yes')],
-    ['a limit that is only a sign', set('dl', '-')],
-    ['a decimal window start', set('ws', '1.0')],
-  ]],
-  [rpmOverrideCase, [
-    ['a word for the override', set('o', 'none')],
-    ['a negative override', set('o', '-1')],
-    ['a missing override', drop('o')],
-  ]],
+  [
+    balanceCase,
+    [
+      ['a decimal balance', set('b', '12.5')],
+      ['a non-numeric balance', set('b', 'lots')],
+      ['an empty balance', set('b', '')],
+      ['a balance beyond 2^53-1 units', set('b', '9007199254740992')],
+      ['a balance in exponent form', set('b', '1e9')],
+      ['a missing balance', drop('b')],
+    ],
+  ],
+  [
+    subscriptionCase,
+    [
+      ['an unknown status', set('st', 'paused')],
+      ['a status with a separator', set('st', 'active|expired')],
+      ['a non-numeric expiry', set('e', 'soon')],
+      ['a hexadecimal usage', set('du', '0x10')],
+      ['an empty subscription id', set('i', '')],
+      ['a missing window start', drop('ms')],
+    ],
+  ],
+  [
+    apiKeyWindowsCase,
+    [
+      ['a padded usage', set('u5', ' 5')],
+      ['a negative window start', set('s1', '-1')],
+      ['a missing usage', drop('u7')],
+    ],
+  ],
+  [
+    platformQuotaCase,
+    [
+      ['an old schema version', set('s', '0')],
+      ['no schema version', drop('s')],
+      ['a sentinel flag that is neither 0 nor 1', set('x', 'yes')],
+      ['a limit that is only a sign', set('dl', '-')],
+      ['a decimal window start', set('ws', '1.0')],
+    ],
+  ],
+  [
+    rpmOverrideCase,
+    [
+      ['a word for the override', set('o', 'none')],
+      ['a negative override', set('o', '-1')],
+      ['a missing override', drop('o')],
+    ],
+  ],
 ];
 
 export function corruptContract(ctx: ContractContext): void {
@@ -109,30 +120,33 @@ export function corruptContract(ctx: ContractContext): void {
         fc.record({ op: fc.constant('drop' as const), field: fc.nat() }),
         fc.record({ op: fc.constant('add' as const), name: fc.string({ minLength: 1, maxLength: 4 }), value: junk }),
       );
-      await fc.assert(fc.asyncProperty(fc.nat(kinds.length - 1), fc.array(edit, { minLength: 1, maxLength: 4 }), async (k, edits) => {
-        const kind = kinds[k]!;
-        const userId = await corrupted(kind, (hash) => {
-          const out = { ...hash };
-          const fields = Object.keys(hash);
-          for (const e of edits) {
-            if (e.op === 'add') out[e.name] = e.value;
-            else if (e.op === 'set') out[fields[e.field % fields.length]!] = e.value;
-            else delete out[fields[e.field % fields.length]!];
+      await fc.assert(
+        fc.asyncProperty(fc.nat(kinds.length - 1), fc.array(edit, { minLength: 1, maxLength: 4 }), async (k, edits) => {
+          const kind = kinds[k]!;
+          const userId = await corrupted(kind, (hash) => {
+            const out = { ...hash };
+            const fields = Object.keys(hash);
+            for (const e of edits) {
+              if (e.op === 'add') out[e.name] = e.value;
+              else if (e.op === 'set') out[fields[e.field % fields.length]!] = e.value;
+              else delete out[fields[e.field % fields.length]!];
+            }
+            return out;
+          });
+          const read = (await ctx.cache.readBatch(kind.batch(userId)))[kind.slot] as { hit: boolean; value?: unknown; generation?: number };
+          // A hit is a well-formed value (edits may have written other valid values): it survives a round trip.
+          if (read.hit) {
+            const fresh = freshUserId();
+            expect(await ctx.cache.put(kind.ref(fresh), read.value as never)).to.equal(true);
+            expect((await ctx.cache.readBatch(kind.batch(fresh)))[kind.slot]).to.deep.equal({ hit: true, value: read.value });
+          } else {
+            // A miss is repaired by the next fill from the store.
+            expect(await ctx.cache.fill(kind.ref(userId), kind.value(5, 1), read.generation!)).to.equal(true);
+            expect((await ctx.cache.readBatch(kind.batch(userId)))[kind.slot]).to.deep.equal({ hit: true, value: kind.value(5, 1) });
           }
-          return out;
-        });
-        const read = (await ctx.cache.readBatch(kind.batch(userId)))[kind.slot] as { hit: boolean; value?: unknown; generation?: number };
-        // A hit is a well-formed value (edits may have written other valid values): it survives a round trip.
-        if (read.hit) {
-          const fresh = freshUserId();
-          expect(await ctx.cache.put(kind.ref(fresh), read.value as never)).to.equal(true);
-          expect((await ctx.cache.readBatch(kind.batch(fresh)))[kind.slot]).to.deep.equal({ hit: true, value: read.value });
-        } else {
-          // A miss is repaired by the next fill from the store.
-          expect(await ctx.cache.fill(kind.ref(userId), kind.value(5, 1), read.generation!)).to.equal(true);
-          expect((await ctx.cache.readBatch(kind.batch(userId)))[kind.slot]).to.deep.equal({ hit: true, value: kind.value(5, 1) });
-        }
-      }), { numRuns: ctx.target.clock ? 200 : 60 });
+        }),
+        { numRuns: ctx.target.clock ? 200 : 60 },
+      );
     });
 
     it('still honours a readable version when only the data is corrupt', async function () {
@@ -170,8 +184,14 @@ export function corruptContract(ctx: ContractContext): void {
       const { bucketEndsAtMs } = await ctx.cache.rpmHit({ userId, userCap: 100 });
       const bucket = String(bucketEndsAtMs / 60_000 - 1);
       const unreadable: Hash[] = [
-        { [bucket]: 'many' }, { [bucket]: '-3' }, { [bucket]: '0' }, { [bucket]: '007' }, { [bucket]: '9007199254740991' },
-        { [bucket]: '' }, { b: bucket, c: '7' }, { now: '7' },
+        { [bucket]: 'many' },
+        { [bucket]: '-3' },
+        { [bucket]: '0' },
+        { [bucket]: '007' },
+        { [bucket]: '9007199254740991' },
+        { [bucket]: '' },
+        { b: bucket, c: '7' },
+        { now: '7' },
       ];
       for (const garbage of unreadable) {
         await ctx.raw.write(key, garbage);

@@ -9,8 +9,12 @@ import { freshUserId } from './cache-fixtures.js';
 
 const MINUTE = 60_000;
 
-const balanceDim = (userId: string, capacity: bigint): ReservationDimension =>
-  ({ name: 'bal', kind: 'balance', entity: { kind: 'balance', userId }, fallbackCapacity: capacity });
+const balanceDim = (userId: string, capacity: bigint): ReservationDimension => ({
+  name: 'bal',
+  kind: 'balance',
+  entity: { kind: 'balance', userId },
+  fallbackCapacity: capacity,
+});
 
 const userSlot = (limit: number): SlotDimension => ({ name: 'cc:u', limit });
 
@@ -45,7 +49,8 @@ export function leaseBookContract(ctx: ContractContext): void {
       const busy = freshUserId();
       const dims = (userId: string) => [balanceDim(userId, 1_000_000n)];
       await Promise.all(Array.from({ length: 2000 }, (_, i) => reserve({ userId: busy, leaseId: `open-${i}`, dimensions: dims(busy) })));
-      const work = async (userId: string) => (await ctx.target.scriptedCommands!(() => reserve({ userId, dimensions: dims(userId) }))).map((c) => c[0]!.toLowerCase());
+      const work = async (userId: string) =>
+        (await ctx.target.scriptedCommands!(() => reserve({ userId, dimensions: dims(userId) }))).map((c) => c[0]!.toLowerCase());
       const none = await work(idle);
       const many = await work(busy);
       // The first reserve of a user reads no lease; the busy one must not read 2,000 either.
@@ -127,9 +132,19 @@ export function leaseBookContract(ctx: ContractContext): void {
       const userId = freshUserId();
       const dims = [balanceDim(userId, 10n)];
       const unenforced = new Set(['bal', 'cc:u']);
-      expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({ outcome: 'reserved', over: undefined });
-      expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({ outcome: 'reserved', over: 'cc:u', slotsInUse: [2] });
-      expect(await reserve({ userId, amount: 1n, dimensions: dims, slots: [userSlot(5)], unenforced: new Set(['cc:u']) })).to.include({ outcome: 'denied', dimension: 'bal' });
+      expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({
+        outcome: 'reserved',
+        over: undefined,
+      });
+      expect(await reserve({ userId, amount: 10n, dimensions: dims, slots: [userSlot(1)], unenforced })).to.deep.include({
+        outcome: 'reserved',
+        over: 'cc:u',
+        slotsInUse: [2],
+      });
+      expect(await reserve({ userId, amount: 1n, dimensions: dims, slots: [userSlot(5)], unenforced: new Set(['cc:u']) })).to.include({
+        outcome: 'denied',
+        dimension: 'bal',
+      });
     });
 
     it('a book whose totals were lost or corrupted is rebuilt from its leases, so holds still count exactly', async function () {
@@ -141,7 +156,10 @@ export function leaseBookContract(ctx: ContractContext): void {
       const [, totalsKey] = ctx.cache.keys.leaseBook(userId);
       await ctx.raw.write(totalsKey, { bal: '1', '#n': '7' });
       expect(await reserve({ userId, amount: 41n, dimensions: dims })).to.include({ outcome: 'denied', availableUnits: 40n });
-      expect(await reserve({ userId, leaseId: 'r3', amount: 10n, dimensions: dims, slots: [userSlot(3)] })).to.deep.include({ outcome: 'reserved', slotsInUse: [3] });
+      expect(await reserve({ userId, leaseId: 'r3', amount: 10n, dimensions: dims, slots: [userSlot(3)] })).to.deep.include({
+        outcome: 'reserved',
+        slotsInUse: [3],
+      });
       expect(await ctx.cache.release(userId, 'r1')).to.equal(true);
       expect(await reserve({ userId, amount: 61n, dimensions: dims })).to.include({ outcome: 'denied', availableUnits: 60n });
     });
@@ -151,50 +169,67 @@ export function leaseBookContract(ctx: ContractContext): void {
       const capacity = 100n;
       const SLOT_LIMIT = 3;
       type Op = { op: 'reserve'; amount: number; slot: boolean } | { op: 'release' | 'renew'; pick: number } | { op: 'advance'; ms: number };
-      const ops = fc.array(fc.oneof(
-        fc.record({ op: fc.constant('reserve' as const), amount: fc.integer({ min: 1, max: 40 }), slot: fc.boolean() }),
-        fc.record({ op: fc.constantFrom('release' as const, 'renew' as const), pick: fc.nat() }),
-        // Time moves only where the test controls the clock.
-        ...(ctx.target.clock ? [fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 2 * MINUTE }) })] : []),
-      ), { maxLength: 40 });
-      await fc.assert(fc.asyncProperty(ops, async (sequence: Op[]) => {
-        const userId = freshUserId();
-        const dims = [balanceDim(userId, capacity)];
-        let nowMs = 0;
-        const ttlMs = MINUTE;
-        const model = new Map<string, { amount: bigint; slot: boolean; expiresAtMs: number }>();
-        const live = () => [...model].filter(([, lease]) => lease.expiresAtMs > nowMs);
-        let n = 0;
-        for (const step of sequence) {
-          if (step.op === 'advance') {
-            ctx.target.clock!.advance(step.ms);
-            nowMs += step.ms;
-          } else if (step.op === 'reserve') {
-            const open = live();
-            const held = open.reduce((sum, [, lease]) => sum + lease.amount, 0n);
-            const holders = open.filter(([, lease]) => lease.slot).length;
-            const leaseId = `m${n++}`;
-            const result = await reserve({ userId, leaseId, amount: BigInt(step.amount), ttlMs, dimensions: dims, slots: step.slot ? [userSlot(SLOT_LIMIT)] : [] });
-            const fits = held + BigInt(step.amount) <= capacity && (!step.slot || holders < SLOT_LIMIT);
-            expect(result.outcome, `reserve ${step.amount} with ${held} held, ${holders} holders`).to.equal(fits ? 'reserved' : 'denied');
-            if (fits) model.set(leaseId, { amount: BigInt(step.amount), slot: step.slot, expiresAtMs: nowMs + ttlMs });
-          } else {
-            const ids = [...model.keys()];
-            if (ids.length === 0) continue;
-            const leaseId = ids[step.pick % ids.length]!;
-            const open = model.get(leaseId)!.expiresAtMs > nowMs;
-            if (step.op === 'release') {
-              expect(await ctx.cache.release(userId, leaseId)).to.equal(open);
-              model.delete(leaseId);
+      const ops = fc.array(
+        fc.oneof(
+          fc.record({ op: fc.constant('reserve' as const), amount: fc.integer({ min: 1, max: 40 }), slot: fc.boolean() }),
+          fc.record({ op: fc.constantFrom('release' as const, 'renew' as const), pick: fc.nat() }),
+          // Time moves only where the test controls the clock.
+          ...(ctx.target.clock ? [fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 2 * MINUTE }) })] : []),
+        ),
+        { maxLength: 40 },
+      );
+      await fc.assert(
+        fc.asyncProperty(ops, async (sequence: Op[]) => {
+          const userId = freshUserId();
+          const dims = [balanceDim(userId, capacity)];
+          let nowMs = 0;
+          const ttlMs = MINUTE;
+          const model = new Map<string, { amount: bigint; slot: boolean; expiresAtMs: number }>();
+          const live = () => [...model].filter(([, lease]) => lease.expiresAtMs > nowMs);
+          let n = 0;
+          for (const step of sequence) {
+            if (step.op === 'advance') {
+              ctx.target.clock!.advance(step.ms);
+              nowMs += step.ms;
+            } else if (step.op === 'reserve') {
+              const open = live();
+              const held = open.reduce((sum, [, lease]) => sum + lease.amount, 0n);
+              const holders = open.filter(([, lease]) => lease.slot).length;
+              const leaseId = `m${n++}`;
+              const result = await reserve({
+                userId,
+                leaseId,
+                amount: BigInt(step.amount),
+                ttlMs,
+                dimensions: dims,
+                slots: step.slot ? [userSlot(SLOT_LIMIT)] : [],
+              });
+              const fits = held + BigInt(step.amount) <= capacity && (!step.slot || holders < SLOT_LIMIT);
+              expect(result.outcome, `reserve ${step.amount} with ${held} held, ${holders} holders`).to.equal(fits ? 'reserved' : 'denied');
+              if (fits) model.set(leaseId, { amount: BigInt(step.amount), slot: step.slot, expiresAtMs: nowMs + ttlMs });
             } else {
-              expect(await ctx.cache.renew(userId, [leaseId], ttlMs)).to.deep.equal(open ? [] : [leaseId]);
-              if (open) model.get(leaseId)!.expiresAtMs = nowMs + ttlMs;
+              const ids = [...model.keys()];
+              if (ids.length === 0) continue;
+              const leaseId = ids[step.pick % ids.length]!;
+              const open = model.get(leaseId)!.expiresAtMs > nowMs;
+              if (step.op === 'release') {
+                expect(await ctx.cache.release(userId, leaseId)).to.equal(open);
+                model.delete(leaseId);
+              } else {
+                expect(await ctx.cache.renew(userId, [leaseId], ttlMs)).to.deep.equal(open ? [] : [leaseId]);
+                if (open) model.get(leaseId)!.expiresAtMs = nowMs + ttlMs;
+              }
             }
           }
-        }
-        const listed = (await ctx.cache.listLeases(userId)).map((l) => l.leaseId).sort();
-        expect(listed).to.deep.equal(live().map(([id]) => id).sort());
-      }), { numRuns: ctx.target.clock ? 100 : 25 });
+          const listed = (await ctx.cache.listLeases(userId)).map((l) => l.leaseId).sort();
+          expect(listed).to.deep.equal(
+            live()
+              .map(([id]) => id)
+              .sort(),
+          );
+        }),
+        { numRuns: ctx.target.clock ? 100 : 25 },
+      );
     });
   });
 }

@@ -1,4 +1,4 @@
-// Contract part: reservation leases (issue 9) — all or nothing across dimensions, open leases counted,
+// Contract part: reservation leases (docs/holds.md) — all or nothing across dimensions, open leases counted,
 // live cached usage read atomically, release, expiry on the cache's clock, one round trip.
 import { expect } from 'chai';
 import type { ReservationDimension, ReserveRequest } from '../../lib/types.js';
@@ -13,8 +13,13 @@ function balanceDim(userId: string, capacity: bigint): ReservationDimension {
 
 function keyDim(userId: string, limit: bigint, used: bigint, threshold = 0): ReservationDimension {
   return {
-    name: 'key:k1:5h', kind: 'window', entity: { kind: 'apiKeyWindows', userId, apiKeyId: 'k1' },
-    window: '5h', expiryThreshold: threshold, limit, fallbackUsed: used,
+    name: 'key:k1:5h',
+    kind: 'window',
+    entity: { kind: 'apiKeyWindows', userId, apiKeyId: 'k1' },
+    window: '5h',
+    expiryThreshold: threshold,
+    limit,
+    fallbackUsed: used,
   };
 }
 
@@ -46,9 +51,18 @@ export function leaseContract(ctx: ContractContext): void {
       const stale = await reserve({ userId, amount: 600n, dimensions: [balanceDim(userId, 10_000n)] });
       expect(stale).to.include({ outcome: 'denied', dimension: 'bal' });
       const now = ctx.target.clock?.now() ?? Date.now();
-      await ctx.cache.put({ kind: 'apiKeyWindows', userId, apiKeyId: 'k1' }, {
-        version: 1, usage5h: 90n, usage1d: 0n, usage7d: 0n, start5hMs: now - 1000, start1dMs: null, start7dMs: null,
-      });
+      await ctx.cache.put(
+        { kind: 'apiKeyWindows', userId, apiKeyId: 'k1' },
+        {
+          version: 1,
+          usage5h: 90n,
+          usage1d: 0n,
+          usage7d: 0n,
+          start5hMs: now - 1000,
+          start1dMs: null,
+          start7dMs: null,
+        },
+      );
       expect(await reserve({ userId, amount: 20n, dimensions: [keyDim(userId, 100n, 0n, now - 5 * 3_600_000)] })).to.include({ outcome: 'denied' });
       // The same cached usage in a window that has expired (start < threshold) counts 0.
       expect(await reserve({ userId, amount: 20n, dimensions: [keyDim(userId, 100n, 0n, now)] })).to.include({ outcome: 'reserved' });
@@ -59,13 +73,30 @@ export function leaseContract(ctx: ContractContext): void {
       await ctx.cache.put({ kind: 'balance', userId }, { version: 2, balance: 1000n, held: 600n });
       const read = await ctx.cache.readBatch({ userId, balance: true });
       expect(read.balance).to.deep.equal({ hit: true, value: { version: 2, balance: 1000n, held: 600n } });
-      expect(await reserve({ userId, amount: 401n, dimensions: [balanceDim(userId, 10_000n)] })).to.deep.equal({ outcome: 'denied', dimension: 'bal', availableUnits: 400n });
+      expect(await reserve({ userId, amount: 401n, dimensions: [balanceDim(userId, 10_000n)] })).to.deep.equal({
+        outcome: 'denied',
+        dimension: 'bal',
+        availableUnits: 400n,
+      });
       expect(await reserve({ userId, amount: 400n, dimensions: [balanceDim(userId, 10_000n)] })).to.include({ outcome: 'reserved' });
       const now = ctx.target.clock?.now() ?? Date.now();
-      await ctx.cache.put({ kind: 'apiKeyWindows', userId, apiKeyId: 'k1' }, {
-        version: 1, usage5h: 30n, usage1d: 0n, usage7d: 0n, start5hMs: now - 1000, start1dMs: null, start7dMs: null, held: 50n,
+      await ctx.cache.put(
+        { kind: 'apiKeyWindows', userId, apiKeyId: 'k1' },
+        {
+          version: 1,
+          usage5h: 30n,
+          usage1d: 0n,
+          usage7d: 0n,
+          start5hMs: now - 1000,
+          start1dMs: null,
+          start7dMs: null,
+          held: 50n,
+        },
+      );
+      expect(await reserve({ userId, amount: 21n, dimensions: [keyDim(userId, 100n, 0n, now - 5 * 3_600_000)] })).to.include({
+        outcome: 'denied',
+        availableUnits: 20n,
       });
-      expect(await reserve({ userId, amount: 21n, dimensions: [keyDim(userId, 100n, 0n, now - 5 * 3_600_000)] })).to.include({ outcome: 'denied', availableUnits: 20n });
       // The window has expired, its usage counts 0, the hold still counts.
       expect(await reserve({ userId, amount: 51n, dimensions: [keyDim(userId, 100n, 0n, now)] })).to.include({ outcome: 'denied', availableUnits: 50n });
       expect(await reserve({ userId, amount: 50n, dimensions: [keyDim(userId, 100n, 0n, now)] })).to.include({ outcome: 'reserved' });
@@ -133,8 +164,7 @@ export function leaseContract(ctx: ContractContext): void {
     it('a reservation is one round trip', async function () {
       if (!ctx.target.countCommands) this.skip(); // the memory cache makes no round trips at all
       const userId = freshUserId();
-      const commands = await ctx.target.countCommands(ctx.cache, () =>
-        reserve({ userId, dimensions: [balanceDim(userId, 1000n), keyDim(userId, 1000n, 0n)] }));
+      const commands = await ctx.target.countCommands(ctx.cache, () => reserve({ userId, dimensions: [balanceDim(userId, 1000n), keyDim(userId, 1000n, 0n)] }));
       expect(commands).to.equal(1);
     });
   });

@@ -1,4 +1,4 @@
-// Contract part: the RPM script (SPEC §2.5): exact caps per bucket, the group/user side effects, new
+// Contract part: the RPM script (docs/behaviour.md#requests-per-minute): exact caps per bucket, the group/user side effects, new
 // buckets, and a Retry-After measured on the cache's own clock.
 import { expect } from 'chai';
 import type { RpmRequest, RpmResult } from '../../lib/types.js';
@@ -151,7 +151,10 @@ export function rpmContract(ctx: ContractContext): void {
         [{ userId, userCap: -1 }, 'userCap'],
         [{ userId, group: { groupId: 'g1', cap: 0 }, userCap: 1 }, 'group.cap'],
       ] as const) {
-        const outcome = await ctx.cache.rpmHit(request).then(() => null, (err: unknown) => err);
+        const outcome = await ctx.cache.rpmHit(request).then(
+          () => null,
+          (err: unknown) => err,
+        );
         expect(outcome).to.be.instanceOf(TypeError);
         expect((outcome as Error).message).to.include(field);
       }

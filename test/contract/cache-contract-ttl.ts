@@ -30,7 +30,12 @@ export function ttlContract(ctx: ContractContext): void {
 
     for (const kind of jittered) {
       it(`gives ${kind.kind} 300 s minus a jitter of at most 30 s`, async function () {
-        for (const [random, expectedMs] of [[0, 300 * SECOND], [0.5, 285 * SECOND], [0.99999, 270 * SECOND], [1, 270 * SECOND]] as const) {
+        for (const [random, expectedMs] of [
+          [0, 300 * SECOND],
+          [0.5, 285 * SECOND],
+          [0.99999, 270 * SECOND],
+          [1, 270 * SECOND],
+        ] as const) {
           const { cache, raw } = ctx.open({ random: () => random });
           const ref = kind.ref(freshUserId());
           await cache.put(ref, kind.value(1));

@@ -1,4 +1,4 @@
-// Contract part: versioned writes, generations and invalidation (SPEC §7, §10), the batched read and
+// Contract part: versioned writes, generations and invalidation (docs/behaviour.md#cache-consistency, docs/behaviour.md#invalidation), the batched read and
 // its single round trip.
 import { expect } from 'chai';
 import type { CacheEntityKind } from '../../lib/types.js';
@@ -67,11 +67,7 @@ export function versionContract(ctx: ContractContext): void {
 
     it('puts every key of one user under the same hash tag', function () {
       const userId = freshUserId();
-      const keys = [
-        ...ALL_KINDS.map((kind) => ctx.cache.keys.entity(kind.ref(userId))),
-        ctx.cache.keys.rpmUser(userId),
-        ctx.cache.keys.rpmGroup(userId, 'g1'),
-      ];
+      const keys = [...ALL_KINDS.map((kind) => ctx.cache.keys.entity(kind.ref(userId))), ctx.cache.keys.rpmUser(userId), ctx.cache.keys.rpmGroup(userId, 'g1')];
       for (const key of keys) expect(hashTag(key)).to.equal(`u:${userId}`);
     });
 
@@ -174,7 +170,10 @@ function hashTag(key: string): string | null {
 }
 
 async function expectRejection(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
-  const outcome = await promise.then(() => null, (err: unknown) => err);
+  const outcome = await promise.then(
+    () => null,
+    (err: unknown) => err,
+  );
   expect(outcome).to.be.instanceOf(Error);
   expect((outcome as Error).message).to.match(pattern);
 }

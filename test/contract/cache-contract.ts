@@ -1,5 +1,5 @@
 // The BillingCache contract suite, run unchanged against the memory cache, a single Redis and a Redis
-// Cluster: versions and generations, the batched read, TTLs, RPM, corrupt contents (issue 4) and leases (issue 9).
+// Cluster: versions and generations, the batched read, TTLs, RPM, corrupt contents (docs/behaviour.md#cache-consistency) and leases (docs/holds.md).
 import type { CacheKeys } from '../../lib/cache/keys.js';
 import type { BillingCache } from '../../lib/types.js';
 import { corruptContract } from './cache-contract-corrupt.js';

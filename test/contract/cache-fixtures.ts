@@ -88,7 +88,7 @@ export const platformQuotaCase: KindCase<'platformQuota'> = {
   }),
 };
 
-/** The "no quota row" marker of SPEC §2.3 step 4. */
+/** The "no quota row" marker of docs/behaviour.md#platform-quota. */
 export function sentinelQuota(version = 0): CacheEntityMap['platformQuota'] {
   return {
     version,
@@ -110,7 +110,7 @@ export const rpmOverrideCase: KindCase<'rpmOverride'> = {
   slot: 'rpmOverride',
   ref: (userId) => ({ kind: 'rpmOverride', userId, groupId: 'g1' }),
   batch: (userId) => ({ userId, rpmOverrideGroupId: 'g1' }),
-  // Variant 0 is "known to have no override": that answer is cached too (SPEC §2.5).
+  // Variant 0 is "known to have no override": that answer is cached too (docs/behaviour.md#requests-per-minute).
   value: (version, variant = 0) => ({ version, value: variant === 0 ? null : variant * 10 }),
 };
 

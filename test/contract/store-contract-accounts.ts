@@ -70,8 +70,15 @@ export function accountContract(fx: GetFixture): void {
       const [user, group] = [id('u'), id('g')];
       const sub = await store.upsertSubscription({ userId: user, groupId: group, expiresAtMs });
       expect(sub).to.deep.include({
-        version: 1, status: 'active', expiresAtMs, dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n,
-        dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
+        version: 1,
+        status: 'active',
+        expiresAtMs,
+        dailyUsage: 0n,
+        weeklyUsage: 0n,
+        monthlyUsage: 0n,
+        dailyStartMs: null,
+        weeklyStartMs: null,
+        monthlyStartMs: null,
       });
       expect(sub.subscriptionId).to.match(/^\d+$/);
       const [row] = await knex('billing_subscriptions').where({ user_id: user, group_id: group }).select('starts_at_ms');
@@ -122,8 +129,17 @@ export function accountContract(fx: GetFixture): void {
       expect(await store.getPlatformQuota(user, 'openai')).to.equal(null);
       const quota = await store.setPlatformQuota(user, 'openai', { dailyLimit: usd('5') });
       const expected = {
-        version: 1, sentinel: false, dailyLimit: usd('5'), weeklyLimit: null, monthlyLimit: null,
-        dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n, dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
+        version: 1,
+        sentinel: false,
+        dailyLimit: usd('5'),
+        weeklyLimit: null,
+        monthlyLimit: null,
+        dailyUsage: 0n,
+        weeklyUsage: 0n,
+        monthlyUsage: 0n,
+        dailyStartMs: null,
+        weeklyStartMs: null,
+        monthlyStartMs: null,
       };
       expect(quota).to.deep.equal(expected);
       expect(await store.getPlatformQuota(user, 'openai')).to.deep.equal(expected);
@@ -137,7 +153,14 @@ export function accountContract(fx: GetFixture): void {
       await store.setPlatformQuota(user, 'openai', { dailyLimit: usd('5'), weeklyLimit: usd('20'), monthlyLimit: usd('50') });
       await store.settle(settlement({ requestId: id('r'), userId: user, platform: 'openai', costUnits: usd('1.25') }));
       const updated = await store.setPlatformQuota(user, 'openai', { dailyLimit: 0n, weeklyLimit: null });
-      expect(updated).to.deep.include({ version: 3, dailyLimit: 0n, weeklyLimit: null, monthlyLimit: usd('50'), dailyUsage: usd('1.25'), monthlyUsage: usd('1.25') });
+      expect(updated).to.deep.include({
+        version: 3,
+        dailyLimit: 0n,
+        weeklyLimit: null,
+        monthlyLimit: usd('50'),
+        dailyUsage: usd('1.25'),
+        monthlyUsage: usd('1.25'),
+      });
       expect(updated.dailyStartMs).to.be.a('number');
       expect((await store.setPlatformQuota(user, 'openai', {})).version).to.equal(4);
     });

@@ -55,18 +55,20 @@ async function seed(fx: StoreFixture, users: string[]): Promise<void> {
 }
 
 function inputs(steps: readonly Step[], users: string[], side: string, timezone: string): SettlementInput[] {
-  return steps.map((s) => settlement({
-    requestId: `${side}-r${s.id}`,
-    userId: users[s.user]!,
-    mode: s.mode,
-    groupId: s.mode === 'subscription' ? 'g' : null,
-    costUnits: BigInt(s.cost + (s.alter ? 1 : 0)),
-    platform: s.platform ? 'openai' : null,
-    apiKeyId: s.key === 0 ? '' : `k${s.key}`,
-    trackKeyWindows: s.track,
-    charge: s.charge,
-    time: { nowMs: START + s.offsetMs, timezone },
-  }));
+  return steps.map((s) =>
+    settlement({
+      requestId: `${side}-r${s.id}`,
+      userId: users[s.user]!,
+      mode: s.mode,
+      groupId: s.mode === 'subscription' ? 'g' : null,
+      costUnits: BigInt(s.cost + (s.alter ? 1 : 0)),
+      platform: s.platform ? 'openai' : null,
+      apiKeyId: s.key === 0 ? '' : `k${s.key}`,
+      trackKeyWindows: s.track,
+      charge: s.charge,
+      time: { nowMs: START + s.offsetMs, timezone },
+    }),
+  );
 }
 
 /** What one side ended with, ids stripped: every row of its users, its usage rows, its outcomes. */
@@ -75,11 +77,15 @@ async function snapshot(fx: StoreFixture, users: string[], outcomes: SettleOutco
   for (const table of TABLES_BY_USER) {
     for (const [i, user] of users.entries()) {
       const found = await fx.knex(table).where({ user_id: user }).select('*');
-      found.sort((x: Record<string, unknown>, y: Record<string, unknown>) => JSON.stringify(Object.values(x).map(String)).localeCompare(JSON.stringify(Object.values(y).map(String))));
-      rows.push(found.map((row: Record<string, unknown>) => {
-        const { id: _id, user_id: _user, ...rest } = row;
-        return { table, user: i, ...Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, String(v)])) };
-      }));
+      found.sort((x: Record<string, unknown>, y: Record<string, unknown>) =>
+        JSON.stringify(Object.values(x).map(String)).localeCompare(JSON.stringify(Object.values(y).map(String))),
+      );
+      rows.push(
+        found.map((row: Record<string, unknown>) => {
+          const { id: _id, user_id: _user, ...rest } = row;
+          return { table, user: i, ...Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, String(v)])) };
+        }),
+      );
     }
   }
   const logs = [];
@@ -107,7 +113,12 @@ export function batchContract(fx: GetFixture): void {
         await seed(f, batched);
         const sequential: SettleOutcome[] = [];
         for (const input of inputs(ordered, one, `a${run}`, timezone)) {
-          sequential.push(await f.store.settle(input).then((result) => ({ ok: true as const, result }), (error: Error) => ({ ok: false as const, error })));
+          sequential.push(
+            await f.store.settle(input).then(
+              (result) => ({ ok: true as const, result }),
+              (error: Error) => ({ ok: false as const, error }),
+            ),
+          );
         }
         const together = await f.store.settleBatch(inputs(ordered, batched, `b${run}`, timezone));
         expect(await snapshot(f, batched, together, `b${run}`)).to.deep.equal(await snapshot(f, one, sequential, `a${run}`));
@@ -176,5 +187,4 @@ export function batchContract(fx: GetFixture): void {
     expect(outcomes.map((o) => (o.ok ? 'ok' : (o.error as { field?: string }).field))).to.deep.equal(['ok', 'requestId', 'costUnits']);
     expect(await store.getBalance(user)).to.deep.include({ balance: usd('4') });
   });
-
 }

@@ -10,12 +10,22 @@ const TTL = 60_000;
 
 const balanceDim = (userId: string): ReservationDimension => ({ name: 'bal', kind: 'balance', entity: { kind: 'balance', userId }, fallbackCapacity: 0n });
 const quotaDim = (userId: string, limit: bigint): ReservationDimension => ({
-  name: 'pq:openai:daily', kind: 'window', entity: { kind: 'platformQuota', userId, platform: 'openai' }, window: 'daily',
-  expiryThreshold: Date.parse('2024-03-06T00:00:00Z'), limit, fallbackUsed: 0n,
+  name: 'pq:openai:daily',
+  kind: 'window',
+  entity: { kind: 'platformQuota', userId, platform: 'openai' },
+  window: 'daily',
+  expiryThreshold: Date.parse('2024-03-06T00:00:00Z'),
+  limit,
+  fallbackUsed: 0n,
 });
 const keyDim = (userId: string, apiKeyId: string, limit: bigint): ReservationDimension => ({
-  name: `key:${apiKeyId}:5h`, kind: 'window', entity: { kind: 'apiKeyWindows', userId, apiKeyId }, window: '5h',
-  expiryThreshold: NOW.nowMs - 5 * 3_600_000, limit, fallbackUsed: 0n,
+  name: `key:${apiKeyId}:5h`,
+  kind: 'window',
+  entity: { kind: 'apiKeyWindows', userId, apiKeyId },
+  window: '5h',
+  expiryThreshold: NOW.nowMs - 5 * 3_600_000,
+  limit,
+  fallbackUsed: 0n,
 });
 
 export function holdContract(fx: GetFixture): void {
@@ -29,7 +39,9 @@ export function holdContract(fx: GetFixture): void {
     await store.setBalance(user, usd('1.00'));
     const first = await hold(user, '0.60', [balanceDim(user)]);
     expect(first).to.include({ outcome: 'reserved', expiresAtMs: NOW.nowMs + TTL });
-    expect(first.outcome === 'reserved' && first.writes.map((w) => [w.ref.kind, (w.value as { held?: bigint }).held])).to.deep.equal([['balance', usd('0.60')]]);
+    expect(first.outcome === 'reserved' && first.writes.map((w) => [w.ref.kind, (w.value as { held?: bigint }).held])).to.deep.equal([
+      ['balance', usd('0.60')],
+    ]);
     expect(await hold(user, '0.50', [balanceDim(user)])).to.deep.equal({ outcome: 'denied', dimension: 'bal', availableUnits: usd('0.40') });
     expect(await hold(user, '0.40', [balanceDim(user)])).to.include({ outcome: 'reserved' });
     expect(await store.getBalance(user)).to.deep.include({ balance: usd('1.00'), held: usd('1.00') });
@@ -49,7 +61,11 @@ export function holdContract(fx: GetFixture): void {
     expect(await hold(user, '0.06', [balanceDim(user), quotaDim(user, usd('0.10'))])).to.include({ outcome: 'reserved' });
     const before = [await store.getBalance(user), await store.getPlatformQuota(user, 'openai')];
     // 0.03 used + 0.06 held + 0.02 > 0.10: refused, and the balance row (locked first) is not held either.
-    expect(await hold(user, '0.02', [balanceDim(user), quotaDim(user, usd('0.10'))])).to.deep.equal({ outcome: 'denied', dimension: 'pq:openai:daily', availableUnits: usd('0.01') });
+    expect(await hold(user, '0.02', [balanceDim(user), quotaDim(user, usd('0.10'))])).to.deep.equal({
+      outcome: 'denied',
+      dimension: 'pq:openai:daily',
+      availableUnits: usd('0.01'),
+    });
     expect([await store.getBalance(user), await store.getPlatformQuota(user, 'openai')]).to.deep.equal(before);
     expect(await hold(user, '0.01', [balanceDim(user), quotaDim(user, usd('0.10'))])).to.include({ outcome: 'reserved' });
     expect(await store.getPlatformQuota(user, 'openai')).to.deep.include({ dailyUsage: usd('0.03'), held: usd('0.07') });
@@ -147,7 +163,10 @@ export function holdContract(fx: GetFixture): void {
       ['ttlMs', { ttlMs: 0 }],
     ];
     for (const [field, fields] of bad) {
-      const err = await hold(user, '0.01', [balanceDim(user)], fields).then(() => null, (e: unknown) => e);
+      const err = await hold(user, '0.01', [balanceDim(user)], fields).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err, field).to.be.instanceOf(BillingValidationError);
       expect((err as BillingValidationError).field, field).to.equal(field);
     }

@@ -1,4 +1,4 @@
-// Contract: settlement (SPEC §3) — exact charges, overdraft, idempotency, conflicts, zero cost, missing targets, what gets written where.
+// Contract: settlement (docs/behaviour.md#settlement) — exact charges, overdraft, idempotency, conflicts, zero cost, missing targets, what gets written where.
 import { expect } from 'chai';
 import { SettlementConflictError, SettlementTargetMissingError } from '../../lib/store/store-errors.js';
 import { at, logRows, ms, settlement, usd, type GetFixture } from './store-fixtures.js';
@@ -11,15 +11,34 @@ export function settleContract(fx: GetFixture): void {
       const { store, id } = fx();
       const [user, request] = [id('u'), id('r')];
       await store.topUp(user, usd('10'));
-      const result = await store.settle(settlement({
-        requestId: request, userId: user, costUnits: usd('0.12345678'), model: 'gpt-4o', inputTokens: 1200, outputTokens: 345, platform: 'openai',
-      }));
+      const result = await store.settle(
+        settlement({
+          requestId: request,
+          userId: user,
+          costUnits: usd('0.12345678'),
+          model: 'gpt-4o',
+          inputTokens: 1200,
+          outputTokens: 345,
+          platform: 'openai',
+        }),
+      );
       expect(result).to.deep.equal({ duplicate: false, requestId: request, costUnits: usd('0.12345678'), balance: { version: 2, balance: usd('9.87654322') } });
       expect(await store.getBalance(user)).to.deep.equal({ version: 2, balance: usd('9.87654322') });
-      expect(await store.listUsage(user, 10)).to.deep.equal([{
-        requestId: request, apiKeyId: '', userId: user, groupId: null, mode: 'balance', costUnits: usd('0.12345678'),
-        platform: 'openai', model: 'gpt-4o', inputTokens: 1200, outputTokens: 345, createdAtMs: ms('2024-03-06T12:00:00Z'),
-      }]);
+      expect(await store.listUsage(user, 10)).to.deep.equal([
+        {
+          requestId: request,
+          apiKeyId: '',
+          userId: user,
+          groupId: null,
+          mode: 'balance',
+          costUnits: usd('0.12345678'),
+          platform: 'openai',
+          model: 'gpt-4o',
+          inputTokens: 1200,
+          outputTokens: 345,
+          createdAtMs: ms('2024-03-06T12:00:00Z'),
+        },
+      ]);
     });
 
     it('lets the request that crosses zero overdraw, and keeps charging later ones (the gate, not the store, refuses)', async () => {
@@ -27,8 +46,14 @@ export function settleContract(fx: GetFixture): void {
       const user = id('u');
       await store.topUp(user, usd('1'));
       expect((await store.settle(settlement({ requestId: id('r'), userId: user, costUnits: usd('1') }))).balance).to.deep.equal({ version: 2, balance: 0n });
-      expect((await store.settle(settlement({ requestId: id('r'), userId: user, costUnits: usd('1.5') }))).balance).to.deep.equal({ version: 3, balance: usd('-1.5') });
-      expect((await store.settle(settlement({ requestId: id('r'), userId: user, costUnits: usd('0.25') }))).balance).to.deep.equal({ version: 4, balance: usd('-1.75') });
+      expect((await store.settle(settlement({ requestId: id('r'), userId: user, costUnits: usd('1.5') }))).balance).to.deep.equal({
+        version: 3,
+        balance: usd('-1.5'),
+      });
+      expect((await store.settle(settlement({ requestId: id('r'), userId: user, costUnits: usd('0.25') }))).balance).to.deep.equal({
+        version: 4,
+        balance: usd('-1.75'),
+      });
     });
 
     it('refuses a user without an account and writes nothing, not even the log row', async () => {
@@ -66,7 +91,9 @@ export function settleContract(fx: GetFixture): void {
       const variants = [{ costUnits: usd('0.50000001') }, { model: 'other' }, { inputTokens: 11 }, { platform: 'anthropic' }, { outputTokens: 0 }];
       for (const change of variants) {
         const err = await store.settle({ ...input, ...change }).catch((e: unknown) => e);
-        expect(err, JSON.stringify(Object.keys(change))).to.be.instanceOf(SettlementConflictError).with.property('requestId', request);
+        expect(err, JSON.stringify(Object.keys(change)))
+          .to.be.instanceOf(SettlementConflictError)
+          .with.property('requestId', request);
       }
       expect(await store.getBalance(user)).to.deep.equal({ version: 2, balance: usd('4.5') });
       expect(await logRows(fx(), user)).to.have.length(1);
@@ -87,13 +114,18 @@ export function settleContract(fx: GetFixture): void {
   });
 
   describe('log-only settlements', () => {
-    for (const [name, change] of [['a zero cost', { costUnits: 0n }], ['charge: false (runMode simple)', { charge: false }]] as const) {
+    for (const [name, change] of [
+      ['a zero cost', { costUnits: 0n }],
+      ['charge: false (runMode simple)', { charge: false }],
+    ] as const) {
       it(`${name} writes the usage log and nothing else`, async () => {
         const { store, id } = fx();
         const [user, key, request] = [id('u'), id('k'), id('r')];
         await store.topUp(user, usd('1'));
         const quota = await store.setPlatformQuota(user, 'openai', { dailyLimit: usd('1') });
-        const result = await store.settle(settlement({ requestId: request, userId: user, apiKeyId: key, trackKeyWindows: true, platform: 'openai', ...change }));
+        const result = await store.settle(
+          settlement({ requestId: request, userId: user, apiKeyId: key, trackKeyWindows: true, platform: 'openai', ...change }),
+        );
         expect(result).to.deep.equal({ duplicate: false, requestId: request, costUnits: result.costUnits });
         expect(await store.getBalance(user)).to.deep.equal({ version: 1, balance: usd('1') });
         expect((await store.getApiKeyWindows(user, key)).version).to.equal(0);
@@ -164,7 +196,13 @@ export function settleContract(fx: GetFixture): void {
       await store.topUp(user, usd('5'));
       await store.settle(settlement({ requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: false }));
       expect(await store.getApiKeyWindows(user, key)).to.deep.equal({
-        version: 0, usage5h: 0n, usage1d: 0n, usage7d: 0n, start5hMs: null, start1dMs: null, start7dMs: null,
+        version: 0,
+        usage5h: 0n,
+        usage1d: 0n,
+        usage7d: 0n,
+        start5hMs: null,
+        start1dMs: null,
+        start7dMs: null,
       });
       const result = await store.settle(settlement({ requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: true, costUnits: usd('0.2') }));
       expect(result.apiKeyWindows).to.deep.include({ version: 1, usage5h: usd('0.2'), usage1d: usd('0.2'), usage7d: usd('0.2') });

@@ -1,4 +1,4 @@
-// Contract: window-aware updates (SPEC §2–§4) at their exact boundaries, null starts, expired-window resets and DST days.
+// Contract: window-aware updates (docs/behaviour.md) at their exact boundaries, null starts, expired-window resets and DST days.
 import { expect } from 'chai';
 import type { SettlementResult } from '../../lib/types.js';
 import { at, ms, settlement, usd, type GetFixture } from './store-fixtures.js';
@@ -14,9 +14,17 @@ export function windowContract(fx: GetFixture): void {
     await store.topUp(user, usd('100000'));
     await store.setPlatformQuota(user, 'openai', { dailyLimit: usd('1000') });
     return (dollars: number, iso: string, timezone = 'UTC'): Promise<SettlementResult> =>
-      store.settle(settlement({
-        requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: true, platform: 'openai', costUnits: $(dollars), time: at(iso, timezone),
-      }));
+      store.settle(
+        settlement({
+          requestId: id('r'),
+          userId: user,
+          apiKeyId: key,
+          trackKeyWindows: true,
+          platform: 'openai',
+          costUnits: $(dollars),
+          time: at(iso, timezone),
+        }),
+      );
   }
 
   async function subscriptionUser() {
@@ -31,8 +39,14 @@ export function windowContract(fx: GetFixture): void {
     const w = r.apiKeyWindows!;
     return [w.usage5h, w.start5hMs, w.usage1d, w.start1dMs, w.usage7d, w.start7dMs];
   };
-  const windows = (w: { dailyUsage: bigint; dailyStartMs: number | null; weeklyUsage: bigint; weeklyStartMs: number | null; monthlyUsage: bigint; monthlyStartMs: number | null }) =>
-    [w.dailyUsage, w.dailyStartMs, w.weeklyUsage, w.weeklyStartMs, w.monthlyUsage, w.monthlyStartMs];
+  const windows = (w: {
+    dailyUsage: bigint;
+    dailyStartMs: number | null;
+    weeklyUsage: bigint;
+    weeklyStartMs: number | null;
+    monthlyUsage: bigint;
+    monthlyStartMs: number | null;
+  }) => [w.dailyUsage, w.dailyStartMs, w.weeklyUsage, w.weeklyStartMs, w.monthlyUsage, w.monthlyStartMs];
 
   it('key windows: 5 h rolls from first use, 1 d and 7 d from the start of that day; exactly at the end is expired', async () => {
     const settle = await balanceUser();
@@ -64,7 +78,14 @@ export function windowContract(fx: GetFixture): void {
     expect(await sub(32, '2024-04-05T09:59:59.999Z')).to.deep.equal([$(32), ms('2024-04-05T00:00:00Z'), $(32), week5, $(63), first]);
     expect(await sub(64, '2024-04-05T10:00:00Z')).to.deep.equal([$(96), ms('2024-04-05T00:00:00Z'), $(96), week5, $(64), ms('2024-04-05T10:00:00Z')]);
     // Months too: 75 days after the second month began is the third period after it, 60 days on.
-    expect(await sub(1, '2024-06-19T11:00:00Z')).to.deep.equal([$(1), ms('2024-06-19T00:00:00Z'), $(1), ms('2024-06-19T10:00:00Z'), $(1), ms('2024-06-04T10:00:00Z')]);
+    expect(await sub(1, '2024-06-19T11:00:00Z')).to.deep.equal([
+      $(1),
+      ms('2024-06-19T00:00:00Z'),
+      $(1),
+      ms('2024-06-19T10:00:00Z'),
+      $(1),
+      ms('2024-06-04T10:00:00Z'),
+    ]);
   });
 
   it('platform quota windows: calendar day, calendar week from Monday 00:00, monthly 30×24 h from first use', async () => {
@@ -76,7 +97,14 @@ export function windowContract(fx: GetFixture): void {
     expect(await quota(2, '2024-03-10T23:59:59.999Z')).to.deep.equal([$(2), ms('2024-03-10T00:00:00Z'), $(3), ms('2024-03-04T00:00:00Z'), $(3), first]);
     expect(await quota(4, '2024-03-11T00:00:00Z')).to.deep.equal([$(4), ms('2024-03-11T00:00:00Z'), $(4), ms('2024-03-11T00:00:00Z'), $(7), first]);
     expect(await quota(8, '2024-04-05T09:59:59.999Z')).to.deep.equal([$(8), ms('2024-04-05T00:00:00Z'), $(8), ms('2024-04-01T00:00:00Z'), $(15), first]);
-    expect(await quota(16, '2024-04-05T10:00:00Z')).to.deep.equal([$(24), ms('2024-04-05T00:00:00Z'), $(24), ms('2024-04-01T00:00:00Z'), $(16), ms('2024-04-05T10:00:00Z')]);
+    expect(await quota(16, '2024-04-05T10:00:00Z')).to.deep.equal([
+      $(24),
+      ms('2024-04-05T00:00:00Z'),
+      $(24),
+      ms('2024-04-01T00:00:00Z'),
+      $(16),
+      ms('2024-04-05T10:00:00Z'),
+    ]);
   });
 
   describe('resetExpiredApiKeyWindows', () => {
@@ -89,7 +117,9 @@ export function windowContract(fx: GetFixture): void {
       expect(never).to.deep.equal({ version: 0, usage5h: 0n, usage1d: 0n, usage7d: 0n, start5hMs: null, start1dMs: null, start7dMs: null });
       expect(await fx().knex('billing_api_key_windows').where({ user_id: user })).to.have.length(0);
 
-      const used = await store.settle(settlement({ requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: true, costUnits: $(1), time: time('2024-03-06T10:30:00Z') }));
+      const used = await store.settle(
+        settlement({ requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: true, costUnits: $(1), time: time('2024-03-06T10:30:00Z') }),
+      );
       const day6 = ms('2024-03-06T00:00:00Z');
       expect(await store.resetExpiredApiKeyWindows(user, key, time('2024-03-06T15:29:59.999Z'))).to.deep.equal(used.apiKeyWindows);
       const r5h = { version: 2, usage5h: 0n, start5hMs: null, usage1d: $(1), start1dMs: day6, usage7d: $(1), start7dMs: day6 };
@@ -105,9 +135,19 @@ export function windowContract(fx: GetFixture): void {
       expect(await store.getApiKeyWindows(user, key)).to.deep.equal(all);
 
       // Null starts: the next charge starts every window afresh.
-      const again = await store.settle(settlement({ requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: true, costUnits: $(2), time: time('2024-04-13T08:00:00Z') }));
+      const again = await store.settle(
+        settlement({ requestId: id('r'), userId: user, apiKeyId: key, trackKeyWindows: true, costUnits: $(2), time: time('2024-04-13T08:00:00Z') }),
+      );
       const day = ms('2024-04-13T00:00:00Z');
-      expect(again.apiKeyWindows).to.deep.equal({ version: 5, usage5h: $(2), start5hMs: ms('2024-04-13T08:00:00Z'), usage1d: $(2), start1dMs: day, usage7d: $(2), start7dMs: day });
+      expect(again.apiKeyWindows).to.deep.equal({
+        version: 5,
+        usage5h: $(2),
+        start5hMs: ms('2024-04-13T08:00:00Z'),
+        usage1d: $(2),
+        start1dMs: day,
+        usage7d: $(2),
+        start7dMs: day,
+      });
     });
   });
 

@@ -14,7 +14,12 @@ const anthropicBody = (fields: object = {}) => ({ model: 'claude-3-5-haiku-lates
 
 /** The SSE data payloads of a response body, JSON-parsed ([DONE] left out). */
 function sseData(text: string): Record<string, unknown>[] {
-  return text.split(/\n\n/).flatMap((event) => event.split('\n').filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]').map((l) => JSON.parse(l.slice(6))));
+  return text.split(/\n\n/).flatMap((event) =>
+    event
+      .split('\n')
+      .filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')
+      .map((l) => JSON.parse(l.slice(6))),
+  );
 }
 
 async function usageOf(h: GatewayHarness, user: TestUser) {
@@ -36,7 +41,12 @@ export function billingScenarios(harness: () => GatewayHarness): void {
   it('charges a streamed OpenAI call exactly, although the client did not ask for usage', async () => {
     const h = harness();
     const user = await h.createUser({ balanceUsd: '1.00' });
-    const res = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ stream: true })).expect(200);
+    const res = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ stream: true }))
+      .expect(200);
     expect(res.headers['content-type']).to.match(/^text\/event-stream/);
     expect(res.text.trimEnd().endsWith('data: [DONE]')).to.equal(true);
     const events = sseData(res.text);
@@ -50,8 +60,13 @@ export function billingScenarios(harness: () => GatewayHarness): void {
   it('charges a streamed Anthropic call exactly, times the group rate multiplier', async () => {
     const h = harness();
     const user = await h.createUser({ groupId: 'partner', balanceUsd: '1.00' });
-    const res = await h.http().post('/v1/messages').set('x-api-key', user.key).set('anthropic-version', '2023-06-01')
-      .send(anthropicBody({ stream: true })).expect(200);
+    const res = await h
+      .http()
+      .post('/v1/messages')
+      .set('x-api-key', user.key)
+      .set('anthropic-version', '2023-06-01')
+      .send(anthropicBody({ stream: true }))
+      .expect(200);
     const types = sseData(res.text).map((e) => e.type);
     expect(types[0]).to.equal('message_start');
     expect(types.filter((t) => t === 'content_block_delta')).to.have.length(12);
@@ -68,22 +83,26 @@ export function billingScenarios(harness: () => GatewayHarness): void {
     const base = await h.listen();
     const abortedBefore = h.gateway.mockUpstream?.stats.aborted ?? 0;
     const received = await new Promise<string>((resolve, reject) => {
-      const req = http.request(`${base}/v1/messages`, {
-        method: 'POST',
-        headers: { 'x-api-key': user.key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
-      }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          text += chunk;
-          // Gone after a few words of a 4000-word answer: the relay must not have buffered it.
-          if ((text.match(/content_block_delta/g) ?? []).length >= 3) {
-            req.destroy();
-            resolve(text);
-          }
-        });
-        res.on('end', () => reject(new Error('the stream ended before the client disconnected')));
-      });
+      const req = http.request(
+        `${base}/v1/messages`,
+        {
+          method: 'POST',
+          headers: { 'x-api-key': user.key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            text += chunk;
+            // Gone after a few words of a 4000-word answer: the relay must not have buffered it.
+            if ((text.match(/content_block_delta/g) ?? []).length >= 3) {
+              req.destroy();
+              resolve(text);
+            }
+          });
+          res.on('end', () => reject(new Error('the stream ended before the client disconnected')));
+        },
+      );
       req.on('error', () => undefined);
       req.end(JSON.stringify(anthropicBody({ stream: true, max_tokens: 4000 })));
     });
@@ -119,27 +138,44 @@ export function billingScenarios(harness: () => GatewayHarness): void {
     // gpt-4o: 1000 output tokens alone cost 1000 × 10.00 / 1e6 = 0.01 USD, before any prompt.
     const user = await h.createUser({ balanceUsd: '0.01' });
     const upstreamBefore = h.gateway.mockUpstream?.stats.requests ?? 0;
-    const refused = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
-      .send(openaiBody({ model: 'gpt-4o', max_tokens: 1000 })).expect(403);
+    const refused = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ model: 'gpt-4o', max_tokens: 1000 }))
+      .expect(403);
     expect(refused.body.error).to.include({ code: 'insufficient_balance' });
     expect(h.gateway.mockUpstream?.stats.requests ?? 0).to.equal(upstreamBefore, 'no upstream call was made');
-    await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
-      .send(openaiBody({ model: 'gpt-4o', max_tokens: 900 })).expect(200);
+    await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ model: 'gpt-4o', max_tokens: 900 }))
+      .expect(200);
     expect(await h.gateway.core.listReservations(user.userId)).to.deep.equal([], 'the settlement released the reservation');
   });
 
   it('refuses a max_tokens that is not a positive integer, or an n outside 1-128, before billing', async () => {
     const h = harness();
     const user = await h.createUser({ balanceUsd: '1.00' });
-    const res = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ max_tokens: -5 })).expect(400);
+    const res = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ max_tokens: -5 }))
+      .expect(400);
     expect(res.body.error.message).to.include('max_tokens');
     for (const n of [0, 129, 1.5, '3']) {
       const bad = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).send(openaiBody({ n })).expect(400);
       expect(bad.body.error.message).to.include('"n"');
     }
     // Content whose cost cannot be bounded before the call is refused, not reserved too small.
-    const file = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
-      .send(openaiBody({ messages: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file-1' }] }] })).expect(400);
+    const file = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send(openaiBody({ messages: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file-1' }] }] }))
+      .expect(400);
     expect(file.body.error.message).to.include('input_file');
     expect(await usageOf(h, user)).to.deep.equal([]);
   });

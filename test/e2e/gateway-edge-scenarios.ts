@@ -10,11 +10,21 @@ export function edgeScenarios(harness: () => GatewayHarness): void {
   it('a body nested 5,000 levels deep is a clear 400 before any billing, on chat and admin routes (regression: 502 and 500)', async () => {
     const h = harness();
     const user = await h.createUser();
-    const chat = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`).set('Content-Type', 'application/json').send(deep(5000));
+    const chat = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .set('Content-Type', 'application/json')
+      .send(deep(5000));
     expect(chat.status).to.equal(400);
     expect(chat.body.error.message).to.match(/nests deeper than 64 levels/);
     expect(await h.gateway.core.listUsage(user.userId)).to.deep.equal([]);
-    const admin = await h.http().post('/admin/users').set('Authorization', `Bearer ${ADMIN_TOKEN}`).set('Content-Type', 'application/json').send(`{"id":"deep","name":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+    const admin = await h
+      .http()
+      .post('/admin/users')
+      .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
+      .set('Content-Type', 'application/json')
+      .send(`{"id":"deep","name":${'['.repeat(5000)}${']'.repeat(5000)}}`);
     expect(admin.status).to.equal(400);
   });
 
@@ -29,7 +39,10 @@ export function edgeScenarios(harness: () => GatewayHarness): void {
   it('a token limit beyond any model is refused naming the field the caller sent (regression: "Invalid billing input: rateMultiplier")', async () => {
     const h = harness();
     const user = await h.createUser();
-    const res = await h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
+    const res = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
       .send({ model: 'gpt-4o-mini', max_tokens: Number.MAX_SAFE_INTEGER, messages: [{ role: 'user', content: 'hi' }] });
     expect(res.status).to.equal(400);
     expect(res.body.error.message).to.equal('"max_tokens" must be an integer from 1 to 10000000.');
@@ -55,10 +68,17 @@ export function edgeScenarios(harness: () => GatewayHarness): void {
 
   it('a malformed key is told apart from a missing one', async () => {
     const h = harness();
-    const missing = await h.http().post('/v1/chat/completions').send({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    const missing = await h
+      .http()
+      .post('/v1/chat/completions')
+      .send({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
     expect(missing.status).to.equal(401);
     expect(missing.body.error.message).to.match(/^Missing API key/);
-    const malformed = await h.http().post('/v1/chat/completions').set('Authorization', 'Bearer short').send({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    const malformed = await h
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', 'Bearer short')
+      .send({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
     expect(malformed.status).to.equal(401);
     expect(malformed.body.error.message).to.match(/^Malformed API key/);
   });

@@ -72,10 +72,15 @@ export async function startHarness(env: Record<string, string>, cleanup?: () => 
     admin: (method, route, body) => agent[method](route).set('Authorization', `Bearer ${ADMIN_TOKEN}`).send(body),
     async createUser(options = {}) {
       const userId = `u${run}x${(users++).toString(36)}`;
-      await harness.admin('post', '/admin/users', {
-        id: userId, groupId: options.groupId ?? 'standard', balanceUsd: options.balanceUsd ?? '1.00', rpmLimit: options.rpmLimit ?? 0,
-        ...(options.maxConcurrency !== undefined && { maxConcurrency: options.maxConcurrency }),
-      }).expect(201);
+      await harness
+        .admin('post', '/admin/users', {
+          id: userId,
+          groupId: options.groupId ?? 'standard',
+          balanceUsd: options.balanceUsd ?? '1.00',
+          rpmLimit: options.rpmLimit ?? 0,
+          ...(options.maxConcurrency !== undefined && { maxConcurrency: options.maxConcurrency }),
+        })
+        .expect(201);
       const created = await harness.admin('post', `/admin/users/${userId}/keys`, { id: `${userId}k` }).expect(201);
       const key = created.body.key as string;
       secrets.push(key);

@@ -8,7 +8,12 @@ import type { GatewayHarness, TestUser } from './gateway-harness.js';
 
 const PROMPT = 'Say hello to the billing test.';
 
-const anthropicBody = (fields: object = {}) => ({ model: 'claude-3-5-haiku-latest', max_tokens: 100, messages: [{ role: 'user', content: PROMPT }], ...fields });
+const anthropicBody = (fields: object = {}) => ({
+  model: 'claude-3-5-haiku-latest',
+  max_tokens: 100,
+  messages: [{ role: 'user', content: PROMPT }],
+  ...fields,
+});
 
 const openaiBody = (fields: object) => ({ model: 'gpt-4o', messages: [{ role: 'user', content: PROMPT }], ...fields });
 
@@ -99,18 +104,26 @@ export function limitScenarios(harness: () => GatewayHarness): void {
     const user = await h.createUser({ balanceUsd: '5.00', maxConcurrency: 2 });
     const base = await h.listen();
     // A long stream (1 ms per word of a reply of up to 1,500 words), answered on a real socket.
-    const stream = () => new Promise<{ status: number; firstByte: Promise<void>; done: Promise<string> }>((resolve, reject) => {
-      const req = http.request(`${base}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${user.key}`, 'content-type': 'application/json' } }, (res) => {
-        let body = '';
-        let first: () => void = () => {};
-        const firstByte = new Promise<void>((r) => (first = r));
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => { body += chunk; first(); });
-        resolve({ status: res.statusCode ?? 0, firstByte, done: new Promise((r) => res.on('end', () => r(body))) });
+    const stream = () =>
+      new Promise<{ status: number; firstByte: Promise<void>; done: Promise<string> }>((resolve, reject) => {
+        const req = http.request(
+          `${base}/v1/chat/completions`,
+          { method: 'POST', headers: { authorization: `Bearer ${user.key}`, 'content-type': 'application/json' } },
+          (res) => {
+            let body = '';
+            let first: () => void = () => {};
+            const firstByte = new Promise<void>((r) => (first = r));
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => {
+              body += chunk;
+              first();
+            });
+            resolve({ status: res.statusCode ?? 0, firstByte, done: new Promise((r) => res.on('end', () => r(body))) });
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify(openaiBody({ model: 'gpt-4o-mini', stream: true, max_tokens: 1500 })));
       });
-      req.on('error', reject);
-      req.end(JSON.stringify(openaiBody({ model: 'gpt-4o-mini', stream: true, max_tokens: 1500 })));
-    });
     const running = await Promise.all([stream(), stream()]);
     expect(running.map((r) => r.status)).to.deep.equal([200, 200]);
     await Promise.all(running.map((r) => r.firstByte));

@@ -42,13 +42,10 @@ describe('example gateway e2e: PostgreSQL + Redis', function () {
     const suffix = uniqueSuffix();
     const schema = `kbe_e2e_${suffix}`;
     const prefix = `kbe-e2e-${suffix}:`;
-    harness = await startHarness(
-      { DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL, REDIS_PREFIX: prefix },
-      async () => {
-        await dropSchema(schema);
-        await deleteRedisKeys(prefix);
-      },
-    );
+    harness = await startHarness({ DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL, REDIS_PREFIX: prefix }, async () => {
+      await dropSchema(schema);
+      await deleteRedisKeys(prefix);
+    });
   });
 
   after(async () => {
@@ -109,7 +106,14 @@ describe('example gateway e2e: two processes sharing PostgreSQL and Redis', func
     for (let i = 0; i < 2; i++) {
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kbe-e2e-pair-'));
       dataDirs.push(dataDir);
-      const config = loadConfig({ DATA_DIR: dataDir, DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL, REDIS_PREFIX: prefix, ADMIN_TOKEN: 'e2e-admin-token-0123456789abcdef' });
+      const config = loadConfig({
+        DATA_DIR: dataDir,
+        DATABASE_URL,
+        DATABASE_SCHEMA: schema,
+        REDIS_URL,
+        REDIS_PREFIX: prefix,
+        ADMIN_TOKEN: 'e2e-admin-token-0123456789abcdef',
+      });
       // One after the other: the first migrates and seeds.
       gateways.push(await createApp(config, { logger: createLogger('silent') }));
     }
@@ -128,8 +132,12 @@ describe('example gateway e2e: two processes sharing PostgreSQL and Redis', func
     const usage = (gateway: Gateway) => request(gateway.app.callback()).get('/v1/usage').set('Authorization', `Bearer ${key}`);
     await usage(first).expect(200);
     await usage(second).expect(200);
-    const admin = (enabled: boolean) => request(first.app.callback()).put('/admin/keys/alice-key/limits')
-      .set('Authorization', 'Bearer e2e-admin-token-0123456789abcdef').send({ enabled }).expect(200);
+    const admin = (enabled: boolean) =>
+      request(first.app.callback())
+        .put('/admin/keys/alice-key/limits')
+        .set('Authorization', 'Bearer e2e-admin-token-0123456789abcdef')
+        .send({ enabled })
+        .expect(200);
     await admin(false);
     await usage(second).expect(401);
     await usage(first).expect(401);

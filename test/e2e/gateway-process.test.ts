@@ -37,10 +37,22 @@ describe('example gateway e2e: the npm start process', function () {
 
   before(() => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kbe-e2e-proc-'));
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir, PORT: '0', MOCK_LATENCY_MS: '0', MOCK_CHUNK_DELAY_MS: '5', MOCK_MAX_REPLY_WORDS: '400' };
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      DATA_DIR: dataDir,
+      PORT: '0',
+      MOCK_LATENCY_MS: '0',
+      MOCK_CHUNK_DELAY_MS: '5',
+      MOCK_MAX_REPLY_WORDS: '400',
+    };
     child = spawn(TSX, ['examples/proxy/server.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout?.setEncoding('utf8').on('data', (text: string) => { stdout += text; });
-    child.stderr?.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text;
+    });
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      stderr += text;
+    });
   });
 
   after(() => {
@@ -52,7 +64,10 @@ describe('example gateway e2e: the npm start process', function () {
     const running = child as ChildProcess;
     await waitForOutput(() => stderr, /Admin token .*: (adm-\S+)/, running);
     expect(stderr).to.match(/alice\s+sk-\S+/);
-    const curl = stderr.split('\n').map((line) => line.trim()).find((line) => line.startsWith('curl ') && line.includes('/v1/chat/completions'));
+    const curl = stderr
+      .split('\n')
+      .map((line) => line.trim())
+      .find((line) => line.startsWith('curl ') && line.includes('/v1/chat/completions'));
     if (!curl) throw new Error(`no curl command in the banner:\n${stderr}`);
     const { stdout: answer } = await promisify(execFile)('sh', ['-c', curl], { timeout: 10_000 });
     const body = JSON.parse(answer);
@@ -71,21 +86,25 @@ describe('example gateway e2e: the npm start process', function () {
     const exited = new Promise<number | null>((resolve) => running.once('exit', (code) => resolve(code)));
 
     const streamed = await new Promise<string>((resolve, reject) => {
-      const req = http.request(new URL('/v1/chat/completions', url), { method: 'POST', agent: false, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        let signalled = false;
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          text += chunk;
-          // Shut down while the 200-word stream (about a second) is still running.
-          if (!signalled) {
-            signalled = true;
-            running.kill('SIGTERM');
-          }
-        });
-        res.on('end', () => resolve(text));
-        res.on('error', reject);
-      });
+      const req = http.request(
+        new URL('/v1/chat/completions', url),
+        { method: 'POST', agent: false, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } },
+        (res) => {
+          let text = '';
+          let signalled = false;
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            text += chunk;
+            // Shut down while the 200-word stream (about a second) is still running.
+            if (!signalled) {
+              signalled = true;
+              running.kill('SIGTERM');
+            }
+          });
+          res.on('end', () => resolve(text));
+          res.on('error', reject);
+        },
+      );
       req.on('error', reject);
       req.end(JSON.stringify({ model: 'gpt-4o-mini', stream: true, max_tokens: 200, messages: [{ role: 'user', content: 'a long answer, please' }] }));
     });

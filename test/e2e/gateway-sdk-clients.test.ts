@@ -10,7 +10,11 @@ import { startHarness, type GatewayHarness, type TestUser } from './gateway-harn
 /** A fetch that counts the requests an SDK sends. */
 function countingFetch(): { fetch: typeof fetch; count(): number } {
   let n = 0;
-  return { fetch: (input, init) => (n++, fetch(input, init)), count: () => n };
+  const counted: typeof fetch = (input, init) => {
+    n++;
+    return fetch(input, init);
+  };
+  return { fetch: counted, count: () => n };
 }
 
 describe('example gateway e2e: the official SDKs follow its retry hints', function () {
@@ -30,7 +34,8 @@ describe('example gateway e2e: the official SDKs follow its retry hints', functi
   const openai = (user: TestUser, counter: { fetch: typeof fetch }) => new OpenAI({ apiKey: user.key, baseURL: `${base}/v1`, fetch: counter.fetch });
   const anthropic = (user: TestUser, counter: { fetch: typeof fetch }) => new Anthropic({ apiKey: user.key, baseURL: base, fetch: counter.fetch });
   const chat = (client: OpenAI) => client.chat.completions.create({ model: 'gpt-4o-mini', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] });
-  const message = (client: Anthropic) => client.messages.create({ model: 'claude-3-5-haiku-latest', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] });
+  const message = (client: Anthropic) =>
+    client.messages.create({ model: 'claude-3-5-haiku-latest', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] });
 
   /** The status the SDK ended with and how many requests it sent. */
   async function outcome(call: () => Promise<unknown>, counter: { count(): number }): Promise<{ status: number | undefined; requests: number }> {

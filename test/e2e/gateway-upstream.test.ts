@@ -16,23 +16,35 @@ async function scriptedUpstream() {
   const replies: { status: number; body: unknown }[] = [];
   const server = http.createServer((req, res) => {
     let text = '';
-    req.setEncoding('utf8').on('data', (chunk: string) => { text += chunk; }).on('end', () => {
-      seen.push({ path: req.url ?? '', headers: req.headers, body: JSON.parse(text || '{}') });
-      const reply = replies.shift() ?? { status: 500, body: { error: 'unscripted' } };
-      res.writeHead(reply.status, { 'content-type': 'application/json' }).end(JSON.stringify(reply.body));
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (chunk: string) => {
+        text += chunk;
+      })
+      .on('end', () => {
+        seen.push({ path: req.url ?? '', headers: req.headers, body: JSON.parse(text || '{}') });
+        const reply = replies.shift() ?? { status: 500, body: { error: 'unscripted' } };
+        res.writeHead(reply.status, { 'content-type': 'application/json' }).end(JSON.stringify(reply.body));
+      });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     seen,
     replies,
-    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
 const completion = (id: string) => ({
-  id, object: 'chat.completion', model: 'gpt-4o', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' } }],
+  id,
+  object: 'chat.completion',
+  model: 'gpt-4o',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'ok' } }],
   usage: { prompt_tokens: 1000, completion_tokens: 100, total_tokens: 1100 },
 });
 
@@ -55,8 +67,12 @@ describe('example gateway e2e: an external upstream', function () {
     const user = await harness.createUser({ balanceUsd: '1.00' });
     expect(harness.gateway.mockUpstream).to.equal(null);
     upstream.replies.push({ status: 200, body: completion('chatcmpl-external-1') });
-    const res = await harness.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
-      .send({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }).expect(200);
+    const res = await harness
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] })
+      .expect(200);
     expect(res.body.id).to.equal('chatcmpl-external-1');
     const request = upstream.seen.at(-1) as Seen;
     expect(request.path).to.equal('/v1/chat/completions');
@@ -70,12 +86,18 @@ describe('example gateway e2e: an external upstream', function () {
   it('asks a streamed OpenAI call for its usage chunk, and sends Anthropic calls with x-api-key', async () => {
     const user = await harness.createUser({ balanceUsd: '1.00' });
     upstream.replies.push({ status: 400, body: { error: { type: 'invalid_request_error', message: 'scripted' } } });
-    await harness.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
+    await harness
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
       .send({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] });
     expect(upstream.seen.at(-1)?.body.stream_options).to.deep.equal({ include_usage: true });
 
     upstream.replies.push({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message: 'scripted' } } });
-    await harness.http().post('/v1/messages').set('x-api-key', user.key)
+    await harness
+      .http()
+      .post('/v1/messages')
+      .set('x-api-key', user.key)
       .send({ model: 'claude-sonnet-4-0', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] });
     const request = upstream.seen.at(-1) as Seen;
     expect(request.path).to.equal('/v1/messages');
@@ -100,8 +122,12 @@ describe('example gateway e2e: an external upstream', function () {
     const down = await startHarness({ UPSTREAM_URL: 'http://127.0.0.1:1' });
     try {
       const user = await down.createUser({ balanceUsd: '1.00' });
-      const res = await down.http().post('/v1/messages').set('x-api-key', user.key)
-        .send({ model: 'claude-sonnet-4-0', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }).expect(502);
+      const res = await down
+        .http()
+        .post('/v1/messages')
+        .set('x-api-key', user.key)
+        .send({ model: 'claude-sonnet-4-0', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
+        .expect(502);
       expect(res.body).to.deep.include({ type: 'error' });
       expect(res.body.error.type).to.equal('api_error');
       expect(await down.gateway.core.listUsage(user.userId, 5)).to.deep.equal([]);

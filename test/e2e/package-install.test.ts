@@ -73,7 +73,13 @@ describe('the packed package, installed', function () {
     const files = packedFiles;
     const outside = files.filter((f) => !/^dist\/(esm|cjs)\/(lib|middleware)\/.+\.(js|d\.ts)$/.test(f));
     expect(outside.sort()).to.deep.equal(['CHANGELOG.md', 'LICENSE', 'README.md', 'dist/cjs/package.json', 'dist/esm/package.json', 'package.json']);
-    expect(files).to.include.members(['dist/esm/lib/index.js', 'dist/esm/lib/index.d.ts', 'dist/cjs/lib/index.js', 'dist/cjs/lib/index.d.ts', 'dist/cjs/middleware/index.js']);
+    expect(files).to.include.members([
+      'dist/esm/lib/index.js',
+      'dist/esm/lib/index.d.ts',
+      'dist/cjs/lib/index.js',
+      'dist/cjs/lib/index.d.ts',
+      'dist/cjs/middleware/index.js',
+    ]);
   });
 
   for (const [system, type, file, load] of [

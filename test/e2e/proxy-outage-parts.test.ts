@@ -20,7 +20,10 @@ describe('example proxy: outage parts', () => {
     const log = new ThrottledLog(createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line)) }), clock, 5000);
     for (let i = 0; i < 1000; i++) log.error('db', {}, 'down');
     log.error('other', {}, 'down');
-    expect(lines.map((l) => [l.reason, l.count])).to.deep.equal([['db', 1], ['other', 1]]);
+    expect(lines.map((l) => [l.reason, l.count])).to.deep.equal([
+      ['db', 1],
+      ['other', 1],
+    ]);
     expect(lines.map((l) => l.level)).to.deep.equal([50, 50], 'at error level');
     clock.advance(5000);
     log.error('db', {}, 'down');
@@ -35,13 +38,20 @@ describe('example proxy: outage parts', () => {
   it('a cached principal reads back as itself; anything else is a miss', () => {
     expect(parsePrincipal(JSON.stringify(principal))).to.deep.equal(principal);
     expect(parsePrincipal(JSON.stringify({ ...principal, group: null }))).to.deep.equal({ ...principal, group: null });
-    for (const bad of [null, 'not json', 'null', '[]', JSON.stringify({ ...principal, key: { ...principal.key, userId: 'other' } }),
-      JSON.stringify({ ...principal, key: { ...principal.key, enabled: 'yes' } }), JSON.stringify({ ...principal, user: { ...principal.user, rpmLimit: 1.5 } })]) {
+    for (const bad of [
+      null,
+      'not json',
+      'null',
+      '[]',
+      JSON.stringify({ ...principal, key: { ...principal.key, userId: 'other' } }),
+      JSON.stringify({ ...principal, key: { ...principal.key, enabled: 'yes' } }),
+      JSON.stringify({ ...principal, user: { ...principal.user, rpmLimit: 1.5 } }),
+    ]) {
       expect(parsePrincipal(bad), String(bad)).to.equal(undefined);
     }
   });
 
-  it('the memory cache expires entries after the TTL and drops a user\'s entries', async () => {
+  it("the memory cache expires entries after the TTL and drops a user's entries", async () => {
     let now = 0;
     const cache = new MemoryPrincipalCache(() => now);
     await cache.set('h1', principal);
@@ -57,8 +67,14 @@ describe('example proxy: outage parts', () => {
 
   it('names unavailable-database errors, and only those', () => {
     const coded = (code: string) => Object.assign(new Error('x'), { code });
-    for (const err of [coded('ECONNREFUSED'), coded('57P01'), coded('08006'), Object.assign(new Error('Knex: Timeout acquiring a connection'), { name: 'KnexTimeoutError' }),
-      new Error('Connection terminated unexpectedly'), new Error('wrapped', { cause: coded('ETIMEDOUT') })]) {
+    for (const err of [
+      coded('ECONNREFUSED'),
+      coded('57P01'),
+      coded('08006'),
+      Object.assign(new Error('Knex: Timeout acquiring a connection'), { name: 'KnexTimeoutError' }),
+      new Error('Connection terminated unexpectedly'),
+      new Error('wrapped', { cause: coded('ETIMEDOUT') }),
+    ]) {
       expect(isServiceUnavailable(err), err.message).to.equal(true);
     }
     const cyclic: Error & { cause?: unknown } = new Error('loop');

@@ -17,26 +17,31 @@ function parse(format: 'openai' | 'anthropic', text: string, size: number) {
   return parser.snapshot;
 }
 
-const OPENAI_STREAM = [
+const OPENAI_STREAM = `${[
   'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
   'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"Grüße"}}]}',
   'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":" 🌍!"}}]}',
   'data: {"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}',
   'data: [DONE]',
-].join('\n\n') + '\n\n';
+].join('\n\n')}\n\n`;
 
-const ANTHROPIC_STREAM = [
+const ANTHROPIC_STREAM = `${[
   'event: message_start\r\ndata: {"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":20,"cache_read_input_tokens":5,"output_tokens":1}}}',
   'event: ping\r\ndata: {"type":"ping"}',
   'event: content_block_delta\r\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello there"}}',
   'event: message_delta\r\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}',
   'event: message_stop\r\ndata: {"type":"message_stop"}',
-].join('\r\n\r\n') + '\r\n\r\n';
+].join('\r\n\r\n')}\r\n\r\n`;
 
 describe('example proxy: upstream usage parsing', () => {
   for (const size of [1, 3, 7, 64, 100_000]) {
     it(`reads OpenAI SSE usage, id and text split into ${size}-byte chunks`, () => {
-      expect(parse('openai', OPENAI_STREAM, size)).to.deep.equal({ responseId: 'chatcmpl-1', inputTokens: 11, outputTokens: 3, outputChars: 'Grüße 🌍!'.length });
+      expect(parse('openai', OPENAI_STREAM, size)).to.deep.equal({
+        responseId: 'chatcmpl-1',
+        inputTokens: 11,
+        outputTokens: 3,
+        outputChars: 'Grüße 🌍!'.length,
+      });
     });
 
     it(`reads Anthropic SSE (CRLF) usage, id and text split into ${size}-byte chunks`, () => {
@@ -52,7 +57,8 @@ describe('example proxy: upstream usage parsing', () => {
   });
 
   it('reads a final event that has no blank line after it, and skips junk', () => {
-    const text = 'data: not json\n\n: a comment\n\ndata: {"id":"x","usage":{"prompt_tokens":-1,"completion_tokens":2.5}}\n\ndata: {"usage":{"prompt_tokens":4,"completion_tokens":2}}';
+    const text =
+      'data: not json\n\n: a comment\n\ndata: {"id":"x","usage":{"prompt_tokens":-1,"completion_tokens":2.5}}\n\ndata: {"usage":{"prompt_tokens":4,"completion_tokens":2}}';
     expect(parse('openai', text, 4)).to.include({ responseId: 'x', inputTokens: 4, outputTokens: 2 });
   });
 
@@ -63,12 +69,20 @@ describe('example proxy: upstream usage parsing', () => {
   });
 
   it('reads usage from complete JSON bodies of both APIs', () => {
-    expect(usageFromJson('openai', {
-      id: 'chatcmpl-2', choices: [{ message: { content: 'abc' } }], usage: { prompt_tokens: 5, completion_tokens: 6 },
-    })).to.deep.equal({ responseId: 'chatcmpl-2', inputTokens: 5, outputTokens: 6, outputChars: 3 });
-    expect(usageFromJson('anthropic', {
-      id: 'msg_2', content: [{ type: 'text', text: 'hey' }], usage: { input_tokens: 9, cache_creation_input_tokens: 1, output_tokens: 4 },
-    })).to.deep.equal({ responseId: 'msg_2', inputTokens: 10, outputTokens: 4, outputChars: 3 });
+    expect(
+      usageFromJson('openai', {
+        id: 'chatcmpl-2',
+        choices: [{ message: { content: 'abc' } }],
+        usage: { prompt_tokens: 5, completion_tokens: 6 },
+      }),
+    ).to.deep.equal({ responseId: 'chatcmpl-2', inputTokens: 5, outputTokens: 6, outputChars: 3 });
+    expect(
+      usageFromJson('anthropic', {
+        id: 'msg_2',
+        content: [{ type: 'text', text: 'hey' }],
+        usage: { input_tokens: 9, cache_creation_input_tokens: 1, output_tokens: 4 },
+      }),
+    ).to.deep.equal({ responseId: 'msg_2', inputTokens: 10, outputTokens: 4, outputChars: 3 });
     expect(usageFromJson('openai', 'nonsense')).to.deep.equal({ responseId: null, inputTokens: null, outputTokens: null, outputChars: 0 });
   });
 });
@@ -81,7 +95,9 @@ describe('example proxy: API keys', () => {
     expect(a).not.to.equal(b);
     // The FIPS 180-2 test vector: hex SHA-256 of "abc".
     expect(hashApiKey('abc')).to.equal('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
-    expect(hashApiKey(a)).to.match(/^[0-9a-f]{64}$/).and.not.to.include(a);
+    expect(hashApiKey(a))
+      .to.match(/^[0-9a-f]{64}$/)
+      .and.not.to.include(a);
   });
 
   it('reads Bearer and x-api-key headers, and tells a malformed key from a missing one (regression: a malformed key was answered "Missing API key")', () => {
@@ -119,11 +135,19 @@ describe('example proxy: configuration', () => {
 
   it('reads every variable', () => {
     const config = loadConfig({
-      PORT: '8080', DATABASE_URL: 'postgres://u:secret@db:5432/app', REDIS_CLUSTER_NODES: '10.0.0.1:7000, 10.0.0.2:7001',
-      UPSTREAM_URL: 'https://api.example.com/v1/', UPSTREAM_API_KEY: 'up-key', ADMIN_TOKEN: 'a'.repeat(20), BILLING_TIMEZONE: 'Europe/Berlin',
+      PORT: '8080',
+      DATABASE_URL: 'postgres://u:secret@db:5432/app',
+      REDIS_CLUSTER_NODES: '10.0.0.1:7000, 10.0.0.2:7001',
+      UPSTREAM_URL: 'https://api.example.com/v1/',
+      UPSTREAM_API_KEY: 'up-key',
+      ADMIN_TOKEN: 'a'.repeat(20),
+      BILLING_TIMEZONE: 'Europe/Berlin',
     });
     expect(config).to.include({ port: 8080, upstreamUrl: 'https://api.example.com', upstreamApiKey: 'up-key', timezone: 'Europe/Berlin' });
-    expect(config.redisClusterNodes).to.deep.equal([{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 7001 }]);
+    expect(config.redisClusterNodes).to.deep.equal([
+      { host: '10.0.0.1', port: 7000 },
+      { host: '10.0.0.2', port: 7001 },
+    ]);
   });
 
   const bad: [Record<string, string>, RegExp][] = [
@@ -144,7 +168,10 @@ describe('example proxy: configuration', () => {
   }
 
   it('never echoes a database URL, which may hold a password', () => {
-    expect(() => loadConfig({ DATABASE_URL: 'mysql://user:hunter2@db' })).to.throw(ConfigError).with.property('message').that.does.not.include('hunter2');
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://user:hunter2@db' }))
+      .to.throw(ConfigError)
+      .with.property('message')
+      .that.does.not.include('hunter2');
   });
 });
 

@@ -83,10 +83,12 @@ describe('example proxy: what a request is charged', () => {
 
   it('estimates prompt tokens deterministically from system and message text', () => {
     expect(estimatePromptTokens({ messages: [{ role: 'user', content: 'x'.repeat(30) }] })).to.equal(8);
-    expect(estimatePromptTokens({
-      system: [{ type: 'text', text: 'abcd' }],
-      messages: [{ role: 'user', content: [{ type: 'text', text: 'abcdefgh' }, { type: 'image' }] }],
-    })).to.equal(3);
+    expect(
+      estimatePromptTokens({
+        system: [{ type: 'text', text: 'abcd' }],
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'abcdefgh' }, { type: 'image' }] }],
+      }),
+    ).to.equal(3);
     expect(estimatePromptTokens({ messages: [] })).to.equal(1);
     expect(estimatePromptTokens(null)).to.equal(1);
   });
@@ -107,12 +109,18 @@ describe('example proxy: what a request reserves', () => {
     expect(outputTokenBound({ max_tokens: 24, n: 3 }, haiku)).to.equal(24);
   });
 
-  it('bounds the prompt by the body bytes plus the model\'s bound per image block, tool results included', () => {
+  it("bounds the prompt by the body bytes plus the model's bound per image block, tool results included", () => {
     expect(promptTokenBound({ messages: [{ role: 'user', content: 'hi' }] }, 57, gpt4o)).to.equal(57);
     expect(promptTokenBound({}, 0, gpt4o)).to.equal(1);
     const body = {
       messages: [
-        { role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png' } }, { type: 'text', text: 'a' }] },
+        {
+          role: 'user',
+          content: [
+            { type: 'image_url', image_url: { url: 'https://x/y.png' } },
+            { type: 'text', text: 'a' },
+          ],
+        },
         { role: 'user', content: [{ type: 'tool_result', content: [{ type: 'image', source: { type: 'url', url: 'https://x/z.png' } }] }] },
       ],
     };
@@ -128,12 +136,25 @@ describe('example proxy: what a request reserves', () => {
   });
 
   it('names content it cannot bound (documents, files, audio, unknown kinds), and only those', () => {
-    const blocks = contentBlocks({ messages: [
-      { role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'document', source: {} }] },
-      { role: 'user', content: 'plain text' },
-      { role: 'user', content: [{ type: 'tool_result', content: [{ type: 'input_audio' }] }] },
-    ] });
-    expect(blocks.filter((b) => !BILLABLE_BLOCK_TYPES.has(b.type)).map((b) => b.type).sort()).to.deep.equal(['document', 'input_audio']);
+    const blocks = contentBlocks({
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'a' },
+            { type: 'document', source: {} },
+          ],
+        },
+        { role: 'user', content: 'plain text' },
+        { role: 'user', content: [{ type: 'tool_result', content: [{ type: 'input_audio' }] }] },
+      ],
+    });
+    expect(
+      blocks
+        .filter((b) => !BILLABLE_BLOCK_TYPES.has(b.type))
+        .map((b) => b.type)
+        .sort(),
+    ).to.deep.equal(['document', 'input_audio']);
   });
 
   it('the prompt bound is at least the UTF-8 bytes of every text in the body, so no tokenizer exceeds it', () => {

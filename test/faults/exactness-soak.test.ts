@@ -11,7 +11,18 @@ import type { SettleRequest } from '../../lib/settlement.js';
 import { KnexBillingStore } from '../../lib/store/knex-store.js';
 import { DATABASE_URL, REDIS_URL } from '../helpers/services.js';
 import { createFaultEnv, report, type FaultEnv } from './fault-env.js';
-import { Ledger, PLATFORM, expectCacheEqualsStore, expectStoreExact, makeUsers, randomCostUnits, seedUsers, seededRandom, subjectOf, type FaultUser } from './workload.js';
+import {
+  Ledger,
+  PLATFORM,
+  expectCacheEqualsStore,
+  expectStoreExact,
+  makeUsers,
+  randomCostUnits,
+  seedUsers,
+  seededRandom,
+  subjectOf,
+  type FaultUser,
+} from './workload.js';
 
 /** FAULTS_SOAK_REQUESTS shortens the run while working on it; the suite's figure is 20,000. */
 const REQUESTS = Number(process.env.FAULTS_SOAK_REQUESTS ?? 20_000);
@@ -69,7 +80,7 @@ describe('faults: exactness soak', function () {
     const oneRequest = async (): Promise<void> => {
       const user = users[Math.floor(random() * users.length)]!;
       const roll = random();
-      // Invalidations race the checks, fills and settlements of other workers (SPEC §7, §10).
+      // Invalidations race the checks, fills and settlements of other workers (docs/behaviour.md#cache-consistency, docs/behaviour.md#invalidation).
       const invalidation = roll < 0.03 ? invalidate(users[Math.floor(random() * users.length)]!) : Promise.resolve();
       const decision = await core.check(subjectOf(user));
       if (!decision.allowed) counts.denied++;
@@ -95,18 +106,24 @@ describe('faults: exactness soak', function () {
 
     const started = performance.now();
     const cpu0 = process.cpuUsage();
-    await Promise.all(Array.from({ length: WORKERS }, async () => {
-      while (counts.requests < REQUESTS) {
-        counts.requests++;
-        await oneRequest();
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: WORKERS }, async () => {
+        while (counts.requests < REQUESTS) {
+          counts.requests++;
+          await oneRequest();
+        }
+      }),
+    );
     const elapsedMs = performance.now() - started;
     const cpu = process.cpuUsage(cpu0);
     await core.close();
 
-    report(`seed ${SEED}: ${counts.requests} requests in ${(elapsedMs / 1000).toFixed(1)} s = ${(counts.requests / (elapsedMs / 1000)).toFixed(0)} req/s (check + settle, ${WORKERS} workers); this process used ${((cpu.user + cpu.system) / 1000 / counts.requests).toFixed(2)} ms CPU per request`);
-    report(`${counts.settlements} settle calls: ${ledger.size} distinct, ${counts.repeats} later repeats, ${counts.concurrentRepeats} concurrent pairs, ${counts.duplicates} answered as duplicates; ${counts.invalidations} invalidations`);
+    report(
+      `seed ${SEED}: ${counts.requests} requests in ${(elapsedMs / 1000).toFixed(1)} s = ${(counts.requests / (elapsedMs / 1000)).toFixed(0)} req/s (check + settle, ${WORKERS} workers); this process used ${((cpu.user + cpu.system) / 1000 / counts.requests).toFixed(2)} ms CPU per request`,
+    );
+    report(
+      `${counts.settlements} settle calls: ${ledger.size} distinct, ${counts.repeats} later repeats, ${counts.concurrentRepeats} concurrent pairs, ${counts.duplicates} answered as duplicates; ${counts.invalidations} invalidations`,
+    );
     expect(counts.denied, 'denied checks').to.equal(0);
     expect(counts.duplicates, 'duplicates = repeats + one of each concurrent pair').to.equal(counts.repeats + counts.concurrentRepeats);
 
@@ -114,7 +131,9 @@ describe('faults: exactness soak', function () {
     const drained = await expectCacheEqualsStore(env.directCache, env.directStore, users, false);
     const refill = await refillCache(store, cache, users);
     const refilled = await expectCacheEqualsStore(env.directCache, env.directStore, users, true);
-    report(`store exact for all ${USERS} users (balance, 7-day key window, monthly quota); cache: ${drained.hits} entries equal, ${drained.misses} invalidated; after ${refill} refill checks ${refilled.hits}/${refilled.hits} equal`);
+    report(
+      `store exact for all ${USERS} users (balance, 7-day key window, monthly quota); cache: ${drained.hits} entries equal, ${drained.misses} invalidated; after ${refill} refill checks ${refilled.hits}/${refilled.hits} equal`,
+    );
   });
 });
 

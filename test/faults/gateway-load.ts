@@ -58,30 +58,34 @@ export async function startGateway(core: BillingCore, users: readonly FaultUser[
   return {
     port: (server.address() as AddressInfo).port,
     settlements,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
 function post(agent: http.Agent, port: number, userIndex: number): Promise<Omit<Sample, 'startedMs' | 'latencyMs'>> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', agent, headers: { 'x-user-index': String(userIndex) } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => {
-        let parsed: { balanceSource?: string; rpm?: string } = {};
-        try {
-          parsed = JSON.parse(body) as typeof parsed;
-        } catch {
-          // Error bodies have another shape; the status says enough.
-        }
-        resolve({ status: res.statusCode ?? 0, balanceSource: parsed.balanceSource ?? null, rpm: parsed.rpm ?? null });
-      });
-      res.on('error', reject);
-    });
+    const req = http.request(
+      { host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', agent, headers: { 'x-user-index': String(userIndex) } },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => {
+          let parsed: { balanceSource?: string; rpm?: string } = {};
+          try {
+            parsed = JSON.parse(body) as typeof parsed;
+          } catch {
+            // Error bodies have another shape; the status says enough.
+          }
+          resolve({ status: res.statusCode ?? 0, balanceSource: parsed.balanceSource ?? null, rpm: parsed.rpm ?? null });
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end();
   });

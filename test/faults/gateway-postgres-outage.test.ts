@@ -38,8 +38,12 @@ describe('faults: the example gateway while PostgreSQL is cut', function () {
     await deleteKeysWithPrefix(redis, prefix).finally(() => redis.disconnect());
   });
 
-  const chat = (user: TestUser) => harness.http().post('/v1/chat/completions').set('Authorization', `Bearer ${user.key}`)
-    .send({ model: 'gpt-4o-mini', max_tokens: 10, messages: [{ role: 'user', content: 'Say hello to the billing test.' }] });
+  const chat = (user: TestUser) =>
+    harness
+      .http()
+      .post('/v1/chat/completions')
+      .set('Authorization', `Bearer ${user.key}`)
+      .send({ model: 'gpt-4o-mini', max_tokens: 10, messages: [{ role: 'user', content: 'Say hello to the billing test.' }] });
 
   it('zero 500s: warm keys are served, cold keys get 503 billing_service_error, the log stays quiet; settlements land once after', async () => {
     const h = harness;
@@ -54,17 +58,19 @@ describe('faults: the example gateway while PostgreSQL is cut', function () {
     const okBodies: string[] = [];
     const coldBodies = new Set<string>();
     const until = Date.now() + CUT_MS;
-    await Promise.all(Array.from({ length: WORKERS }, async (_, worker) => {
-      for (let i = 0; Date.now() < until; i++) {
-        const isWarm = (worker + i) % 2 === 0;
-        const user = isWarm ? warm[i % warm.length]! : cold[i % cold.length]!;
-        const res = await chat(user);
-        const counts = isWarm ? statuses.warm : statuses.cold;
-        counts.set(res.status, (counts.get(res.status) ?? 0) + 1);
-        if (isWarm && res.status === 200) okBodies.push(res.body.id as string);
-        if (!isWarm) coldBodies.add(JSON.stringify(res.body));
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: WORKERS }, async (_, worker) => {
+        for (let i = 0; Date.now() < until; i++) {
+          const isWarm = (worker + i) % 2 === 0;
+          const user = isWarm ? warm[i % warm.length]! : cold[i % cold.length]!;
+          const res = await chat(user);
+          const counts = isWarm ? statuses.warm : statuses.cold;
+          counts.set(res.status, (counts.get(res.status) ?? 0) + 1);
+          if (isWarm && res.status === 200) okBodies.push(res.body.id as string);
+          if (!isWarm) coldBodies.add(JSON.stringify(res.body));
+        }
+      }),
+    );
     // Routes beside the chat: the caller's usage, an admin write.
     const usage = await h.http().get('/v1/usage').set('Authorization', `Bearer ${warm[0]!.key}`);
     const admin = await h.admin('post', `/admin/users/${warm[0]!.userId}/top-up`, { amountUsd: '1' });
@@ -73,12 +79,16 @@ describe('faults: the example gateway while PostgreSQL is cut', function () {
     await proxy.restore();
 
     const all = [...statuses.warm, ...statuses.cold];
-    report(`${CUT_MS} ms cut, ${WORKERS} workers: warm ${JSON.stringify([...statuses.warm])}, cold ${JSON.stringify([...statuses.cold])}; `
-      + `${loud.length} warn/error log lines (${(loud.length / (CUT_MS / 1000)).toFixed(1)}/s): ${[...new Set(loud.map((l) => l.msg))].join('; ')}`);
+    report(
+      `${CUT_MS} ms cut, ${WORKERS} workers: warm ${JSON.stringify([...statuses.warm])}, cold ${JSON.stringify([...statuses.cold])}; ` +
+        `${loud.length} warn/error log lines (${(loud.length / (CUT_MS / 1000)).toFixed(1)}/s): ${[...new Set(loud.map((l) => l.msg))].join('; ')}`,
+    );
     expect(all.filter(([status]) => status === 500)).to.deep.equal([], 'no 500');
     expect([...statuses.warm.keys()]).to.deep.equal([200], 'warm keys are served');
     expect([...statuses.cold.keys()]).to.deep.equal([503], 'cold keys are 503');
-    expect([...coldBodies]).to.deep.equal([JSON.stringify({ error: { type: 'api_error', code: 'billing_service_error', message: 'Billing service temporarily unavailable. Please retry later.' } })]);
+    expect([...coldBodies]).to.deep.equal([
+      JSON.stringify({ error: { type: 'api_error', code: 'billing_service_error', message: 'Billing service temporarily unavailable. Please retry later.' } }),
+    ]);
     expect(usage.status).to.equal(503);
     expect(admin.status).to.equal(503);
     expect(loud.length / (CUT_MS / 1000)).to.be.at.most(5, 'a few log lines a second');

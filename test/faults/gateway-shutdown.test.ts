@@ -56,14 +56,26 @@ describe('faults: SIGTERM to the gateway process while PostgreSQL is cut', funct
     proxy = await TcpFaultProxy.start(DATABASE_URL);
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kbe-shutdown-'));
     const env: NodeJS.ProcessEnv = {
-      PATH: process.env.PATH, HOME: process.env.HOME, DATA_DIR: dataDir, PORT: '0',
-      DATABASE_URL: proxy.urlFor(DATABASE_URL), DATABASE_SCHEMA: schema, ADMIN_TOKEN: 'shutdown-admin-token-0123456789abcdef',
-      SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS), SETTLEMENT_DRAIN_TIMEOUT_MS: String(SETTLEMENT_DRAIN_TIMEOUT_MS),
-      MOCK_LATENCY_MS: '400', MOCK_CHUNK_DELAY_MS: '10', MOCK_MAX_REPLY_WORDS: '400',
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      DATA_DIR: dataDir,
+      PORT: '0',
+      DATABASE_URL: proxy.urlFor(DATABASE_URL),
+      DATABASE_SCHEMA: schema,
+      ADMIN_TOKEN: 'shutdown-admin-token-0123456789abcdef',
+      SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+      SETTLEMENT_DRAIN_TIMEOUT_MS: String(SETTLEMENT_DRAIN_TIMEOUT_MS),
+      MOCK_LATENCY_MS: '400',
+      MOCK_CHUNK_DELAY_MS: '10',
+      MOCK_MAX_REPLY_WORDS: '400',
     };
     child = spawn(TSX, ['examples/proxy/server.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout?.setEncoding('utf8').on('data', (text: string) => { stdout += text; });
-    child.stderr?.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text;
+    });
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      stderr += text;
+    });
   });
 
   after(async () => {
@@ -88,11 +100,15 @@ describe('faults: SIGTERM to the gateway process while PostgreSQL is cut', funct
     let idleClosedAtMs: number | undefined;
     const [idleSocket] = Object.values(keepAlive.freeSockets).flat();
     expect(idleSocket, 'an idle keep-alive socket').to.not.equal(undefined);
-    idleSocket!.once('close', () => { idleClosedAtMs = Date.now(); });
+    idleSocket!.once('close', () => {
+      idleClosedAtMs = Date.now();
+    });
 
     // Streams relaying when PostgreSQL goes away, and a JSON request waiting on the upstream.
     let started = 0;
-    const streams = Array.from({ length: STREAMS }, () => send(chatUrl, key, { model: 'gpt-4o-mini', stream: true, max_tokens: 150, messages: prompt }, false, () => void started++));
+    const streams = Array.from({ length: STREAMS }, () =>
+      send(chatUrl, key, { model: 'gpt-4o-mini', stream: true, max_tokens: 150, messages: prompt }, false, () => void started++),
+    );
     await waitFor('every stream to start', () => started === STREAMS, 10_000);
     const jsonAgent = new http.Agent({ keepAlive: true });
     const json = send(chatUrl, key, { model: 'gpt-4o-mini', max_tokens: 20, messages: prompt }, jsonAgent);
@@ -109,11 +125,16 @@ describe('faults: SIGTERM to the gateway process while PostgreSQL is cut', funct
     keepAlive.destroy();
     jsonAgent.destroy();
 
-    const lines = stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     const unstored = lines.filter((line) => line.msg === 'billing settlement could not be stored before shutdown');
     const ids = [...replies.map((r) => /"id":"(chatcmpl-[^"]+)"/.exec(r.text)?.[1]), JSON.parse(jsonReply.text).id as string];
-    report(`exit ${code} after ${exitMs} ms (bound ${SHUTDOWN_TIMEOUT_MS} + ${SETTLEMENT_DRAIN_TIMEOUT_MS} ms); idle keep-alive closed after ${idleClosedAtMs === undefined ? 'never' : `${idleClosedAtMs - signalledAtMs} ms`}; `
-      + `${unstored.length} unstored settlements logged for ${ids.length} requests`);
+    report(
+      `exit ${code} after ${exitMs} ms (bound ${SHUTDOWN_TIMEOUT_MS} + ${SETTLEMENT_DRAIN_TIMEOUT_MS} ms); idle keep-alive closed after ${idleClosedAtMs === undefined ? 'never' : `${idleClosedAtMs - signalledAtMs} ms`}; ` +
+        `${unstored.length} unstored settlements logged for ${ids.length} requests`,
+    );
 
     expect(code).to.equal(0);
     expect(exitMs).to.be.below(SHUTDOWN_TIMEOUT_MS + SETTLEMENT_DRAIN_TIMEOUT_MS + 2000);

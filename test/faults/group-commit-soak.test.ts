@@ -49,7 +49,10 @@ describe('faults: group-commit soak', function () {
       if (pick < 0.005) {
         counts.missing++;
         const ghost = ghosts[Math.floor(random() * ghosts.length)]!;
-        const err = await core.settle({ requestId: `gcm-${next++}`, subject: subjectOf(ghost), costUsd: '0.001' }).then(() => null, (e: unknown) => e);
+        const err = await core.settle({ requestId: `gcm-${next++}`, subject: subjectOf(ghost), costUsd: '0.001' }).then(
+          () => null,
+          (e: unknown) => e,
+        );
         if (err instanceof SettlementTargetMissingError) counts.missingErrors++;
         else counts.otherErrors++;
         return;
@@ -57,7 +60,10 @@ describe('faults: group-commit soak', function () {
       if (pick < 0.015 && done.length > 0) {
         counts.conflicts++;
         const earlier = done[Math.floor(random() * done.length)]!;
-        const err = await core.settle({ ...earlier, costUsd: '0.5' }).then(() => null, (e: unknown) => e);
+        const err = await core.settle({ ...earlier, costUsd: '0.5' }).then(
+          () => null,
+          (e: unknown) => e,
+        );
         if ((err as { code?: string } | null)?.code === 'SETTLEMENT_CONFLICT') counts.conflictErrors++;
         else counts.otherErrors++;
         return;
@@ -82,26 +88,39 @@ describe('faults: group-commit soak', function () {
       done.push(request);
     };
 
-    await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-      while (started < SETTLEMENTS) {
-        started++;
-        if (started === Math.floor(SETTLEMENTS / 2)) {
-          cutAtMs = performance.now() - startedAt;
-          void env.pgProxy.cut().then(() => sleep(2000)).then(() => env.pgProxy.restore());
+    await Promise.all(
+      Array.from({ length: IN_FLIGHT }, async () => {
+        while (started < SETTLEMENTS) {
+          started++;
+          if (started === Math.floor(SETTLEMENTS / 2)) {
+            cutAtMs = performance.now() - startedAt;
+            void env.pgProxy
+              .cut()
+              .then(() => sleep(2000))
+              .then(() => env.pgProxy.restore());
+          }
+          await one();
         }
-        await one();
-      }
-    }));
+      }),
+    );
     const elapsedS = (performance.now() - startedAt) / 1000;
     await core.close();
-    report(`${SETTLEMENTS} settlements in ${elapsedS.toFixed(1)} s (${Math.round(SETTLEMENTS / elapsedS)}/s incl. a 2 s cut at ${(cutAtMs / 1000).toFixed(1)} s): `
-      + `${counts.settled} new, ${counts.repeats} repeats (${counts.duplicates} duplicates), ${counts.conflicts} conflicting repeats, ${counts.missing} missing accounts, ${counts.invalidations} invalidations`);
+    report(
+      `${SETTLEMENTS} settlements in ${elapsedS.toFixed(1)} s (${Math.round(SETTLEMENTS / elapsedS)}/s incl. a 2 s cut at ${(cutAtMs / 1000).toFixed(1)} s): ` +
+        `${counts.settled} new, ${counts.repeats} repeats (${counts.duplicates} duplicates), ${counts.conflicts} conflicting repeats, ${counts.missing} missing accounts, ${counts.invalidations} invalidations`,
+    );
     expect(counts.otherErrors).to.equal(0, 'no error but the expected ones');
     expect(counts.conflictErrors).to.equal(counts.conflicts, 'every conflicting repeat got SETTLEMENT_CONFLICT');
     expect(counts.missingErrors).to.equal(counts.missing, 'every missing account got its error');
     expect(counts.duplicates).to.equal(counts.repeats, 'every repeat of a stored settlement is its duplicate');
     await expectStoreExact(env.directKnex, env.directStore, users, ledger);
-    const [ghostRows] = (await env.directKnex('billing_usage_log').whereIn('user_id', ghosts.map((g) => g.id)).count({ n: '*' })) as [{ n: string }];
+    const [ghostRows] = (await env
+      .directKnex('billing_usage_log')
+      .whereIn(
+        'user_id',
+        ghosts.map((g) => g.id),
+      )
+      .count({ n: '*' })) as [{ n: string }];
     expect(Number(ghostRows!.n)).to.equal(0, 'a failed settlement leaves no usage row');
     const { hits } = await expectCacheEqualsStore(env.directCache, env.directStore, users, false);
     report(`store exact for 1,000 users; ${hits} cached entries equal the store`);
@@ -118,15 +137,19 @@ describe('faults: group-commit soak', function () {
     const deadline = performance.now() + 10_000;
     const random = seededRandom(SEED + 1);
     try {
-      await Promise.all(cores.flatMap((core, c) => Array.from({ length: 50 }, async () => {
-        while (performance.now() < deadline) {
-          const user = users[Math.floor(random() * users.length)]!;
-          const units = randomCostUnits(random);
-          const requestId = `pair-${c}-${next++}`;
-          ledger.record(requestId, user.id, units);
-          await core.settle({ requestId, subject: subjectOf(user), costUsd: `0.${units.toString().padStart(8, '0')}` }).catch(() => void failures++);
-        }
-      })));
+      await Promise.all(
+        cores.flatMap((core, c) =>
+          Array.from({ length: 50 }, async () => {
+            while (performance.now() < deadline) {
+              const user = users[Math.floor(random() * users.length)]!;
+              const units = randomCostUnits(random);
+              const requestId = `pair-${c}-${next++}`;
+              ledger.record(requestId, user.id, units);
+              await core.settle({ requestId, subject: subjectOf(user), costUsd: `0.${units.toString().padStart(8, '0')}` }).catch(() => void failures++);
+            }
+          }),
+        ),
+      );
     } finally {
       await Promise.all(cores.map((core) => core.close()));
       await Promise.all(pools.map((knex) => knex.destroy()));

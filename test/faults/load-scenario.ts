@@ -86,7 +86,11 @@ export function reportPhases(result: ScenarioResult, faultName: string): void {
   const fromStore = result.during.filter((s) => s.balanceSource === 'store').length;
   const rpmOpen = result.during.filter((s) => s.rpm === 'failed_open').length;
   report(`before: ${latencySummary(result.before.map((s) => s.latencyMs))}; ${statuses(result.before)}`);
-  report(`${faultName}: ${latencySummary(result.during.map((s) => s.latencyMs))}; ${statuses(result.during)}; balance from store ${fromStore}/${result.during.length}, rpm failed open ${rpmOpen}`);
-  report(`after restore: ${latencySummary(result.after.map((s) => s.latencyMs))}; ${statuses(result.after)}; cache read again ${result.cacheBackAfterMs.toFixed(0)} ms after restore`);
+  report(
+    `${faultName}: ${latencySummary(result.during.map((s) => s.latencyMs))}; ${statuses(result.during)}; balance from store ${fromStore}/${result.during.length}, rpm failed open ${rpmOpen}`,
+  );
+  report(
+    `after restore: ${latencySummary(result.after.map((s) => s.latencyMs))}; ${statuses(result.after)}; cache read again ${result.cacheBackAfterMs.toFixed(0)} ms after restore`,
+  );
   report(`settlements: ${result.ledger.size} (${result.receipts.filter((r) => r.duplicate).length} duplicates)`);
 }

@@ -1,5 +1,5 @@
 // PostgreSQL cut or black-holed: warm-cache checks keep passing, misses answer 503 and open the
-// breaker, which half-opens and closes again; settlements made meanwhile land exactly once (SPEC §2.1, §3.5, §5).
+// breaker, which half-opens and closes again; settlements made meanwhile land exactly once (docs/behaviour.md#balance, docs/behaviour.md#settlement, docs/behaviour.md#circuit-breaker).
 import { expect } from 'chai';
 import request from 'supertest';
 import Koa from 'koa';
@@ -46,13 +46,17 @@ describe('faults: PostgreSQL outage', function () {
   /** Checks each user once and waits until its entries are cached. */
   async function warm(core: BillingCore, users: readonly FaultUser[]): Promise<void> {
     for (const user of users) expect((await core.check(subjectOf(user))).allowed).to.equal(true);
-    await waitFor('warm entries to be cached', async () => {
-      for (const user of users) {
-        const read = await env.directCache.readBatch({ userId: user.id, balance: true, apiKeyId: user.keyId, platform: PLATFORM });
-        if (!read.balance?.hit || !read.apiKeyWindows?.hit || !read.platformQuota?.hit) return false;
-      }
-      return true;
-    }, 3000);
+    await waitFor(
+      'warm entries to be cached',
+      async () => {
+        for (const user of users) {
+          const read = await env.directCache.readBatch({ userId: user.id, balance: true, apiKeyId: user.keyId, platform: PLATFORM });
+          if (!read.balance?.hit || !read.apiKeyWindows?.hit || !read.platformQuota?.hit) return false;
+        }
+        return true;
+      },
+      3000,
+    );
   }
 
   async function usageRows(requestIds: string[]): Promise<number> {
@@ -76,7 +80,10 @@ describe('faults: PostgreSQL outage', function () {
     store.reset();
     const warmAnswers = [];
     for (let i = 0; i < 9; i++) warmAnswers.push(await call(warmUsers[i % 3]!.id));
-    expect(warmAnswers.map((a) => a.status), 'warm-cache answers during the cut').to.deep.equal(Array(9).fill(200));
+    expect(
+      warmAnswers.map((a) => a.status),
+      'warm-cache answers during the cut',
+    ).to.deep.equal(Array(9).fill(200));
     expect(store.total(), 'store calls for warm-cache requests').to.equal(0);
 
     const failures = [];
@@ -84,12 +91,18 @@ describe('faults: PostgreSQL outage', function () {
       expect(core.breakerState, `breaker before failure ${failures.length + 1}`).to.equal('closed');
       failures.push(await call(user.id));
     }
-    expect(failures.map((a) => a.status), 'cache misses during the cut').to.deep.equal([503, 503, 503, 503, 503]);
+    expect(
+      failures.map((a) => a.status),
+      'cache misses during the cut',
+    ).to.deep.equal([503, 503, 503, 503, 503]);
     expect(store.count('getBalance')).to.equal(5);
     expect(core.breakerState, 'after 5 failures').to.equal('open');
 
     const whileOpen = [await call(coldUsers[5]!.id), await call(warmUsers[0]!.id)];
-    expect(whileOpen.map((a) => a.status), 'cold and warm requests while open').to.deep.equal([503, 503]);
+    expect(
+      whileOpen.map((a) => a.status),
+      'cold and warm requests while open',
+    ).to.deep.equal([503, 503]);
     expect(store.count('getBalance'), 'store reads while open').to.equal(5);
 
     // Settlements made during the cut: retried with backoff; one id sent twice (a client retry).
@@ -97,7 +110,11 @@ describe('faults: PostgreSQL outage', function () {
     const settle = (i: number) => core.settle({ requestId: `pgcut-r${i}`, subject: subjectOf(warmUsers[i]!), costUsd: costs[i]! });
     const settlements = [settle(0), settle(1), settle(2), settle(0)];
     let landed = 0;
-    for (const s of settlements) void s.then(() => landed++, () => {});
+    for (const s of settlements)
+      void s.then(
+        () => landed++,
+        () => {},
+      );
     await sleep(1000);
     expect(landed, 'settlements landed while PostgreSQL is cut').to.equal(0);
 
@@ -130,7 +147,9 @@ describe('faults: PostgreSQL outage', function () {
     report(`misses during the cut: 5× 503 in ${failures.map((a) => a.ms.toFixed(1)).join(', ')} ms; breaker open; then 503 without the store`);
     report(`breaker: half-open after ${RESET_TIMEOUT_MS} ms, failed probe re-opened it; after restore a probe closed it (${probe.ms.toFixed(1)} ms)`);
     report(`knex connection errors while cut: ${env.knexErrors() - knexErrors} (logged by knex; silenced here)`);
-    report(`settlements made during the cut: 3 (+1 repeat) landed ${landedAfterMs.toFixed(0)} ms after restore, once each; settlement_retry warnings: ${logger.count('billing settlement failed; retrying')}; cache: ${cached.hits} equal, ${cached.misses} invalidated`);
+    report(
+      `settlements made during the cut: 3 (+1 repeat) landed ${landedAfterMs.toFixed(0)} ms after restore, once each; settlement_retry warnings: ${logger.count('billing settlement failed; retrying')}; cache: ${cached.hits} equal, ${cached.misses} invalidated`,
+    );
   });
 
   it('close() drains settlements made during a cut once PostgreSQL is back', async () => {
@@ -174,6 +193,8 @@ describe('faults: PostgreSQL outage', function () {
     const bound = PG_TIMEOUTS.query_timeout + 500;
     expect(miss.ms, 'ms until a black-holed miss is answered').to.be.below(bound);
     expect(after.status).to.equal(200);
-    report(`warm check ${warmAnswer.ms.toFixed(1)} ms → 200; miss ${miss.ms.toFixed(0)} ms → 503 (bound ${bound} ms = query_timeout + 500); after restore ${after.ms.toFixed(1)} ms → 200`);
+    report(
+      `warm check ${warmAnswer.ms.toFixed(1)} ms → 200; miss ${miss.ms.toFixed(0)} ms → 503 (bound ${bound} ms = query_timeout + 500); after restore ${after.ms.toFixed(1)} ms → 200`,
+    );
   });
 });

@@ -22,8 +22,12 @@ describe('faults: recommended ioredis options', () => {
     it('fail fast: command timeout, no offline queue, no per-request retries, capped reconnect backoff', () => {
       const options = recommendedRedisOptions();
       expect(options).to.include({
-        commandTimeout: 100, connectTimeout: 1000, socketTimeout: 1000,
-        enableOfflineQueue: false, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false,
+        commandTimeout: 100,
+        connectTimeout: 1000,
+        socketTimeout: 1000,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
       });
       const delays = [1, 2, 3, 5, 10, 100, 10_000].map((times) => options.retryStrategy!(times) as number);
       expect(delays[0]).to.be.within(50, 99);
@@ -42,7 +46,13 @@ describe('faults: recommended ioredis options', () => {
     it('Cluster: the same per-node timeouts under redisOptions (merged with overrides), no offline queue, short failover retries', () => {
       const options = recommendedClusterOptions({ redisOptions: { commandTimeout: 300, password: 'p' }, maxRedirections: 8 });
       expect(options).to.include({ enableOfflineQueue: false, maxRedirections: 8, retryDelayOnFailover: 50, slotsRefreshTimeout: 1000 });
-      expect(options.redisOptions).to.include({ commandTimeout: 300, password: 'p', connectTimeout: 1000, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false });
+      expect(options.redisOptions).to.include({
+        commandTimeout: 300,
+        password: 'p',
+        connectTimeout: 1000,
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
+      });
       expect(options.clusterRetryStrategy!(50) as number).to.be.within(1000, 1049);
       expect(recommendedClusterOptions().redisOptions).to.include({ commandTimeout: 100 });
     });

@@ -24,7 +24,10 @@ describe('faults: Redis Cluster cut', function () {
     proxies = await Promise.all(cluster.nodes.map((node) => TcpFaultProxy.start(node)));
     // The nodes announce their real ports; natMap sends the client through the proxies instead.
     const natMap = Object.fromEntries(cluster.nodes.map((node, i) => [`${node.host}:${node.port}`, { host: proxies[i]!.host, port: proxies[i]!.port }]));
-    client = new Cluster(proxies.map((proxy) => ({ host: proxy.host, port: proxy.port })), recommendedClusterOptions({ natMap, lazyConnect: true }));
+    client = new Cluster(
+      proxies.map((proxy) => ({ host: proxy.host, port: proxy.port })),
+      recommendedClusterOptions({ natMap, lazyConnect: true }),
+    );
     client.on('error', () => {});
     client.on('node error', () => {});
     await client.connect();
@@ -79,7 +82,9 @@ describe('faults: Redis Cluster cut', function () {
     await core.close();
 
     const bound = CACHE_CALLS_PER_REQUEST * COMMAND_TIMEOUT_MS + 300;
-    report(`all ${proxies.length} nodes cut: ${latencySummary(during.map((d) => d.ms))} per check (bound ${bound} ms); balance from ${[...new Set(during.map((d) => d.source))].join(', ')}`);
+    report(
+      `all ${proxies.length} nodes cut: ${latencySummary(during.map((d) => d.ms))} per check (bound ${bound} ms); balance from ${[...new Set(during.map((d) => d.source))].join(', ')}`,
+    );
     report(`cache served again ${cacheBackMs.toFixed(0)} ms after restore; ${ledger.size} settlements`);
     expect(during.every((d) => d.allowed && d.source === 'store')).to.equal(true);
     expect(Math.max(...during.map((d) => d.ms))).to.be.below(bound);

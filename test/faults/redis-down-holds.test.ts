@@ -51,25 +51,46 @@ describe('faults: Redis down, reservations held in the store', function () {
     const charged = rows.reduce((sum, row) => sum + parseUsd(row.costUsd), 0n);
     const balance = await h.gateway.core.getBalance(user.userId);
     // The estimate the gateway reserved for this body (bytes as supertest sends them).
-    const estimate = parseUsd(estimateCompletionCost({
-      body: BODY, price: findModelPrice('gpt-4o')!, stream: false, promptEstimate: 8, promptBound: Buffer.byteLength(JSON.stringify(BODY)),
-    }, '1'));
+    const estimate = parseUsd(
+      estimateCompletionCost(
+        {
+          body: BODY,
+          price: findModelPrice('gpt-4o')!,
+          stream: false,
+          promptEstimate: 8,
+          promptBound: Buffer.byteLength(JSON.stringify(BODY)),
+        },
+        '1',
+      ),
+    );
     const counts = new Map<number, number>();
     for (const status of statuses) counts.set(status, (counts.get(status) ?? 0) + 1);
     const heldLogs = h.logs.filter((line) => line.includes('holding it in the store')).length;
-    report(`Redis killed: ${JSON.stringify([...counts])}; ${rows.length} charged ${formatUsd(charged)} USD on 0.005 (estimate ${formatUsd(estimate)}), balance ${balance}; ${heldLogs} "held in the store" log lines`);
+    report(
+      `Redis killed: ${JSON.stringify([...counts])}; ${rows.length} charged ${formatUsd(charged)} USD on 0.005 (estimate ${formatUsd(estimate)}), balance ${balance}; ${heldLogs} "held in the store" log lines`,
+    );
     expect(counts.get(200) ?? 0).to.be.above(0);
     expect([...counts.keys()].every((status) => status === 200 || status === 403)).to.equal(true, JSON.stringify([...counts]));
     expect(rows.length).to.equal(counts.get(200));
     expect(charged <= parseUsd('0.005') + estimate).to.equal(true, `charged ${formatUsd(charged)}`);
-    const { rows: [holds] } = await h.gateway.knex.raw('SELECT count(*) AS n FROM billing_store_holds') as { rows: { n: string }[] };
+    const {
+      rows: [holds],
+    } = (await h.gateway.knex.raw('SELECT count(*) AS n FROM billing_store_holds')) as { rows: { n: string }[] };
     expect(Number(holds!.n)).to.equal(0, 'every store hold was released by its settlement');
 
     // PostgreSQL cut as well: nothing can be held anywhere, so nothing is admitted.
     await h.createUser({ balanceUsd: '1' }).then(async (rich) => {
       await proxy.cut();
-      const refused = await Promise.all(Array.from({ length: 20 }, () =>
-        h.http().post('/v1/chat/completions').set('Authorization', `Bearer ${rich.key}`).send(BODY).then((res) => res.status)));
+      const refused = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          h
+            .http()
+            .post('/v1/chat/completions')
+            .set('Authorization', `Bearer ${rich.key}`)
+            .send(BODY)
+            .then((res) => res.status),
+        ),
+      );
       report(`Redis and PostgreSQL down: ${refused.length} requests, statuses ${JSON.stringify([...new Set(refused)])}`);
       expect(new Set(refused)).to.deep.equal(new Set([503]));
       await proxy.restore();

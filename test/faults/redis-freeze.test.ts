@@ -6,7 +6,15 @@ import { expect } from 'chai';
 import knexFactory, { type Knex } from 'knex';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
-import { BillingMetrics, createBillingCore, KnexBillingStore, migrateBillingSchema, RedisBillingCache, recommendedRedisOptions, type BillingCore } from '../../lib/index.js';
+import {
+  BillingMetrics,
+  createBillingCore,
+  KnexBillingStore,
+  migrateBillingSchema,
+  RedisBillingCache,
+  recommendedRedisOptions,
+  type BillingCore,
+} from '../../lib/index.js';
 import { DATABASE_URL, requirePostgres, uniqueSuffix } from '../helpers/services.js';
 import { startRedisServer, type RedisServerHandle } from '../helpers/redis-server.js';
 import { recordingLogger, report, sleep } from './fault-env.js';
@@ -42,7 +50,12 @@ describe('faults: Redis frozen while requests reserve', function () {
       await redis.connect();
       const cache = new RedisBillingCache(redis, { prefix: `kbe-freeze-${uniqueSuffix()}:` });
       const registry = new Registry();
-      const core: BillingCore = createBillingCore({ store: new KnexBillingStore(knex), cache, logger: recordingLogger(), metrics: new BillingMetrics({ registry }) });
+      const core: BillingCore = createBillingCore({
+        store: new KnexBillingStore(knex),
+        cache,
+        logger: recordingLogger(),
+        metrics: new BillingMetrics({ registry }),
+      });
       const openReservations = async () => (await registry.getSingleMetric('billing_open_reservations')!.get()).values[0]?.value ?? 0;
       const userId = `freeze-${freezeMs}-${uniqueSuffix()}`;
       const subject = { user: { id: userId } };
@@ -52,7 +65,13 @@ describe('faults: Redis frozen while requests reserve', function () {
       const workers = Array.from({ length: WORKERS }, async () => {
         while (!stop) {
           const result = await core.check(subject, { estimateUsd: ESTIMATE });
-          const outcome = !result.allowed ? 'denied' : !result.reservation ? 'unheld' : result.reservation.id.startsWith('store:') ? 'held in the store' : 'held';
+          const outcome = !result.allowed
+            ? 'denied'
+            : !result.reservation
+              ? 'unheld'
+              : result.reservation.id.startsWith('store:')
+                ? 'held in the store'
+                : 'held';
           outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
           await sleep(5);
           if (result.allowed) result.reservation?.release();
@@ -68,11 +87,13 @@ describe('faults: Redis frozen while requests reserve', function () {
       // Releases run in the background; let them land.
       await sleep(500);
 
-      const orphans = [...await cache.listLeases(userId), ...await knex('billing_store_holds').where({ user_id: userId }).select('id')];
+      const orphans = [...(await cache.listLeases(userId)), ...(await knex('billing_store_holds').where({ user_id: userId }).select('id'))];
       const openAfter = await openReservations();
       const full = await core.check(subject, { estimateUsd: BALANCE });
-      report(`${freezeMs} ms freeze: ${JSON.stringify([...outcomes])}; holds left without an owner: ${orphans.length}; `
-        + `reserve of the full balance afterwards: ${full.allowed ? 'allowed' : full.error.code}`);
+      report(
+        `${freezeMs} ms freeze: ${JSON.stringify([...outcomes])}; holds left without an owner: ${orphans.length}; ` +
+          `reserve of the full balance afterwards: ${full.allowed ? 'allowed' : full.error.code}`,
+      );
       expect(orphans).to.deep.equal([]);
       expect(openAfter, 'the open-holds metric agrees: nothing held').to.equal(0);
       expect(await openReservations(), 'and it counts the one now held').to.equal(1);

@@ -59,7 +59,12 @@ describe('faults: Redis answering with 200 ms latency', function () {
   });
 
   /** `count` checks one after the other, each with the time it spent in the cache and in the store. */
-  async function measure(core: BillingCore, cache: ReturnType<typeof timed<BillingCache>>, store: ReturnType<typeof timed<BillingStore>>, count = REQUESTS): Promise<Measured> {
+  async function measure(
+    core: BillingCore,
+    cache: ReturnType<typeof timed<BillingCache>>,
+    store: ReturnType<typeof timed<BillingStore>>,
+    count = REQUESTS,
+  ): Promise<Measured> {
     const m: Measured = { totalMs: [], cacheMs: [], storeMs: [], balanceSources: [], rpm: [] };
     for (let i = 0; i < count; i++) {
       cache.reset();
@@ -78,10 +83,14 @@ describe('faults: Redis answering with 200 ms latency', function () {
 
   async function warmCache(core: BillingCore): Promise<void> {
     await core.check(subjectOf(user));
-    await waitFor('the entries to be cached', async () => {
-      const read = await env.directCache.readBatch({ userId: user.id, balance: true, apiKeyId: user.keyId, platform: PLATFORM });
-      return Boolean(read.balance?.hit && read.apiKeyWindows?.hit && read.platformQuota?.hit);
-    }, 3000);
+    await waitFor(
+      'the entries to be cached',
+      async () => {
+        const read = await env.directCache.readBatch({ userId: user.id, balance: true, apiKeyId: user.keyId, platform: PLATFORM });
+        return Boolean(read.balance?.hit && read.apiKeyWindows?.hit && read.platformQuota?.hit);
+      },
+      3000,
+    );
   }
 
   it(`recommended options: each cache call gives up after commandTimeout (${COMMAND_TIMEOUT_MS} ms), so a request gains at most ${CACHE_CALLS_PER_REQUEST} × commandTimeout + its store reads`, async () => {
@@ -90,7 +99,10 @@ describe('faults: Redis answering with 200 ms latency', function () {
     const core = env.makeCore({ cache: cache.target, store: store.target });
     await warmCache(core);
     const baseline = await measure(core, cache, store);
-    expect(baseline.balanceSources.every((s) => s === 'cache'), 'baseline reads from the cache').to.equal(true);
+    expect(
+      baseline.balanceSources.every((s) => s === 'cache'),
+      'baseline reads from the cache',
+    ).to.equal(true);
 
     await env.redisProxy.latency(LATENCY_MS);
     let slow: Measured;
@@ -111,8 +123,14 @@ describe('faults: Redis answering with 200 ms latency', function () {
     report(`  time in cache calls per request: ${latencySummary(slow.cacheMs)} (bound ${cacheBound} ms); in store reads: ${latencySummary(slow.storeMs)}`);
     report(`  balance from: ${[...new Set(slow.balanceSources)].join(', ')}; rpm: ${[...new Set(slow.rpm)].join(', ')}`);
 
-    expect(slow.balanceSources.every((s) => s === 'store'), 'every balance read fell back to the store').to.equal(true);
-    expect(slow.rpm.every((s) => s === 'failed_open'), 'every RPM check failed open').to.equal(true);
+    expect(
+      slow.balanceSources.every((s) => s === 'store'),
+      'every balance read fell back to the store',
+    ).to.equal(true);
+    expect(
+      slow.rpm.every((s) => s === 'failed_open'),
+      'every RPM check failed open',
+    ).to.equal(true);
     for (let i = 0; i < REQUESTS; i++) {
       expect(slow.cacheMs[i], `request ${i}: ms spent waiting for the cache`).to.be.below(cacheBound);
       // Warm, its read also offered to count RPM: after that read timed out, RPM fails open without
@@ -138,7 +156,9 @@ describe('faults: Redis answering with 200 ms latency', function () {
       } finally {
         await env.redisProxy.restore();
       }
-      report(`Redis +${LATENCY_MS} ms, commandTimeout 1000 ms: ${latencySummary(slow.totalMs)}; in cache calls ${latencySummary(slow.cacheMs)}; balance from ${[...new Set(slow.balanceSources)].join(', ')}`);
+      report(
+        `Redis +${LATENCY_MS} ms, commandTimeout 1000 ms: ${latencySummary(slow.totalMs)}; in cache calls ${latencySummary(slow.cacheMs)}; balance from ${[...new Set(slow.balanceSources)].join(', ')}`,
+      );
       // The proxy really delays every answer: the cache is still used, and it costs the full latency
       // once — a warm request's read also counts RPM (one round trip), and nothing waits twice.
       expect(slow.balanceSources.every((s) => s === 'cache')).to.equal(true);

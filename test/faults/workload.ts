@@ -85,7 +85,10 @@ export class Ledger {
 /** Store exactness for `users`: one usage row per distinct settlement, and every balance, 7-day key window and monthly quota = initial − Σ costs. */
 export async function expectStoreExact(knex: Knex, store: KnexBillingStore, users: readonly FaultUser[], ledger: Ledger): Promise<void> {
   const [{ rows, distinct }] = (await knex(TABLES.usageLog)
-    .whereIn('user_id', users.map((user) => user.id))
+    .whereIn(
+      'user_id',
+      users.map((user) => user.id),
+    )
     .select(knex.raw('count(*)::int as rows'), knex.raw('count(distinct request_id)::int as distinct'))) as [{ rows: number; distinct: number }];
   expect(rows, 'usage rows').to.equal(ledger.size);
   expect(distinct, 'distinct request ids').to.equal(ledger.size);
@@ -130,7 +133,7 @@ export async function expectCacheEqualsStore(
       }
       hits++;
       const value = entry.value as { sentinel?: boolean };
-      // A user without a quota row is cached as a sentinel (SPEC §2.3.4); the store has no row.
+      // A user without a quota row is cached as a sentinel (docs/behaviour.md#platform-quota); the store has no row.
       if (slot === 'platformQuota' && expected.platformQuota === null) expect(value.sentinel, `quota sentinel of ${user.id}`).to.equal(true);
       else expect(entry.value, `${slot} of ${user.id}`).to.deep.equal(expected[slot]);
     }

@@ -149,8 +149,10 @@ export function useBackends(backend: BackendPair): () => Backends {
 /** Defines `body` once per backend pair and request shape; each test gets a fresh clock, core and instrumentation. */
 export function describeChain(title: string, body: (env: () => ChainEnv) => void): void {
   for (const [backend, shape] of [
-    ['memory+sqlite', 'chain first'], ['memory+sqlite', 'body parsed first'],
-    ['redis+postgres', 'chain first'], ['redis+postgres', 'body parsed first'],
+    ['memory+sqlite', 'chain first'],
+    ['memory+sqlite', 'body parsed first'],
+    ['redis+postgres', 'chain first'],
+    ['redis+postgres', 'body parsed first'],
   ] as const) {
     describe(`${title} [${backend}, ${shape}]`, function () {
       const opened = useBackends(backend);

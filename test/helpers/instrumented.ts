@@ -25,7 +25,7 @@ export function instrument<T extends object>(real: T): Instrumented<T> {
   const watchers = new Map<string, (() => void)[]>();
   /** Runs `call`, then tells the watchers of `method`, then waits for the delivery gate if one applies. */
   const observe = async <R>(method: string, call: () => Promise<R>): Promise<R> => {
-    const gate = delivery && delivery.methods.includes(method) ? delivery.gate : null;
+    const gate = delivery?.methods.includes(method) ? delivery.gate : null;
     const outcome = call();
     const notify = () => {
       const waiting = watchers.get(method) ?? [];
@@ -48,16 +48,18 @@ export function instrument<T extends object>(real: T): Instrumented<T> {
         // request goes on to rpmHit and meets the failure there.
         return async (request: unknown, countIf: (last: unknown) => unknown) => {
           calls.set('readBatch', (calls.get('readBatch') ?? 0) + 1);
-          if (hold && hold.methods.includes('readBatch')) await hold.gate;
+          if (hold?.methods.includes('readBatch')) await hold.gate;
           if (fails('readBatch')) throw failure!.error;
-          const result = await observe('readBatch', () => (value as (...a: unknown[]) => Promise<{ rpm?: unknown }>).apply(obj, [request, fails('rpmHit') ? () => null : countIf]));
+          const result = await observe('readBatch', () =>
+            (value as (...a: unknown[]) => Promise<{ rpm?: unknown }>).apply(obj, [request, fails('rpmHit') ? () => null : countIf]),
+          );
           if (result.rpm !== undefined) calls.set('rpmHit', (calls.get('rpmHit') ?? 0) + 1);
           return result;
         };
       }
       return async (...args: unknown[]) => {
         calls.set(prop, (calls.get(prop) ?? 0) + 1);
-        if (hold && hold.methods.includes(prop)) await hold.gate;
+        if (hold?.methods.includes(prop)) await hold.gate;
         if (fails(prop)) throw failure!.error;
         return observe(prop, async () => (value as (...a: unknown[]) => unknown).apply(obj, args));
       };

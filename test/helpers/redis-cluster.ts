@@ -72,9 +72,26 @@ function startServer(dir: string, port: number): ChildProcess {
   return spawn(
     'redis-server',
     [
-      '--port', String(port), '--bind', HOST, '--protected-mode', 'no',
-      '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '3000',
-      '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', `redis-${port}.log`,
+      '--port',
+      String(port),
+      '--bind',
+      HOST,
+      '--protected-mode',
+      'no',
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      `nodes-${port}.conf`,
+      '--cluster-node-timeout',
+      '3000',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--logfile',
+      `redis-${port}.log`,
     ],
     { cwd: dir, stdio: 'ignore' },
   );
@@ -90,10 +107,12 @@ async function stopServer(child: ChildProcess): Promise<void> {
 }
 
 async function logTails(dir: string, ports: number[]): Promise<string> {
-  const tails = await Promise.all(ports.map(async (port) => {
-    const text = await readFile(path.join(dir, `redis-${port}.log`), 'utf8').catch(() => '');
-    return `--- redis-${port}.log\n${text.split('\n').slice(-8).join('\n')}`;
-  }));
+  const tails = await Promise.all(
+    ports.map(async (port) => {
+      const text = await readFile(path.join(dir, `redis-${port}.log`), 'utf8').catch(() => '');
+      return `--- redis-${port}.log\n${text.split('\n').slice(-8).join('\n')}`;
+    }),
+  );
   return tails.join('\n');
 }
 
@@ -104,12 +123,14 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterHandle
   const children = ports.map((port) => startServer(dir, port));
   const clients: Cluster[] = [];
   // A crashed test run must not leave servers behind: kill exactly the processes started here.
-  const killOnExit = () => children.forEach((child) => child.kill('SIGKILL'));
+  const killOnExit = () => {
+    for (const child of children) child.kill('SIGKILL');
+  };
   process.once('exit', killOnExit);
 
   const stop = async () => {
     process.removeListener('exit', killOnExit);
-    clients.forEach((client) => client.disconnect());
+    for (const client of clients) client.disconnect();
     await Promise.all(children.map(stopServer));
     await rm(dir, { recursive: true, force: true });
   };
@@ -123,10 +144,16 @@ export async function startRedisCluster(masters = 3): Promise<RedisClusterHandle
     await run('redis-cli', ['--cluster', 'create', ...ports.map((port) => `${HOST}:${port}`), '--cluster-replicas', '0', '--cluster-yes'], {
       timeout: STARTUP_TIMEOUT_MS,
     });
-    await Promise.all(ports.map((port) => waitUntil(`cluster_state:ok on :${port}`, deadline, () => withNode(port, async (c) => {
-      const info = String(await c.call('CLUSTER', 'INFO'));
-      return info.includes('cluster_state:ok') && info.includes('cluster_slots_ok:16384') && info.includes(`cluster_known_nodes:${masters}`);
-    }))));
+    await Promise.all(
+      ports.map((port) =>
+        waitUntil(`cluster_state:ok on :${port}`, deadline, () =>
+          withNode(port, async (c) => {
+            const info = String(await c.call('CLUSTER', 'INFO'));
+            return info.includes('cluster_state:ok') && info.includes('cluster_slots_ok:16384') && info.includes(`cluster_known_nodes:${masters}`);
+          }),
+        ),
+      ),
+    );
   } catch (err) {
     const logs = await logTails(dir, ports);
     await stop();

@@ -65,7 +65,9 @@ export async function startRedisServer(): Promise<RedisServerHandle> {
       await gone;
     },
     async start() {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {
+        stdio: 'ignore',
+      });
       await untilAnswering(port);
     },
     stop: () => handle.kill(),

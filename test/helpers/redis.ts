@@ -117,10 +117,12 @@ export async function commandsSentDuring(
     for (const node of nodes) {
       let markerSeen: () => void = () => {};
       markers.push(new Promise<void>((resolve) => (markerSeen = resolve)));
-      monitors.push(await openMonitor(node, ({ args, source }) => {
-        if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) markerSeen();
-        else if (scripted ? source === 'lua' : sources.has(source)) seen.push(args);
-      }));
+      monitors.push(
+        await openMonitor(node, ({ args, source }) => {
+          if (args[0]?.toLowerCase() === 'echo' && args[1] === marker) markerSeen();
+          else if (scripted ? source === 'lua' : sources.has(source)) seen.push(args);
+        }),
+      );
       controls.push(new Redis({ host: node.host, port: node.port, maxRetriesPerRequest: 1 }));
     }
     await action();

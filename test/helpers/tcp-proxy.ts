@@ -181,15 +181,18 @@ export class TcpFaultProxy {
   #armTimer(pair: Pair): void {
     const head = pair.delayed[0];
     if (pair.timer || !head) return;
-    pair.timer = setTimeout(() => {
-      pair.timer = undefined;
-      const now = Date.now();
-      while (pair.delayed[0] && pair.delayed[0].dueMs <= now) {
-        const { chunk } = pair.delayed.shift()!;
-        if (!pair.blackholed && !pair.client.destroyed) pair.client.write(chunk);
-      }
-      this.#armTimer(pair);
-    }, Math.max(0, head.dueMs - Date.now()));
+    pair.timer = setTimeout(
+      () => {
+        pair.timer = undefined;
+        const now = Date.now();
+        while (pair.delayed[0] && pair.delayed[0].dueMs <= now) {
+          const { chunk } = pair.delayed.shift()!;
+          if (!pair.blackholed && !pair.client.destroyed) pair.client.write(chunk);
+        }
+        this.#armTimer(pair);
+      },
+      Math.max(0, head.dueMs - Date.now()),
+    );
     pair.timer.unref();
   }
 

@@ -16,12 +16,13 @@ const ID_REST = `${ID_FIRST}_.@-`;
 /** A random id as lib/validate.ts admits them: digits only, or 1–64 of [A-Za-z0-9_.@-]. */
 function randomUserId(seen: Set<string>): string {
   for (;;) {
-    const id = Math.random() < 0.3
-      ? String(Math.floor(Math.random() * Number.MAX_SAFE_INTEGER))
-      : Array.from({ length: 1 + Math.floor(Math.random() * 64) }, (_, i) => {
-        const alphabet = i === 0 ? ID_FIRST : ID_REST;
-        return alphabet[Math.floor(Math.random() * alphabet.length)];
-      }).join('');
+    const id =
+      Math.random() < 0.3
+        ? String(Math.floor(Math.random() * Number.MAX_SAFE_INTEGER))
+        : Array.from({ length: 1 + Math.floor(Math.random() * 64) }, (_, i) => {
+            const alphabet = i === 0 ? ID_FIRST : ID_REST;
+            return alphabet[Math.floor(Math.random() * alphabet.length)];
+          }).join('');
     if (!seen.has(id)) {
       seen.add(id);
       return id;
@@ -86,7 +87,8 @@ describe('RedisBillingCache on Redis Cluster', function () {
     await cache.readBatch({ userId, balance: true }); // connections and script cache warm
     const nodes = cluster?.nodes ?? [];
     const commands = await commandsSentDuring(nodes, client, () =>
-      cache.readBatch({ userId, balance: true, subscriptionGroupId: 'g1', apiKeyId: 'k1', platform: 'openai', rpmOverrideGroupId: 'g1' }));
+      cache.readBatch({ userId, balance: true, subscriptionGroupId: 'g1', apiKeyId: 'k1', platform: 'openai', rpmOverrideGroupId: 'g1' }),
+    );
     expect(commands).to.have.length(1);
     const [name, , numKeys, ...rest] = commands[0] ?? [];
     expect(name?.toLowerCase()).to.be.oneOf(['evalsha', 'eval']);

@@ -11,7 +11,10 @@ import { createRedisClient, deleteKeysWithPrefix, socketWritesDuring } from '../
 import { requireRedis, uniqueSuffix } from '../helpers/services.js';
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
-  const outcome = await promise.then(() => null, (err: unknown) => err);
+  const outcome = await promise.then(
+    () => null,
+    (err: unknown) => err,
+  );
   expect(outcome, 'expected a rejection').to.be.instanceOf(Error);
   return outcome as Error;
 }
@@ -88,16 +91,28 @@ describe('RedisBillingCache on a single Redis', function () {
       expect((await cache.readBatch(request)).balance).to.deep.equal({ hit: false, generation: 1 });
     });
 
-    it('keeps the key lists of one user\'s keys and platforms side by side, at most four, dropping the one read longest ago', async function () {
+    it("keeps the key lists of one user's keys and platforms side by side, at most four, dropping the one read longest ago", async function () {
       const own = new RedisBillingCache(client, { prefix });
       const userId = `memo-lists-${uniqueSuffix()}`;
       await own.put({ kind: 'balance', userId }, { version: 1, balance: 700n });
       // Quota rows for the two platforms alternated below: a counting read needs every entity cached.
       for (const platform of ['p1', 'p2']) {
-        await own.put({ kind: 'platformQuota', userId, platform }, {
-          version: 1, sentinel: false, dailyLimit: null, weeklyLimit: null, monthlyLimit: null,
-          dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n, dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
-        });
+        await own.put(
+          { kind: 'platformQuota', userId, platform },
+          {
+            version: 1,
+            sentinel: false,
+            dailyLimit: null,
+            weeklyLimit: null,
+            monthlyLimit: null,
+            dailyUsage: 0n,
+            weeklyUsage: 0n,
+            monthlyUsage: 0n,
+            dailyStartMs: null,
+            weeklyStartMs: null,
+            monthlyStartMs: null,
+          },
+        );
       }
       const request = (platform: string) => ({ userId, balance: true, platform });
       const first = await own.readBatch(request('p1'));
@@ -150,7 +165,7 @@ describe('RedisBillingCache on a single Redis', function () {
       return { userId, ref, request, stampKey: cache.keys.changeStamp(userId) };
     };
 
-    it('declines to count after any write of the user\'s entities by another client (put, fill, invalidate), and returns the fresh data', async function () {
+    it("declines to count after any write of the user's entities by another client (put, fill, invalidate), and returns the fresh data", async function () {
       const { userId, ref, request } = await setUp();
       const other = new RedisBillingCache(client, { prefix, random: () => 0 });
       await other.put(ref, { version: 2, balance: 650n });
@@ -342,10 +357,40 @@ describe('RedisBillingCache on a single Redis', function () {
       { type: 'text', maxLength: 128 },
     ];
     const samples = [
-      '', '0', '-0', '7', '007', '-7', '+7', ' 7', '7 ', '7\n', '1.0', '1e3', '0x10', '-', '--1', 'NaN', 'Infinity',
-      '9007199254740991', '9007199254740992', '-9007199254740991', '-9007199254740992', '00000000000000001',
-      '000000000000000001', '99999999999999999', '\u0661', 'active', 'Active', 'active|', '|active', 'active|expired',
-      '1', '11', 'x'.repeat(128), 'x'.repeat(129),
+      '',
+      '0',
+      '-0',
+      '7',
+      '007',
+      '-7',
+      '+7',
+      ' 7',
+      '7 ',
+      '7\n',
+      '1.0',
+      '1e3',
+      '0x10',
+      '-',
+      '--1',
+      'NaN',
+      'Infinity',
+      '9007199254740991',
+      '9007199254740992',
+      '-9007199254740991',
+      '-9007199254740992',
+      '00000000000000001',
+      '000000000000000001',
+      '99999999999999999',
+      '\u0661',
+      'active',
+      'Active',
+      'active|',
+      '|active',
+      'active|expired',
+      '1',
+      '11',
+      'x'.repeat(128),
+      'x'.repeat(129),
     ];
 
     it('accepts and refuses exactly what the TypeScript codec does', async function () {

@@ -1,4 +1,4 @@
-// Behaviour matrix, SPEC §1.2, §2.1 and §5: balance check and circuit breaker, on both backend pairs.
+// Behaviour matrix, docs/behaviour.md#the-chain-in-order, docs/behaviour.md#balance, docs/behaviour.md#circuit-breaker: balance check and circuit breaker, on both backend pairs.
 import { expect } from 'chai';
 import request from 'supertest';
 import { recordingLogger } from '../faults/fault-env.js';
@@ -26,14 +26,26 @@ describeChain('balanceCheck', (env) => {
     const { core } = env();
     const userId = env().userId();
     await core.admin.setBalance(userId, '0');
-    const res = await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    const res = await request(
+      env()
+        .app({ subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(403);
     expect(res.body.error.code).to.equal('insufficient_balance');
     expect(res.body.error.type).to.equal('insufficient_quota');
     expect(res.headers['x-should-retry']).to.equal('false');
     expect(res.headers['retry-after']).to.equal(undefined);
 
     await core.admin.setBalance(userId, '-0.5');
-    await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    await request(
+      env()
+        .app({ subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(403);
   });
 
   it('applies the minimum reserve: below rejects, exactly at it passes', async () => {
@@ -41,14 +53,38 @@ describeChain('balanceCheck', (env) => {
     const userId = env().userId();
     const strict = makeCore({ minimumBalanceReserve: '0.50' });
     await core.admin.setBalance(userId, '0.49999999');
-    await request(env().app({ core: strict, subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    await request(
+      env()
+        .app({ core: strict, subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(403);
     await core.admin.setBalance(userId, '0.5');
-    await request(env().app({ core: strict, subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ core: strict, subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     // The default reserve is 0.000001: one unit above zero is not enough.
     await core.admin.setBalance(userId, '0.00000099');
-    await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(403);
+    await request(
+      env()
+        .app({ subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(403);
     await core.admin.setBalance(userId, '0.000001');
-    await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
   });
 
   it('an unknown user is 403 BILLING_SUBJECT_NOT_FOUND and never opens the breaker', async () => {
@@ -74,7 +110,13 @@ describeChain('balanceCheck', (env) => {
     store.reset();
     cache.reset();
     const again = env().makeCore();
-    await request(env().app({ core: again, subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ core: again, subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(store.count('getBalance')).to.equal(0);
   });
 
@@ -112,16 +154,21 @@ describeChain('balanceCheck', (env) => {
     await request(app.callback()).post('/').expect(200);
     // The next request reads now — a miss, the fill is held — and gets its answer 50 microtasks after the
     // fill lands: as a reply read from Redis in the same network read as the fill's, behind it.
-    cache.deliverAfter(fillLanded.then(async () => {
-      for (let i = 0; i < 50; i++) await null;
-    }), ['readBatch']);
-    const second = request(app.callback()).post('/').then((res) => res.status);
+    cache.deliverAfter(
+      fillLanded.then(async () => {
+        for (let i = 0; i < 50; i++) await null;
+      }),
+      ['readBatch'],
+    );
+    const second = request(app.callback())
+      .post('/')
+      .then((res) => res.status);
     while (cache.count('readBatch') < 2) await new Promise((resolve) => setTimeout(resolve, 1));
     landFill();
     cache.holdUntil(null);
     expect(await second).to.equal(200);
     cache.deliverAfter(null);
-    expect(store.count('getBalance'), 'the second request joined the first one\'s load').to.equal(1);
+    expect(store.count('getBalance'), "the second request joined the first one's load").to.equal(1);
   });
 
   it('a balance write gives up a held load: the next request reads the new balance', async () => {
@@ -145,8 +192,14 @@ describeChain('balanceCheck', (env) => {
     const { core, cache } = env();
     const userId = env().userId();
     await core.admin.topUp(userId, '2');
-    cache.failWith(new Error('READONLY You can\'t write against a read only replica.'));
-    const res = await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    cache.failWith(new Error("READONLY You can't write against a read only replica."));
+    const res = await request(
+      env()
+        .app({ subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(JSON.stringify(res.body)).to.not.include('READONLY');
     cache.failWith(null);
   });
@@ -155,7 +208,13 @@ describeChain('balanceCheck', (env) => {
     const { store } = env();
     const userId = env().userId();
     store.failWith(storeDown());
-    const res = await request(env().app({ subject: balanceSubject(userId) }).callback()).post('/').expect(503);
+    const res = await request(
+      env()
+        .app({ subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(503);
     expect(res.body.error.type).to.equal('api_error');
     expect(res.body.error.message).to.equal('Billing service temporarily unavailable. Please retry later.');
     expect(JSON.stringify(res.body) + JSON.stringify(res.headers)).to.not.match(/ECONNREFUSED|5432/);
@@ -225,7 +284,13 @@ describeChain('balanceCheck', (env) => {
     await core.invalidateBalance(userId);
     const app = env().app({ core, subject: balanceSubject(userId) });
     const concurrently = async () => {
-      const statuses = await Promise.all(Array.from({ length: 10 }, () => request(app.callback()).post('/').then((res) => res.status)));
+      const statuses = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          request(app.callback())
+            .post('/')
+            .then((res) => res.status),
+        ),
+      );
       expect(statuses).to.deep.equal(Array(10).fill(503));
     };
 
@@ -260,7 +325,10 @@ describeChain('balanceCheck', (env) => {
     store.failWith(storeDown(), ['settle']);
     const subject = { ...balanceSubject(userId), apiKey: { id: 'k1' }, platform: 'openai' };
     const settling = core.settle({ requestId: 'drain-1', subject, costUsd: '0.25', model: 'gpt-4o', inputTokens: 10, outputTokens: 20 });
-    const outcome = settling.then(() => 'stored', (err: { code?: string }) => err.code);
+    const outcome = settling.then(
+      () => 'stored',
+      (err: { code?: string }) => err.code,
+    );
     // The first attempt has failed: the retry now waits out its 20 s backoff.
     while (store.count('settle') === 0) await new Promise((resolve) => setTimeout(resolve, 10));
     const startedAt = performance.now();
@@ -270,9 +338,18 @@ describeChain('balanceCheck', (env) => {
     expect(await outcome).to.equal('BILLING_SERVICE_ERROR');
     expect(closeMs).to.be.below(10_000, 'close() did not wait out the 20 s backoff');
     const [entry] = logger.entries.filter((e) => e.msg === 'billing settlement could not be stored before shutdown');
-    expect((entry?.obj as { settlement?: object }).settlement).to.deep.include({
-      requestId: 'drain-1', apiKeyId: 'k1', userId, mode: 'balance', costUsd: '0.25000000', platform: 'openai',
-      charge: true, model: 'gpt-4o', inputTokens: 10, outputTokens: 20,
+    expect(entry, 'the shutdown log entry').to.not.equal(undefined);
+    expect((entry!.obj as { settlement?: object }).settlement).to.deep.include({
+      requestId: 'drain-1',
+      apiKeyId: 'k1',
+      userId,
+      mode: 'balance',
+      costUsd: '0.25000000',
+      platform: 'openai',
+      charge: true,
+      model: 'gpt-4o',
+      inputTokens: 10,
+      outputTokens: 20,
     });
     expect(await core.getBalance(userId)).to.equal('5.00000000', 'nothing was charged');
   });
@@ -282,9 +359,22 @@ describeChain('balanceCheck', (env) => {
     const core = makeCore({ circuitBreaker: { enabled: false, failureThreshold: 1 } });
     const userId = env().userId();
     store.failWith(storeDown(), ['getBalance']);
-    for (let i = 0; i < 3; i++) await request(env().app({ core, subject: balanceSubject(userId) }).callback()).post('/').expect(503);
+    for (let i = 0; i < 3; i++)
+      await request(
+        env()
+          .app({ core, subject: balanceSubject(userId) })
+          .callback(),
+      )
+        .post('/')
+        .expect(503);
     store.failWith(null);
     await core.admin.topUp(userId, '1');
-    await request(env().app({ core, subject: balanceSubject(userId) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ core, subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
   });
 });

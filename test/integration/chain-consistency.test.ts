@@ -1,4 +1,4 @@
-// SPEC §7: under concurrent requests, settlements and random invalidations, every cached value
+// docs/behaviour.md#cache-consistency: under concurrent requests, settlements and random invalidations, every cached value
 // converges to the store exactly once the core is closed.
 import { expect } from 'chai';
 import request from 'supertest';
@@ -13,7 +13,7 @@ describeChain('cache consistency under load', (env) => {
     this.timeout(120_000);
     const { core, cache, realStore } = env();
     let seed = 7;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const subjects: BillingSubject[] = [];
     for (let i = 0; i < USERS; i++) {
       const userId = env().userId(`c${i}`);

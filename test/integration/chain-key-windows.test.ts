@@ -1,4 +1,4 @@
-// Behaviour matrix, SPEC §2.4 and §4: per-key 5 h / 1 d / 7 d spend windows, their anchoring, background resets and fail-open, on both backend pairs.
+// Behaviour matrix, docs/behaviour.md#api-key-windows, docs/behaviour.md#windows-and-time: per-key 5 h / 1 d / 7 d spend windows, their anchoring, background resets and fail-open, on both backend pairs.
 import { expect } from 'chai';
 import request from 'supertest';
 import type { BillingCore } from '../../lib/billing-core.js';
@@ -16,7 +16,13 @@ const MAR_11 = Date.UTC(2026, 2, 11);
 const storeDown = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
 
 type KeyLimits = Omit<NonNullable<BillingSubject['apiKey']>, 'id'>;
-interface Check { check: string; outcome: string; reason?: string; source?: string; windows?: { window: string; limit: string | null; usage: string }[] }
+interface Check {
+  check: string;
+  outcome: string;
+  reason?: string;
+  source?: string;
+  windows?: { window: string; limit: string | null; usage: string }[];
+}
 
 const keySubject = (userId: string, limits: KeyLimits): BillingSubject => ({ user: { id: userId }, apiKey: { id: KEY, ...limits } });
 const keyRecord = (body: { decision: { checks: Check[] } }) => body.decision.checks.find((c) => c.check === 'apiKeyWindows');
@@ -45,8 +51,7 @@ describeChain('apiKeyWindows', (env) => {
     return { userId, subject, app: env().app({ core, subject }) };
   }
 
-  const spend = (core: BillingCore, subject: BillingSubject, costUsd: string) =>
-    core.settle({ requestId: `req-${uniqueSuffix()}`, subject, costUsd });
+  const spend = (core: BillingCore, subject: BillingSubject, costUsd: string) => core.settle({ requestId: `req-${uniqueSuffix()}`, subject, costUsd });
 
   it('a key whose limits are all 0 or absent: the check is skipped and no key data is read', async () => {
     const { store, cache, makeCore } = env();
@@ -180,7 +185,10 @@ describeChain('apiKeyWindows', (env) => {
 
     // The reset row has nothing left to reset: later requests start no new reset.
     const again = makeCore();
-    for (let i = 0; i < 3; i++) await request(env().app({ core: again, subject }).callback()).post('/').expect(200);
+    for (let i = 0; i < 3; i++)
+      await request(env().app({ core: again, subject }).callback())
+        .post('/')
+        .expect(200);
     await again.close();
     expect(store.count('resetExpiredApiKeyWindows')).to.equal(1);
   });
@@ -197,7 +205,7 @@ describeChain('apiKeyWindows', (env) => {
     expect((await realStore.getApiKeyWindows(userId, KEY)).start5hMs).to.equal(null);
   });
 
-  it('a request whose windows are answered in the same turn the reset\'s invalidation lands, however late, starts no second reset', async () => {
+  it("a request whose windows are answered in the same turn the reset's invalidation lands, however late, starts no second reset", async () => {
     const { core, store, cache, clock } = env();
     const { subject, app } = await keyUser({ rateLimit5h: '1' });
     await spend(core, subject, '1');
@@ -209,11 +217,16 @@ describeChain('apiKeyWindows', (env) => {
     await request(app.callback()).post('/').expect(200);
     // The next request reads the expired window now and gets its answer 50 microtasks after the
     // reset's invalidation lands: as a reply read from Redis in the same network read, behind it.
-    cache.deliverAfter(invalidated.then(async () => {
-      for (let i = 0; i < 50; i++) await null;
-    }), ['readBatch']);
+    cache.deliverAfter(
+      invalidated.then(async () => {
+        for (let i = 0; i < 50; i++) await null;
+      }),
+      ['readBatch'],
+    );
     const readsBefore = cache.count('readBatch');
-    const second = request(app.callback()).post('/').then((res) => res.status);
+    const second = request(app.callback())
+      .post('/')
+      .then((res) => res.status);
     while (cache.count('readBatch') === readsBefore) await new Promise((resolve) => setTimeout(resolve, 1));
     landInvalidation();
     cache.holdUntil(null);

@@ -1,4 +1,4 @@
-// Behaviour matrix, SPEC §1 and §9: run modes, billing modes, per-route mounting, formats, subjects, settle from the context.
+// Behaviour matrix, docs/behaviour.md#the-chain-in-order, docs/behaviour.md#errors-and-responses: run modes, billing modes, per-route mounting, formats, subjects, settle from the context.
 import { expect } from 'chai';
 import Router from '@koa/router';
 import Koa from 'koa';
@@ -14,7 +14,13 @@ describeChain('billing chain modes and rendering', (env) => {
     const core = makeCore({ runMode: 'simple' });
     const userId = env().userId();
     store.reset();
-    const res = await request(env().app({ core, subject: balanceSubject(userId, { user: { id: userId, rpmLimit: 1 } }) }).callback()).post('/').expect(200);
+    const res = await request(
+      env()
+        .app({ core, subject: balanceSubject(userId, { user: { id: userId, rpmLimit: 1 } }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(res.body.decision.checks).to.deep.equal([]);
     expect(store.total()).to.equal(0);
     await core.admin.setBalance(userId, '1');
@@ -43,8 +49,12 @@ describeChain('billing chain modes and rendering', (env) => {
     await core.admin.setBalance(userId, '0');
     const router = new Router();
     const subject = balanceSubject(userId, { user: { id: userId, rpmLimit: 1 } });
-    router.get('/v1/models', (ctx) => { ctx.body = { data: [] }; });
-    router.post('/v1/chat', billingEligibility({ core, subject: () => subject }), (ctx) => { ctx.body = { ok: true }; });
+    router.get('/v1/models', (ctx) => {
+      ctx.body = { data: [] };
+    });
+    router.post('/v1/chat', billingEligibility({ core, subject: () => subject }), (ctx) => {
+      ctx.body = { ok: true };
+    });
     const app = new Koa().use(router.routes());
     store.reset();
     for (let i = 0; i < 5; i++) await request(app.callback()).get('/v1/models').expect(200);
@@ -70,7 +80,12 @@ describeChain('billing chain modes and rendering', (env) => {
     const app = new Koa();
     let message = '';
     app.use(async (ctx, next) => {
-      try { await next(); } catch (err) { message = (err as Error).message; ctx.status = 500; }
+      try {
+        await next();
+      } catch (err) {
+        message = (err as Error).message;
+        ctx.status = 500;
+      }
     });
     app.use(balanceCheck());
     await request(app.callback()).post('/').expect(500);
@@ -82,14 +97,16 @@ describeChain('billing chain modes and rendering', (env) => {
     const userId = env().userId();
     await core.admin.setBalance(userId, '0');
     const app = env().app({
-      middleware: [billingEligibility({
-        core,
-        subject: () => balanceSubject(userId),
-        format: (error, ctx) => {
-          ctx.status = error.status;
-          ctx.body = { custom: error.code };
-        },
-      })],
+      middleware: [
+        billingEligibility({
+          core,
+          subject: () => balanceSubject(userId),
+          format: (error, ctx) => {
+            ctx.status = error.status;
+            ctx.body = { custom: error.code };
+          },
+        }),
+      ],
     });
     const res = await request(app.callback()).post('/').expect(403);
     expect(res.body).to.deep.equal({ custom: 'INSUFFICIENT_BALANCE' });
@@ -97,19 +114,40 @@ describeChain('billing chain modes and rendering', (env) => {
 
   it('a malformed subject is a clear 400 naming the field, with no internal text; a missing one too', async () => {
     const { core } = env();
-    const bad = await request(env().app({ subject: { user: { id: 'a b{c}' } } }).callback()).post('/').expect(400);
+    const bad = await request(
+      env()
+        .app({ subject: { user: { id: 'a b{c}' } } })
+        .callback(),
+    )
+      .post('/')
+      .expect(400);
     expect(bad.body.error.message).to.include('subject.user.id');
     expect(JSON.stringify(bad.body)).to.not.include('a b{c}');
-    const badLimit = await request(env().app({ subject: { user: { id: 'x' }, apiKey: { id: 'k', rateLimit5h: 'lots' } } }).callback()).post('/').expect(400);
+    const badLimit = await request(
+      env()
+        .app({ subject: { user: { id: 'x' }, apiKey: { id: 'k', rateLimit5h: 'lots' } } })
+        .callback(),
+    )
+      .post('/')
+      .expect(400);
     expect(badLimit.body.error.message).to.include('rateLimit5h');
-    const app = new Koa().use(billingEligibility({ core, subject: () => undefined })).use((ctx) => { ctx.body = 'reached'; });
+    const app = new Koa().use(billingEligibility({ core, subject: () => undefined })).use((ctx) => {
+      ctx.body = 'reached';
+    });
     const missing = await request(app.callback()).post('/').expect(400);
     expect(missing.body.error.code).to.equal('invalid_subject');
   });
 
   it('a subject resolver that throws renders 503 without its message', async () => {
     const { core } = env();
-    const app = new Koa().use(billingEligibility({ core, subject: () => { throw new Error('SELECT * FROM secrets failed'); } }));
+    const app = new Koa().use(
+      billingEligibility({
+        core,
+        subject: () => {
+          throw new Error('SELECT * FROM secrets failed');
+        },
+      }),
+    );
     const res = await request(app.callback()).post('/').expect(503);
     expect(JSON.stringify(res.body)).to.not.include('secrets');
   });
@@ -122,10 +160,13 @@ describeChain('billing chain modes and rendering', (env) => {
     const resolvers: SubjectResolver[] = [
       () => subject,
       async () => subject,
+      // biome-ignore lint/suspicious/noThenProperty: a resolver may return any thenable, not only a Promise
       () => ({ then: (resolve: (value: BillingSubject) => void) => resolve(subject) }) as unknown as Promise<BillingSubject>,
     ];
     for (const resolver of resolvers) {
-      const app = new Koa().use(billingEligibility({ core, subject: resolver })).use((ctx) => { ctx.body = ctx.state.billing?.mode; });
+      const app = new Koa().use(billingEligibility({ core, subject: resolver })).use((ctx) => {
+        ctx.body = ctx.state.billing?.mode;
+      });
       const res = await request(app.callback()).post('/').expect(200);
       expect(res.text).to.equal('balance');
     }
@@ -141,10 +182,17 @@ describeChain('billing chain modes and rendering', (env) => {
     const app = new Koa();
     let caught: unknown;
     app.use(async (ctx, next) => {
-      try { await next(); } catch (err) { caught = err; ctx.status = 418; }
+      try {
+        await next();
+      } catch (err) {
+        caught = err;
+        ctx.status = 418;
+      }
     });
     app.use(billingEligibility({ core, subject: () => balanceSubject(userId) }));
-    app.use(() => { throw new BillingError('INSUFFICIENT_BALANCE'); });
+    app.use(() => {
+      throw new BillingError('INSUFFICIENT_BALANCE');
+    });
     await request(app.callback()).post('/').expect(418);
     expect(caught).to.be.instanceOf(BillingError);
   });
@@ -164,7 +212,12 @@ describeChain('billing chain modes and rendering', (env) => {
     const first = await request(app.callback()).post('/').set('x-request-id', `req-${userId}`).set('x-cost', '0.25').expect(200);
     expect(first.body.mode).to.equal('balance');
     expect(first.body.checks).to.deep.equal([
-      'breaker:allowed', 'balance:allowed', 'subscription:skipped', 'platformQuota:allowed', 'apiKeyWindows:skipped', 'rpm:skipped',
+      'breaker:allowed',
+      'balance:allowed',
+      'subscription:skipped',
+      'platformQuota:allowed',
+      'apiKeyWindows:skipped',
+      'rpm:skipped',
     ]);
     expect(first.body.receipt).to.include({ duplicate: false, costUsd: '0.25000000' });
     const repeat = await request(app.callback()).post('/').set('x-request-id', `req-${userId}`).set('x-cost', '0.25').expect(200);

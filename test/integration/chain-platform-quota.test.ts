@@ -1,4 +1,4 @@
-// Behaviour matrix, SPEC §2.3: the user × platform quota, its windows, sentinel and fail-open rules.
+// Behaviour matrix, docs/behaviour.md#platform-quota: the user × platform quota, its windows, sentinel and fail-open rules.
 import { expect } from 'chai';
 import request from 'supertest';
 import { TABLES } from '../../lib/store/tables.js';
@@ -16,8 +16,7 @@ describeChain('platformQuota', (env) => {
     return { userId, subject: balanceSubject(userId, { platform: 'anthropic' }) };
   }
 
-  const quotaRecord = (body: { decision: { checks: { check: string }[] } }) =>
-    body.decision.checks.find((c) => c.check === 'platformQuota');
+  const quotaRecord = (body: { decision: { checks: { check: string }[] } }) => body.decision.checks.find((c) => c.check === 'platformQuota');
 
   it('no quota row → allowed, and a sentinel is cached so the next request does not read the store', async () => {
     const { core, store } = env();
@@ -31,7 +30,13 @@ describeChain('platformQuota', (env) => {
     await core.close(); // the sentinel fill is asynchronous
     const again = env().makeCore();
     store.reset();
-    const second = await request(env().app({ core: again, subject: balanceSubject(userId, { platform: 'openai' }) }).callback()).post('/').expect(200);
+    const second = await request(
+      env()
+        .app({ core: again, subject: balanceSubject(userId, { platform: 'openai' }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(store.count('getPlatformQuota')).to.equal(0);
     expect(quotaRecord(second.body)).to.include({ outcome: 'allowed', source: 'cache' });
   });
@@ -42,13 +47,25 @@ describeChain('platformQuota', (env) => {
     await core.admin.topUp(userId, '1');
     cache.failWith(new Error('cache down'), ['readBatch']);
     cache.reset();
-    await request(env().app({ subject: balanceSubject(userId, { platform: 'openai' }) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ subject: balanceSubject(userId, { platform: 'openai' }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     await core.close();
     expect(cache.count('fill')).to.equal(0);
     cache.failWith(null);
     store.reset();
     const again = env().makeCore();
-    await request(env().app({ core: again, subject: balanceSubject(userId, { platform: 'openai' }) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ core: again, subject: balanceSubject(userId, { platform: 'openai' }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(store.count('getPlatformQuota')).to.equal(1, 'nothing was cached, so the store is read again');
   });
 
@@ -56,15 +73,25 @@ describeChain('platformQuota', (env) => {
     const { core } = env();
     const userId = env().userId();
     await core.admin.topUp(userId, '1');
-    const res = await request(env().app({ subject: balanceSubject(userId, { platform: null }) }).callback()).post('/').expect(200);
+    const res = await request(
+      env()
+        .app({ subject: balanceSubject(userId, { platform: null }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(quotaRecord(res.body)).to.include({ outcome: 'skipped', reason: 'no_platform' });
   });
 
   it('null is unlimited and 0 blocks completely', async () => {
     const open = await userWithQuota({ dailyLimitUsd: null, weeklyLimitUsd: null, monthlyLimitUsd: null });
-    await request(env().app({ subject: open.subject }).callback()).post('/').expect(200);
+    await request(env().app({ subject: open.subject }).callback())
+      .post('/')
+      .expect(200);
     const blocked = await userWithQuota({ dailyLimitUsd: null, weeklyLimitUsd: '0', monthlyLimitUsd: null });
-    const res = await request(env().app({ subject: blocked.subject }).callback()).post('/').expect(429);
+    const res = await request(env().app({ subject: blocked.subject }).callback())
+      .post('/')
+      .expect(429);
     expect(res.body.error.code).to.equal('user_platform_weekly_quota_exhausted');
     expect(res.body.error.type).to.equal('rate_limit_error');
   });
@@ -120,7 +147,8 @@ describeChain('platformQuota', (env) => {
     const { userId, subject } = await userWithQuota({ monthlyLimitUsd: '5' });
     const start = clock.now() - 30 * DAY + 1;
     const usage = backend === 'memory+sqlite' ? 500_000_000 : '5.00000000';
-    await knex(TABLES.platformQuotas).where({ user_id: userId, platform: 'anthropic' })
+    await knex(TABLES.platformQuotas)
+      .where({ user_id: userId, platform: 'anthropic' })
       .update({ monthly_usage: usage, monthly_start_ms: start, version: knex.raw('version + 1') });
     await core.invalidatePlatformQuota(userId, 'anthropic');
     const app = env().app({ subject });
@@ -131,7 +159,9 @@ describeChain('platformQuota', (env) => {
     store.reset();
     const warm = env().makeCore();
     clock.advance(1);
-    const res = await request(env().app({ core: warm, subject }).callback()).post('/').expect(200);
+    const res = await request(env().app({ core: warm, subject }).callback())
+      .post('/')
+      .expect(200);
     expect(quotaRecord(res.body)).to.include({ source: 'cache' });
     expect(store.count('getPlatformQuota')).to.equal(0);
   });
@@ -155,7 +185,13 @@ describeChain('platformQuota', (env) => {
     const userId = env().userId();
     await core.admin.topUp(userId, '1');
     store.failWith(new Error('relation does not exist'), ['getPlatformQuota']);
-    const res = await request(env().app({ subject: balanceSubject(userId, { platform: 'gemini' }) }).callback()).post('/').expect(200);
+    const res = await request(
+      env()
+        .app({ subject: balanceSubject(userId, { platform: 'gemini' }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     expect(quotaRecord(res.body)).to.include({ outcome: 'failed_open' });
     store.failWith(null);
   });
@@ -167,8 +203,14 @@ describeChain('platformQuota', (env) => {
     await core.invalidatePlatformQuota(userId, 'anthropic');
     store.reset();
     const app = env().app({ subject });
-    const statuses = await Promise.all(Array.from({ length: 50 }, () =>
-      request(app.callback()).post('/').send({ model: 'claude', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }).then((res) => res.status)));
+    const statuses = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        request(app.callback())
+          .post('/')
+          .send({ model: 'claude', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] })
+          .then((res) => res.status),
+      ),
+    );
     expect(statuses.filter((status) => status === 200)).to.have.length(0);
     expect(new Set(statuses)).to.deep.equal(new Set([429]));
     expect(store.count('getPlatformQuota')).to.be.at.least(1);
@@ -187,7 +229,10 @@ describeChain('platformQuota', (env) => {
     const a = core.beginRequest(normalized, () => cancelled.signal);
     const b = core.beginRequest(normalized);
     const pendingA = a.run('platformQuota');
-    const pendingB = b.run('platformQuota').then(() => 'allowed', (err: { code?: string }) => err.code);
+    const pendingB = b.run('platformQuota').then(
+      () => 'allowed',
+      (err: { code?: string }) => err.code,
+    );
     await new Promise((resolve) => setTimeout(resolve, 20));
     cancelled.abort();
     await pendingA;

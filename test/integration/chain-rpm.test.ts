@@ -1,4 +1,4 @@
-// Behaviour matrix, SPEC §1.8 and §2.5: per-minute caps for users and users within groups, overrides, side effects and fail-open, on both backend pairs.
+// Behaviour matrix, docs/behaviour.md#the-chain-in-order, docs/behaviour.md#requests-per-minute: per-minute caps for users and users within groups, overrides, side effects and fail-open, on both backend pairs.
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import request from 'supertest';
@@ -11,14 +11,25 @@ const MINUTE = 60_000;
 const GROUP = 'g-team';
 
 type User = Omit<BillingSubject['user'], 'id'>;
-interface Check { check: string; outcome: string; reason?: string; source?: string; windows?: { window: string; limit: string | null; usage: string }[] }
-interface Body { decision: { checks: Check[] } }
+interface Check {
+  check: string;
+  outcome: string;
+  reason?: string;
+  source?: string;
+  windows?: { window: string; limit: string | null; usage: string }[];
+}
+interface Body {
+  decision: { checks: Check[] };
+}
 
 const group = (rpmLimit: number): NonNullable<BillingSubject['group']> => ({ id: GROUP, billingType: 'standard', rpmLimit });
-const subjectOf = (userId: string, user: User = {}, inGroup: BillingSubject['group'] = null): BillingSubject => ({ user: { id: userId, ...user }, group: inGroup });
+const subjectOf = (userId: string, user: User = {}, inGroup: BillingSubject['group'] = null): BillingSubject => ({
+  user: { id: userId, ...user },
+  group: inGroup,
+});
 const rpmRecord = (body: Body) => body.decision.checks.find((c) => c.check === 'rpm');
 const usage = (body: Body, window: 'user' | 'group') => rpmRecord(body)?.windows?.find((w) => w.window === window)?.usage;
-/** Retry-After of a bucket at `ms`: whole seconds to the end of its minute, at least 1 (SPEC §2.5). */
+/** Retry-After of a bucket at `ms`: whole seconds to the end of its minute, at least 1 (docs/behaviour.md#requests-per-minute). */
 const secondsLeft = (ms: number) => Math.max(1, Math.ceil(((Math.floor(ms / MINUTE) + 1) * MINUTE - ms) / 1000));
 
 describeChain('rpmLimit', (env) => {
@@ -59,7 +70,13 @@ describeChain('rpmLimit', (env) => {
   }
 
   const post = (subject: BillingSubject, status: number, core?: BillingCore) =>
-    request(env().app({ subject, ...(core ? { core } : {}) }).callback()).post('/').expect(status);
+    request(
+      env()
+        .app({ subject, ...(core ? { core } : {}) })
+        .callback(),
+    )
+      .post('/')
+      .expect(status);
 
   it('a user cap of N lets exactly N through per minute; N+1 → 429 USER_RPM_EXCEEDED, Retry-After to the bucket end on the cache clock', async () => {
     await inOneBucket(async () => {
@@ -76,7 +93,11 @@ describeChain('rpmLimit', (env) => {
       const denied = await post(subject, 429);
       const afterMs = await cacheNowMs();
       if (Math.floor(before / MINUTE) !== Math.floor(afterMs / MINUTE)) throw new Error('the bucket changed during the request');
-      expect(denied.body.error).to.deep.equal({ type: 'rate_limit_error', code: 'user_rpm_exceeded', message: 'Too many requests per minute. Please slow down.' });
+      expect(denied.body.error).to.deep.equal({
+        type: 'rate_limit_error',
+        code: 'user_rpm_exceeded',
+        message: 'Too many requests per minute. Please slow down.',
+      });
       const retryAfter = Number(denied.headers['retry-after']);
       expect(retryAfter).to.be.within(secondsLeft(afterMs), secondsLeft(before));
       if (backend === 'memory+sqlite') {
@@ -99,7 +120,11 @@ describeChain('rpmLimit', (env) => {
       }
       for (const subject of [a, b]) {
         const res = await post(subject, 429);
-        expect(res.body.error).to.deep.equal({ type: 'rate_limit_error', code: 'group_rpm_exceeded', message: 'Too many requests per minute for this group. Please slow down.' });
+        expect(res.body.error).to.deep.equal({
+          type: 'rate_limit_error',
+          code: 'group_rpm_exceeded',
+          message: 'Too many requests per minute for this group. Please slow down.',
+        });
         expect(Number(res.headers['retry-after'])).to.be.within(1, 60);
       }
     });
@@ -109,7 +134,10 @@ describeChain('rpmLimit', (env) => {
     await inOneBucket(async () => {
       const { store } = env();
       store.reset();
-      for (const [groupCap, override] of [[1, 3], [5, 2]] as const) {
+      for (const [groupCap, override] of [
+        [1, 3],
+        [5, 2],
+      ] as const) {
         const subject = subjectOf(await fundedUser(), { groupRpmOverride: override }, group(groupCap));
         for (let i = 1; i <= override; i++) {
           const res = await post(subject, 200);

@@ -1,4 +1,4 @@
-// Behaviour matrix, SPEC §1.3, §2.2 and §9: subscription mode, validity, group spend windows and their Retry-After, on both backend pairs.
+// Behaviour matrix, docs/behaviour.md#the-chain-in-order, docs/behaviour.md#subscription, docs/behaviour.md#errors-and-responses: subscription mode, validity, group spend windows and their Retry-After, on both backend pairs.
 import { expect } from 'chai';
 import request from 'supertest';
 import type { BillingCore } from '../../lib/billing-core.js';
@@ -12,7 +12,13 @@ const GROUP = 'g-pro';
 const storeDown = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
 
 type Limits = Pick<NonNullable<BillingSubject['group']>, 'dailyLimitUsd' | 'weeklyLimitUsd' | 'monthlyLimitUsd'>;
-interface Check { check: string; outcome: string; reason?: string; source?: string; windows?: { window: string; limit: string | null; usage: string }[] }
+interface Check {
+  check: string;
+  outcome: string;
+  reason?: string;
+  source?: string;
+  windows?: { window: string; limit: string | null; usage: string }[];
+}
 
 function subscriptionSubject(userId: string, limits: Limits = {}, extra: Partial<BillingSubject> = {}): BillingSubject {
   return { user: { id: userId }, group: { id: GROUP, billingType: 'subscription', ...limits }, subscription: { id: `sub-${userId}` }, ...extra };
@@ -30,8 +36,7 @@ describeChain('subscriptionCheck', (env) => {
     return { core, userId, subject, app: env().app({ core, subject }) };
   }
 
-  const spend = (core: BillingCore, subject: BillingSubject, costUsd: string) =>
-    core.settle({ requestId: `req-${uniqueSuffix()}`, subject, costUsd });
+  const spend = (core: BillingCore, subject: BillingSubject, costUsd: string) => core.settle({ requestId: `req-${uniqueSuffix()}`, subject, costUsd });
 
   it('an active subscription within its limits → 200 from the cache; balance and platform quota are skipped, not read', async () => {
     const { store } = env();
@@ -61,12 +66,16 @@ describeChain('subscriptionCheck', (env) => {
     await core.close(); // drains the asynchronous fill
     const again = env().makeCore();
     store.reset();
-    const warm = await request(env().app({ core: again, subject }).callback()).post('/').expect(200);
+    const warm = await request(env().app({ core: again, subject }).callback())
+      .post('/')
+      .expect(200);
     expect(store.count('getActiveSubscription')).to.equal(0);
     expect(record(warm.body, 'subscription')).to.deep.include({ source: 'cache' });
 
-    cache.failWith(new Error('READONLY You can\'t write against a read only replica.'), ['readBatch']);
-    const fallback = await request(env().app({ core: again, subject }).callback()).post('/').expect(200);
+    cache.failWith(new Error("READONLY You can't write against a read only replica."), ['readBatch']);
+    const fallback = await request(env().app({ core: again, subject }).callback())
+      .post('/')
+      .expect(200);
     cache.failWith(null);
     expect(record(fallback.body, 'subscription')).to.deep.include({ outcome: 'allowed', source: 'store' });
     expect(JSON.stringify(fallback.body)).to.not.include('READONLY');
@@ -91,7 +100,9 @@ describeChain('subscriptionCheck', (env) => {
 
   it('SUBSCRIPTION_INVALID in the Anthropic format', async () => {
     const { subject } = await subscribed({}, { status: 'revoked' });
-    const res = await request(env().app({ subject, format: 'anthropic' }).callback()).post('/').expect(403);
+    const res = await request(env().app({ subject, format: 'anthropic' }).callback())
+      .post('/')
+      .expect(403);
     expect(res.body).to.deep.equal({
       type: 'error',
       error: { type: 'permission_error', message: 'No active subscription for this group: it has expired or been revoked.' },
@@ -138,7 +149,11 @@ describeChain('subscriptionCheck', (env) => {
     store.failWith(storeDown(), ['getActiveSubscription']);
     for (let i = 0; i < 4; i++) {
       const res = await request(app.callback()).post('/').expect(503);
-      expect(res.body.error).to.deep.equal({ type: 'api_error', code: 'billing_service_error', message: 'Billing service temporarily unavailable. Please retry later.' });
+      expect(res.body.error).to.deep.equal({
+        type: 'api_error',
+        code: 'billing_service_error',
+        message: 'Billing service temporarily unavailable. Please retry later.',
+      });
       expect(JSON.stringify(res.body) + JSON.stringify(res.headers)).to.not.match(/ECONNREFUSED|5432/);
     }
     expect(core.breakerState).to.equal('closed');
@@ -216,7 +231,9 @@ describeChain('subscriptionCheck', (env) => {
       [null, '5000.00000000'],
     ]);
     const zeros = subscriptionSubject(String(subject.user.id), { dailyLimitUsd: '0', weeklyLimitUsd: '0.00', monthlyLimitUsd: 0 });
-    await request(env().app({ subject: zeros }).callback()).post('/').expect(200);
+    await request(env().app({ subject: zeros }).callback())
+      .post('/')
+      .expect(200);
   });
 
   it('an expired window counts 0 on a cached entry, and the next settlement restarts it at its own cost', async () => {

@@ -26,7 +26,12 @@ describeChain('concurrency slots', (env) => {
   });
 
   /** Serves the chain for `subject`, then `handler`; resolves to the port. */
-  async function serve(core: BillingCore, subject: BillingSubject, handler: Koa.Middleware, options: { format?: 'openai' | 'anthropic'; shadow?: CheckName[] } = {}): Promise<number> {
+  async function serve(
+    core: BillingCore,
+    subject: BillingSubject,
+    handler: Koa.Middleware,
+    options: { format?: 'openai' | 'anthropic'; shadow?: CheckName[] } = {},
+  ): Promise<number> {
     const app = new Koa();
     app.silent = true;
     app.use(billingEligibility({ core, subject: () => subject, format: options.format, shadow: options.shadow }));
@@ -38,12 +43,14 @@ describeChain('concurrency slots', (env) => {
 
   function get(port: number): Promise<Reply> {
     return new Promise((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, retryAfter: res.headers['retry-after'] as string | undefined }));
-      }).on('error', reject);
+      http
+        .get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, retryAfter: res.headers['retry-after'] as string | undefined }));
+        })
+        .on('error', reject);
     });
   }
 
@@ -63,7 +70,16 @@ describeChain('concurrency slots', (env) => {
         inFlight--;
       }
     };
-    return { handler, release: () => open(), get max() { return max; }, get inFlight() { return inFlight; } };
+    return {
+      handler,
+      release: () => open(),
+      get max() {
+        return max;
+      },
+      get inFlight() {
+        return inFlight;
+      },
+    };
   }
 
   async function slotsFree(core: BillingCore, userId: string): Promise<void> {
@@ -81,18 +97,22 @@ describeChain('concurrency slots', (env) => {
     const port = await serve(core, { user: { id: userId, maxConcurrency: 10 } }, (ctx, next) => g.handler(ctx, next));
     const replies: Reply[] = [];
     let refused = 0;
-    const all = Array.from({ length: 100 }, () => get(port).then((reply) => {
-      replies.push(reply);
-      if (reply.status === 429 && ++refused === 90) g.release();
-      return reply;
-    }));
+    const all = Array.from({ length: 100 }, () =>
+      get(port).then((reply) => {
+        replies.push(reply);
+        if (reply.status === 429 && ++refused === 90) g.release();
+        return reply;
+      }),
+    );
     await Promise.all(all);
     expect(g.max).to.equal(10);
     expect(replies.filter((r) => r.status === 200)).to.have.length(10);
     const denials = replies.filter((r) => r.status === 429);
     expect(denials).to.have.length(90);
     for (const denial of denials) {
-      expect(JSON.parse(denial.body)).to.deep.include({ error: { type: 'rate_limit_error', code: 'concurrency_limit_exceeded', message: 'Too many requests in flight at once. Retry when one has finished.' } });
+      expect(JSON.parse(denial.body)).to.deep.include({
+        error: { type: 'rate_limit_error', code: 'concurrency_limit_exceeded', message: 'Too many requests in flight at once. Retry when one has finished.' },
+      });
       expect(denial.retryAfter).to.equal('1');
     }
     await slotsFree(core, userId);
@@ -114,7 +134,10 @@ describeChain('concurrency slots', (env) => {
     while (g.inFlight < 3) await new Promise((resolve) => setTimeout(resolve, 10));
     const refused = await get(port);
     expect(refused.status).to.equal(429);
-    expect(JSON.parse(refused.body)).to.deep.equal({ type: 'error', error: { type: 'rate_limit_error', message: 'Too many requests in flight at once. Retry when one has finished.' } });
+    expect(JSON.parse(refused.body)).to.deep.equal({
+      type: 'error',
+      error: { type: 'rate_limit_error', message: 'Too many requests in flight at once. Retry when one has finished.' },
+    });
     const decision = await core.check({ user: { id: userId, maxConcurrency: 50 }, apiKey: { id: 'k1', maxConcurrency: 3 } });
     expect(decision.allowed).to.equal(false);
     if (!decision.allowed) {
@@ -162,8 +185,14 @@ describeChain('concurrency slots', (env) => {
     const first = await core.check(subject, { shadow: ['concurrency'] });
     const second = await core.check(subject, { shadow: ['concurrency'] });
     expect([first.allowed, second.allowed]).to.deep.equal([true, true]);
-    expect(first.checks.find((c) => c.check === 'concurrency')).to.deep.include({ outcome: 'allowed', windows: [{ window: 'user', limit: '1', usage: '1', resetsAtMs: null }] });
-    expect(second.checks.find((c) => c.check === 'concurrency')).to.deep.include({ outcome: 'shadow_deny', windows: [{ window: 'user', limit: '1', usage: '2', resetsAtMs: null }] });
+    expect(first.checks.find((c) => c.check === 'concurrency')).to.deep.include({
+      outcome: 'allowed',
+      windows: [{ window: 'user', limit: '1', usage: '1', resetsAtMs: null }],
+    });
+    expect(second.checks.find((c) => c.check === 'concurrency')).to.deep.include({
+      outcome: 'shadow_deny',
+      windows: [{ window: 'user', limit: '1', usage: '2', resetsAtMs: null }],
+    });
     if (first.allowed) first.reservation?.release();
     if (second.allowed) second.reservation?.release();
     await slotsFree(core, userId);

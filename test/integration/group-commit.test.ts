@@ -16,8 +16,9 @@ describeChain('group commit', (env) => {
     for (const user of users) await core.admin.setBalance(user, '10');
     store.reset();
     cache.reset();
-    const receipts = await Promise.all(Array.from({ length: 200 }, (_, i) =>
-      core.settle({ requestId: `gc-${users[i % 20]}-${i}`, subject: { user: { id: users[i % 20]! } }, costUsd: '0.01' })));
+    const receipts = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => core.settle({ requestId: `gc-${users[i % 20]}-${i}`, subject: { user: { id: users[i % 20]! } }, costUsd: '0.01' })),
+    );
     expect(receipts.every((r) => !r.duplicate && r.costUsd === '0.01000000' && r.charged)).to.equal(true);
     for (const user of users) expect((await realStore.getBalance(user))!.balance).to.equal(990_000_000n);
     const [sizes] = (await registry.getMetricsAsJSON()).filter((m) => m.name === 'billing_settlement_batch_size');
@@ -44,7 +45,9 @@ describeChain('group commit', (env) => {
     expect([store.count('settle'), store.count('settleBatch')]).to.deep.equal([1, 0]);
     const unbatched = makeCore({ settlementBatching: { maxBatchSize: 1 } });
     store.reset();
-    await Promise.all(Array.from({ length: 20 }, (_, i) => unbatched.settle({ requestId: `one-${user}-${i}`, subject: { user: { id: user } }, costUsd: '0.01' })));
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) => unbatched.settle({ requestId: `one-${user}-${i}`, subject: { user: { id: user } }, costUsd: '0.01' })),
+    );
     expect([store.count('settle'), store.count('settleBatch')]).to.deep.equal([20, 0]);
     expect(await unbatched.getBalance(user)).to.equal('0.70000000');
   });
@@ -57,7 +60,9 @@ describeChain('group commit', (env) => {
       [{ maxBatchesInFlight: 1.5 }, 'settlementBatching.maxBatchesInFlight'],
       [{ maxBatch: 10 }, 'settlementBatching.maxBatch'],
     ] as const) {
-      expect(() => makeCore({ settlementBatching: options as never })).to.throw(BillingConfigError).with.property('option', option);
+      expect(() => makeCore({ settlementBatching: options as never }))
+        .to.throw(BillingConfigError)
+        .with.property('option', option);
     }
   });
 });

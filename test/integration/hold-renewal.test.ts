@@ -56,20 +56,24 @@ for (const backend of ['memory+sqlite', 'redis+postgres'] as const) {
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       try {
         const { port } = server.address() as AddressInfo;
-        const slotRefusal = new Promise<number>((resolve) => setTimeout(() => {
-          // Half-way through, a second request of the user finds the slot taken.
-          http.get({ port, host: '127.0.0.1', path: '/' }, (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          });
-        }, STREAM_MS / 2));
+        const slotRefusal = new Promise<number>((resolve) =>
+          setTimeout(() => {
+            // Half-way through, a second request of the user finds the slot taken.
+            http.get({ port, host: '127.0.0.1', path: '/' }, (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            });
+          }, STREAM_MS / 2),
+        );
         const body = await new Promise<string>((resolve, reject) => {
-          http.get({ port, host: '127.0.0.1', path: '/' }, (res) => {
-            let text = '';
-            res.setEncoding('utf8');
-            res.on('data', (chunk: string) => (text += chunk));
-            res.on('end', () => resolve(text));
-          }).on('error', reject);
+          http
+            .get({ port, host: '127.0.0.1', path: '/' }, (res) => {
+              let text = '';
+              res.setEncoding('utf8');
+              res.on('data', (chunk: string) => (text += chunk));
+              res.on('end', () => resolve(text));
+            })
+            .on('error', reject);
         });
         expect(body).to.match(/\[DONE\]/);
         expect(await slotRefusal).to.equal(429);
@@ -77,7 +81,10 @@ for (const backend of ['memory+sqlite', 'redis+postgres'] as const) {
         await new Promise<void>((resolve) => server.close(() => resolve()));
       }
       expect(probes.length).to.be.at.least(15);
-      expect(probes.filter((p) => p.allowed), JSON.stringify(probes)).to.deep.equal([]);
+      expect(
+        probes.filter((p) => p.allowed),
+        JSON.stringify(probes),
+      ).to.deep.equal([]);
       expect(probes.every((p) => p.code === 'INSUFFICIENT_BALANCE')).to.equal(true);
       // Released with the response: the whole balance is free again at once.
       await new Promise((resolve) => setTimeout(resolve, 50));

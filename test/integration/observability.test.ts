@@ -1,4 +1,4 @@
-// Issue 10 on both backend pairs: Prometheus counters moving with decisions, cache reads, settlements and
+// Observability (docs/operations.md) on both backend pairs: Prometheus counters moving with decisions, cache reads, settlements and
 // the breaker; IETF RateLimit fields on allowed and denied responses; shadow mode; fail-open warnings.
 import { parseList as parseStructuredList } from 'structured-headers';
 import { expect } from 'chai';
@@ -15,8 +15,9 @@ async function value(registry: Registry, name: string, labels: Record<string, st
   // A histogram's _count/_sum/_bucket series live under the histogram's own name.
   const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name || name.startsWith(`${m.name}_`));
   const series = (metric?.values ?? []) as { labels: Record<string, string | number>; value: number; metricName?: string }[];
-  const match = series.find((s) => (s.metricName === undefined || s.metricName === name) &&
-    Object.entries(labels).every(([k, v]) => String(s.labels[k]) === v));
+  const match = series.find(
+    (s) => (s.metricName === undefined || s.metricName === name) && Object.entries(labels).every(([k, v]) => String(s.labels[k]) === v),
+  );
   return match?.value ?? 0;
 }
 
@@ -40,15 +41,33 @@ describeChain('observability', (env) => {
     const broke = env().userId('broke');
     await core.admin.setBalance(rich, '5');
     await core.admin.setBalance(broke, '0');
-    await request(env().app({ core, subject: balanceSubject(rich) }).callback()).post('/').expect(200);
-    await request(env().app({ core, subject: balanceSubject(broke) }).callback()).post('/').expect(403);
+    await request(
+      env()
+        .app({ core, subject: balanceSubject(rich) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
+    await request(
+      env()
+        .app({ core, subject: balanceSubject(broke) })
+        .callback(),
+    )
+      .post('/')
+      .expect(403);
     expect(await value(registry, 'billing_decisions_total', { check: 'balance', outcome: 'allowed' })).to.equal(1);
     expect(await value(registry, 'billing_decisions_total', { check: 'balance', outcome: 'denied' })).to.equal(1);
     expect(await value(registry, 'billing_decisions_total', { check: 'breaker', outcome: 'allowed' })).to.equal(2);
     expect(await value(registry, 'billing_cache_requests_total', { entity: 'balance', result: 'hit' })).to.equal(2);
 
     env().store.failWith(new Error('relation "billing_platform_quotas" does not exist'), ['getPlatformQuota']);
-    await request(env().app({ core, subject: balanceSubject(rich, { platform: 'openai' }) }).callback()).post('/').expect(200);
+    await request(
+      env()
+        .app({ core, subject: balanceSubject(rich, { platform: 'openai' }) })
+        .callback(),
+    )
+      .post('/')
+      .expect(200);
     env().store.failWith(null);
     expect(await value(registry, 'billing_decisions_total', { check: 'platformQuota', outcome: 'failed_open' })).to.equal(1);
     expect(await value(registry, 'billing_cache_requests_total', { entity: 'platformQuota', result: 'miss' })).to.equal(1);
@@ -58,7 +77,12 @@ describeChain('observability', (env) => {
     await core.settle({ requestId: `m-${rich}`, subject, costUsd: '0.1' });
     await core.settle({ requestId: `m-${rich}`, subject, costUsd: '0.2' }).catch(() => undefined);
     await core.settle({ requestId: `m-${rich}-bad`, subject, costUsd: 'NaN' }).catch(() => undefined);
-    for (const [result, n] of [['stored', 1], ['duplicate', 1], ['conflict', 1], ['rejected', 1]] as const) {
+    for (const [result, n] of [
+      ['stored', 1],
+      ['duplicate', 1],
+      ['conflict', 1],
+      ['rejected', 1],
+    ] as const) {
       expect(await value(registry, 'billing_settlements_total', { result }), result).to.equal(n);
     }
     const names = (await registry.getMetricsAsJSON()).flatMap((m) => m.values.flatMap((s) => Object.keys(s.labels)));
@@ -82,7 +106,13 @@ describeChain('observability', (env) => {
     await core.admin.topUp(userId, '5');
     await core.invalidateBalance(userId);
     env().store.failWith(new Error('down'), ['getBalance']);
-    await request(env().app({ core, subject: balanceSubject(userId) }).callback()).post('/').expect(503);
+    await request(
+      env()
+        .app({ core, subject: balanceSubject(userId) })
+        .callback(),
+    )
+      .post('/')
+      .expect(503);
     env().store.failWith(null);
     expect(await value(registry, 'billing_breaker_state')).to.equal(2);
     expect(await value(registry, 'billing_breaker_transitions_total', { from: 'closed', to: 'open' })).to.equal(1);
@@ -115,7 +145,10 @@ describeChain('observability', (env) => {
     expect(rpmReset).to.be.within(1, 60);
     if (backend === 'memory+sqlite') expect(rpmReset).to.equal(60 - Math.floor((clock.now() % 60_000) / 1000));
     expect(structured(first.headers['billing-spend-policy'])).to.deep.equal([['key-5h', { q: 1_000_000, w: 18_000 }]]);
-    expect(structured(first.headers['billing-spend'])).to.deep.equal([['balance', { r: 9_750_000 }], ['key-5h', { r: 750_000, t: 14_400 }]]);
+    expect(structured(first.headers['billing-spend'])).to.deep.equal([
+      ['balance', { r: 9_750_000 }],
+      ['key-5h', { r: 750_000, t: 14_400 }],
+    ]);
 
     await request(app.callback()).post('/').expect(200);
     const denied = await request(app.callback()).post('/').expect(429);
@@ -125,7 +158,9 @@ describeChain('observability', (env) => {
     const mounted = (rateLimitHeaders: boolean | { requests?: boolean; spend?: boolean }) =>
       env().app({ middleware: [billingEligibility({ core, subject: () => ({ ...subject, user: { id: userId } }), rateLimitHeaders })] });
     const fieldsOf = async (rateLimitHeaders: boolean | { requests?: boolean; spend?: boolean }) =>
-      Object.keys((await request(mounted(rateLimitHeaders).callback()).post('/').expect(200)).headers).filter((h) => /^(ratelimit|billing-spend)/.test(h)).sort();
+      Object.keys((await request(mounted(rateLimitHeaders).callback()).post('/').expect(200)).headers)
+        .filter((h) => /^(ratelimit|billing-spend)/.test(h))
+        .sort();
     expect(await fieldsOf(false)).to.deep.equal([]);
     expect(await fieldsOf({ spend: false })).to.deep.equal([]); // no RPM cap on this subject: no requests family either
     expect(await fieldsOf({ requests: false })).to.deep.equal(['billing-spend', 'billing-spend-policy']);
@@ -142,7 +177,10 @@ describeChain('observability', (env) => {
     const subject = balanceSubject(userId, { user: { id: userId, rpmLimit: 1 } });
     const app = env().app({ middleware: [billingEligibility({ core, subject: () => subject, shadow: ['balance', 'rpm'] })] });
     const first = await request(app.callback()).post('/').expect(200);
-    expect(first.body.decision.checks.find((c: { check: string }) => c.check === 'balance')).to.include({ outcome: 'shadow_deny', code: 'INSUFFICIENT_BALANCE' });
+    expect(first.body.decision.checks.find((c: { check: string }) => c.check === 'balance')).to.include({
+      outcome: 'shadow_deny',
+      code: 'INSUFFICIENT_BALANCE',
+    });
     const second = await request(app.callback()).post('/').expect(200);
     expect(second.body.decision.checks.find((c: { check: string }) => c.check === 'rpm')).to.include({ outcome: 'shadow_deny', code: 'USER_RPM_EXCEEDED' });
     expect(await value(registry, 'billing_decisions_total', { check: 'balance', outcome: 'shadow_deny' })).to.equal(2);

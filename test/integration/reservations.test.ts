@@ -1,4 +1,4 @@
-// Issue 9: reservations close the check-then-charge gap — overspend with and without estimates, lease
+// Reservations (docs/holds.md) close the check-then-charge gap — overspend with and without estimates, lease
 // release on settle, abort, disconnect and upstream errors, expiry of abandoned leases, and a soak.
 import { expect } from 'chai';
 import http from 'node:http';
@@ -12,7 +12,7 @@ import { describeChain } from '../helpers/chain-harness.js';
 
 /** A deterministic pseudo-random source for reproducible runs. */
 function seeded(seed: number): () => number {
-  return () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  return () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 }
 
 /** $0.01 – $0.05 in whole cents, as a decimal string. */
@@ -31,8 +31,11 @@ describeChain('reservations', (env) => {
     // Every request is admitted before any settles, as when all are waiting on the upstream at once.
     const decisions = await Promise.all(costs.map((c) => core.check(subject, withEstimates ? { estimateUsd: c } : {})));
     const admitted = decisions.flatMap((d, i) => (d.allowed ? [{ d, i }] : []));
-    await Promise.all(admitted.map(({ d, i }) =>
-      core.settle({ requestId: `spend-${userId}-${i}`, subject, costUsd: costs[i]!, reservationId: d.allowed ? d.reservation?.id : undefined })));
+    await Promise.all(
+      admitted.map(({ d, i }) =>
+        core.settle({ requestId: `spend-${userId}-${i}`, subject, costUsd: costs[i]!, reservationId: d.allowed ? d.reservation?.id : undefined }),
+      ),
+    );
     const balance = (await realStore.getBalance(userId))!.balance;
     return { charged: 100_000_000n - balance, admitted: admitted.length, maxCost: 5_000_000n };
   }
@@ -41,8 +44,10 @@ describeChain('reservations', (env) => {
     this.timeout(60_000);
     const guarded = await spend(true);
     const unguarded = await spend(false);
-    console.log(`      [${env().backend}] with estimates: ${guarded.admitted} admitted, charged $${formatUsd(guarded.charged)}; ` +
-      `without: ${unguarded.admitted} admitted, charged $${formatUsd(unguarded.charged)}`);
+    console.log(
+      `      [${env().backend}] with estimates: ${guarded.admitted} admitted, charged $${formatUsd(guarded.charged)}; ` +
+        `without: ${unguarded.admitted} admitted, charged $${formatUsd(unguarded.charged)}`,
+    );
     expect(guarded.charged <= 100_000_000n + guarded.maxCost, 'charged ≤ $1.00 plus one request').to.equal(true);
     expect(guarded.admitted).to.be.greaterThan(0);
     expect(unguarded.charged > 100_000_000n + unguarded.maxCost, 'the unguarded run shows the overspend').to.equal(true);
@@ -89,11 +94,13 @@ describeChain('reservations', (env) => {
   describe('over HTTP', () => {
     function gatewayApp(onRequest: (ctx: Koa.Context) => Promise<void>): Koa {
       const app = new Koa();
-      app.use(billingEligibility({
-        core: env().core,
-        subject: (ctx) => JSON.parse(ctx.get('x-subject')) as BillingSubject,
-        estimateCost: (ctx) => ctx.get('x-estimate') || undefined,
-      }));
+      app.use(
+        billingEligibility({
+          core: env().core,
+          subject: (ctx) => JSON.parse(ctx.get('x-subject')) as BillingSubject,
+          estimateCost: (ctx) => ctx.get('x-estimate') || undefined,
+        }),
+      );
       app.use(onRequest);
       return app;
     }
@@ -107,7 +114,11 @@ describeChain('reservations', (env) => {
         await ctx.state.billing!.settle({ requestId: `http-${userId}`, costUsd: '0.25' });
         ctx.body = { ok: true };
       });
-      await request(app.callback()).post('/').set('x-subject', JSON.stringify({ user: { id: userId } })).set('x-estimate', '0.5').expect(200);
+      await request(app.callback())
+        .post('/')
+        .set('x-subject', JSON.stringify({ user: { id: userId } }))
+        .set('x-estimate', '0.5')
+        .expect(200);
       expect(await core.listReservations(userId)).to.deep.equal([]);
       expect(await core.getBalance(userId)).to.equal('0.75000000');
     });
@@ -120,7 +131,11 @@ describeChain('reservations', (env) => {
         ctx.status = 502;
         ctx.body = { error: 'upstream failed' };
       });
-      await request(app.callback()).post('/').set('x-subject', JSON.stringify({ user: { id: userId } })).set('x-estimate', '0.9').expect(502);
+      await request(app.callback())
+        .post('/')
+        .set('x-subject', JSON.stringify({ user: { id: userId } }))
+        .set('x-estimate', '0.9')
+        .expect(502);
       await core.close();
       expect(await env().makeCore().listReservations(userId)).to.deep.equal([]);
     });
@@ -258,11 +273,13 @@ describeChain('reservations', (env) => {
     this.timeout(180_000);
     const { core, realStore } = env();
     const random = seeded(99);
-    const users = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
-      const userId = env().userId(`soak${i}`);
-      await core.admin.setBalance(userId, '1000');
-      return userId;
-    }));
+    const users = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const userId = env().userId(`soak${i}`);
+        await core.admin.setBalance(userId, '1000');
+        return userId;
+      }),
+    );
     const settled = new Map<string, bigint>();
     let aborted = 0;
     let next = 0;

@@ -9,9 +9,25 @@ import { createPgSchema, pgKnex, type PgSchema } from '../helpers/postgres.js';
 import { requirePostgres } from '../helpers/services.js';
 import { createSqliteKnex } from '../helpers/sqlite.js';
 
-const TABLES = ['billing_accounts', 'billing_api_key_windows', 'billing_platform_quotas', 'billing_rpm_overrides', 'billing_subscriptions', 'billing_usage_log', 'billing_store_holds'];
+const TABLES = [
+  'billing_accounts',
+  'billing_api_key_windows',
+  'billing_platform_quotas',
+  'billing_rpm_overrides',
+  'billing_subscriptions',
+  'billing_usage_log',
+  'billing_store_holds',
+];
 const MIGRATIONS = ['001-initial', '002-store-holds'];
-const MONEY_COLUMNS = ['billing_accounts.balance', 'billing_usage_log.cost', 'billing_platform_quotas.daily_limit', 'billing_subscriptions.monthly_usage', 'billing_api_key_windows.usage_7d', 'billing_accounts.held', 'billing_store_holds.amount'];
+const MONEY_COLUMNS = [
+  'billing_accounts.balance',
+  'billing_usage_log.cost',
+  'billing_platform_quotas.daily_limit',
+  'billing_subscriptions.monthly_usage',
+  'billing_api_key_windows.usage_7d',
+  'billing_accounts.held',
+  'billing_store_holds.amount',
+];
 
 describe('migrateBillingSchema', function () {
   describe('SQLite', () => {

@@ -65,8 +65,18 @@ describe('KnexBillingStore on PostgreSQL under concurrency', function () {
       }
       const s = pick(subjects);
       const input: SettlementInput = {
-        requestId: `req-${i}`, apiKeyId: pick(s.keys), userId: s.userId, groupId: s.mode === 'subscription' ? 'pro' : null, mode: s.mode,
-        costUnits: randomCost(), platform: pick(['openai', 'anthropic']), trackKeyWindows: true, model: 'm', inputTokens: i, outputTokens: 1, time: TIME,
+        requestId: `req-${i}`,
+        apiKeyId: pick(s.keys),
+        userId: s.userId,
+        groupId: s.mode === 'subscription' ? 'pro' : null,
+        mode: s.mode,
+        costUnits: randomCost(),
+        platform: pick(['openai', 'anthropic']),
+        trackKeyWindows: true,
+        model: 'm',
+        inputTokens: i,
+        outputTokens: 1,
+        time: TIME,
       };
       originals.push(input);
       work.push(input);
@@ -92,17 +102,26 @@ describe('KnexBillingStore on PostgreSQL under concurrency', function () {
         expect(await store.getBalance(s.userId), s.userId).to.deep.equal({ version: 1 + charged(mine), balance: INITIAL_BALANCE - sum(mine) });
         const openai = mine.filter((r) => r.platform === 'openai');
         expect(await store.getPlatformQuota(s.userId, 'openai'), s.userId).to.deep.include({
-          version: 1 + charged(openai), dailyUsage: sum(openai), weeklyUsage: sum(openai), monthlyUsage: sum(openai),
+          version: 1 + charged(openai),
+          dailyUsage: sum(openai),
+          weeklyUsage: sum(openai),
+          monthlyUsage: sum(openai),
         });
       } else {
         expect(await store.getActiveSubscription(s.userId, 'pro', TIME), s.userId).to.deep.include({
-          version: 1 + charged(mine), dailyUsage: sum(mine), weeklyUsage: sum(mine), monthlyUsage: sum(mine),
+          version: 1 + charged(mine),
+          dailyUsage: sum(mine),
+          weeklyUsage: sum(mine),
+          monthlyUsage: sum(mine),
         });
       }
       for (const key of s.keys) {
         const used = mine.filter((r) => r.apiKeyId === key);
         expect(await store.getApiKeyWindows(s.userId, key), key).to.deep.include({
-          version: charged(used), usage5h: sum(used), usage1d: sum(used), usage7d: sum(used),
+          version: charged(used),
+          usage5h: sum(used),
+          usage1d: sum(used),
+          usage7d: sum(used),
         });
       }
     }

@@ -53,10 +53,14 @@ describe('KnexBillingStore on PostgreSQL: transaction retries', function () {
     try {
       await other.raw("SET LOCAL deadlock_timeout = '20s'");
       const { rows } = await other.raw('SELECT pg_backend_pid() AS pid');
-      await other('billing_api_key_windows').where({ user_id: 'dl', api_key_id: 'kdl' }).update({ version: other.raw('version + 1') });
+      await other('billing_api_key_windows')
+        .where({ user_id: 'dl', api_key_id: 'kdl' })
+        .update({ version: other.raw('version + 1') });
       const settling = store.settle({ ...base, requestId: 'victim', costUnits: 200_000_000n });
       await waitUntilBlockedBy(knex, rows[0].pid);
-      await other('billing_accounts').where({ user_id: 'dl' }).update({ balance: other.raw('balance + 0.00000001'), version: other.raw('version + 1') });
+      await other('billing_accounts')
+        .where({ user_id: 'dl' })
+        .update({ balance: other.raw('balance + 0.00000001'), version: other.raw('version + 1') });
       await other.commit();
       const result = await settling;
       expect(result.duplicate).to.equal(false);
@@ -75,7 +79,17 @@ describe('KnexBillingStore on PostgreSQL: transaction retries', function () {
     const logger = recordingLogger();
     const store = new KnexBillingStore(pg!.knex, { logger });
     const err = await store
-      .settle({ requestId: 'lost', apiKeyId: '', userId: 'nobody', groupId: null, mode: 'balance', costUnits: 1n, platform: null, trackKeyWindows: false, time: TIME })
+      .settle({
+        requestId: 'lost',
+        apiKeyId: '',
+        userId: 'nobody',
+        groupId: null,
+        mode: 'balance',
+        costUnits: 1n,
+        platform: null,
+        trackKeyWindows: false,
+        time: TIME,
+      })
       .catch((e: unknown) => e);
     expect(err).to.be.instanceOf(SettlementTargetMissingError);
     expect(logger.warnings).to.deep.equal([]);

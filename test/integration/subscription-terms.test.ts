@@ -20,7 +20,11 @@ describeChain('subscription terms', (env) => {
     const { core } = env();
     const userId = env().userId();
     await core.admin.upsertSubscription({ userId, groupId: GROUP, startsAt, expiresAt });
-    const subject: BillingSubject = { user: { id: userId }, group: { id: GROUP, billingType: 'subscription', ...limits }, subscription: { id: `sub-${userId}` } };
+    const subject: BillingSubject = {
+      user: { id: userId },
+      group: { id: GROUP, billingType: 'subscription', ...limits },
+      subscription: { id: `sub-${userId}` },
+    };
     const app = env().app({ subject });
     return {
       userId,
@@ -33,7 +37,8 @@ describeChain('subscription terms', (env) => {
         return (await request(app.callback()).post('/')).status;
       },
       spend: (core: BillingCore, costUsd: string) => core.settle({ requestId: `req-${uniqueSuffix()}`, subject, costUsd }),
-      row: async (): Promise<SubscriptionEntity> => (await env().realStore.getActiveSubscription(userId, GROUP, { nowMs: env().clock.now(), timezone: 'UTC' }))!,
+      row: async (): Promise<SubscriptionEntity> =>
+        (await env().realStore.getActiveSubscription(userId, GROUP, { nowMs: env().clock.now(), timezone: 'UTC' }))!,
     };
   }
 
@@ -65,7 +70,9 @@ describeChain('subscription terms', (env) => {
     const { core } = env();
     const sub = await plan(T0, T0 + 2 * DAY, { dailyLimitUsd: '1' });
     await sub.spend(core, '1');
-    const res = await request(env().app({ subject: sub.subject }).callback()).post('/').expect(429);
+    const res = await request(env().app({ subject: sub.subject }).callback())
+      .post('/')
+      .expect(429);
     expect(res.headers['retry-after']).to.equal(String(14 * 3600), '10:00 → 00:00 the next day');
   });
 
@@ -85,7 +92,7 @@ describeChain('subscription terms', (env) => {
     expect([row.dailyUsage, row.dailyStartMs]).to.deep.equal([100_000_000n, starts], 'the day began at first use');
   });
 
-  it('a one-time daily card keeps one day\'s window across midnight in the store, one by one and batched, and in its reservations', async () => {
+  it("a one-time daily card keeps one day's window across midnight in the store, one by one and batched, and in its reservations", async () => {
     const { core, clock } = env();
     const starts = at('2026-03-04T22:00:00Z');
     clock.set(at('2026-03-04T23:00:00Z'));

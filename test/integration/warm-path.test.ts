@@ -1,4 +1,4 @@
-// Issue 7: a warm request through the full chain costs one Redis command (two after its data changed)
+// The warm path (docs/architecture.md): a warm request through the full chain costs one Redis command (two after its data changed)
 // and no store query (counted by the Redis server with MONITOR, and by knex's 'query' event), with
 // every check active; counting RPM with the read never counts a request the checks refuse.
 import { expect } from 'chai';
@@ -52,8 +52,7 @@ async function checksOf(app: Koa): Promise<Check[]> {
   return (res.body as { decision: BillingDecision }).decision.checks;
 }
 
-const fromCache = (checks: Check[]) =>
-  CACHED_CHECKS.every((name) => checks.some((c) => c.check === name && c.outcome === 'allowed' && c.source === 'cache'));
+const fromCache = (checks: Check[]) => CACHED_CHECKS.every((name) => checks.some((c) => c.check === name && c.outcome === 'allowed' && c.source === 'cache'));
 
 /** Sends requests until one is answered from the cache alone (cache fills after the misses are asynchronous). */
 async function warmUp(app: Koa): Promise<void> {
@@ -70,7 +69,7 @@ function redisNode(): { host: string; port: number } {
   return { host: url.hostname || '127.0.0.1', port: Number(url.port || 6379) };
 }
 
-describe('warm path on Redis + PostgreSQL (issue 7)', function () {
+describe('warm path on Redis + PostgreSQL (docs/benchmark.md)', function () {
   let pg: PgSchema;
   const prefix = `kbe-warm:${uniqueSuffix()}:`;
   const clients: Redis[] = [];
@@ -90,7 +89,11 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
   });
 
   /** A harness on its own client, seeded and warmed until a request is answered from the cache alone. */
-  async function warmHarness(autoPipelining: boolean, name: string, holds?: { beforeHandler: () => Promise<unknown> }): Promise<Harness & { client: Redis; userId: string }> {
+  async function warmHarness(
+    autoPipelining: boolean,
+    name: string,
+    holds?: { beforeHandler: () => Promise<unknown> },
+  ): Promise<Harness & { client: Redis; userId: string }> {
     const client = new Redis(REDIS_URL, { enableAutoPipelining: autoPipelining, maxRetriesPerRequest: 1 });
     clients.push(client);
     const userId = `warm-${name}-${uniqueSuffix()}`;
@@ -143,7 +146,11 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
     expect(queries, 'store queries on the warm path').to.equal(0);
     const beforeHandler = commands.slice(0, commands.indexOf('echo'));
     expect(beforeHandler, 'Redis commands before the handler').to.deep.equal(['evalsha', 'evalsha']);
-    expect(checks.map((c) => [c.check, c.outcome])).to.deep.include.members([['reservation', 'allowed'], ['concurrency', 'allowed'], ['rpm', 'allowed']]);
+    expect(checks.map((c) => [c.check, c.outcome])).to.deep.include.members([
+      ['reservation', 'allowed'],
+      ['concurrency', 'allowed'],
+      ['rpm', 'allowed'],
+    ]);
     expect(checks.find((c) => c.check === 'rpm')?.windows?.map((w) => w.window)).to.deep.equal(['group', 'user'], 'both RPM caps counted with the holds');
   });
 
@@ -164,7 +171,7 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
     expect(users[2]).to.equal(users[0]! + 2);
   });
 
-  it('a request refused on data another instance changed since the last read does not count RPM (SPEC §1.8)', async () => {
+  it('a request refused on data another instance changed since the last read does not count RPM (docs/behaviour.md#the-chain-in-order)', async () => {
     const built = await warmHarness(true, 'refused');
     const { checks } = await measured(built);
     const countBefore = rpmUsage(checks);
@@ -186,7 +193,7 @@ describe('warm path on Redis + PostgreSQL (issue 7)', function () {
   });
 });
 
-describe('warm path on the memory cache + SQLite (issue 7)', () => {
+describe('warm path on the memory cache + SQLite (docs/benchmark.md)', () => {
   let knex: Knex;
   let cache: MemoryBillingCache;
   let core: BillingCore | undefined;

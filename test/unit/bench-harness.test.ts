@@ -55,7 +55,10 @@ describe('benchmark harness', () => {
     });
 
     it('refuses a duration that is not a whole number of turns, naming both settings', () => {
-      expect(() => withEnv({ BENCH_DURATION_S: '5', BENCH_SLICE_S: '2' })).to.throw(TypeError, /BENCH_DURATION_S \(5\) must be a multiple of BENCH_SLICE_S \(2\)/);
+      expect(() => withEnv({ BENCH_DURATION_S: '5', BENCH_SLICE_S: '2' })).to.throw(
+        TypeError,
+        /BENCH_DURATION_S \(5\) must be a multiple of BENCH_SLICE_S \(2\)/,
+      );
       expect(withEnv({ BENCH_DURATION_S: '6', BENCH_SLICE_S: '2' }).sliceS).to.equal(2);
     });
 

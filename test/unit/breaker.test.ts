@@ -1,4 +1,4 @@
-// Unit tests for lib/breaker.ts: every state transition of SPEC §5 on a fake clock.
+// Unit tests for lib/breaker.ts: every state transition of docs/behaviour.md#circuit-breaker on a fake clock.
 import { expect } from 'chai';
 import { ManualClock } from '../../lib/clock.js';
 import { CircuitBreaker, type BreakerState, type CircuitBreakerOptions } from '../../lib/breaker.js';
@@ -30,7 +30,7 @@ function setup(options?: CircuitBreakerOptions) {
 }
 
 describe('CircuitBreaker', () => {
-  it('uses the SPEC defaults', () => {
+  it('uses the documented defaults', () => {
     const { breaker } = setup(undefined);
     expect(breaker.options).to.deep.equal({ enabled: true, failureThreshold: 5, resetTimeoutMs: 30_000, halfOpenRequests: 3 });
     expect(breaker.state).to.equal('closed');
@@ -156,13 +156,16 @@ describe('CircuitBreaker', () => {
   it('a throwing onStateChange hook is logged and does not break the caller', () => {
     const lines: string[] = [];
     const logger: BillingLogger = { debug() {}, info() {}, warn() {}, error: (_obj, msg) => void lines.push(String(msg)) };
-    const breaker = new CircuitBreaker({ failureThreshold: 1 }, {
-      clock: { now: () => 0 },
-      logger,
-      onStateChange: () => {
-        throw new Error('metrics down');
+    const breaker = new CircuitBreaker(
+      { failureThreshold: 1 },
+      {
+        clock: { now: () => 0 },
+        logger,
+        onStateChange: () => {
+          throw new Error('metrics down');
+        },
       },
-    });
+    );
     expect(() => breaker.recordFailure()).to.not.throw();
     expect(breaker.state).to.equal('open');
     expect(lines).to.deep.equal(['circuit breaker onStateChange hook threw']);

@@ -5,7 +5,7 @@ import { CacheKeys } from '../../lib/cache/keys.js';
 describe('CacheKeys', () => {
   const keys = new CacheKeys('kbe:');
 
-  it('names every key of a user under the user\'s hash tag', () => {
+  it("names every key of a user under the user's hash tag", () => {
     expect(keys.entity({ kind: 'balance', userId: '7' })).to.equal('kbe:{u:7}:bal');
     expect(keys.entity({ kind: 'subscription', userId: '7', groupId: 'g1' })).to.equal('kbe:{u:7}:sub:g1');
     expect(keys.entity({ kind: 'apiKeyWindows', userId: '7', apiKeyId: 'k1' })).to.equal('kbe:{u:7}:key:k1');

@@ -27,8 +27,14 @@ describe('decision records', () => {
         { window: 'monthly', limit: '90071992.54740991', usage: '0.00000000', resetsAtMs: 2_000 },
       ],
     });
-    expect(toCheckRecord({ check: 'rpm', outcome: 'denied', code: 'USER_RPM_EXCEEDED', windows: [{ window: 'user', usd: false, limit: 60, usage: 61, resetsAtMs: 3_000 }] }))
-      .to.deep.equal({ check: 'rpm', outcome: 'denied', code: 'USER_RPM_EXCEEDED', windows: [{ window: 'user', limit: '60', usage: '61', resetsAtMs: 3_000 }] });
+    expect(
+      toCheckRecord({
+        check: 'rpm',
+        outcome: 'denied',
+        code: 'USER_RPM_EXCEEDED',
+        windows: [{ window: 'user', usd: false, limit: 60, usage: 61, resetsAtMs: 3_000 }],
+      }),
+    ).to.deep.equal({ check: 'rpm', outcome: 'denied', code: 'USER_RPM_EXCEEDED', windows: [{ window: 'user', limit: '60', usage: '61', resetsAtMs: 3_000 }] });
   });
 
   it('keeps records without windows as they are', () => {

@@ -4,10 +4,18 @@ import { BILLING_ERROR_CATALOGUE, BillingError, DEFAULT_RETRY_AFTER_SEC, type Bi
 
 const CODES = Object.keys(BILLING_ERROR_CATALOGUE) as BillingErrorCode[];
 const RATE_LIMITED: BillingErrorCode[] = [
-  'DAILY_LIMIT_EXCEEDED', 'WEEKLY_LIMIT_EXCEEDED', 'MONTHLY_LIMIT_EXCEEDED',
-  'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED', 'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED', 'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED',
-  'API_KEY_RATE_5H_EXCEEDED', 'API_KEY_RATE_1D_EXCEEDED', 'API_KEY_RATE_7D_EXCEEDED',
-  'GROUP_RPM_EXCEEDED', 'USER_RPM_EXCEEDED', 'CONCURRENCY_LIMIT_EXCEEDED',
+  'DAILY_LIMIT_EXCEEDED',
+  'WEEKLY_LIMIT_EXCEEDED',
+  'MONTHLY_LIMIT_EXCEEDED',
+  'USER_PLATFORM_DAILY_QUOTA_EXHAUSTED',
+  'USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED',
+  'USER_PLATFORM_MONTHLY_QUOTA_EXHAUSTED',
+  'API_KEY_RATE_5H_EXCEEDED',
+  'API_KEY_RATE_1D_EXCEEDED',
+  'API_KEY_RATE_7D_EXCEEDED',
+  'GROUP_RPM_EXCEEDED',
+  'USER_RPM_EXCEEDED',
+  'CONCURRENCY_LIMIT_EXCEEDED',
 ];
 const DENIALS: BillingErrorCode[] = ['BILLING_SUBJECT_NOT_FOUND', 'INSUFFICIENT_BALANCE', 'SUBSCRIPTION_INVALID'];
 
@@ -68,7 +76,15 @@ describe('errors: BillingError', () => {
   });
 
   it('rounds retryAfter up to whole seconds, at least 1', () => {
-    const cases: [number, number][] = [[0.2, 1], [1, 1], [1.5, 2], [59.001, 60], [0, 1], [-3, 1], [3600, 3600]];
+    const cases: [number, number][] = [
+      [0.2, 1],
+      [1, 1],
+      [1.5, 2],
+      [59.001, 60],
+      [0, 1],
+      [-3, 1],
+      [3600, 3600],
+    ];
     for (const [given, expected] of cases) {
       const error = new BillingError('USER_RPM_EXCEEDED', { retryAfter: given });
       expect(error.retryAfter, String(given)).to.equal(expected);
@@ -87,7 +103,10 @@ describe('errors: BillingError', () => {
   it('a wait longer than the SDKs honour (60 s) also says x-should-retry: false, so they stop instead of retrying at once', () => {
     expect(new BillingError('DAILY_LIMIT_EXCEEDED', { retryAfter: 60 }).headers).to.deep.equal({ 'Retry-After': '60' });
     expect(new BillingError('DAILY_LIMIT_EXCEEDED', { retryAfter: 60.5 }).headers).to.deep.equal({ 'Retry-After': '61', 'x-should-retry': 'false' });
-    expect(new BillingError('USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED', { retryAfter: 3 * 86_400 }).headers).to.deep.equal({ 'Retry-After': '259200', 'x-should-retry': 'false' });
+    expect(new BillingError('USER_PLATFORM_WEEKLY_QUOTA_EXHAUSTED', { retryAfter: 3 * 86_400 }).headers).to.deep.equal({
+      'Retry-After': '259200',
+      'x-should-retry': 'false',
+    });
     expect(new BillingError('USER_RPM_EXCEEDED', { retryAfter: 12 }).headers).to.deep.equal({ 'Retry-After': '12' });
   });
 

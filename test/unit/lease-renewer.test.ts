@@ -37,7 +37,10 @@ describe('LeaseRenewer', () => {
     renewer.track('u1', 'store:d');
     renewer.track('u2', 'store:e');
     await renewer.renewNow();
-    expect(cacheCalls).to.deep.equal([{ userId: 'u1', ids: ['a', 'b'], ttlMs: 30_000 }, { userId: 'u2', ids: ['c'], ttlMs: 30_000 }]);
+    expect(cacheCalls).to.deep.equal([
+      { userId: 'u1', ids: ['a', 'b'], ttlMs: 30_000 },
+      { userId: 'u2', ids: ['c'], ttlMs: 30_000 },
+    ]);
     expect(storeCalls.map((c) => c.ids)).to.deep.equal([['store:d', 'store:e']]);
     expect(storeCalls[0]!.expiresAtMs).to.be.closeTo(Date.now() + 30_000, 1000);
     renewer.close();

@@ -10,7 +10,10 @@ const balanceRef = (userId: string) => ({ kind: 'balance', userId }) as const;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
-  const outcome = await promise.then(() => null, (err: unknown) => err);
+  const outcome = await promise.then(
+    () => null,
+    (err: unknown) => err,
+  );
   expect(outcome, 'expected a rejection').to.be.instanceOf(Error);
   return outcome as Error;
 }
@@ -84,9 +87,18 @@ describe('MemoryBillingCache', function () {
       const clock = new ManualClock(START);
       const cache = open({ clock, sweepIntervalMs: 5 });
       await cache.put(balanceRef('a'), { version: 1, balance: 1n });
-      await cache.put({ kind: 'apiKeyWindows', userId: 'a', apiKeyId: 'k' }, {
-        version: 1, usage5h: 0n, usage1d: 0n, usage7d: 0n, start5hMs: null, start1dMs: null, start7dMs: null,
-      });
+      await cache.put(
+        { kind: 'apiKeyWindows', userId: 'a', apiKeyId: 'k' },
+        {
+          version: 1,
+          usage5h: 0n,
+          usage1d: 0n,
+          usage7d: 0n,
+          start5hMs: null,
+          start1dMs: null,
+          start7dMs: null,
+        },
+      );
       clock.advance(300_001);
       await eventually(() => cache.size === 1); // the 7-day key windows stay
       expect(cache[memoryRawAccess]().ttlMs(cache.keys.entity(balanceRef('a')))).to.equal(-2);
@@ -94,7 +106,12 @@ describe('MemoryBillingCache', function () {
 
     it('runs its sweep on an unref’d timer, and close() stops it', async function () {
       let reads = 0;
-      const clock: Clock = { now: () => (reads++, START) };
+      const clock: Clock = {
+        now: () => {
+          reads++;
+          return START;
+        },
+      };
       const activeTimers = () => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length;
       const timersBefore = activeTimers();
       const cache = open({ clock, sweepIntervalMs: 5 });
@@ -134,10 +151,25 @@ describe('MemoryBillingCache', function () {
         [cache.put(balanceRef('a'), { version: 1, balance: 1 as unknown as bigint }), /balance\.balance/],
         [cache.put(balanceRef('a'), { version: 1.5, balance: 1n }), /balance\.version/],
         [cache.put({ kind: 'rpmOverride', userId: 'a', groupId: 'g' }, { version: 1, value: -1 }), /rpmOverride\.value/],
-        [cache.put({ kind: 'subscription', userId: 'a', groupId: 'g' }, {
-          version: 1, subscriptionId: 's', status: 'paused' as 'active', startsAtMs: START, expiresAtMs: START,
-          dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n, dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
-        }), /subscription\.status/],
+        [
+          cache.put(
+            { kind: 'subscription', userId: 'a', groupId: 'g' },
+            {
+              version: 1,
+              subscriptionId: 's',
+              status: 'paused' as 'active',
+              startsAtMs: START,
+              expiresAtMs: START,
+              dailyUsage: 0n,
+              weeklyUsage: 0n,
+              monthlyUsage: 0n,
+              dailyStartMs: null,
+              weeklyStartMs: null,
+              monthlyStartMs: null,
+            },
+          ),
+          /subscription\.status/,
+        ],
       ];
       for (const [operation, pattern] of cases) expect((await rejection(operation)).message).to.match(pattern);
       expect(cache.size).to.equal(0);

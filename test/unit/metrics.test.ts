@@ -137,7 +137,9 @@ describe('BillingMetrics', () => {
   it('reads write-queue depth, drops, open reservations and slots in use from their getters; unbinding detaches them', async () => {
     let depth = 3;
     let dropped = 0;
-    const unbind = metrics.bindGauges(sources({ writeQueueDepth: () => depth, writeQueueDropped: () => dropped, openReservations: () => 4, concurrencySlots: () => 2 }));
+    const unbind = metrics.bindGauges(
+      sources({ writeQueueDepth: () => depth, writeQueueDropped: () => dropped, openReservations: () => 4, concurrencySlots: () => 2 }),
+    );
     expect(await value(registry, 'billing_write_queue_depth')).to.equal(3);
     expect(await value(registry, 'billing_write_queue_dropped_total')).to.equal(0);
     expect(await value(registry, 'billing_open_reservations')).to.equal(4);
@@ -157,11 +159,15 @@ describe('BillingMetrics', () => {
   });
 
   it('keeps the scrape working when a getter throws or returns nonsense', async () => {
-    metrics.bindGauges(sources({
-      writeQueueDepth: () => { throw new Error('queue gone'); },
-      writeQueueDropped: () => Number.NaN,
-      breakerState: () => 'sideways' as BreakerState,
-    }));
+    metrics.bindGauges(
+      sources({
+        writeQueueDepth: () => {
+          throw new Error('queue gone');
+        },
+        writeQueueDropped: () => Number.NaN,
+        breakerState: () => 'sideways' as BreakerState,
+      }),
+    );
     metrics.bindGauges(sources({ writeQueueDepth: () => 2 }));
     expect(await value(registry, 'billing_write_queue_depth')).to.equal(2);
     expect(await value(registry, 'billing_write_queue_dropped_total')).to.equal(0);
@@ -225,10 +231,20 @@ describe('BillingMetrics', () => {
     expect(await value(registry, 'billing_settlements_total', { result: 'conflict' })).to.equal(0);
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith('gw_'));
     expect(names.sort()).to.deep.equal([
-      'gw_breaker_state', 'gw_breaker_transitions_total', 'gw_cache_requests_total', 'gw_check_duration_seconds',
-      'gw_concurrency_slots_in_use', 'gw_decisions_total', 'gw_open_reservations', 'gw_settlement_batch_seconds', 'gw_settlement_batch_size',
-      'gw_settlement_retries_total', 'gw_settlements_total', 'gw_settlements_waiting',
-      'gw_write_queue_depth', 'gw_write_queue_dropped_total',
+      'gw_breaker_state',
+      'gw_breaker_transitions_total',
+      'gw_cache_requests_total',
+      'gw_check_duration_seconds',
+      'gw_concurrency_slots_in_use',
+      'gw_decisions_total',
+      'gw_open_reservations',
+      'gw_settlement_batch_seconds',
+      'gw_settlement_batch_size',
+      'gw_settlement_retries_total',
+      'gw_settlements_total',
+      'gw_settlements_waiting',
+      'gw_write_queue_depth',
+      'gw_write_queue_dropped_total',
     ]);
   });
 

@@ -11,7 +11,7 @@ describe('money', () => {
 
   it('100,000 random additions equal the decimal sum', () => {
     let seed = 42;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const strings: string[] = [];
     for (let i = 0; i < 100_000; i++) {
       const cents = Math.floor(random() * 10_000_000_000);
@@ -59,11 +59,15 @@ describe('money', () => {
     expect(() => parseUsd('1e400')).to.throw(/out of range/);
     expect(() => parseUsd({} as unknown as string)).to.throw(/number or a decimal string/);
     expect(() => multiplyUsd(1n, 'x')).to.throw(/rate/);
-    expect(parseUsd(String(MAX_USD_UNITS) + 'e-8')).to.equal(MAX_USD_UNITS);
+    expect(parseUsd(`${String(MAX_USD_UNITS)}e-8`)).to.equal(MAX_USD_UNITS);
   });
 
   it('refuses a bigint, saying what to pass instead: 10n could mean $10 or 10 units of 1e-8', () => {
-    for (const parse of [(v: unknown) => parseUsd(v as string, 'costUsd'), (v: unknown) => parseCostUsd(v as string), (v: unknown) => parseLimitUsd(v as string, 'costUsd')]) {
+    for (const parse of [
+      (v: unknown) => parseUsd(v as string, 'costUsd'),
+      (v: unknown) => parseCostUsd(v as string),
+      (v: unknown) => parseLimitUsd(v as string, 'costUsd'),
+    ]) {
       expect(() => parse(10n)).to.throw(MoneyError, /costUsd must be a number or a decimal string of USD .* not a bigint/);
     }
   });
@@ -79,10 +83,12 @@ describe('money', () => {
     expect(() => parseCostUsd('-0.000000001')).to.throw(MoneyError, /must not be negative/);
     expect(() => parseCostUsd(-1e-9)).to.throw(MoneyError, /must not be negative/);
     expect(() => parseCostUsd('-1e-30')).to.throw(MoneyError, /must not be negative/);
-    fc.assert(fc.property(fc.double({ max: -Number.MIN_VALUE, min: -1e6, noNaN: true }), (negative) => {
-      expect(() => parseCostUsd(negative)).to.throw(MoneyError, /must not be negative/);
-      expect(() => parseCostUsd(String(negative))).to.throw(MoneyError, /must not be negative/);
-    }));
+    fc.assert(
+      fc.property(fc.double({ max: -Number.MIN_VALUE, min: -1e6, noNaN: true }), (negative) => {
+        expect(() => parseCostUsd(negative)).to.throw(MoneyError, /must not be negative/);
+        expect(() => parseCostUsd(String(negative))).to.throw(MoneyError, /must not be negative/);
+      }),
+    );
   });
 
   it('a limit that would round to 0 is refused rather than read as 0 (which blocks a platform quota)', () => {

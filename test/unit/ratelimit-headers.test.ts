@@ -93,10 +93,17 @@ function keyEntity(over: Partial<ApiKeyWindowsEntity> = {}): ApiKeyWindowsEntity
 
 function quotaEntity(over: Partial<PlatformQuotaEntity> = {}): PlatformQuotaEntity {
   return {
-    version: 1, sentinel: false,
-    dailyLimit: null, weeklyLimit: null, monthlyLimit: null,
-    dailyUsage: 0n, weeklyUsage: 0n, monthlyUsage: 0n,
-    dailyStartMs: null, weeklyStartMs: null, monthlyStartMs: null,
+    version: 1,
+    sentinel: false,
+    dailyLimit: null,
+    weeklyLimit: null,
+    monthlyLimit: null,
+    dailyUsage: 0n,
+    weeklyUsage: 0n,
+    monthlyUsage: 0n,
+    dailyStartMs: null,
+    weeklyStartMs: null,
+    monthlyStartMs: null,
     ...over,
   };
 }
@@ -105,7 +112,16 @@ describe('buildRateLimitHeaders', () => {
   const utc: TimeContext = { nowMs: NOW, timezone: 'UTC' };
 
   it('advertises one named policy per RPM cap, in requests (no qu), with remaining requests and seconds to the bucket end', () => {
-    const { fields, policies, limits } = parse([rpmRecord('allowed', [['group', 10, 3], ['user', 5, 3]], NOW + 42_000)]);
+    const { fields, policies, limits } = parse([
+      rpmRecord(
+        'allowed',
+        [
+          ['group', 10, 3],
+          ['user', 5, 3],
+        ],
+        NOW + 42_000,
+      ),
+    ]);
     expect(fields).to.deep.equal({
       'RateLimit-Policy': '"rpm-group";q=10;w=60, "rpm-user";q=5;w=60',
       RateLimit: '"rpm-group";r=7;t=42, "rpm-user";r=2;t=42',
@@ -127,12 +143,14 @@ describe('buildRateLimitHeaders', () => {
 
   it('advertises the key windows in Billing-Spend, in micro-dollars, with w = window length and t = seconds to the window end', () => {
     const start5h = NOW - 2 * HOUR - 30_000;
-    const record = recordOf(decideApiKeyWindows(
-      keyEntity({ usage5h: parseUsd('1.23456789'), start5hMs: start5h, usage1d: parseUsd('2'), start1dMs: Date.UTC(2025, 0, 15) }),
-      { limit5h: parseUsd('5'), limit1d: parseUsd('20'), limit7d: 0n },
-      utc,
-      'cache',
-    ));
+    const record = recordOf(
+      decideApiKeyWindows(
+        keyEntity({ usage5h: parseUsd('1.23456789'), start5hMs: start5h, usage1d: parseUsd('2'), start1dMs: Date.UTC(2025, 0, 15) }),
+        { limit5h: parseUsd('5'), limit1d: parseUsd('20'), limit7d: 0n },
+        utc,
+        'cache',
+      ),
+    );
     expect(record.outcome).to.equal('allowed');
     const { names, policies, limits } = parse([record]);
     expect(names).to.deep.equal(['key-5h', 'key-1d']); // 7d has no limit (0 = unlimited)
@@ -161,15 +179,17 @@ describe('buildRateLimitHeaders', () => {
     expect(limits['key-7d']?.r).to.equal(100_000_000);
   });
 
-  it('names platform-quota windows, blocks with q=0 for a zero limit, and uses the zone\'s real day length for t', () => {
+  it("names platform-quota windows, blocks with q=0 for a zero limit, and uses the zone's real day length for t", () => {
     // Europe/Berlin springs forward on 2025-03-30: that local day has 23 hours.
     const nowMs = Date.UTC(2025, 2, 29, 23, 30); // 00:30 local on the 30th
     const time: TimeContext = { nowMs, timezone: 'Europe/Berlin' };
-    const record = recordOf(decidePlatformQuota(
-      quotaEntity({ dailyLimit: parseUsd('2'), dailyUsage: parseUsd('0.5'), dailyStartMs: Date.UTC(2025, 2, 29, 23), weeklyLimit: 0n }),
-      time,
-      'cache',
-    ));
+    const record = recordOf(
+      decidePlatformQuota(
+        quotaEntity({ dailyLimit: parseUsd('2'), dailyUsage: parseUsd('0.5'), dailyStartMs: Date.UTC(2025, 2, 29, 23), weeklyLimit: 0n }),
+        time,
+        'cache',
+      ),
+    );
     expect(record.outcome).to.equal('denied'); // weekly limit 0 = fully blocked
     const { names, policies, limits } = parse([record], nowMs);
     expect(names).to.deep.equal(['quota-daily', 'quota-weekly']);
@@ -207,57 +227,66 @@ describe('buildRateLimitHeaders', () => {
 
   it('returns null when nothing applies', () => {
     expect(buildRateLimitHeaders([], NOW)).to.equal(null);
-    expect(buildRateLimitHeaders([
-      { check: 'breaker', outcome: 'allowed' },
-      { check: 'platformQuota', outcome: 'allowed', reason: 'no_quota', source: 'store' },
-      recordOf(decidePlatformQuota(quotaEntity({ sentinel: true }), utc, 'cache')), // all limits null
-      { check: 'rpm', outcome: 'skipped', reason: 'no_caps' },
-      { check: 'rpm', outcome: 'failed_open', reason: 'error', source: 'none' },
-    ], NOW)).to.equal(null);
+    expect(
+      buildRateLimitHeaders(
+        [
+          { check: 'breaker', outcome: 'allowed' },
+          { check: 'platformQuota', outcome: 'allowed', reason: 'no_quota', source: 'store' },
+          recordOf(decidePlatformQuota(quotaEntity({ sentinel: true }), utc, 'cache')), // all limits null
+          { check: 'rpm', outcome: 'skipped', reason: 'no_caps' },
+          { check: 'rpm', outcome: 'failed_open', reason: 'error', source: 'none' },
+        ],
+        NOW,
+      ),
+    ).to.equal(null);
   });
 
   it('advertises the largest amount the package accepts as a structured-field Integer', () => {
-    const { policies, limits } = parse([{
-      check: 'apiKeyWindows',
-      outcome: 'allowed',
-      windows: [{ window: '7d', usd: true, limit: MAX_USD_UNITS, usage: 0n, resetsAtMs: NOW + 1000 }],
-    }]);
+    const { policies, limits } = parse([
+      {
+        check: 'apiKeyWindows',
+        outcome: 'allowed',
+        windows: [{ window: '7d', usd: true, limit: MAX_USD_UNITS, usage: 0n, resetsAtMs: NOW + 1000 }],
+      },
+    ]);
     expect(policies['key-7d']?.q).to.equal(90_071_992_547_409);
     expect(limits['key-7d']?.r).to.equal(90_071_992_547_409);
   });
 
   it('rounds remaining micro-dollars down, so a client never plans on money it does not have', () => {
-    const { limits } = parse([{
-      check: 'apiKeyWindows',
-      outcome: 'allowed',
-      windows: [{ window: '5h', usd: true, limit: 300n, usage: 101n, resetsAtMs: NOW + 1000 }],
-    }]);
+    const { limits } = parse([
+      {
+        check: 'apiKeyWindows',
+        outcome: 'allowed',
+        windows: [{ window: '5h', usd: true, limit: 300n, usage: 101n, resetsAtMs: NOW + 1000 }],
+      },
+    ]);
     expect(limits['key-5h']?.r).to.equal(1); // 1.99 micro-dollars left
   });
 
   it('leaves out a window it cannot express instead of emitting a field clients must ignore whole', () => {
-    const fields = buildRateLimitHeaders([
-      {
-        check: 'apiKeyWindows',
-        outcome: 'allowed',
-        windows: [
-          // Beyond what lib/money.ts accepts, so beyond exact number arithmetic.
-          { window: '5h', usd: true, limit: MAX_USD_UNITS + 1n, usage: 0n, resetsAtMs: NOW + 1000 },
-          { window: '1d', usd: true, limit: parseUsd('1'), usage: 0n, resetsAtMs: Number.NaN },
-          { window: '30d', usd: true, limit: parseUsd('1'), usage: 0n, resetsAtMs: NOW + 1000 },
-        ],
-      },
-      rpmRecord('allowed', [['user', 1e16, 1]], NOW + 1000),
-    ], NOW);
+    const fields = buildRateLimitHeaders(
+      [
+        {
+          check: 'apiKeyWindows',
+          outcome: 'allowed',
+          windows: [
+            // Beyond what lib/money.ts accepts, so beyond exact number arithmetic.
+            { window: '5h', usd: true, limit: MAX_USD_UNITS + 1n, usage: 0n, resetsAtMs: NOW + 1000 },
+            { window: '1d', usd: true, limit: parseUsd('1'), usage: 0n, resetsAtMs: Number.NaN },
+            { window: '30d', usd: true, limit: parseUsd('1'), usage: 0n, resetsAtMs: NOW + 1000 },
+          ],
+        },
+        rpmRecord('allowed', [['user', 1e16, 1]], NOW + 1000),
+      ],
+      NOW,
+    );
     // t is optional in the draft: an unknown reset time drops only t.
     expect(fields).to.deep.equal({ 'Billing-Spend-Policy': '"key-1d";q=1000000;w=86400', 'Billing-Spend': '"key-1d";r=1000000' });
   });
 
   it('advertises each policy once even if a check was recorded twice', () => {
-    const { fields } = parse([
-      rpmRecord('allowed', [['user', 5, 1]], NOW + 10_000),
-      rpmRecord('allowed', [['user', 5, 2]], NOW + 10_000),
-    ]);
+    const { fields } = parse([rpmRecord('allowed', [['user', 5, 1]], NOW + 10_000), rpmRecord('allowed', [['user', 5, 2]], NOW + 10_000)]);
     expect(fields.RateLimit).to.equal('"rpm-user";r=4;t=10');
   });
 
@@ -275,9 +304,11 @@ describe('buildRateLimitHeaders', () => {
     expect(policy(5)).to.equal('"rpm-user";q=5;w=60');
   });
 
-  it('computes each window\'s remaining amount anew whenever its limit or usage differs from the call before', () => {
+  it("computes each window's remaining amount anew whenever its limit or usage differs from the call before", () => {
     const usd = (limit: bigint, usage: bigint): CheckEvaluation => ({
-      check: 'apiKeyWindows', outcome: 'allowed', source: 'cache',
+      check: 'apiKeyWindows',
+      outcome: 'allowed',
+      source: 'cache',
       windows: [{ window: '1d', usd: true, limit, usage, resetsAtMs: null }],
     });
     const remaining = (record: CheckEvaluation) => {
@@ -299,7 +330,9 @@ describe('buildRateLimitHeaders', () => {
 
   it('reuses the last value up to the first member that differs, and never a stale member after it', () => {
     const key = (usage1d: bigint, resetsAtMs: number | null): CheckEvaluation => ({
-      check: 'apiKeyWindows', outcome: 'allowed', source: 'cache',
+      check: 'apiKeyWindows',
+      outcome: 'allowed',
+      source: 'cache',
       windows: [
         { window: '5h', usd: true, limit: 500n, usage: 100n, resetsAtMs: NOW + 9_000 },
         { window: '1d', usd: true, limit: 500n, usage: usage1d, resetsAtMs },
@@ -330,7 +363,9 @@ describe('buildRateLimitHeaders', () => {
 
   it('advertises concurrency caps in concurrent-requests, the registered unit, with no window and no reset', () => {
     const record: CheckEvaluation = {
-      check: 'concurrency', outcome: 'allowed', source: 'cache',
+      check: 'concurrency',
+      outcome: 'allowed',
+      source: 'cache',
       windows: [
         { window: 'user', usd: false, limit: 4, usage: 3, resetsAtMs: null },
         { window: 'apiKey', usd: false, limit: 2, usage: 2, resetsAtMs: null },

@@ -45,7 +45,12 @@ describe('render: every code in both formats', () => {
 
 describe('render: Retry-After', () => {
   it('is a whole number of seconds, at least 1', () => {
-    const cases: [number, string][] = [[0.2, '1'], [1.5, '2'], [0, '1'], [42, '42']];
+    const cases: [number, string][] = [
+      [0.2, '1'],
+      [1.5, '2'],
+      [0, '1'],
+      [42, '42'],
+    ];
     for (const format of FORMATS) {
       for (const [retryAfter, header] of cases) {
         const rendered = renderBillingError(new BillingError('API_KEY_RATE_5H_EXCEEDED', { retryAfter }), format);

@@ -68,9 +68,7 @@ describe('SingleFlight', () => {
   it('a caller whose signal is already aborted rejects without starting a load', async () => {
     const flight = new SingleFlight<string, number>();
     let loads = 0;
-    const err = await flight
-      .do('k', async () => ++loads, AbortSignal.abort())
-      .catch((e: unknown) => e);
+    const err = await flight.do('k', async () => ++loads, AbortSignal.abort()).catch((e: unknown) => e);
     expect((err as Error).name).to.equal('AbortError');
     expect(loads).to.equal(0);
     expect(flight.inFlight).to.equal(0);
@@ -82,7 +80,7 @@ describe('SingleFlight', () => {
     const controller = new AbortController();
     const waiting = flight.do('k', () => gate.promise, controller.signal);
     controller.abort();
-    expect((await waiting.catch((e: unknown) => e) as Error).name).to.equal('AbortError');
+    expect(((await waiting.catch((e: unknown) => e)) as Error).name).to.equal('AbortError');
     expect(flight.inFlight).to.equal(1);
     gate.reject(new Error('store down'));
     await flight.idle();
@@ -104,7 +102,7 @@ describe('SingleFlight', () => {
     const p = flight.do('k', () => {
       throw new Error('sync boom');
     });
-    expect((await p.catch((e: unknown) => e) as Error).message).to.equal('sync boom');
+    expect(((await p.catch((e: unknown) => e)) as Error).message).to.equal('sync boom');
     expect(flight.inFlight).to.equal(0);
   });
 
@@ -140,9 +138,11 @@ describe('SingleFlight', () => {
     const load = async () => ++loads;
     expect(await flight.do('k', load)).to.equal(1);
     expect(await flight.do('k', load)).to.equal(2);
-    await flight.do('k', async () => {
-      throw new Error('x');
-    }).catch(() => {});
+    await flight
+      .do('k', async () => {
+        throw new Error('x');
+      })
+      .catch(() => {});
     expect(await flight.do('k', load)).to.equal(3);
   });
 
@@ -185,7 +185,10 @@ describe('SingleFlight', () => {
   it('held work that fails releases the key too; held work that hangs is cut at the timeout', async () => {
     const flight = new SingleFlight<string, number>({ timeoutMs: 30 });
     const failing = deferred<void>();
-    await flight.do('a', async (_signal, hold) => (hold(failing.promise), 1));
+    await flight.do('a', async (_signal, hold) => {
+      hold(failing.promise);
+      return 1;
+    });
     failing.reject(new Error('cache write failed'));
     await flush();
     expect(flight.inFlight).to.equal(0);

@@ -16,6 +16,25 @@ describe('subject: concurrency caps', () => {
     expect(normalizeSubject(withCaps(10, 3))).to.include({ userMaxConcurrency: 10, apiKeyMaxConcurrency: 3 });
   });
 
+  it('an object whose String() throws is refused naming the field, not with a TypeError of its own (found by the property below)', () => {
+    for (const hostile of [
+      { toString: '' },
+      Object.create(null),
+      {
+        [Symbol.toPrimitive]: () => {
+          throw new Error('boom');
+        },
+      },
+    ]) {
+      expect(() => normalizeSubject(withCaps(hostile, 1))).to.throw(
+        BillingValidationError,
+        'subject.user.maxConcurrency must be a non-negative integer or null, got object',
+      );
+      const rpm = { user: { id: 'u1', rpmLimit: hostile } } as unknown as BillingSubject;
+      expect(() => normalizeSubject(rpm)).to.throw(BillingValidationError, 'subject.user.rpmLimit must be an integer (≤ 0: none), got object');
+    }
+  });
+
   it('anything but a non-negative safe integer is refused, naming the field', () => {
     const notACap = fc.oneof(
       fc.integer({ max: -1 }),
@@ -25,10 +44,12 @@ describe('subject: concurrency caps', () => {
       fc.constant(2 ** 53),
       fc.object(),
     );
-    fc.assert(fc.property(notACap, fc.boolean(), (value, onKey) => {
-      const subject = onKey ? withCaps(1, value) : withCaps(value, 1);
-      expect(() => normalizeSubject(subject)).to.throw(BillingValidationError, onKey ? 'subject.apiKey.maxConcurrency' : 'subject.user.maxConcurrency');
-    }));
+    fc.assert(
+      fc.property(notACap, fc.boolean(), (value, onKey) => {
+        const subject = onKey ? withCaps(1, value) : withCaps(value, 1);
+        expect(() => normalizeSubject(subject)).to.throw(BillingValidationError, onKey ? 'subject.apiKey.maxConcurrency' : 'subject.user.maxConcurrency');
+      }),
+    );
   });
 });
 
@@ -37,10 +58,20 @@ describe('subject: RPM caps and group USD limits ≤ 0 mean none, as the referen
     ({ user: { id: 'u1', ...user }, group: { id: 'g1', billingType: 'standard', ...group } }) as unknown as BillingSubject;
 
   it('an RPM cap ≤ 0 is no cap, an override ≤ 0 exempts from the group cap (regression: a negative one was 400 INVALID_SUBJECT)', () => {
-    fc.assert(fc.property(fc.integer({ min: -1_000_000, max: 0 }), (value) => {
-      expect(normalizeSubject(subject({ rpmLimit: value, groupRpmOverride: value }, { rpmLimit: value }))).to.include({ userRpmLimit: 0, groupRpmLimit: 0, groupRpmOverride: 0 });
-    }));
-    expect(normalizeSubject(subject({ rpmLimit: 7, groupRpmOverride: null }, { rpmLimit: 3 }))).to.include({ userRpmLimit: 7, groupRpmLimit: 3, groupRpmOverride: null });
+    fc.assert(
+      fc.property(fc.integer({ min: -1_000_000, max: 0 }), (value) => {
+        expect(normalizeSubject(subject({ rpmLimit: value, groupRpmOverride: value }, { rpmLimit: value }))).to.include({
+          userRpmLimit: 0,
+          groupRpmLimit: 0,
+          groupRpmOverride: 0,
+        });
+      }),
+    );
+    expect(normalizeSubject(subject({ rpmLimit: 7, groupRpmOverride: null }, { rpmLimit: 3 }))).to.include({
+      userRpmLimit: 7,
+      groupRpmLimit: 3,
+      groupRpmOverride: null,
+    });
   });
 
   it('an RPM value that is not an integer at all is still refused, naming the field', () => {
@@ -52,8 +83,11 @@ describe('subject: RPM caps and group USD limits ≤ 0 mean none, as the referen
 
   it('a group USD limit ≤ 0 is no limit; one that is not an amount is refused', () => {
     for (const none of ['-1', -0.5, '0', 0, '-0.000000001']) {
-      expect(normalizeSubject(subject({}, { dailyLimitUsd: none, weeklyLimitUsd: none, monthlyLimitUsd: none })).groupLimits, String(none))
-        .to.deep.equal({ daily: null, weekly: null, monthly: null });
+      expect(normalizeSubject(subject({}, { dailyLimitUsd: none, weeklyLimitUsd: none, monthlyLimitUsd: none })).groupLimits, String(none)).to.deep.equal({
+        daily: null,
+        weekly: null,
+        monthly: null,
+      });
     }
     expect(() => normalizeSubject(subject({}, { dailyLimitUsd: 'lots' }))).to.throw(/subject.group.dailyLimitUsd/);
   });

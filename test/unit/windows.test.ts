@@ -250,16 +250,18 @@ describe('windows: rules', () => {
     expect(newWindowStart(WINDOWS.quotaMonthly, later, start)).to.equal(later.nowMs);
   });
 
-  it('a term-aligned window never starts after now, so never at or after a plan\'s expiry while the plan is valid', () => {
-    fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: 0, max: 2 ** 36 }), (startMs, elapsedMs) => {
-      const time: TimeContext = { nowMs: startMs + elapsedMs, timezone: 'UTC' };
-      for (const rule of [WINDOWS.subscriptionWeekly, WINDOWS.subscriptionMonthly]) {
-        const next = newWindowStart(rule, time, startMs);
-        expect(next).to.be.at.most(time.nowMs);
-        expect(time.nowMs - next).to.be.below((rule as { lengthMs: number }).lengthMs);
-        expect((next - startMs) % (rule as { lengthMs: number }).lengthMs).to.equal(0);
-      }
-    }));
+  it("a term-aligned window never starts after now, so never at or after a plan's expiry while the plan is valid", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: 0, max: 2 ** 36 }), (startMs, elapsedMs) => {
+        const time: TimeContext = { nowMs: startMs + elapsedMs, timezone: 'UTC' };
+        for (const rule of [WINDOWS.subscriptionWeekly, WINDOWS.subscriptionMonthly]) {
+          const next = newWindowStart(rule, time, startMs);
+          expect(next).to.be.at.most(time.nowMs);
+          expect(time.nowMs - next).to.be.below((rule as { lengthMs: number }).lengthMs);
+          expect((next - startMs) % (rule as { lengthMs: number }).lengthMs).to.equal(0);
+        }
+      }),
+    );
   });
 
   it('a plan of one day or less is a one-time daily card: its day runs 24 h from first use, past its own expiry', () => {
@@ -269,13 +271,15 @@ describe('windows: rules', () => {
     expect(isOneTimeDailyCard(starts, starts + DAY_MS + 1)).to.equal(false);
     expect(subscriptionDailyRule(starts, starts + DAY_MS)).to.equal(WINDOWS.subscriptionCardDaily);
     expect(subscriptionDailyRule(starts, starts + 2 * DAY_MS)).to.equal(WINDOWS.subscriptionDaily);
-    fc.assert(fc.property(fc.integer({ min: 0, max: DAY_MS }), fc.integer({ min: 0, max: DAY_MS }), (termMs, firstUseMs) => {
-      const firstUse = starts + Math.min(firstUseMs, termMs);
-      const rule = subscriptionDailyRule(starts, starts + termMs);
-      // Every instant of the card after its first use is still in the window that use began.
-      const started = newWindowStart(rule, { nowMs: firstUse, timezone: NY });
-      expect(isWindowExpired(rule, started, { nowMs: starts + termMs - 1, timezone: NY }) && starts + termMs - 1 >= firstUse).to.equal(false);
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: DAY_MS }), fc.integer({ min: 0, max: DAY_MS }), (termMs, firstUseMs) => {
+        const firstUse = starts + Math.min(firstUseMs, termMs);
+        const rule = subscriptionDailyRule(starts, starts + termMs);
+        // Every instant of the card after its first use is still in the window that use began.
+        const started = newWindowStart(rule, { nowMs: firstUse, timezone: NY });
+        expect(isWindowExpired(rule, started, { nowMs: starts + termMs - 1, timezone: NY }) && starts + termMs - 1 >= firstUse).to.equal(false);
+      }),
+    );
   });
 
   it('calendar day windows expire at local midnight, not 24 h after their start', () => {
@@ -341,9 +345,11 @@ describe('windows: rules', () => {
         // The spec's own definitions, stated independently of the threshold.
         for (const start of [threshold - 1, threshold, threshold + 1]) {
           const expected =
-            rule.kind === 'rolling' ? time.nowMs - start >= rule.lengthMs
-            : rule.kind === 'calendarDay' ? start < startOfDay(time.nowMs, time.timezone)
-            : start < startOfWeek(time.nowMs, time.timezone);
+            rule.kind === 'rolling'
+              ? time.nowMs - start >= rule.lengthMs
+              : rule.kind === 'calendarDay'
+                ? start < startOfDay(time.nowMs, time.timezone)
+                : start < startOfWeek(time.nowMs, time.timezone);
           expect(isWindowExpired(rule, start, time), `${label} start ${start - threshold}`).to.equal(expected);
         }
       }

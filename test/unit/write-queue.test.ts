@@ -40,7 +40,7 @@ const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 describe('WriteQueue', () => {
   failOnUnhandledRejections();
 
-  it('uses the SPEC defaults and names bad options', () => {
+  it('uses the documented defaults and names bad options', () => {
     expect(setup().queue.options).to.deep.equal({ capacity: 1000, workers: 10, taskTimeoutMs: 2000 });
     expect(() => setup({ capacity: 0 })).to.throw(BillingConfigError, 'writeQueue.capacity must be a positive integer, got 0');
     expect(() => setup({ workers: 2.5 })).to.throw(BillingConfigError, 'writeQueue.workers');
@@ -78,9 +78,11 @@ describe('WriteQueue', () => {
     queue.enqueue('block', blocked.task);
     let ran = false;
     let resolved = false;
-    const p = queue.enqueueCritical('settle', async () => {
-      ran = true;
-    }).then(() => (resolved = true));
+    const p = queue
+      .enqueueCritical('settle', async () => {
+        ran = true;
+      })
+      .then(() => (resolved = true));
     expect(queue.depth).to.equal(1);
     await tick();
     expect([ran, resolved]).to.deep.equal([false, false]);
