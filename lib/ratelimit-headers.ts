@@ -1,7 +1,7 @@
 // The response fields that tell a client what is left (docs/ratelimit-fields.md): the IETF
 // RateLimit-Policy and RateLimit fields for the limits in units the draft registers (requests,
-// concurrent requests), and the package's own Billing-Spend-Policy and Billing-Spend fields, in
-// the same Structured Field syntax, for the USD windows and the balance.
+// concurrent requests), and the package's own Billing-Spend field, in the same Structured Field
+// syntax and with the same parameters, for the USD windows and the balance.
 import type { CheckEvaluation } from './decisions.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, WEEK_MS } from './windows.js';
 
@@ -12,7 +12,7 @@ const UNITS_PER_SPEND = Number(MONEY_UNITS_PER_SPEND_UNIT);
 /** The `qu` of concurrency policies, from the draft's RateLimit Quota Units registry. */
 export const CONCURRENT_REQUESTS_UNIT = 'concurrent-requests';
 
-/** Which families of fields a response carries: `requests` (RateLimit-*) and `spend` (Billing-Spend-*). */
+/** Which families of fields a response carries: `requests` (RateLimit-Policy, RateLimit) and `spend` (Billing-Spend). */
 export interface RateLimitFamilies {
   requests: boolean;
   spend: boolean;
@@ -22,7 +22,6 @@ export interface RateLimitFamilies {
 export interface RateLimitHeaderFields {
   'RateLimit-Policy'?: string;
   RateLimit?: string;
-  'Billing-Spend-Policy'?: string;
   'Billing-Spend'?: string;
 }
 
@@ -32,9 +31,12 @@ export interface RateLimitHeaderFields {
  */
 const SF_INTEGER_MAX = 999_999_999_999_999;
 
-/** One family's pair of fields, and what it built last (see FamilyState). */
+/**
+ * One family's fields, and what it built last (see FamilyState). Without a policy field (null),
+ * each member carries its policy's parameters itself: one field to read, and each name sent once.
+ */
 interface Family {
-  readonly policyField: 'RateLimit-Policy' | 'Billing-Spend-Policy';
+  readonly policyField: 'RateLimit-Policy' | null;
   readonly limitsField: 'RateLimit' | 'Billing-Spend';
   readonly state: FamilyState;
 }
@@ -46,8 +48,8 @@ interface PolicyDef {
   /** Amounts are 1e-8 USD units, sent as micro-dollars. */
   readonly usd: boolean;
   /**
-   * A stock, not a quota over a window (the balance): sent in the limits field only, `r` = the
-   * amount itself (negative when overdrawn), with no policy member and no `t`.
+   * A stock, not a quota over a window (the balance): `"name";r=<amount>` only, the amount itself
+   * (negative when overdrawn), with no `q`, `w` or `t`.
    */
   readonly stock: boolean;
   /** `"name";q=` */
@@ -86,7 +88,7 @@ function family(policyField: Family['policyField'], limitsField: Family['limitsF
 }
 
 const REQUESTS = family('RateLimit-Policy', 'RateLimit');
-const SPEND = family('Billing-Spend-Policy', 'Billing-Spend');
+const SPEND = family(null, 'Billing-Spend');
 
 let nextBit = 1;
 function policy(name: string, of: Family, { windowMs = 0, usd = false, stock = false, unit = '', maxResetSec = 0 } = {}): PolicyDef {
@@ -246,8 +248,7 @@ export function buildRateLimitHeaders(
     of.state.count = building.defs.length;
     if (building.defs.length === 0) continue;
     fields ??= {};
-    const policyField = policyFieldOf(of.state, building.defs, building.quotas);
-    if (policyField !== '') fields[of.policyField] = policyField;
+    if (of.policyField !== null) fields[of.policyField] = policyFieldOf(of.state, building.defs, building.quotas);
     fields[of.limitsField] = building.limits;
   }
   return fields;
@@ -277,7 +278,9 @@ function amountsOf(def: PolicyDef, limit: bigint | number, usage: bigint | numbe
   // clients, which would hide every other member with it.
   if (quota > SF_INTEGER_MAX) return last;
   last.quota = quota;
-  last.part = def.limitHead + Math.max(0, Math.min(left, quota));
+  // A member of a family without a policy field carries q and w itself: "name";q=…;w=…;r=….
+  const head = def.family.policyField === null ? `${def.policyHead}${quota}${def.policyTail};r=` : def.limitHead;
+  last.part = head + Math.max(0, Math.min(left, quota));
   return last;
 }
 
@@ -297,17 +300,11 @@ function stockOf(def: PolicyDef, amount: bigint | number): PolicyDef['last'] {
   return last;
 }
 
-/** The policy field of a family's members ('' when all are stocks), the last one's string when nothing changed. */
+/** The policy field of a family's members, the last one's string when nothing changed. */
 function policyFieldOf(state: FamilyState, defs: PolicyDef[], quotas: number[]): string {
   const last = state.policy;
   if (defs.length === last.defs.length && defs.every((def, i) => def === last.defs[i] && quotas[i] === last.quotas[i])) return last.field;
-  let field = '';
-  for (let i = 0; i < defs.length; i++) {
-    const def = defs[i]!;
-    if (def.stock) continue;
-    if (field !== '') field += ', ';
-    field += def.policyHead + quotas[i] + def.policyTail;
-  }
+  const field = defs.map((def, i) => def.policyHead + quotas[i] + def.policyTail).join(', ');
   state.policy = { defs, quotas, field };
   return field;
 }

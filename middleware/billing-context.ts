@@ -33,7 +33,7 @@ export interface BillingContextOptions {
   /**
    * What is left, in response fields (docs/ratelimit-fields.md): `requests` = the IETF
    * RateLimit-Policy / RateLimit fields (RPM caps, concurrency slots), `spend` = the package's
-   * Billing-Spend-Policy / Billing-Spend fields (USD windows, balance). Default true (both);
+   * Billing-Spend field (USD windows, balance). Default true (both);
    * false turns both off; `{ requests, spend }` each (an omitted family stays on).
    */
   rateLimitHeaders?: boolean | Partial<RateLimitFamilies>;

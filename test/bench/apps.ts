@@ -128,7 +128,7 @@ async function bareWithFields(): Promise<RunningApp> {
   return { app, close: async () => {} };
 }
 
-const FIELD_NAMES = ['RateLimit-Policy', 'RateLimit', 'Billing-Spend-Policy', 'Billing-Spend'];
+const FIELD_NAMES = ['RateLimit-Policy', 'RateLimit', 'Billing-Spend'];
 
 async function chainFields(): Promise<[string, string][]> {
   const chain = await chainMemory();

@@ -128,7 +128,7 @@ describeChain('observability', (env) => {
     expect(await value(registry, 'billing_write_queue_depth')).to.be.at.least(0);
   });
 
-  it('sends RateLimit-Policy and RateLimit (requests) and Billing-Spend-Policy and Billing-Spend (USD), parsed as Structured Fields, on allowed and denied responses; each family can be turned off', async () => {
+  it('sends RateLimit-Policy and RateLimit (requests) and Billing-Spend (USD), parsed as Structured Fields, on allowed and denied responses; each family can be turned off', async () => {
     const { core, clock, backend } = env();
     const userId = env().userId();
     await core.admin.setBalance(userId, '10');
@@ -144,10 +144,9 @@ describeChain('observability', (env) => {
     const rpmReset = rpm![1].t as number;
     expect(rpmReset).to.be.within(1, 60);
     if (backend === 'memory+sqlite') expect(rpmReset).to.equal(60 - Math.floor((clock.now() % 60_000) / 1000));
-    expect(structured(first.headers['billing-spend-policy'])).to.deep.equal([['key-5h', { q: 1_000_000, w: 18_000 }]]);
     expect(structured(first.headers['billing-spend'])).to.deep.equal([
       ['balance', { r: 9_750_000 }],
-      ['key-5h', { r: 750_000, t: 14_400 }],
+      ['key-5h', { q: 1_000_000, w: 18_000, r: 750_000, t: 14_400 }],
     ]);
 
     await request(app.callback()).post('/').expect(200);
@@ -163,7 +162,7 @@ describeChain('observability', (env) => {
         .sort();
     expect(await fieldsOf(false)).to.deep.equal([]);
     expect(await fieldsOf({ spend: false })).to.deep.equal([]); // no RPM cap on this subject: no requests family either
-    expect(await fieldsOf({ requests: false })).to.deep.equal(['billing-spend', 'billing-spend-policy']);
+    expect(await fieldsOf({ requests: false })).to.deep.equal(['billing-spend']);
     expect(() => billingEligibility({ core, subject: () => subject, rateLimitHeaders: { usd: false } as never })).to.throw(/rateLimitHeaders\.usd/);
     expect(() => billingEligibility({ core, subject: () => subject, rateLimitHeaders: 'yes' as never })).to.throw(/rateLimitHeaders must be a boolean/);
   });

@@ -40,35 +40,36 @@ type Fields = NonNullable<ReturnType<typeof buildRateLimitHeaders>>;
 function parse(records: readonly CheckEvaluation[], nowMs = NOW) {
   const fields = buildRateLimitHeaders(records, nowMs);
   if (fields === null) throw new Error('expected RateLimit fields, got null');
-  const family = (policyField: keyof Fields, limitsField: keyof Fields) => {
-    const policies = fields[policyField] === undefined ? [] : parseList(fields[policyField]);
-    const limits = fields[limitsField] === undefined ? [] : parseList(fields[limitsField]);
-    for (const { name, params } of policies) {
-      expect(params.q, `${name} q`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
-      if ('w' in params) expect(params.w, `${name} w`).to.be.a('number').that.is.above(0); // non-zero Integer seconds
-    }
-    for (const { name, params } of limits) {
-      expect(params.r, `${name} r`).to.be.a('number');
-      if ('t' in params) expect(params.t, `${name} t`).to.be.a('number').that.is.at.least(0);
-    }
-    return { policies, limits };
+  const list = (field: keyof Fields) => (fields[field] === undefined ? [] : parseList(fields[field]));
+  const checkPolicy = ({ name, params }: Member) => {
+    expect(params.q, `${name} q`).to.be.a('number').that.is.at.least(0); // REQUIRED, non-negative Integer
+    if ('w' in params) expect(params.w, `${name} w`).to.be.a('number').that.is.above(0); // non-zero Integer seconds
   };
-  const requests = family('RateLimit-Policy', 'RateLimit');
-  const spend = family('Billing-Spend-Policy', 'Billing-Spend');
-  for (const { name, params } of requests.policies) {
-    expect(REGISTERED_UNITS, `${name} qu`).to.include(params.qu ?? 'requests');
-  }
+  const checkLimit = ({ name, params }: Member) => {
+    expect(params.r, `${name} r`).to.be.a('number');
+    if ('t' in params) expect(params.t, `${name} t`).to.be.a('number').that.is.at.least(0);
+  };
+  const requests = { policies: list('RateLimit-Policy'), limits: list('RateLimit') };
+  requests.policies.forEach(checkPolicy);
+  requests.limits.forEach(checkLimit);
+  for (const { name, params } of requests.policies) expect(REGISTERED_UNITS, `${name} qu`).to.include(params.qu ?? 'requests');
   for (const { name, params } of requests.limits) expect(params.r, `${name} r`).to.be.at.least(0);
-  // The spend fields are the package's own: no `qu`, amounts in micro-dollars.
-  for (const { name, params } of spend.policies) expect(params, name).not.to.have.property('qu');
-  // Every member of a limits field refers to an advertised policy, in the same order (the balance, a stock, has none).
+  // Every member of RateLimit refers to an advertised policy, in the same order.
   expect(requests.limits.map((m) => m.name)).to.deep.equal(requests.policies.map((m) => m.name));
-  expect(spend.limits.map((m) => m.name).filter((n) => n !== 'balance')).to.deep.equal(spend.policies.map((m) => m.name));
-  const byName = (list: Member[]) => Object.fromEntries(list.map((m) => [m.name, m.params]));
-  const policies = [...spend.policies, ...requests.policies];
+  // Billing-Spend is the package's own: each member carries its policy (q, w) with its state (r, t),
+  // amounts in micro-dollars, no `qu`; the balance, a stock, has r alone.
+  const spendMembers = list('Billing-Spend');
+  const split = (keys: string[]) => spendMembers.map(({ name, params }) => ({ name, params: Object.fromEntries(Object.entries(params).filter(([k]) => keys.includes(k))) }));
+  const spend = { policies: split(['q', 'w', 'qu']).filter((m) => m.name !== 'balance'), limits: split(['r', 't']) };
+  for (const { name, params } of spendMembers) {
+    expect(Object.keys(params), name).to.deep.equal(name === 'balance' ? ['r'] : 't' in params ? ['q', 'w', 'r', 't'] : ['q', 'w', 'r']);
+  }
+  spend.policies.forEach(checkPolicy);
+  spend.limits.forEach(checkLimit);
+  const byName = (members: Member[]) => Object.fromEntries(members.map((m) => [m.name, m.params]));
   return {
     fields,
-    policies: byName(policies),
+    policies: byName([...spend.policies, ...requests.policies]),
     limits: byName([...spend.limits, ...requests.limits]),
     names: [...spend.limits, ...requests.limits].map((m) => m.name),
   };
@@ -282,7 +283,7 @@ describe('buildRateLimitHeaders', () => {
       NOW,
     );
     // t is optional in the draft: an unknown reset time drops only t.
-    expect(fields).to.deep.equal({ 'Billing-Spend-Policy': '"key-1d";q=1000000;w=86400', 'Billing-Spend': '"key-1d";r=1000000' });
+    expect(fields).to.deep.equal({ 'Billing-Spend': '"key-1d";q=1000000;w=86400;r=1000000' });
   });
 
   it('advertises each policy once even if a check was recorded twice', () => {
@@ -316,14 +317,14 @@ describe('buildRateLimitHeaders', () => {
       return fields?.['Billing-Spend'] ?? fields?.RateLimit ?? 'left out';
     };
     const dollars = (text: string) => parseUsd(text);
-    expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";r=4000000');
-    expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";r=4000000');
-    expect(remaining(usd(dollars('5'), dollars('2')))).to.equal('"key-1d";r=3000000');
-    expect(remaining(usd(dollars('6'), dollars('2')))).to.equal('"key-1d";r=4000000');
+    expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";q=5000000;w=86400;r=4000000');
+    expect(remaining(usd(dollars('5'), dollars('1')))).to.equal('"key-1d";q=5000000;w=86400;r=4000000');
+    expect(remaining(usd(dollars('5'), dollars('2')))).to.equal('"key-1d";q=5000000;w=86400;r=3000000');
+    expect(remaining(usd(dollars('6'), dollars('2')))).to.equal('"key-1d";q=6000000;w=86400;r=4000000');
     // Too large to be a structured-field Integer in micro-dollars: left out, then back once it fits.
     expect(remaining(usd(MAX_USD_UNITS * 1000n, 0n))).to.equal('left out');
     expect(remaining(usd(MAX_USD_UNITS * 1000n, 0n))).to.equal('left out');
-    expect(remaining(usd(dollars('6'), dollars('2')))).to.equal('"key-1d";r=4000000');
+    expect(remaining(usd(dollars('6'), dollars('2')))).to.equal('"key-1d";q=6000000;w=86400;r=4000000');
     expect(remaining(rpmRecord('allowed', [['user', 5, 1]], NOW))).to.equal('"rpm-user";r=4;t=0');
     expect(remaining(rpmRecord('allowed', [['user', 5, 2]], NOW))).to.equal('"rpm-user";r=3;t=0');
   });
@@ -344,21 +345,21 @@ describe('buildRateLimitHeaders', () => {
       return [fields?.['Billing-Spend'], fields?.RateLimit].filter((f) => f !== undefined).join(' | ');
     };
     const rpm = (count: number) => rpmRecord('allowed', [['user', 9, count]], NOW + 5_000);
-    expect(limits([key(200n, NOW + 2_000), rpm(1)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2 | "rpm-user";r=8;t=5');
+    expect(limits([key(200n, NOW + 2_000), rpm(1)])).to.equal('"key-5h";q=5;w=18000;r=4;t=9, "key-1d";q=5;w=86400;r=3;t=2 | "rpm-user";r=8;t=5');
     // Last member changes (the warm path: RPM counts on every request).
-    expect(limits([key(200n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=3;t=2 | "rpm-user";r=7;t=5');
+    expect(limits([key(200n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";q=5;w=18000;r=4;t=9, "key-1d";q=5;w=86400;r=3;t=2 | "rpm-user";r=7;t=5');
     // A middle member's amount, then its t, then t left out; the members after it are rebuilt each time.
-    expect(limits([key(300n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=2 | "rpm-user";r=7;t=5');
-    expect(limits([key(300n, NOW + 3_000), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2;t=3 | "rpm-user";r=7;t=5');
-    expect(limits([key(300n, null), rpm(2)])).to.equal('"key-5h";r=4;t=9, "key-1d";r=2 | "rpm-user";r=7;t=5');
+    expect(limits([key(300n, NOW + 2_000), rpm(2)])).to.equal('"key-5h";q=5;w=18000;r=4;t=9, "key-1d";q=5;w=86400;r=2;t=2 | "rpm-user";r=7;t=5');
+    expect(limits([key(300n, NOW + 3_000), rpm(2)])).to.equal('"key-5h";q=5;w=18000;r=4;t=9, "key-1d";q=5;w=86400;r=2;t=3 | "rpm-user";r=7;t=5');
+    expect(limits([key(300n, null), rpm(2)])).to.equal('"key-5h";q=5;w=18000;r=4;t=9, "key-1d";q=5;w=86400;r=2 | "rpm-user";r=7;t=5');
     // The first member's t moves with the clock: nothing after it is taken from the last value.
-    expect(limits([key(300n, null), rpm(2)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2 | "rpm-user";r=7;t=6');
+    expect(limits([key(300n, null), rpm(2)], NOW - 1_000)).to.equal('"key-5h";q=5;w=18000;r=4;t=10, "key-1d";q=5;w=86400;r=2 | "rpm-user";r=7;t=6');
     // Fewer members, then more again.
-    expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2');
-    expect(limits([key(300n, null), rpm(3)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2 | "rpm-user";r=6;t=6');
+    expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";q=5;w=18000;r=4;t=10, "key-1d";q=5;w=86400;r=2');
+    expect(limits([key(300n, null), rpm(3)], NOW - 1_000)).to.equal('"key-5h";q=5;w=18000;r=4;t=10, "key-1d";q=5;w=86400;r=2 | "rpm-user";r=6;t=6');
     // Another policy in a position a different one held before.
     expect(limits([rpm(3)], NOW - 1_000)).to.equal('"rpm-user";r=6;t=6');
-    expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";r=4;t=10, "key-1d";r=2');
+    expect(limits([key(300n, null)], NOW - 1_000)).to.equal('"key-5h";q=5;w=18000;r=4;t=10, "key-1d";q=5;w=86400;r=2');
   });
 
   it('advertises concurrency caps in concurrent-requests, the registered unit, with no window and no reset', () => {
