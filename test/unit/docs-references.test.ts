@@ -7,7 +7,9 @@ import path from 'node:path';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const tracked = (...paths: string[]) =>
-  execFileSync('git', ['ls-files', '--cached', '--others', '--exclude-standard', ...paths], { cwd: REPO, encoding: 'utf8' }).split('\n').filter(Boolean);
+  execFileSync('git', ['ls-files', '--cached', '--others', '--exclude-standard', ...paths], { cwd: REPO, encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean);
 const SELF = 'test/unit/docs-references.test.ts';
 // docs/api is generated from the comments scanned here.
 const SOURCES = tracked('lib', 'middleware', 'examples', 'test', 'scripts', 'README.md', 'CHANGELOG.md', 'docs').filter(

@@ -59,7 +59,8 @@ function parse(records: readonly CheckEvaluation[], nowMs = NOW) {
   // Billing-Spend is the package's own: each member carries its policy (q, w) with its state (r, t),
   // amounts in micro-dollars, no `qu`; the balance, a stock, has r alone.
   const spendMembers = list('Billing-Spend');
-  const split = (keys: string[]) => spendMembers.map(({ name, params }) => ({ name, params: Object.fromEntries(Object.entries(params).filter(([k]) => keys.includes(k))) }));
+  const split = (keys: string[]) =>
+    spendMembers.map(({ name, params }) => ({ name, params: Object.fromEntries(Object.entries(params).filter(([k]) => keys.includes(k))) }));
   const spend = { policies: split(['q', 'w', 'qu']).filter((m) => m.name !== 'balance'), limits: split(['r', 't']) };
   for (const { name, params } of spendMembers) {
     expect(Object.keys(params), name).to.deep.equal(name === 'balance' ? ['r'] : 't' in params ? ['q', 'w', 'r', 't'] : ['q', 'w', 'r']);
