@@ -10,6 +10,7 @@ import type { CoreInternals } from './core-internals.js';
 import { parseCoreOptions, type BillingCoreOptions, type ResolvedCoreOptions } from './core-options.js';
 import { BillingError } from './errors.js';
 import { GroupCommit } from './group-commit.js';
+import { extendHold, type HoldExtensionResult } from './hold-extension.js';
 import { LeaseRenewer } from './lease-renewer.js';
 import { ThrottledLog } from './log.js';
 import { noopMetrics } from './metrics.js';
@@ -30,9 +31,12 @@ import { WriteQueue } from './write-queue.js';
  */
 export interface ReservationHandle {
   id: string;
+  /** What it held when check() returned; extend() reports the amount after each growth. */
   amountUsd: string;
   expiresAt: string;
   release(): void;
+  /** Grows the hold by `amountUsd`, all or nothing (docs/stream-metering.md); rejects only for a bad amount. */
+  extend(amountUsd: Usd): Promise<HoldExtensionResult>;
 }
 
 export type CheckResult =
@@ -159,6 +163,7 @@ export class BillingCore {
         amountUsd: formatUsd(lease.amountUnits),
         expiresAt: new Date(lease.expiresAtMs).toISOString(),
         release: () => request.releaseLease(),
+        extend: (amountUsd) => extendHold(request, amountUsd),
       },
     };
   }

@@ -19,7 +19,7 @@ import {
   type CheckRecord,
   type WindowEvaluation,
 } from './decisions.js';
-import { BillingError } from './errors.js';
+import { BillingError, type BillingErrorCode } from './errors.js';
 import { holdInStore, releaseLease, storeCanHold } from './store-holds.js';
 import { nextTurn } from './next-turn.js';
 import type { BillingMetricsRecorder } from './metrics.js';
@@ -131,6 +131,17 @@ export interface Lease {
   slots: number;
 }
 
+/**
+ * How a request to grow the hold ended (docs/stream-metering.md). Refused: a limit has no room for
+ * the extra amount (its code and dimension say which); the hold keeps what it had. Unavailable: the
+ * request holds nothing that can grow (no hold, a hold in the store, ended or expired), or the cache
+ * failed — a hold grows only where it can be counted against every limit.
+ */
+export type HoldExtension =
+  | { extended: true; heldUnits: bigint }
+  | { extended: false; reason: 'refused'; code: BillingErrorCode; dimension: string }
+  | { extended: false; reason: 'unavailable'; detail: 'no_hold' | 'store_hold' | 'ended' | 'cache_error' };
+
 /** A concurrency slot the request takes, and whose cap it is. */
 interface PlannedSlot {
   scope: 'user' | 'apiKey';
@@ -153,6 +164,10 @@ export class BillingRequest {
   #leaseHandedOver = false;
   /** Whether the holds step has run (mounting both reserveEstimate and concurrencyLimit takes them once). */
   #holdsTaken = false;
+  /** The reserve that took the lease (without its RPM hit), and where: what a hold extension repeats. */
+  #held: { request: ReserveRequest; source: 'cache' | 'store'; slots: PlannedSlot[] } | undefined;
+  /** Extensions run one at a time, each on the amount the last one left. */
+  #extending: Promise<unknown> = Promise.resolve();
   /** The whole chain's shadowed checks (runChain), so the holds step can shadow its two parts separately. */
   #shadowChecks: ReadonlySet<CheckName> | undefined;
   /** Whether the check now running is in shadow mode. */
@@ -492,10 +507,13 @@ export class BillingRequest {
       }
     }
     if (result.outcome === 'denied') return this.#holdDenied(result.dimension, slots, source);
+    // Only a replaceOnly request can find its lease gone; a new one never asks for that.
+    if (result.outcome === 'gone') return this.#failOpen('reservation', new Error('the cache found no lease to replace for a new reservation'));
     if (result.rpm !== undefined) this.#countedRpm = result.rpm;
     // The holds fit, RPM refused: nothing is held, and the RPM check renders the denial.
     if (result.outcome === 'rpm_exceeded') return;
     this.lease = { leaseId, amountUnits: amount, expiresAtMs: result.expiresAtMs, slots: heldSlots.length };
+    this.#held = { request: { ...request, leaseId, rpm: undefined }, source, slots: heldSlots };
     this.core.openLeases.count++;
     this.core.openLeases.slots += heldSlots.length;
     this.core.renewer.track(this.subject.userId, leaseId);
@@ -534,6 +552,54 @@ export class BillingRequest {
     const planned = this.#plan.find((p) => p.dimension.name === dimension);
     const error = planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
     this.#deny(new CheckDenial({ check: 'reservation', outcome: 'denied', code: error.code, source, reason: dimension }, error));
+  }
+
+  /**
+   * Grows the request's hold by `extraUnits` against every limit it was reserved on, all or
+   * nothing, in one cache step (the reserve script replacing the open lease, so in constant time).
+   * Never throws: the outcome says whether the hold grew. Settlement still replaces the whole hold
+   * by the actual cost.
+   */
+  extendHold(extraUnits: bigint): Promise<HoldExtension> {
+    const next = this.#extending.then(() => this.#extendOnce(extraUnits));
+    this.#extending = next.catch(() => {});
+    return next;
+  }
+
+  async #extendOnce(extraUnits: bigint): Promise<HoldExtension> {
+    const metrics = this.core.metrics;
+    const unavailable = (detail: 'no_hold' | 'store_hold' | 'ended' | 'cache_error'): HoldExtension => {
+      metrics.holdExtension?.('unavailable');
+      return { extended: false, reason: 'unavailable', detail };
+    };
+    const lease = this.lease;
+    const held = this.#held;
+    const cache = this.core.cache;
+    if (!lease || !held || !cache || lease.amountUnits === 0n) return unavailable('no_hold');
+    if (this.#leaseHandedOver) return unavailable('ended');
+    if (held.source === 'store') return unavailable('store_hold');
+    const amount = lease.amountUnits + extraUnits;
+    let result: ReserveResult;
+    try {
+      result = await cache.reserve({ ...held.request, amount, ttlMs: this.core.options.reservationTtlMs, replaceOnly: true });
+    } catch (err) {
+      this.core.warnings.warn('hold_extension_failed', { err: errorText(err) }, 'billing hold could not be extended: the cache failed');
+      return unavailable('cache_error');
+    }
+    if (result.outcome === 'gone' || result.outcome === 'rpm_exceeded') return unavailable('ended');
+    if (result.outcome === 'denied') {
+      metrics.holdExtension?.('refused');
+      const slot = held.slots.find((s) => s.slot.name === result.dimension);
+      const planned = this.#plan.find((p) => p.dimension.name === result.dimension);
+      const code: BillingErrorCode = slot ? 'CONCURRENCY_LIMIT_EXCEEDED' : planned ? planned.denial(this.time).code : 'INSUFFICIENT_BALANCE';
+      return { extended: false, reason: 'refused', code, dimension: result.dimension };
+    }
+    // Settled or released while the script ran: the hold is the settlement's now, not this request's.
+    if (this.#leaseHandedOver) return unavailable('ended');
+    lease.amountUnits = amount;
+    lease.expiresAtMs = result.expiresAtMs;
+    metrics.holdExtension?.('extended');
+    return { extended: true, heldUnits: amount };
   }
 
   /** Hands the lease to a settlement, which releases it once the cost is stored. */

@@ -10,6 +10,7 @@ export {
 } from './billing-core.js';
 export type { BillingCoreOptions, ResolvedCoreOptions } from './core-options.js';
 export type { BillingDecision } from './billing-request.js';
+export type { HoldExtensionResult } from './hold-extension.js';
 export type { CheckEvaluation, CheckName, CheckOutcome, CheckRecord, WindowEvaluation, WindowReport } from './decisions.js';
 export type { SettleRequest, SettlementReceipt } from './settlement.js';
 export type { BillingAdmin, UpsertSubscriptionInput, PlatformQuotaInput, SubscriptionView } from './admin.js';
@@ -32,6 +33,7 @@ export {
   type CacheResultLabel,
   type DecisionOutcomeLabel,
   type SettlementResultLabel,
+  type HoldExtensionLabel,
 } from './metrics.js';
 export { buildRateLimitHeaders, type RateLimitFamilies, type RateLimitHeaderFields } from './ratelimit-headers.js';
 export { KnexBillingStore, type KnexBillingStoreOptions } from './store/knex-store.js';

@@ -9,6 +9,8 @@ import type { CacheEntityKind } from './types.js';
 export type DecisionOutcomeLabel = CheckOutcome | 'shadow_deny';
 export type CacheResultLabel = 'hit' | 'miss' | 'error';
 export type SettlementResultLabel = 'stored' | 'duplicate' | 'conflict' | 'rejected' | 'failed';
+/** How a request to grow a hold ended (docs/stream-metering.md). */
+export type HoldExtensionLabel = 'extended' | 'refused' | 'unavailable';
 
 export interface BillingMetricsOptions {
   /** The prom-client registry to register on. Default: prom-client's global `register`. */
@@ -40,6 +42,8 @@ export interface BillingMetricsRecorder {
   settlementRetry(): void;
   /** A group-commit transaction committed: how many settlements it carried and how long it took. Optional. */
   settlementBatch?(size: number, seconds: number): void;
+  /** A hold was asked to grow (docs/stream-metering.md). Optional. */
+  holdExtension?(result: HoldExtensionLabel): void;
   /** Registers the scrape-time sources; the returned function detaches them (call it at close). */
   bindGauges(sources: BillingGaugeSources): () => void;
 }
@@ -63,6 +67,7 @@ const ENTITIES = Object.keys({
 } satisfies Record<CacheEntityKind, 1>) as CacheEntityKind[];
 const CACHE_RESULTS: readonly CacheResultLabel[] = ['hit', 'miss', 'error'];
 const SETTLEMENT_RESULTS: readonly SettlementResultLabel[] = ['stored', 'duplicate', 'conflict', 'rejected', 'failed'];
+const EXTENSION_RESULTS: readonly HoldExtensionLabel[] = ['extended', 'refused', 'unavailable'];
 /** The gauge's encoding: the higher, the worse, so several breakers on one registry report the worst. */
 const BREAKER_STATE_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const satisfies Record<BreakerState, number>;
 const BREAKER_STATES = Object.keys(BREAKER_STATE_VALUE) as BreakerState[];
@@ -127,6 +132,7 @@ const DECISIONS = layout2(['check', 'outcome'], CHECKS, () => OUTCOMES);
 const CACHE_READS = layout2(['entity', 'result'], ENTITIES, () => CACHE_RESULTS);
 const TRANSITIONS = layout2(['from', 'to'], BREAKER_STATES, (from) => BREAKER_STATES.filter((to) => to !== from));
 const SETTLEMENTS = layout1('result', SETTLEMENT_RESULTS);
+const EXTENSIONS = layout1('result', EXTENSION_RESULTS);
 const UNLABELLED: readonly Record<string, string>[] = [{}];
 
 /** Scrape-time sources per pull metric; every BillingMetrics bound to it contributes. */
@@ -145,6 +151,7 @@ export class BillingMetrics implements BillingMetricsRecorder {
   readonly #transitions: Float64Array;
   readonly #settlements: Float64Array;
   readonly #retries: Float64Array;
+  readonly #extensions: Float64Array;
   readonly #durations = new Map<string, ObserveChild>();
   readonly #writeQueueDepth: Gauge;
   readonly #writeQueueDropped: Counter;
@@ -174,6 +181,12 @@ export class BillingMetrics implements BillingMetricsRecorder {
     this.#transitions = this.#tableCounter(`${p}breaker_transitions_total`, 'Circuit breaker state changes.', ['from', 'to'], TRANSITIONS.labels);
     this.#settlements = this.#tableCounter(`${p}settlements_total`, 'Settlements by result.', ['result'], SETTLEMENTS.labels);
     this.#retries = this.#tableCounter(`${p}settlement_retries_total`, 'Settlement attempts retried after a store failure.', [], UNLABELLED);
+    this.#extensions = this.#tableCounter(
+      `${p}hold_extensions_total`,
+      'Requests to grow a hold (a metered stream): extended, refused by a limit, or unavailable (cache error, hold gone).',
+      ['result'],
+      EXTENSIONS.labels,
+    );
 
     this.#writeQueueDepth = this.#pullGauge(`${p}write_queue_depth`, 'Cache write tasks queued, not yet running.', sum);
     this.#writeQueueDropped = this.#pullCounter(`${p}write_queue_dropped_total`, 'Best-effort cache fills dropped because the write queue was full or closed.');
@@ -227,6 +240,11 @@ export class BillingMetrics implements BillingMetricsRecorder {
 
   settlementRetry(): void {
     this.#retries[0]! += 1;
+  }
+
+  holdExtension(result: HoldExtensionLabel): void {
+    const slot = EXTENSIONS.slots.get(result);
+    if (slot !== undefined) this.#extensions[slot]! += 1;
   }
 
   settlementBatch(size: number, seconds: number): void {

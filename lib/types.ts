@@ -410,6 +410,11 @@ export interface ReserveRequest {
    * request the holds refuse is not counted, and one RPM refuses holds nothing).
    */
   rpm?: RpmRequest;
+  /**
+   * Replace an open lease only (growing a hold, docs/stream-metering.md): when no lease with this id
+   * is open — never taken, released, settled or expired — nothing is held and the outcome is `gone`.
+   */
+  replaceOnly?: boolean;
 }
 
 export type ReserveResult =
@@ -425,7 +430,9 @@ export type ReserveResult =
     }
   | { outcome: 'denied'; dimension: string; availableUnits: bigint }
   /** The holds fit but the RPM hit refused: nothing is held. */
-  | { outcome: 'rpm_exceeded'; rpm: RpmResult };
+  | { outcome: 'rpm_exceeded'; rpm: RpmResult }
+  /** A replaceOnly request found no open lease to replace: nothing is held. */
+  | { outcome: 'gone' };
 
 export interface LeaseInfo {
   leaseId: string;

@@ -11,6 +11,7 @@ import { normalizeSubject } from '../lib/subject.js';
 import type { BillingMode, BillingSubject } from '../lib/types.js';
 import { BillingValidationError } from '../lib/validate.js';
 import { buildRateLimitHeaders, type RateLimitFamilies, type RateLimitHeaderFields } from '../lib/ratelimit-headers.js';
+import { extendHold, type HoldExtensionResult } from '../lib/hold-extension.js';
 import { renderDenial, renderFailure, type DenialFormat } from './render.js';
 
 export type SubjectResolver = (ctx: Context) => BillingSubject | null | undefined | Promise<BillingSubject | null | undefined>;
@@ -48,6 +49,11 @@ export interface BillingState {
   decision: BillingDecision;
   /** Settles this request's cost for this subject (replacing its reservation, if any). */
   settle(input: Omit<SettleRequest, 'subject'>): Promise<SettlementReceipt>;
+  /**
+   * Grows this request's hold by `amountUsd` against every limit it was reserved on, all or nothing
+   * (a metered stream, docs/stream-metering.md). Rejects only for a bad amount.
+   */
+  extendHold(amountUsd: Usd): Promise<HoldExtensionResult>;
   /** @internal The request's pass through the checks (used by the check middlewares). */
   request: BillingRequest;
   /** Which families of RateLimit fields are sent for this request (null: none). */
@@ -179,6 +185,7 @@ export function createBillingContext(options: BillingContextOptions, scope: stri
         request,
         rateLimitHeaders,
         settle: (input) => core.settleFor({ ...input, subject }, normalized, request.takeLease()?.leaseId),
+        extendHold: (amountUsd) => extendHold(request, amountUsd),
       };
     } catch (err) {
       if (err instanceof BillingValidationError || err instanceof MoneyError) {

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Router } from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Knex } from 'knex';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
 import { BillingMetrics, createBillingCore, KnexBillingStore, migrateBillingSchema, systemClock, ThrottledLog, type BillingCore } from '../../lib/index.js';
 import { billingEligibility } from '../../middleware/index.js';
 import { adminRoutes } from './admin-routes.js';
@@ -105,6 +105,7 @@ function chatRoute(
     inFlight: InFlightTracker;
     settlements: InFlightTracker;
     upstreamUrl: string;
+    streamsEndedByBudget: Counter;
   },
 ): void {
   router.post(
@@ -115,10 +116,13 @@ function chatRoute(
       core: deps.core,
       subject: (ctx) => ctx.state.gateway?.subject,
       format,
-      // Reserve the worst case (every allowed output token) so concurrent requests cannot overspend.
+      // Reserve the worst case (every allowed output token) so concurrent requests cannot overspend;
+      // a metered stream reserves a first slice and grows its hold as it runs (docs/stream-metering.md).
       estimateCost: (ctx) => {
         const { completion, principal } = gatewayState(ctx);
-        return completion ? estimateCompletionCost(completion, principal?.group?.rateMultiplier ?? '1') : undefined;
+        if (!completion) return undefined;
+        const metered = deps.config.metering.enabled && completion.stream;
+        return estimateCompletionCost(completion, principal?.group?.rateMultiplier ?? '1', metered ? deps.config.metering.sliceTokens : null);
       },
     }),
     completionHandler({
@@ -128,6 +132,8 @@ function chatRoute(
       tracker: deps.inFlight,
       settlements: deps.settlements,
       settleWaitMs: SETTLE_WAIT_MS,
+      metering: deps.config.metering,
+      onEndedByBudget: () => deps.streamsEndedByBudget.inc({ route: format }),
     }),
   );
 }
@@ -190,7 +196,13 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     app.use(requestLog(logger, inFlight));
 
     const router = new Router();
-    const deps = { principals, core, config, logger, inFlight, settlements, upstreamUrl };
+    const streamsEndedByBudget = new Counter({
+      name: 'gateway_streams_ended_by_budget_total',
+      help: 'Streamed answers ended early because the caller could not pay for more (docs/stream-metering.md).',
+      labelNames: ['route'],
+      registers: [registry],
+    });
+    const deps = { principals, core, config, logger, inFlight, settlements, upstreamUrl, streamsEndedByBudget };
     chatRoute(router, '/v1/chat/completions', 'openai', deps);
     chatRoute(router, '/v1/messages', 'anthropic', deps);
     const info = infoRoutes({ principals, core, registry });

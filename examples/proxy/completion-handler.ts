@@ -1,11 +1,18 @@
 // The chat route's final handler: forward upstream, answer (JSON or relayed SSE), and settle the cost.
 import type { Context, Middleware } from 'koa';
-import { charge, type Settler } from './charge.js';
+import { charge, tokensToCharge, type Settler } from './charge.js';
+import type { MeteringSettings } from './config.js';
+import { estimateCompletionCost, sliceCostUnits } from './cost-estimate.js';
 import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
 import type { InFlightTracker } from './in-flight.js';
 import type { Logger } from './logger.js';
 import { gatewayState, principalOf } from './request-state.js';
-import { relaySse } from './sse-relay.js';
+import { formatUsd, parseUsd, type HoldExtensionResult } from '../../lib/index.js';
+import { computeCostUnits } from './prices.js';
+import type { Principal } from './gateway-repo.js';
+import type { CompletionRequest } from './request-state.js';
+import { relaySse, type RelayOptions } from './sse-relay.js';
+import { StreamMeter } from './stream-meter.js';
 import { callUpstream, type UpstreamTarget } from './upstream.js';
 import { emptyUsage, usageFromJson, type UsageSnapshot } from './usage-parser.js';
 
@@ -19,6 +26,39 @@ export interface CompletionHandlerOptions {
   settlements: InFlightTracker;
   /** How long a finished response waits for its settlement before it is sent or ended (ms). */
   settleWaitMs: number;
+  /** Live metering of streams (docs/stream-metering.md). */
+  metering: MeteringSettings;
+  /** A stream was ended because its hold could not grow (the metric). */
+  onEndedByBudget(): void;
+}
+
+/** What a metered relay needs, or undefined when the stream is not metered (metering off, or no hold to grow). */
+function meteringFor(
+  ctx: Context,
+  completion: CompletionRequest,
+  principal: Principal,
+  settings: MeteringSettings,
+  onEndedByBudget: () => void,
+): RelayOptions['metering'] {
+  const billing = ctx.state.billing as
+    | (Settler & { extendHold(amountUsd: string): Promise<HoldExtensionResult>; decision: { checks: { check: string; outcome: string }[] } })
+    | undefined;
+  if (!settings.enabled || !billing) return undefined;
+  // Only a request that holds its estimate has a hold to grow (no limit to hold against, no cache, simple mode: none).
+  const held = billing.decision.checks.some((c) => c.check === 'reservation' && (c.outcome === 'allowed' || c.outcome === 'shadow_deny'));
+  if (!held) return undefined;
+  const multiplier = principal.group?.rateMultiplier ?? '1';
+  const sliceUnits = sliceCostUnits(completion, multiplier, settings.sliceTokens);
+  if (sliceUnits <= 0n) return undefined;
+  const tokensOf = (snapshot: UsageSnapshot) => tokensToCharge(snapshot, completion.promptEstimate, false);
+  const meter = new StreamMeter({
+    heldUnits: parseUsd(estimateCompletionCost(completion, multiplier, settings.sliceTokens)),
+    sliceUnits,
+    costOf: (snapshot) => computeCostUnits(completion.price.model, tokensOf(snapshot), multiplier),
+    extend: (units) => billing.extendHold(formatUsd(units)),
+  });
+  const choices = completion.price.platform === 'openai' && typeof completion.body.n === 'number' ? completion.body.n : 1;
+  return { meter, model: completion.price.model, choices, outputTokensOf: (snapshot) => tokensOf(snapshot).outputTokens, endedByBudget: onEndedByBudget };
 }
 
 /** Upstream statuses that are the caller's own doing (or the upstream's rate limit) and pass through as they are. */
@@ -47,7 +87,16 @@ async function relayUpstreamError(ctx: Context, response: Response, logger: Logg
   ctx.body = text;
 }
 
-export function completionHandler({ format, upstream, logger, tracker, settlements, settleWaitMs }: CompletionHandlerOptions): Middleware {
+export function completionHandler({
+  format,
+  upstream,
+  logger,
+  tracker,
+  settlements,
+  settleWaitMs,
+  metering,
+  onEndedByBudget,
+}: CompletionHandlerOptions): Middleware {
   return async function completionHandler(ctx: Context): Promise<void> {
     const { completion } = gatewayState(ctx);
     const principal = principalOf(ctx);
@@ -99,7 +148,8 @@ export function completionHandler({ format, upstream, logger, tracker, settlemen
 
     if (isSse) {
       const finish = (snapshot: UsageSnapshot, complete: boolean) => waitAtMost(settle(snapshot, complete), settleWaitMs);
-      void tracker.track(relaySse(ctx, response, { format, signal: controller.signal, logger, finish }));
+      const meter = meteringFor(ctx, completion, principal, metering, onEndedByBudget);
+      void tracker.track(relaySse(ctx, response, { format, signal: controller.signal, logger, finish, metering: meter }));
       return;
     }
 

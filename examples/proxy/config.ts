@@ -14,6 +14,14 @@ export interface MockUpstreamSettings {
   maxReplyWords: number;
 }
 
+/** Live metering of streamed answers (docs/stream-metering.md). */
+export interface MeteringSettings {
+  /** STREAM_METERING (on | off, default on): reserve a first slice and grow the hold as a stream runs; off = reserve the worst case. */
+  enabled: boolean;
+  /** METERING_SLICE_TOKENS (default 256): output tokens per slice, at the model's output price. */
+  sliceTokens: number;
+}
+
 export interface RedisNode {
   host: string;
   port: number;
@@ -57,6 +65,8 @@ export interface ProxyConfig {
   settlementDrainTimeoutMs: number;
   /** MOCK_LATENCY_MS, MOCK_CHUNK_DELAY_MS, MOCK_MAX_REPLY_WORDS: the bundled mock upstream. */
   mockUpstream: MockUpstreamSettings;
+  /** STREAM_METERING, METERING_SLICE_TOKENS. */
+  metering: MeteringSettings;
 }
 
 export class ConfigError extends Error {
@@ -117,6 +127,14 @@ function clusterNodes(env: Env): RedisNode[] | null {
   });
 }
 
+function onOff(env: Env, name: string, fallback: boolean): boolean {
+  const raw = text(env, name);
+  if (raw === null) return fallback;
+  if (raw === 'on') return true;
+  if (raw === 'off') return false;
+  throw new ConfigError(name, `must be "on" or "off", got ${JSON.stringify(raw)}`);
+}
+
 function timezone(env: Env): string {
   const zone = text(env, 'BILLING_TIMEZONE') ?? 'UTC';
   try {
@@ -171,6 +189,10 @@ export function loadConfig(env: Env = process.env): ProxyConfig {
       latencyMs: integer(env, 'MOCK_LATENCY_MS', 50, 0, 60_000),
       chunkDelayMs: integer(env, 'MOCK_CHUNK_DELAY_MS', 20, 0, 10_000),
       maxReplyWords: integer(env, 'MOCK_MAX_REPLY_WORDS', 24, 1, 100_000),
+    },
+    metering: {
+      enabled: onOff(env, 'STREAM_METERING', true),
+      sliceTokens: integer(env, 'METERING_SLICE_TOKENS', 256, 1, 1_000_000),
     },
   };
 }

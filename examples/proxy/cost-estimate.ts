@@ -64,8 +64,18 @@ export function promptTokenBound(body: Record<string, unknown>, bodyBytes: numbe
   return Math.max(1, bodyBytes) + price.imageTokenBound * images;
 }
 
-/** The estimate as a decimal USD string, exact like the final charge (same prices, same multiplier). */
-export function estimateCompletionCost(completion: CompletionRequest, multiplier: string): string {
-  const usage = { inputTokens: completion.promptBound, outputTokens: outputTokenBound(completion.body, completion.price) };
-  return formatUsd(computeCostUnits(completion.price.model, usage, multiplier));
+/**
+ * The estimate as a decimal USD string, exact like the final charge (same prices, same multiplier).
+ * A metered stream (docs/stream-metering.md) reserves the prompt and a first slice of output, never
+ * more than the worst case; its hold grows as it runs.
+ */
+export function estimateCompletionCost(completion: CompletionRequest, multiplier: string, meteredSliceTokens: number | null = null): string {
+  const bound = outputTokenBound(completion.body, completion.price);
+  const outputTokens = meteredSliceTokens === null ? bound : Math.min(bound, meteredSliceTokens);
+  return formatUsd(computeCostUnits(completion.price.model, { inputTokens: completion.promptBound, outputTokens }, multiplier));
+}
+
+/** What `tokens` output tokens of the request's model cost: the unit a metered stream's hold grows by. */
+export function sliceCostUnits(completion: CompletionRequest, multiplier: string, tokens: number): bigint {
+  return computeCostUnits(completion.price.model, { inputTokens: 0, outputTokens: tokens }, multiplier);
 }

@@ -225,6 +225,10 @@ export class MemoryBillingCache implements BillingCache {
     const nowMs = Math.floor(this.#clock.now());
     const book = this.#leaseBook(request.userId, nowMs);
     const previous = book.get(request.leaseId);
+    if (request.replaceOnly && !previous) {
+      this.#dropIfEmpty(request.userId, book);
+      return { outcome: 'gone' };
+    }
     // A re-reserve of the same id replaces it: its own amount does not count against it.
     const own = (name: string): bigint => {
       if (!previous) return 0n;

@@ -323,7 +323,18 @@ export class RedisBillingCache implements BillingCache {
     const keys: string[] = [...book];
     const enforced = (name: string) => (request.unenforced?.has(name) ? '0' : '1');
     // The deadline (fourth) is set below once the keys are known; RESERVE_LUA names every argument.
-    const args: ScriptArg[] = [request.leaseId, request.amount.toString(), request.ttlMs, 0, request.dimensions.length, 0, 0, 0, 0];
+    const args: ScriptArg[] = [
+      request.leaseId,
+      request.amount.toString(),
+      request.ttlMs,
+      0,
+      request.dimensions.length,
+      0,
+      0,
+      0,
+      0,
+      request.replaceOnly ? '1' : '0',
+    ];
     if (request.rpm) {
       const [userCounter, groupCounter] = this.#rpmKeys(request.rpm);
       args[5] = keys.push(userCounter!);
@@ -361,10 +372,13 @@ export class RedisBillingCache implements BillingCache {
       reply = await this.#commands().kbeReserve(keys.length, ...keys, ...args);
     } catch (err) {
       // The script may have run with its reply lost. A release sent now runs after it, unless the
-      // script is still waiting to run — then it runs past its deadline and holds nothing.
-      this.#commands()
-        .kbeRelease(...book, request.leaseId)
-        .catch(() => {});
+      // script is still waiting to run — then it runs past its deadline and holds nothing. A hold
+      // that was growing keeps what it had either way: its request still owns it and ends it.
+      if (!request.replaceOnly) {
+        this.#commands()
+          .kbeRelease(...book, request.leaseId)
+          .catch(() => {});
+      }
       throw err;
     }
     const receivedAtMs = localNowMs();
@@ -378,6 +392,7 @@ export class RedisBillingCache implements BillingCache {
       return { outcome: 'reserved', expiresAtMs, slotsInUse, over: reply[2] === '' ? undefined : reply[2], rpm };
     }
     if (Array.isArray(reply) && reply[0] === 'rpm' && request.rpm) return { outcome: 'rpm_exceeded', rpm: this.#rpmReply(reply[1]) };
+    if (Array.isArray(reply) && reply[0] === 'gone' && request.replaceOnly) return { outcome: 'gone' };
     if (Array.isArray(reply) && reply[0] === 'denied' && typeof reply[1] === 'string' && typeof reply[2] === 'string' && /^-?\d+$/.test(reply[2])) {
       this.#serverClocks.sample(domain, Number(reply[3]), receivedAtMs);
       return { outcome: 'denied', dimension: reply[1], availableUnits: BigInt(reply[2]) };

@@ -414,7 +414,8 @@ end
  * while the server was frozen, must not hold anything nobody will release — see docs/faults.md),
  * number of money dimensions, the RPM hit to count once the holds fit (index into KEYS of the user
  * counter, 0 = none; of the user-in-group counter, 0 = none; user cap; group cap — RPM_HIT_LUA's
- * rules), then 9 per money dimension: name, kind ('b' balance | 'w' window),
+ * rules), replace only ('1': the lease must be open, else { 'gone' } and nothing changes — a hold
+ * that grows never revives one that ended), then 9 per money dimension: name, kind ('b' balance | 'w' window),
  * index into KEYS, usage (or balance) field, start field, expiry threshold, capacity (balance:
  * fallback balance; window: limit), fallback usage, enforced ('1' | '0'); then 3 per slot: name,
  * limit, enforced.
@@ -426,7 +427,7 @@ end
  * RPM runs last: it is counted only when every enforced part fits, and a request it refuses holds
  * nothing (its counters count it, as RPM_HIT_LUA's do).
  * Returns { 'reserved', expiresAtMs, over or '', the RPM reply or '', holders of each slot … },
- * { 'denied', name, available, now }, { 'rpm', the RPM reply } or { 'late', now }.
+ * { 'denied', name, available, now }, { 'rpm', the RPM reply }, { 'gone' } or { 'late', now }.
  * Memory mirror: admit() in lib/cache/leases.ts, then MemoryBillingCache's RPM hit.
  */
 export const RESERVE_LUA = `${LUA_HELPERS}${LEASE_BOOK_LUA}${RPM_HIT_FUNCTION_LUA}
@@ -438,19 +439,21 @@ local deadline = tonumber(ARGV[4])
 local money_dims = tonumber(ARGV[5])
 local rpm_user_index, rpm_group_index = tonumber(ARGV[6]), tonumber(ARGV[7])
 local rpm_user_cap, rpm_group_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
+local replace_only = ARGV[10] == '1'
 if deadline > 0 and now > deadline then return { 'late', string.format('%d', now) } end
 open_book(now)
 
 -- A re-reserve of the same lease id replaces it: its own holdings do not count against it.
 local previous = redis.call('HGET', lease_key, lease_id)
+if replace_only and not previous then return { 'gone' } end
 local own = {}
 local own_exp, own_amount, own_dims, own_slots = parse_lease(previous)
 if own_exp ~= nil then own = lease_deltas(1, own_amount, own_dims, own_slots) end
 
 -- Every total this reserve reads, in one HMGET: the dimensions', the slots', the lease count.
-local slot_base = 10 + money_dims * 9
+local slot_base = 11 + money_dims * 9
 local total_names = { LEASE_COUNT }
-for i = 10, slot_base - 1, 9 do total_names[#total_names + 1] = ARGV[i] end
+for i = 11, slot_base - 1, 9 do total_names[#total_names + 1] = ARGV[i] end
 for i = slot_base, #ARGV, 3 do total_names[#total_names + 1] = ARGV[i] end
 local totals = {}
 local read = redis.call('HMGET', totals_key, unpack(total_names))
@@ -461,7 +464,7 @@ end
 
 -- Each entity hash once, with the fields of every dimension on it; a key of another type reads as not cached.
 local fields_of = {}
-for i = 10, slot_base - 1, 9 do
+for i = 11, slot_base - 1, 9 do
   local index = tonumber(ARGV[i + 2])
   local fields = fields_of[index]
   if fields == nil then
@@ -502,7 +505,7 @@ for i = slot_base, #ARGV, 3 do
 end
 
 local names = {}
-for i = 10, slot_base - 1, 9 do
+for i = 11, slot_base - 1, 9 do
   local name, kind, index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local usage_field, start_field, threshold = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local capacity, used, enforced = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), ARGV[i + 8]

@@ -51,7 +51,7 @@ export interface BenchConfig {
   memoryUsers: number;
   /** maxEntries of the memory cache in the memory-bound run (BENCH_MEMORY_MAX_ENTRIES, default 100 000). */
   memoryMaxEntries: number;
-  /** Which parts run: any of http, settle, memory, instructions, comma-separated (BENCH_PARTS, default all four). */
+  /** Which parts run: any of http, settle, metering, memory, instructions, comma-separated (BENCH_PARTS, default all five). */
   parts: ReadonlySet<BenchPart>;
   /**
    * Whether BENCH_PARTS named the instructions part: then a machine without valgrind fails the run;
@@ -77,8 +77,8 @@ function flag(name: string, fallback: boolean): boolean {
   throw new TypeError(`${name} must be 1 or 0, got ${JSON.stringify(text)}`);
 }
 
-export type BenchPart = 'http' | 'settle' | 'memory' | 'instructions';
-const PARTS: readonly BenchPart[] = ['http', 'settle', 'memory', 'instructions'];
+export type BenchPart = 'http' | 'settle' | 'metering' | 'memory' | 'instructions';
+const PARTS: readonly BenchPart[] = ['http', 'settle', 'metering', 'memory', 'instructions'];
 
 function parts(): ReadonlySet<BenchPart> {
   const chosen = new Set<BenchPart>();

@@ -5,6 +5,7 @@ import type { BenchConfig } from './config.js';
 import type { HttpResults } from './http-bench.js';
 import type { InstructionResults } from './instructions.js';
 import type { MemoryResults } from './memory-bench.js';
+import { meteringTable, type MeteringResults } from './metering-bench.js';
 import type { SettleResults } from './settle-bench.js';
 
 export interface BenchResults {
@@ -13,6 +14,7 @@ export interface BenchResults {
   config: Omit<BenchConfig, 'parts' | 'profile'> & { parts: string[]; profile: string[] };
   http?: HttpResults;
   settle?: SettleResults;
+  metering?: MeteringResults;
   memory?: MemoryResults;
   instructions?: InstructionResults;
   /** Parts that failed, with the reason; the parts before them are kept. */
@@ -39,7 +41,7 @@ function pad(text: string, width: number, right = false): string {
 /** A Markdown table (readable in a terminal as well). */
 export function formatTables(results: BenchResults): string {
   const lines: string[] = [];
-  const { http, settle, memory, instructions, config, machine } = results;
+  const { http, settle, metering, memory, instructions, config, machine } = results;
   lines.push(
     `${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; load average ${machine.loadAvgAtStart.join(' ')} at start${machine.loadAvgAtEnd ? `, ${machine.loadAvgAtEnd.join(' ')} at end` : ''}`,
     '',
@@ -104,6 +106,7 @@ export function formatTables(results: BenchResults): string {
     lines.push('', '| ratio | value | target | met |', '|---|---:|---|---|');
     for (const t of settle.targets) lines.push(`| ${t.name} | ${t.value.toFixed(2)} | ${t.target} | ${t.met ? 'yes' : 'NO'} |`);
   }
+  if (metering) lines.push('', ...meteringTable(metering, config.settleDurationS));
   if (memory) {
     const last = memory.samples.at(-1) ?? memory.before;
     lines.push(

@@ -14,6 +14,7 @@ import { runInstructionBench, valgrindAvailable } from './instructions.js';
 import type { MemoryResults } from './memory-bench.js';
 import { startChild } from './processes.js';
 import { formatTables, machineInfo, type BenchResults } from './report.js';
+import { runMeteringBench } from './metering-bench.js';
 import { runSettleBench } from './settle-bench.js';
 
 const log = (line: string): void => console.log(`[bench] ${line}`);
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
     machine: machineInfo(),
     config: { ...config, parts: [...config.parts], profile: [...config.profile] },
   };
-  const needsServices = config.parts.has('http') || config.parts.has('settle') || config.parts.has('instructions');
+  const needsServices = config.parts.has('http') || config.parts.has('settle') || config.parts.has('metering') || config.parts.has('instructions');
   if (needsServices) await requireServices();
   log('compiling the package and the benchmark servers (tsc)');
   buildBench();
@@ -94,6 +95,17 @@ async function main(): Promise<void> {
         const knex = pgKnex(schema.schema, 22);
         try {
           results.settle = await runSettleBench(config, knex, redis, redisPrefix, schema.schema, config.settleRounds);
+        } finally {
+          await knex.destroy();
+        }
+      });
+    }
+    if (config.parts.has('metering') && schema && redis) {
+      log(`stream metering: holds grown slice by slice on Redis, ${config.settleDurationS} s per run`);
+      await part('metering', async () => {
+        const knex = pgKnex(schema.schema, 4);
+        try {
+          results.metering = await runMeteringBench(config, knex, redis, redisPrefix);
         } finally {
           await knex.destroy();
         }

@@ -1,5 +1,5 @@
 // Contract part: the lease book in constant time — thousands of open leases, expiry before any sweep,
-// renewal, double release and release after expiry, concurrency slots, shadow dimensions, a book whose
+// renewal, double release and release after expiry, concurrency slots, growing a hold in place, shadow dimensions, a book whose
 // totals were lost, and a random search against a naive model of open leases.
 import { expect } from 'chai';
 import fc from 'fast-check';
@@ -145,6 +145,41 @@ export function leaseBookContract(ctx: ContractContext): void {
         outcome: 'denied',
         dimension: 'bal',
       });
+    });
+
+    it('a hold grows in place (replaceOnly): all or nothing against every dimension, its slot kept, never reviving a lease that ended', async function () {
+      const userId = freshUserId();
+      const window: ReservationDimension = {
+        name: 'key:k:5h',
+        kind: 'window',
+        entity: { kind: 'apiKeyWindows', userId, apiKeyId: 'k' },
+        window: '5h',
+        expiryThreshold: 0,
+        limit: 80n,
+        fallbackUsed: 0n,
+      };
+      const dims = [balanceDim(userId, 100n), window];
+      const slots = [userSlot(2)];
+      expect(await reserve({ userId, leaseId: 'stream', amount: 30n, dimensions: dims, slots })).to.include({ outcome: 'reserved' });
+      expect(await reserve({ userId, leaseId: 'other', amount: 10n, dimensions: [dims[0]!] })).to.include({ outcome: 'reserved' });
+      const grow = (amount: bigint, leaseId = 'stream') => reserve({ userId, leaseId, amount, dimensions: dims, slots, replaceOnly: true });
+      // 30 → 70: the balance has 100 − 10 (other) − 30 (own, replaced) = 60 more, the window 80 − 30 = 50 more.
+      expect(await grow(70n)).to.deep.include({ outcome: 'reserved', slotsInUse: [1] });
+      // 70 → 85 passes the window (80): refused by it, naming it and the most the whole hold may be, and the hold keeps its 70.
+      expect(await grow(85n)).to.deep.equal({ outcome: 'denied', dimension: 'key:k:5h', availableUnits: 80n });
+      expect((await ctx.cache.listLeases(userId)).find((l) => l.leaseId === 'stream')?.amount).to.equal(70n);
+      expect(await reserve({ userId, amount: 21n, dimensions: [dims[0]!] })).to.include({ outcome: 'denied', availableUnits: 20n });
+      // Still one holder of the slot, and one more request may take the second.
+      expect(await reserve({ userId, amount: 0n, dimensions: [], slots })).to.deep.include({ outcome: 'reserved', slotsInUse: [2] });
+      // Released, unknown or expired: nothing to grow, and nothing is held for it.
+      expect(await ctx.cache.release(userId, 'stream')).to.equal(true);
+      expect(await grow(10n)).to.deep.equal({ outcome: 'gone' });
+      expect(await grow(10n, 'never-taken')).to.deep.equal({ outcome: 'gone' });
+      expect((await ctx.cache.listLeases(userId)).map((l) => l.leaseId)).to.not.include.members(['stream', 'never-taken']);
+      const shortMs = ctx.target.clock ? MINUTE : 300;
+      expect(await reserve({ userId, leaseId: 'brief', amount: 5n, ttlMs: shortMs, dimensions: [dims[0]!] })).to.include({ outcome: 'reserved' });
+      await pass(shortMs + 50);
+      expect(await reserve({ userId, leaseId: 'brief', amount: 6n, dimensions: [dims[0]!], replaceOnly: true })).to.deep.equal({ outcome: 'gone' });
     });
 
     it('a book whose totals were lost or corrupted is rebuilt from its leases, so holds still count exactly', async function () {

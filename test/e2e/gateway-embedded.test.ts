@@ -3,7 +3,8 @@ import { accessScenarios } from './gateway-access-scenarios.js';
 import { billingScenarios } from './gateway-billing-scenarios.js';
 import { edgeScenarios } from './gateway-edge-scenarios.js';
 import { limitScenarios } from './gateway-limit-scenarios.js';
-import { startHarness, type GatewayHarness } from './gateway-harness.js';
+import { meteringScenarios } from './gateway-metering-scenarios.js';
+import { METERING_ENV, startHarness, type GatewayHarness } from './gateway-harness.js';
 
 describe('example gateway e2e: embedded default (SQLite + memory cache)', function () {
   let harness: GatewayHarness;
@@ -20,4 +21,19 @@ describe('example gateway e2e: embedded default (SQLite + memory cache)', functi
   describe('access', () => accessScenarios(() => harness));
   describe('limits', () => limitScenarios(() => harness));
   describe('edges', () => edgeScenarios(() => harness));
+});
+
+describe('example gateway e2e: live stream metering on the embedded default', function () {
+  this.timeout(60_000);
+  let harness: GatewayHarness;
+
+  before(async () => {
+    harness = await startHarness({ ...METERING_ENV });
+  });
+
+  after(async () => {
+    await harness?.close();
+  });
+
+  meteringScenarios(() => harness);
 });

@@ -105,6 +105,19 @@ export async function startHarness(env: Record<string, string>, cleanup?: () => 
   return harness;
 }
 
+/**
+ * The environment of the live-metering scenarios (docs/stream-metering.md): a mock that answers as
+ * many words as max_tokens asks (up to 40,000), a word a millisecond or so (faster than any real
+ * model, slow enough that the relays leave the event loop room for their Redis replies), and
+ * 256-token slices.
+ */
+export const METERING_ENV: Readonly<Record<string, string>> = Object.freeze({
+  MOCK_MAX_REPLY_WORDS: '40000',
+  MOCK_CHUNK_DELAY_MS: '1',
+  STREAM_METERING: 'on',
+  METERING_SLICE_TOKENS: '256',
+});
+
 /** Polls until `check` returns a value other than undefined (at most timeoutMs). */
 export async function waitFor<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 5000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

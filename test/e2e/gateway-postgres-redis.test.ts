@@ -13,7 +13,8 @@ import { accessScenarios } from './gateway-access-scenarios.js';
 import { billingScenarios } from './gateway-billing-scenarios.js';
 import { edgeScenarios } from './gateway-edge-scenarios.js';
 import { limitScenarios } from './gateway-limit-scenarios.js';
-import { startHarness, type GatewayHarness } from './gateway-harness.js';
+import { meteringScenarios } from './gateway-metering-scenarios.js';
+import { METERING_ENV, startHarness, type GatewayHarness } from './gateway-harness.js';
 
 async function dropSchema(schema: string): Promise<void> {
   const knex = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 1 } });
@@ -56,6 +57,29 @@ describe('example gateway e2e: PostgreSQL + Redis', function () {
   describe('access', () => accessScenarios(() => harness));
   describe('limits', () => limitScenarios(() => harness));
   describe('edges', () => edgeScenarios(() => harness));
+});
+
+describe('example gateway e2e: live stream metering on PostgreSQL + Redis', function () {
+  this.timeout(60_000);
+  let harness: GatewayHarness;
+
+  before(async function () {
+    await requirePostgres(this);
+    await requireRedis(this);
+    const suffix = uniqueSuffix();
+    const schema = `kbe_e2e_${suffix}`;
+    const prefix = `kbe-e2e-${suffix}:`;
+    harness = await startHarness({ DATABASE_URL, DATABASE_SCHEMA: schema, REDIS_URL, REDIS_PREFIX: prefix, ...METERING_ENV }, async () => {
+      await dropSchema(schema);
+      await deleteRedisKeys(prefix);
+    });
+  });
+
+  after(async () => {
+    await harness?.close();
+  });
+
+  meteringScenarios(() => harness);
 });
 
 describe('example gateway e2e: several processes starting on one empty PostgreSQL', function () {

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { startHarness, type GatewayHarness, type TestUser } from './gateway-harness.js';
+import { METERING_ENV, startHarness, type GatewayHarness, type TestUser } from './gateway-harness.js';
 
 /** A fetch that counts the requests an SDK sends. */
 function countingFetch(): { fetch: typeof fetch; count(): number } {
@@ -85,5 +85,46 @@ describe('example gateway e2e: the official SDKs follow its retry hints', functi
     await response.text();
     const admitted = countingFetch();
     expect(await outcome(() => chat(openai(user, admitted)), admitted)).to.deep.equal({ status: 200, requests: 1 });
+  });
+});
+
+describe('example gateway e2e: the official SDKs read a stream ended by its budget as an ordinary end', function () {
+  this.timeout(60_000);
+  let h: GatewayHarness;
+  let base: string;
+
+  before(async () => {
+    h = await startHarness({ ...METERING_ENV });
+    base = await h.listen();
+  });
+
+  after(async () => {
+    await h?.close();
+  });
+
+  it('openai: the stream iterates to its end, the last choice finishing with budget_exceeded, no error thrown', async () => {
+    const user = await h.createUser({ balanceUsd: '0.01' });
+    const client = new OpenAI({ apiKey: user.key, baseURL: `${base}/v1` });
+    const stream = await client.chat.completions.create({ model: 'gpt-4o', stream: true, max_tokens: 20_000, messages: [{ role: 'user', content: 'hi' }] });
+    let text = '';
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).to.equal('budget_exceeded');
+    expect(text.length).to.be.greaterThan(100);
+  });
+
+  it('anthropic: finalMessage() resolves with the text delivered and stop_reason budget_exceeded', async () => {
+    const user = await h.createUser({ balanceUsd: '0.01' });
+    const client = new Anthropic({ apiKey: user.key, baseURL: base });
+    const message = await client.messages
+      .stream({ model: 'claude-sonnet-4-0', max_tokens: 20_000, messages: [{ role: 'user', content: 'hi' }] })
+      .finalMessage();
+    expect(message.stop_reason as string).to.equal('budget_exceeded');
+    const block = message.content[0];
+    expect(block?.type === 'text' && block.text.length > 100).to.equal(true);
+    expect(message.usage.output_tokens).to.be.greaterThan(0);
   });
 });

@@ -69,13 +69,13 @@ describe('benchmark harness', () => {
       expect(() => withEnv({ BENCH_SLICE_S: '0' })).to.throw(TypeError, /BENCH_SLICE_S must be an integer from 1/);
     });
 
-    it('runs all four parts by default, the instruction count without failing where valgrind is missing', () => {
+    it('runs all five parts by default, the instruction count without failing where valgrind is missing', () => {
       const config = withEnv({});
-      expect([...config.parts]).to.deep.equal(['http', 'settle', 'memory', 'instructions']);
+      expect([...config.parts]).to.deep.equal(['http', 'settle', 'metering', 'memory', 'instructions']);
       expect(config.instructionsRequired).to.equal(false);
       expect(config.instructionApps).to.deep.equal(INSTRUCTION_APPS);
       expect(withEnv({ BENCH_PARTS: 'http, instructions' }).instructionsRequired).to.equal(true);
-      expect(() => withEnv({ BENCH_PARTS: 'http,cpu' })).to.throw(TypeError, /BENCH_PARTS must list http, settle, memory, instructions, got "cpu"/);
+      expect(() => withEnv({ BENCH_PARTS: 'http,cpu' })).to.throw(TypeError, /BENCH_PARTS must list http, settle, metering, memory, instructions, got "cpu"/);
     });
 
     it('counts bare Koa with any chosen apps (the ratios need it) and refuses unknown app ids', () => {
