@@ -7,7 +7,7 @@ import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
 import type { InFlightTracker } from './in-flight.js';
 import type { Logger } from './logger.js';
 import { gatewayState, principalOf } from './request-state.js';
-import { formatUsd, parseUsd, type HoldExtensionResult } from '../../lib/index.js';
+import { formatUsd, parseUsd } from '../../lib/index.js';
 import { computeCostUnits } from './prices.js';
 import type { Principal } from './gateway-repo.js';
 import type { CompletionRequest } from './request-state.js';
@@ -40,9 +40,7 @@ function meteringFor(
   settings: MeteringSettings,
   onEndedByBudget: () => void,
 ): RelayOptions['metering'] {
-  const billing = ctx.state.billing as
-    | (Settler & { extendHold(amountUsd: string): Promise<HoldExtensionResult>; decision: { checks: { check: string; outcome: string }[] } })
-    | undefined;
+  const billing = ctx.state.billing;
   if (!settings.enabled || !billing) return undefined;
   // Only a request that holds its estimate has a hold to grow (no limit to hold against, no cache, simple mode: none).
   const held = billing.decision.checks.some((c) => c.check === 'reservation' && (c.outcome === 'allowed' || c.outcome === 'shadow_deny'));

@@ -237,6 +237,7 @@ describe('BillingMetrics', () => {
       'gw_check_duration_seconds',
       'gw_concurrency_slots_in_use',
       'gw_decisions_total',
+      'gw_hold_extensions_total',
       'gw_open_reservations',
       'gw_settlement_batch_seconds',
       'gw_settlement_batch_size',
@@ -246,6 +247,16 @@ describe('BillingMetrics', () => {
       'gw_write_queue_depth',
       'gw_write_queue_dropped_total',
     ]);
+  });
+
+  it('counts hold extensions by result, dropping a label it does not know', async () => {
+    metrics.holdExtension('extended');
+    metrics.holdExtension('extended');
+    metrics.holdExtension('refused');
+    metrics.holdExtension('lost' as 'refused');
+    expect(await value(registry, 'billing_hold_extensions_total', { result: 'extended' })).to.equal(2);
+    expect(await value(registry, 'billing_hold_extensions_total', { result: 'refused' })).to.equal(1);
+    expect(await value(registry, 'billing_hold_extensions_total', { result: 'unavailable' })).to.equal(0);
   });
 
   it('counts settlements per group-commit transaction and its commit time, and the settlements waiting', async () => {
