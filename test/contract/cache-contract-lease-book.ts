@@ -199,15 +199,20 @@ export function leaseBookContract(ctx: ContractContext): void {
       expect(await reserve({ userId, amount: 61n, dimensions: dims })).to.include({ outcome: 'denied', availableUnits: 60n });
     });
 
-    it('random reserve / release / renew / expiry sequences hold exactly what a naive list of open leases holds', async function () {
+    it('random reserve / grow / release / renew / expiry sequences hold exactly what a naive list of open leases holds', async function () {
       this.timeout(120_000);
       const capacity = 100n;
       const SLOT_LIMIT = 3;
-      type Op = { op: 'reserve'; amount: number; slot: boolean } | { op: 'release' | 'renew'; pick: number } | { op: 'advance'; ms: number };
+      type Op =
+        | { op: 'reserve'; amount: number; slot: boolean }
+        | { op: 'release' | 'renew'; pick: number }
+        | { op: 'grow'; pick: number; extra: number }
+        | { op: 'advance'; ms: number };
       const ops = fc.array(
         fc.oneof(
           fc.record({ op: fc.constant('reserve' as const), amount: fc.integer({ min: 1, max: 40 }), slot: fc.boolean() }),
           fc.record({ op: fc.constantFrom('release' as const, 'renew' as const), pick: fc.nat() }),
+          fc.record({ op: fc.constant('grow' as const), pick: fc.nat(), extra: fc.integer({ min: 1, max: 40 }) }),
           // Time moves only where the test controls the clock.
           ...(ctx.target.clock ? [fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 1, max: 2 * MINUTE }) })] : []),
         ),
@@ -246,7 +251,27 @@ export function leaseBookContract(ctx: ContractContext): void {
               const ids = [...model.keys()];
               if (ids.length === 0) continue;
               const leaseId = ids[step.pick % ids.length]!;
-              const open = model.get(leaseId)!.expiresAtMs > nowMs;
+              const lease = model.get(leaseId)!;
+              const open = lease.expiresAtMs > nowMs;
+              if (step.op === 'grow') {
+                // A hold grown in place: the same dimensions and slot, a bigger amount, never reviving one that ended.
+                const heldByOthers = live().reduce((sum, [id, other]) => (id === leaseId ? sum : sum + other.amount), 0n);
+                const amount = lease.amount + BigInt(step.extra);
+                const result = await reserve({
+                  userId,
+                  leaseId,
+                  amount,
+                  ttlMs,
+                  dimensions: dims,
+                  slots: lease.slot ? [userSlot(SLOT_LIMIT)] : [],
+                  replaceOnly: true,
+                });
+                const expected = !open ? 'gone' : heldByOthers + amount <= capacity ? 'reserved' : 'denied';
+                expect(result.outcome, `grow ${leaseId} to ${amount} with ${heldByOthers} held by others`).to.equal(expected);
+                if (expected === 'reserved') model.set(leaseId, { ...lease, amount, expiresAtMs: nowMs + ttlMs });
+                if (expected === 'gone') model.delete(leaseId);
+                continue;
+              }
               if (step.op === 'release') {
                 expect(await ctx.cache.release(userId, leaseId)).to.equal(open);
                 model.delete(leaseId);
@@ -256,10 +281,10 @@ export function leaseBookContract(ctx: ContractContext): void {
               }
             }
           }
-          const listed = (await ctx.cache.listLeases(userId)).map((l) => l.leaseId).sort();
+          const listed = (await ctx.cache.listLeases(userId)).map((l) => `${l.leaseId}=${l.amount}`).sort();
           expect(listed).to.deep.equal(
             live()
-              .map(([id]) => id)
+              .map(([id, lease]) => `${id}=${lease.amount}`)
               .sort(),
           );
         }),
