@@ -78,6 +78,8 @@ export class BillingCore {
   readonly admin: BillingAdmin;
   readonly #internals: CoreInternals;
   readonly #settler: Settler;
+  /** Requests whose reservation check() handed out, by lease id, until it is settled or released. */
+  readonly #checked = new Map<string, BillingRequest>();
   readonly #unbindGauges: () => void;
   readonly #holdSweep: NodeJS.Timeout;
   #closed: Promise<void> | undefined;
@@ -155,6 +157,7 @@ export class BillingCore {
     }
     const lease = request.lease;
     if (!lease) return { allowed: true, checks: request.decision.checks };
+    this.#checked.set(lease.leaseId, request);
     return {
       allowed: true,
       checks: request.decision.checks,
@@ -162,7 +165,10 @@ export class BillingCore {
         id: lease.leaseId,
         amountUsd: formatUsd(lease.amountUnits),
         expiresAt: new Date(lease.expiresAtMs).toISOString(),
-        release: () => request.releaseLease(),
+        release: () => {
+          this.#checked.delete(lease.leaseId);
+          request.releaseLease();
+        },
         extend: (amountUsd) => extendHold(request, amountUsd),
       },
     };
@@ -175,6 +181,12 @@ export class BillingCore {
   settle(request: SettleRequest & { reservationId?: string }): Promise<SettlementReceipt> {
     // Bad input rejects like every other async method, never throws synchronously.
     if (request === null || typeof request !== 'object') return Promise.reject(new BillingValidationError('request', 'settle() needs a settlement object'));
+    // The request check() held it for hands it over, so its hold is no longer counted as open here.
+    const owner = typeof request.reservationId === 'string' ? this.#checked.get(request.reservationId) : undefined;
+    if (owner) {
+      this.#checked.delete(request.reservationId!);
+      owner.takeLease();
+    }
     return this.settleFor(request, undefined, request.reservationId);
   }
 

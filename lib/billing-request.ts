@@ -20,6 +20,7 @@ import {
   type WindowEvaluation,
 } from './decisions.js';
 import { BillingError, type BillingErrorCode } from './errors.js';
+import { formatUsd, MAX_USD_UNITS, MoneyError } from './money.js';
 import { holdInStore, releaseLease, storeCanHold } from './store-holds.js';
 import { nextTurn } from './next-turn.js';
 import type { BillingMetricsRecorder } from './metrics.js';
@@ -140,7 +141,13 @@ export interface Lease {
 export type HoldExtension =
   | { extended: true; heldUnits: bigint }
   | { extended: false; reason: 'refused'; code: BillingErrorCode; dimension: string }
-  | { extended: false; reason: 'unavailable'; detail: 'no_hold' | 'store_hold' | 'ended' | 'cache_error' };
+  | { extended: false; reason: 'unavailable'; detail: HoldUnavailable };
+
+/**
+ * Why a hold cannot grow: there is none, it is held in the store, it ended (settled, released,
+ * expired), a row it is held on is not in the cache (so not checkable now), or the cache failed.
+ */
+export type HoldUnavailable = 'no_hold' | 'store_hold' | 'ended' | 'stale' | 'cache_error';
 
 /** A concurrency slot the request takes, and whose cap it is. */
 interface PlannedSlot {
@@ -507,8 +514,10 @@ export class BillingRequest {
       }
     }
     if (result.outcome === 'denied') return this.#holdDenied(result.dimension, slots, source);
-    // Only a replaceOnly request can find its lease gone; a new one never asks for that.
-    if (result.outcome === 'gone') return this.#failOpen('reservation', new Error('the cache found no lease to replace for a new reservation'));
+    // Only a replaceOnly request can find its lease gone or a row stale; a new one never asks for that.
+    if (result.outcome === 'gone' || result.outcome === 'stale') {
+      return this.#failOpen('reservation', new Error(`the cache answered ${result.outcome} to a new reservation`));
+    }
     if (result.rpm !== undefined) this.#countedRpm = result.rpm;
     // The holds fit, RPM refused: nothing is held, and the RPM check renders the denial.
     if (result.outcome === 'rpm_exceeded') return;
@@ -535,23 +544,29 @@ export class BillingRequest {
     }
   }
 
+  /** The denial a refused dimension or slot gives: the limit's own, or the concurrency cap's. */
+  #holdDenial(dimension: string, slots: PlannedSlot[]): BillingError {
+    const slot = slots.find((s) => s.slot.name === dimension);
+    if (slot) {
+      return new BillingError('CONCURRENCY_LIMIT_EXCEEDED', {
+        retryAfter: CONCURRENCY_RETRY_AFTER_SEC,
+        metadata: { scope: slot.scope, limit: slot.slot.limit },
+      });
+    }
+    const planned = this.#plan.find((p) => p.dimension.name === dimension);
+    return planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
+  }
+
   /** An enforced dimension or slot refused: nothing was held anywhere. */
   #holdDenied(dimension: string, slots: PlannedSlot[], source: 'cache' | 'store'): void {
     // Only an enforced part refuses, so this denial is never a shadow one, whatever the step's flag.
     this.#shadow = false;
+    const error = this.#holdDenial(dimension, slots);
     const slot = slots.find((s) => s.slot.name === dimension);
-    if (slot) {
-      this.#deny(
-        new CheckDenial(
-          { check: 'concurrency', outcome: 'denied', code: 'CONCURRENCY_LIMIT_EXCEEDED', source, reason: slot.scope },
-          new BillingError('CONCURRENCY_LIMIT_EXCEEDED', { retryAfter: CONCURRENCY_RETRY_AFTER_SEC, metadata: { scope: slot.scope, limit: slot.slot.limit } }),
-        ),
-      );
-      return;
-    }
-    const planned = this.#plan.find((p) => p.dimension.name === dimension);
-    const error = planned ? planned.denial(this.time) : new BillingError('INSUFFICIENT_BALANCE');
-    this.#deny(new CheckDenial({ check: 'reservation', outcome: 'denied', code: error.code, source, reason: dimension }, error));
+    const record: CheckEvaluation = slot
+      ? { check: 'concurrency', outcome: 'denied', code: error.code, source, reason: slot.scope }
+      : { check: 'reservation', outcome: 'denied', code: error.code, source, reason: dimension };
+    this.#deny(new CheckDenial(record, error));
   }
 
   /**
@@ -568,7 +583,7 @@ export class BillingRequest {
 
   async #extendOnce(extraUnits: bigint): Promise<HoldExtension> {
     const metrics = this.core.metrics;
-    const unavailable = (detail: 'no_hold' | 'store_hold' | 'ended' | 'cache_error'): HoldExtension => {
+    const unavailable = (detail: HoldUnavailable): HoldExtension => {
       metrics.holdExtension?.('unavailable');
       return { extended: false, reason: 'unavailable', detail };
     };
@@ -579,6 +594,7 @@ export class BillingRequest {
     if (this.#leaseHandedOver) return unavailable('ended');
     if (held.source === 'store') return unavailable('store_hold');
     const amount = lease.amountUnits + extraUnits;
+    if (amount > MAX_USD_UNITS) throw new MoneyError(`amountUsd would make the hold larger than ${formatUsd(MAX_USD_UNITS)} USD`, 'amountUsd');
     let result: ReserveResult;
     try {
       result = await cache.reserve({ ...held.request, amount, ttlMs: this.core.options.reservationTtlMs, replaceOnly: true });
@@ -587,12 +603,10 @@ export class BillingRequest {
       return unavailable('cache_error');
     }
     if (result.outcome === 'gone' || result.outcome === 'rpm_exceeded') return unavailable('ended');
+    if (result.outcome === 'stale') return unavailable('stale');
     if (result.outcome === 'denied') {
       metrics.holdExtension?.('refused');
-      const slot = held.slots.find((s) => s.slot.name === result.dimension);
-      const planned = this.#plan.find((p) => p.dimension.name === result.dimension);
-      const code: BillingErrorCode = slot ? 'CONCURRENCY_LIMIT_EXCEEDED' : planned ? planned.denial(this.time).code : 'INSUFFICIENT_BALANCE';
-      return { extended: false, reason: 'refused', code, dimension: result.dimension };
+      return { extended: false, reason: 'refused', code: this.#holdDenial(result.dimension, held.slots).code, dimension: result.dimension };
     }
     // Settled or released while the script ran: the hold is the settlement's now, not this request's.
     if (this.#leaseHandedOver) return unavailable('ended');

@@ -1,7 +1,7 @@
 // Growing a request's hold from the public API (docs/stream-metering.md): the amount checked as
 // exact money, the outcome reported in USD. Shared by ctx.state.billing.extendHold and the
 // reservation handle of core.check().
-import type { BillingRequest, HoldExtension } from './billing-request.js';
+import type { BillingRequest, HoldExtension, HoldUnavailable } from './billing-request.js';
 import type { BillingErrorCode } from './errors.js';
 import { formatUsd, MoneyError, parseCostUsd, type Usd } from './money.js';
 
@@ -11,8 +11,11 @@ export type HoldExtensionResult =
   | { extended: true; heldUsd: string }
   /** A limit has no room for the extra amount: `code` is the denial that limit gives, `dimension` its name. The hold keeps what it had. */
   | { extended: false; reason: 'refused'; code: BillingErrorCode; dimension: string }
-  /** Nothing that can grow: no hold (no estimate, no limit), a hold kept in the store, one that ended, or a cache failure. */
-  | { extended: false; reason: 'unavailable'; detail: 'no_hold' | 'store_hold' | 'ended' | 'cache_error' };
+  /**
+   * Nothing that can grow now: no hold (no estimate, no limit), a hold kept in the store, one that
+   * ended, a row it is held on not in the cache (`stale`), or a cache failure.
+   */
+  | { extended: false; reason: 'unavailable'; detail: HoldUnavailable };
 
 /** Grows the request's hold by `amountUsd` (more than 0). Rejects only for a bad amount. */
 export async function extendHold(request: BillingRequest, amountUsd: Usd): Promise<HoldExtensionResult> {

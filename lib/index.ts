@@ -9,7 +9,7 @@ export {
   type ApiKeyWindowsView,
 } from './billing-core.js';
 export type { BillingCoreOptions, ResolvedCoreOptions } from './core-options.js';
-export type { BillingDecision } from './billing-request.js';
+export type { BillingDecision, HoldUnavailable } from './billing-request.js';
 export type { HoldExtensionResult } from './hold-extension.js';
 export type { CheckEvaluation, CheckName, CheckOutcome, CheckRecord, WindowEvaluation, WindowReport } from './decisions.js';
 export type { SettleRequest, SettlementReceipt } from './settlement.js';

@@ -413,6 +413,8 @@ export interface ReserveRequest {
   /**
    * Replace an open lease only (growing a hold, docs/stream-metering.md): when no lease with this id
    * is open — never taken, released, settled or expired — nothing is held and the outcome is `gone`.
+   * The lease keeps its slots; an enforced dimension must be read from its cached row (`stale`
+   * otherwise), as the fallbacks date from the admission.
    */
   replaceOnly?: boolean;
 }
@@ -432,7 +434,9 @@ export type ReserveResult =
   /** The holds fit but the RPM hit refused: nothing is held. */
   | { outcome: 'rpm_exceeded'; rpm: RpmResult }
   /** A replaceOnly request found no open lease to replace: nothing is held. */
-  | { outcome: 'gone' };
+  | { outcome: 'gone' }
+  /** A replaceOnly request met an enforced dimension whose row is not cached (its fallbacks are stale): nothing changed. */
+  | { outcome: 'stale'; dimension: string };
 
 export interface LeaseInfo {
   leaseId: string;

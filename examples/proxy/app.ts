@@ -133,7 +133,7 @@ function chatRoute(
       settlements: deps.settlements,
       settleWaitMs: SETTLE_WAIT_MS,
       metering: deps.config.metering,
-      onEndedByBudget: () => deps.streamsEndedByBudget.inc({ route: format }),
+      onEndedByBudget: (cause) => deps.streamsEndedByBudget.inc({ route: format, cause }),
     }),
   );
 }
@@ -198,8 +198,8 @@ export async function createApp(config: ProxyConfig, options: CreateAppOptions =
     const router = new Router();
     const streamsEndedByBudget = new Counter({
       name: 'gateway_streams_ended_by_budget_total',
-      help: 'Streamed answers ended early because the caller could not pay for more (docs/stream-metering.md).',
-      labelNames: ['route'],
+      help: 'Streamed answers ended early because their hold could not grow: a limit refused it, or it was unavailable (docs/stream-metering.md).',
+      labelNames: ['route', 'cause'],
       registers: [registry],
     });
     const deps = { principals, core, config, logger, inFlight, settlements, upstreamUrl, streamsEndedByBudget };

@@ -29,7 +29,7 @@ export interface CompletionHandlerOptions {
   /** Live metering of streams (docs/stream-metering.md). */
   metering: MeteringSettings;
   /** A stream was ended because its hold could not grow (the metric). */
-  onEndedByBudget(): void;
+  onEndedByBudget(cause: 'refused' | 'unavailable'): void;
 }
 
 /** What a metered relay needs, or undefined when the stream is not metered (metering off, or no hold to grow). */
@@ -38,7 +38,7 @@ function meteringFor(
   completion: CompletionRequest,
   principal: Principal,
   settings: MeteringSettings,
-  onEndedByBudget: () => void,
+  onEndedByBudget: (cause: 'refused' | 'unavailable') => void,
 ): RelayOptions['metering'] {
   const billing = ctx.state.billing;
   if (!settings.enabled || !billing) return undefined;
@@ -133,6 +133,10 @@ export function completionHandler({
       response = await callUpstream(upstream, format, completion.body, ctx.req.headers, controller.signal);
       isSse = completion.stream && (response.headers.get('content-type') ?? '').includes('text/event-stream');
       if (response.ok && !isSse) body = await response.text();
+      if (response.ok && !isSse && completion.stream && metering.enabled) {
+        // Held for its first slice only, it is still charged what the upstream reports (it was produced).
+        logger.warn({ model: completion.price.model }, 'the upstream answered a streamed request with JSON: charged in full, beyond the slice it held');
+      }
     } catch (err) {
       if (controller.signal.aborted) {
         // The upstream had the request and bills for its prompt; charge that much, then stop.

@@ -30,7 +30,8 @@ export interface RelayOptions {
     choices: number;
     /** Output tokens to report in the final event: what the charge counts for what was delivered. */
     outputTokensOf(snapshot: UsageSnapshot): number;
-    endedByBudget(): void;
+    /** Counts a stream ended early: a limit refused its hold, or the hold could not grow (cache failure, hold in the store). */
+    endedByBudget(cause: 'refused' | 'unavailable'): void;
   };
 }
 
@@ -57,9 +58,37 @@ export function relaySse(ctx: Context, upstream: Response, options: RelayOptions
   return pump(upstream, out, options);
 }
 
-async function pump(upstream: Response, out: PassThrough, { format, signal, logger, finish, metering }: RelayOptions): Promise<void> {
+async function pump(upstream: Response, out: PassThrough, options: RelayOptions): Promise<void> {
+  if (options.metering) return pumpMetered(upstream, out, options, options.metering);
+  const { format, signal } = options;
   const parser = new SseUsageParser(format);
-  const splitter = metering ? new SseEventSplitter() : null;
+  let failure: unknown = null;
+  try {
+    if (!upstream.body) throw new Error('the upstream sent no body');
+    for await (const chunk of upstream.body as AsyncIterable<Uint8Array>) {
+      // Usage first: the upstream produced these tokens whether or not the client still reads them.
+      parser.push(chunk);
+      if (signal.aborted || out.destroyed) break;
+      if (!out.write(chunk)) await drained(out);
+    }
+  } catch (err) {
+    if (!signal.aborted) failure = err;
+  }
+  parser.end();
+  await settleAndEnd(out, options, parser.snapshot, failure);
+}
+
+/**
+ * The metered relay (docs/stream-metering.md): whole events only, each chunk's relayed once its cost
+ * is held. An answer the upstream already finished is paid for as it is (its last chunks carry the
+ * usage). When no more can be held, the client gets the budget's final event and finish() gets the
+ * usage of what it was sent — also when it left while the hold was asked to grow.
+ */
+async function pumpMetered(upstream: Response, out: PassThrough, options: RelayOptions, metering: NonNullable<RelayOptions['metering']>): Promise<void> {
+  const { format, signal, logger, finish } = options;
+  const parser = new SseUsageParser(format);
+  const splitter = new SseEventSplitter();
+  const paidFor = async (snapshot: UsageSnapshot) => splitter.finishedChoices >= metering.choices || (await metering.meter.allows(snapshot));
   let failure: unknown = null;
   // Set when the budget ended the stream: the usage of what the client was sent.
   let delivered: UsageSnapshot | null = null;
@@ -67,16 +96,11 @@ async function pump(upstream: Response, out: PassThrough, { format, signal, logg
     if (!upstream.body) throw new Error('the upstream sent no body');
     // Leaving the loop early cancels the body, which aborts the upstream call.
     for await (const chunk of upstream.body as AsyncIterable<Uint8Array>) {
-      const before = metering ? { ...parser.snapshot } : null;
-      // Usage first: the upstream produced these tokens whether or not the client still reads them.
+      const before = { ...parser.snapshot };
       parser.push(chunk);
       if (signal.aborted || out.destroyed) break;
-      if (!metering || !splitter) {
-        if (!out.write(chunk)) await drained(out);
-        continue;
-      }
       const events = splitter.push(chunk);
-      if (!(await metering.meter.allows(parser.snapshot))) {
+      if (!(await paidFor(parser.snapshot))) {
         delivered = before;
         break;
       }
@@ -85,35 +109,46 @@ async function pump(upstream: Response, out: PassThrough, { format, signal, logg
       splitter.delivered(events);
       if (!out.write(events)) await drained(out);
     }
+    if (delivered === null && !signal.aborted && !out.destroyed) {
+      // A last event without a blank line after it is metered like the others.
+      const before = { ...parser.snapshot };
+      parser.end();
+      const rest = splitter.end();
+      if (rest !== '' && !(await paidFor(parser.snapshot))) delivered = before;
+      else if (rest !== '' && !out.destroyed) out.write(rest);
+    }
   } catch (err) {
     if (!signal.aborted) failure = err;
   }
-  if (delivered && metering && splitter && !out.destroyed) {
-    metering.endedByBudget();
-    const outputTokens = metering.outputTokensOf(delivered);
+  if (delivered === null) return settleAndEnd(out, options, parser.snapshot, failure);
+  const refusal = metering.meter.refusal;
+  metering.endedByBudget(refusal?.extended === false && refusal.reason === 'refused' ? 'refused' : 'unavailable');
+  logger.info(
+    { heldUsd: formatUsd(metering.meter.heldUnits), extensions: metering.meter.extensions, refusal, clientGone: out.destroyed },
+    'stream ended by its budget',
+  );
+  if (!out.destroyed) {
     out.write(
       budgetEndEvents(format, {
         responseId: delivered.responseId,
         model: metering.model,
         choices: metering.choices,
         openBlock: splitter.openBlock,
-        outputTokens,
+        messageStarted: splitter.messageStarted,
+        inputTokens: delivered.inputTokens ?? 0,
+        outputTokens: metering.outputTokensOf(delivered),
       }),
     );
-    logger.info(
-      { heldUsd: formatUsd(metering.meter.heldUnits), extensions: metering.meter.extensions, refusal: metering.meter.refusal },
-      'stream ended by its budget',
-    );
-    await finish(delivered, false);
-    out.end();
-    return;
   }
-  parser.end();
-  const rest = splitter?.end() ?? '';
-  if (rest !== '' && failure === null && !signal.aborted && !out.destroyed) out.write(rest);
+  await finish(delivered, false);
+  if (!out.destroyed) out.end();
+}
+
+/** Settles what was read and ends the response: ended when complete, destroyed when cut short. */
+async function settleAndEnd(out: PassThrough, { signal, logger, finish }: RelayOptions, snapshot: UsageSnapshot, failure: unknown): Promise<void> {
   const complete = failure === null && !signal.aborted && !out.destroyed;
   if (failure !== null) logger.warn({ err: failure }, 'upstream stream failed mid-response');
-  await finish(parser.snapshot, complete);
+  await finish(snapshot, complete);
   // A stream cut by the upstream is destroyed, not ended, so the client sees it was incomplete.
   if (complete) out.end();
   else if (!out.destroyed) out.destroy(failure instanceof Error ? failure : undefined);

@@ -7,6 +7,8 @@ import type { UsageSnapshot } from './usage-parser.js';
 
 /** The stop reason of a stream ended because the caller's budget had no room for more. */
 export const BUDGET_STOP_REASON = 'budget_exceeded';
+/** How long after a failed extension (the cache did not answer) the next one is tried. */
+const CACHE_RETRY_MS = 1000;
 
 export interface StreamMeterOptions {
   /** What the request holds when its stream starts (its reservation), in 10⁻⁸ USD units. */
@@ -26,6 +28,8 @@ export interface StreamMeterOptions {
 export class StreamMeter {
   #held: bigint;
   #refused: HoldExtensionResult | null = null;
+  #lastFailure: HoldExtensionResult | null = null;
+  #retryAtMs = 0;
   #extensions = 0;
   readonly #options: StreamMeterOptions;
 
@@ -35,18 +39,26 @@ export class StreamMeter {
     this.#held = options.heldUnits;
   }
 
-  /** Whether what was read so far (`snapshot`) is paid for, growing the hold first where it runs low. */
+  /**
+   * Whether what was read so far (`snapshot`) is paid for, growing the hold first where it runs low.
+   * A refusal (or a hold that cannot grow at all) is final; a cache failure is tried again on a later
+   * chunk, at most once a second, so that a blip does not end the stream and an outage does not
+   * wait on the cache at every chunk.
+   */
   async allows(snapshot: UsageSnapshot): Promise<boolean> {
     const { costOf, sliceUnits, extend } = this.#options;
     const cost = costOf(snapshot);
-    while (this.#refused === null && this.#held - cost < sliceUnits / 2n) {
+    while (this.#refused === null && this.#held - cost < sliceUnits / 2n && Date.now() >= this.#retryAtMs) {
       const result = await extend(sliceUnits);
-      if (!result.extended) {
+      if (result.extended) {
+        this.#extensions++;
+        this.#held = parseUsd(result.heldUsd);
+      } else if (result.reason === 'unavailable' && result.detail === 'cache_error') {
+        this.#lastFailure = result;
+        this.#retryAtMs = Date.now() + CACHE_RETRY_MS;
+      } else {
         this.#refused = result;
-        break;
       }
-      this.#extensions++;
-      this.#held = parseUsd(result.heldUsd);
     }
     return cost <= this.#held;
   }
@@ -59,9 +71,9 @@ export class StreamMeter {
     return this.#extensions;
   }
 
-  /** Why the hold stopped growing, once it has. */
+  /** Why the hold stopped growing: a final refusal, else the last cache failure (null while it grows). */
   get refusal(): HoldExtensionResult | null {
-    return this.#refused;
+    return this.#refused ?? this.#lastFailure;
   }
 }
 
@@ -73,7 +85,15 @@ export class StreamMeter {
  */
 export function budgetEndEvents(
   format: ApiFormat,
-  end: { responseId: string | null; model: string; choices: number; openBlock: number | null; outputTokens: number },
+  end: {
+    responseId: string | null;
+    model: string;
+    choices: number;
+    openBlock: number | null;
+    messageStarted: boolean;
+    inputTokens: number;
+    outputTokens: number;
+  },
 ): string {
   if (format === 'openai') {
     const chunk = {
@@ -86,7 +106,23 @@ export function budgetEndEvents(
     return `data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`;
   }
   const event = (type: string, data: object) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+  // A client that got nothing yet still gets a message to end (the SDKs refuse events before message_start).
+  const start = end.messageStarted
+    ? ''
+    : event('message_start', {
+        message: {
+          id: end.responseId ?? 'msg_budget',
+          type: 'message',
+          role: 'assistant',
+          model: end.model,
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: { input_tokens: end.inputTokens, output_tokens: 0 },
+        },
+      });
   return (
+    start +
     (end.openBlock === null ? '' : event('content_block_stop', { index: end.openBlock })) +
     event('message_delta', { delta: { stop_reason: BUDGET_STOP_REASON, stop_sequence: null }, usage: { output_tokens: end.outputTokens } }) +
     event('message_stop', {})

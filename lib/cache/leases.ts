@@ -1,6 +1,7 @@
 // Reservation leases, shared by both caches: how a lease is stored, which entity fields a dimension
 // reads, and the admission rule the Redis script applies atomically (mirrored here for the memory cache).
 import type { CacheEntityMap, LeaseInfo, ReservationDimension, ReservationWindow, ReserveRequest, ReserveResult } from '../types.js';
+import { MAX_USD_UNITS } from '../money.js';
 import { BillingValidationError } from '../validate.js';
 
 /**
@@ -41,6 +42,8 @@ export function assertReserveRequest(request: ReserveRequest): void {
   if (request.amount < 0n || (request.amount === 0n && request.dimensions.length > 0)) {
     throw new BillingValidationError('amount', 'a reservation amount must be positive');
   }
+  // Lease values keep at most 16 digits, and the scripts count in doubles: exact up to 2^53 − 1.
+  if (request.amount > MAX_USD_UNITS) throw new BillingValidationError('amount', `a reservation amount must be at most ${MAX_USD_UNITS} units`);
   if (request.dimensions.length === 0 && slots.length === 0)
     throw new BillingValidationError('dimensions', 'a reservation needs at least one dimension or slot');
   if (!Number.isSafeInteger(request.ttlMs) || request.ttlMs <= 0) throw new BillingValidationError('ttlMs', 'ttlMs must be a positive integer');
@@ -93,8 +96,8 @@ export function admit(
     over ??= name;
     return null;
   };
-  // Slots first, as RESERVE_LUA checks them.
-  for (const slot of request.slots ?? []) {
+  // Slots first, as RESERVE_LUA checks them; a hold that grows keeps the slots it has.
+  for (const slot of request.replaceOnly ? [] : (request.slots ?? [])) {
     const inUse = held(slot.name);
     if (inUse + 1n > BigInt(slot.limit)) {
       const denial = refuse(slot.name, BigInt(slot.limit) - inUse);
@@ -103,6 +106,8 @@ export function admit(
   }
   for (const dimension of request.dimensions) {
     const live = liveEntity(dimension) as Record<string, unknown> | null;
+    // The fallbacks date from the admission; a hold that grows later must see the live row.
+    if (request.replaceOnly && !live && !request.unenforced?.has(dimension.name)) return { denial: { outcome: 'stale', dimension: dimension.name }, over };
     let capacity: bigint;
     let used: bigint;
     // Store holds (docs/holds.md) take from the balance, and count in every window of their row.

@@ -393,6 +393,7 @@ export class RedisBillingCache implements BillingCache {
     }
     if (Array.isArray(reply) && reply[0] === 'rpm' && request.rpm) return { outcome: 'rpm_exceeded', rpm: this.#rpmReply(reply[1]) };
     if (Array.isArray(reply) && reply[0] === 'gone' && request.replaceOnly) return { outcome: 'gone' };
+    if (Array.isArray(reply) && reply[0] === 'stale' && request.replaceOnly && typeof reply[1] === 'string') return { outcome: 'stale', dimension: reply[1] };
     if (Array.isArray(reply) && reply[0] === 'denied' && typeof reply[1] === 'string' && typeof reply[2] === 'string' && /^-?\d+$/.test(reply[2])) {
       this.#serverClocks.sample(domain, Number(reply[3]), receivedAtMs);
       return { outcome: 'denied', dimension: reply[1], availableUnits: BigInt(reply[2]) };

@@ -415,7 +415,9 @@ end
  * number of money dimensions, the RPM hit to count once the holds fit (index into KEYS of the user
  * counter, 0 = none; of the user-in-group counter, 0 = none; user cap; group cap — RPM_HIT_LUA's
  * rules), replace only ('1': the lease must be open, else { 'gone' } and nothing changes — a hold
- * that grows never revives one that ended), then 9 per money dimension: name, kind ('b' balance | 'w' window),
+ * that grows never revives one that ended; it keeps its slots, and an enforced dimension whose row
+ * is not cached answers { 'stale', name }, since the fallbacks date from the admission), then 9 per
+ * money dimension: name, kind ('b' balance | 'w' window),
  * index into KEYS, usage (or balance) field, start field, expiry threshold, capacity (balance:
  * fallback balance; window: limit), fallback usage, enforced ('1' | '0'); then 3 per slot: name,
  * limit, enforced.
@@ -427,7 +429,8 @@ end
  * RPM runs last: it is counted only when every enforced part fits, and a request it refuses holds
  * nothing (its counters count it, as RPM_HIT_LUA's do).
  * Returns { 'reserved', expiresAtMs, over or '', the RPM reply or '', holders of each slot … },
- * { 'denied', name, available, now }, { 'rpm', the RPM reply }, { 'gone' } or { 'late', now }.
+ * { 'denied', name, available, now }, { 'rpm', the RPM reply }, { 'gone' }, { 'stale', name } or
+ * { 'late', now }.
  * Memory mirror: admit() in lib/cache/leases.ts, then MemoryBillingCache's RPM hit.
  */
 export const RESERVE_LUA = `${LUA_HELPERS}${LEASE_BOOK_LUA}${RPM_HIT_FUNCTION_LUA}
@@ -497,7 +500,8 @@ local slots = {}
 for i = slot_base, #ARGV, 3 do
   local name, limit, enforced = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local holders = held(name)
-  if holders + 1 > limit then
+  -- A hold that grows keeps the slot it has, whatever the others hold meanwhile.
+  if holders + 1 > limit and not (replace_only and own[name]) then
     local denial = refuse(name, enforced, limit - holders)
     if denial then return denial end
   end
@@ -510,6 +514,7 @@ for i = 11, slot_base - 1, 9 do
   local usage_field, start_field, threshold = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local capacity, used, enforced = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), ARGV[i + 8]
   local h = entities[index]
+  local live = false
   if h then
     local value = int_in(h[usage_field], -MAX_SAFE, MAX_SAFE)
     -- Store holds on the row (absent in entries from before they existed): they take from the
@@ -517,6 +522,7 @@ for i = 11, slot_base - 1, 9 do
     local store_held = 0
     if h['h'] then store_held = int_in(h['h'], 0, MAX_SAFE) end
     if value ~= nil and store_held ~= nil then
+      live = true
       if kind == 'b' then
         capacity = value - store_held
       else
@@ -532,6 +538,8 @@ for i = 11, slot_base - 1, 9 do
       end
     end
   end
+  -- The caller's fallbacks date from its admission; a hold that grows later must see the live row.
+  if replace_only and not live and enforced == '1' then return { 'stale', name } end
   local open = held(name)
   if used + open + amount > capacity then
     local denial = refuse(name, enforced, capacity - used - open)

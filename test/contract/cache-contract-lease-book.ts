@@ -160,6 +160,9 @@ export function leaseBookContract(ctx: ContractContext): void {
       };
       const dims = [balanceDim(userId, 100n), window];
       const slots = [userSlot(2)];
+      // A hold grows against the rows as they are cached now, never its admission's fallbacks.
+      await ctx.cache.put({ kind: 'balance', userId }, { version: 1, balance: 100n });
+      await ctx.cache.put(window.entity, { version: 1, usage5h: 0n, usage1d: 0n, usage7d: 0n, start5hMs: null, start1dMs: null, start7dMs: null });
       expect(await reserve({ userId, leaseId: 'stream', amount: 30n, dimensions: dims, slots })).to.include({ outcome: 'reserved' });
       expect(await reserve({ userId, leaseId: 'other', amount: 10n, dimensions: [dims[0]!] })).to.include({ outcome: 'reserved' });
       const grow = (amount: bigint, leaseId = 'stream') => reserve({ userId, leaseId, amount, dimensions: dims, slots, replaceOnly: true });
@@ -171,6 +174,13 @@ export function leaseBookContract(ctx: ContractContext): void {
       expect(await reserve({ userId, amount: 21n, dimensions: [dims[0]!] })).to.include({ outcome: 'denied', availableUnits: 20n });
       // Still one holder of the slot, and one more request may take the second.
       expect(await reserve({ userId, amount: 0n, dimensions: [], slots })).to.deep.include({ outcome: 'reserved', slotsInUse: [2] });
+      // Others now hold the cap's two slots with this one (a cap lowered since): the hold still grows, keeping its slot.
+      expect(await reserve({ userId, amount: 0n, dimensions: [], slots: [userSlot(3)] })).to.deep.include({ outcome: 'reserved', slotsInUse: [3] });
+      expect(await grow(71n)).to.deep.include({ outcome: 'reserved', slotsInUse: [3] });
+      // A row no longer cached (invalidated, evicted): the hold cannot be checked, so it does not grow.
+      await ctx.cache.invalidate(window.entity);
+      expect(await grow(72n)).to.deep.equal({ outcome: 'stale', dimension: 'key:k:5h' });
+      expect((await ctx.cache.listLeases(userId)).find((l) => l.leaseId === 'stream')?.amount).to.equal(71n);
       // Released, unknown or expired: nothing to grow, and nothing is held for it.
       expect(await ctx.cache.release(userId, 'stream')).to.equal(true);
       expect(await grow(10n)).to.deep.equal({ outcome: 'gone' });
@@ -222,6 +232,8 @@ export function leaseBookContract(ctx: ContractContext): void {
         fc.asyncProperty(ops, async (sequence: Op[]) => {
           const userId = freshUserId();
           const dims = [balanceDim(userId, capacity)];
+          // Cached, as a growing hold needs its rows to be (a long put TTL: it outlives the clock moves).
+          await ctx.cache.put({ kind: 'balance', userId }, { version: 1, balance: capacity });
           let nowMs = 0;
           const ttlMs = MINUTE;
           const model = new Map<string, { amount: bigint; slot: boolean; expiresAtMs: number }>();

@@ -6,10 +6,21 @@ import request from 'supertest';
 import { Registry } from 'prom-client';
 import type { BillingCore } from '../../lib/billing-core.js';
 import { BillingMetrics } from '../../lib/metrics.js';
-import { MoneyError } from '../../lib/money.js';
+import { formatUsd, MAX_USD_UNITS, MoneyError } from '../../lib/money.js';
 import type { BillingSubject } from '../../lib/types.js';
 import { billingEligibility } from '../../middleware/index.js';
 import { describeChain } from '../helpers/chain-harness.js';
+
+/** Polls until `check` returns a value (the cache fill after a store read is asynchronous). */
+async function waitFor<T>(check: () => Promise<T | undefined>, timeoutMs = 3000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 describeChain('hold extension', (env) => {
   async function held(core: BillingCore, subject: BillingSubject, estimateUsd: string) {
@@ -70,13 +81,14 @@ describeChain('hold extension', (env) => {
     expect(await reservedUsd(core, keyed)).to.deep.equal(['1.90000000']);
   });
 
-  it('has nothing to grow without a hold, after a release, or when the cache fails; a bad amount rejects naming amountUsd', async () => {
+  it('has nothing to grow without a hold, after a release, with its row out of the cache, or when the cache fails; a bad amount rejects naming amountUsd', async () => {
     const { core, cache } = env();
     const userId = env().userId();
     await core.admin.setBalance(userId, '5');
     const subject: BillingSubject = { user: { id: userId } };
     const hold = await held(core, subject, '1');
-    for (const bad of ['0', '-1', 'NaN', '1e400', 10n as unknown as string]) {
+    // The largest amount alone is fine as money, but not on top of the dollar already held.
+    for (const bad of ['0', '-1', 'NaN', '1e400', 10n as unknown as string, formatUsd(MAX_USD_UNITS)]) {
       const error = await hold.extend(bad).catch((err: unknown) => err);
       expect(error, String(bad)).to.be.instanceOf(MoneyError);
       expect((error as MoneyError).field).to.equal('amountUsd');
@@ -85,11 +97,31 @@ describeChain('hold extension', (env) => {
     expect(await hold.extend('1')).to.deep.equal({ extended: false, reason: 'unavailable', detail: 'cache_error' });
     cache.failWith(null);
     expect(await reservedUsd(core, userId)).to.deep.equal(['1.00000000'], 'a failed extension keeps the hold');
+    // The balance dropped from the cache (an invalidation): the hold cannot be checked against it, so it does not grow.
+    await core.invalidateBalance(userId);
+    expect(await hold.extend('1')).to.deep.equal({ extended: false, reason: 'unavailable', detail: 'stale' });
+    await core.check(subject); // the next check reads the store and fills the cache again
+    await waitFor(async () => ((await hold.extend('0.5')).extended ? true : undefined));
+    expect(await reservedUsd(core, userId)).to.deep.equal(['1.50000000']);
     hold.release();
     await core.close(); // releases run in the background
     const fresh = env().makeCore();
     expect(await reservedUsd(fresh, userId)).to.deep.equal([]);
     expect(await hold.extend('1')).to.deep.equal({ extended: false, reason: 'unavailable', detail: 'ended' });
+  });
+
+  it('check() then settle({ reservationId }) hands the hold over: the open-reservations gauge comes back to 0 (regression: it stayed up)', async () => {
+    const registry = new Registry();
+    const core = env().makeCore({ metrics: new BillingMetrics({ registry }) });
+    const userId = env().userId();
+    await core.admin.setBalance(userId, '1');
+    const subject: BillingSubject = { user: { id: userId } };
+    const gauge = async () => (await registry.getSingleMetric('billing_open_reservations')!.get()).values[0]?.value;
+    const hold = await held(core, subject, '0.5');
+    expect(await gauge()).to.equal(1);
+    await core.settle({ requestId: `g-${userId}`, subject, costUsd: '0.1', reservationId: hold.id });
+    expect(await gauge()).to.equal(0);
+    expect(await hold.extend('0.1')).to.deep.equal({ extended: false, reason: 'unavailable', detail: 'ended' });
   });
 
   it('over HTTP: ctx.state.billing.extendHold grows the request’s hold, settle() replaces it, and the metric counts each outcome', async () => {
