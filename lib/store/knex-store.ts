@@ -248,33 +248,53 @@ export class KnexBillingStore implements BillingStore {
         (result) => ({ ok: true, result }),
         (error: Error) => ({ ok: false, error }),
       );
-    if (valid.length <= 1) {
-      for (const { index } of valid) outcomes[index] = await alone(index);
-      return outcomes;
+    await this.#settleInOrder(valid, outcomes, alone);
+    return outcomes;
+  }
+
+  /**
+   * Commits `part` as one transaction, in arrival order. A repeat of a settlement that failed alone
+   * in it (its account was missing) must run after that failure and before the settlements behind
+   * it, as one by one it would: the transaction is rolled back and the part split there, the repeat
+   * then first of the second half. Rare (a retried request of an unknown account in the same batch).
+   */
+  async #settleInOrder(
+    part: readonly { index: number; checked: CheckedSettlement }[],
+    outcomes: SettleOutcome[],
+    alone: (index: number) => Promise<SettleOutcome>,
+  ): Promise<void> {
+    if (part.length <= 1) {
+      for (const { index } of part) outcomes[index] = await alone(index);
+      return;
     }
     let batch: SettleOutcome[];
     try {
-      batch = await this.#write('settleBatch', (trx) =>
-        settleBatchIn(
+      batch = await this.#write('settleBatch', async (trx) => {
+        const result = await settleBatchIn(
           trx,
           this.#d,
-          valid.map((v) => v.checked),
-        ),
-      );
+          part.map((p) => p.checked),
+        );
+        const repeat = result.findIndex((o) => !o.ok && o.error instanceof RepeatOfFailedSettlement);
+        if (repeat > 0) throw new SplitBatch(repeat);
+        return result;
+      });
     } catch (error) {
+      if (error instanceof SplitBatch) {
+        await this.#settleInOrder(part.slice(0, error.at), outcomes, alone);
+        await this.#settleInOrder(part.slice(error.at), outcomes, alone);
+        return;
+      }
       if (!violatesData(error)) {
         // The store failed the whole transaction: every settlement gets that error, and retries.
-        for (const { index } of valid) outcomes[index] = { ok: false, error: error as Error };
-        return outcomes;
+        for (const { index } of part) outcomes[index] = { ok: false, error: error as Error };
+        return;
       }
       // One of them broke a constraint the checks cannot see: each runs alone, so only it fails.
-      for (const { index } of valid) outcomes[index] = await alone(index);
-      return outcomes;
+      for (const { index } of part) outcomes[index] = await alone(index);
+      return;
     }
-    for (const [position, { index }] of valid.entries()) outcomes[index] = batch[position]!;
-    // A repeat of a settlement that failed alone in the batch: run after it, as one by one would.
-    for (const { index } of valid) if (!outcomes[index]!.ok && outcomes[index]!.error instanceof RepeatOfFailedSettlement) outcomes[index] = await alone(index);
-    return outcomes;
+    for (const [position, { index }] of part.entries()) outcomes[index] = batch[position]!;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -402,5 +422,12 @@ export class KnexBillingStore implements BillingStore {
       ),
     );
     return toApiKeyWindows(this.#d, row);
+  }
+}
+
+/** Rolls a batch back to commit it in two parts, split before position `at` (see #settleInOrder). */
+class SplitBatch extends Error {
+  constructor(readonly at: number) {
+    super(`settlement batch split at ${at}`);
   }
 }

@@ -15,10 +15,11 @@ import { KEY_WINDOWS, QUOTA_WINDOWS, ruleOnRow, SUBSCRIPTION_WINDOWS, type Windo
 
 type BatchOutcome = SettleOutcome;
 
-/** The charge of one settlement on an entity's windows, as addToWindows does it in SQL. */
-function addToEntityWindows(entity: Record<string, unknown>, windows: readonly WindowColumns[], cost: bigint, time: TimeContext): void {
-  // Only subscriptions have a term (and a card rule); other rows never are cards.
-  const isCard = typeof entity.startsAtMs === 'number' && isOneTimeDailyCard(entity.startsAtMs, entity.expiresAtMs as number);
+/**
+ * The charge of one settlement on an entity's windows, as addToWindows does it in SQL. `isCard`: the
+ * row is a one-time daily card's subscription (only subscriptions have a term).
+ */
+function addToEntityWindows(entity: Record<string, unknown>, windows: readonly WindowColumns[], cost: bigint, time: TimeContext, isCard = false): void {
   for (const win of windows) {
     const { usageProp, startProp } = WINDOW_FIELDS[win.window];
     const rule = ruleOnRow(win, isCard);
@@ -270,7 +271,8 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     } else {
       const key = keyOf(subscriptionKey(s));
       const t = target(targets.subscriptions, key, () => toSubscription(d, subscriptionRows.get(key)!), i);
-      addToEntityWindows(t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS, s.costUnits, s.time);
+      const isCard = isOneTimeDailyCard(t.entity.startsAtMs, t.entity.expiresAtMs);
+      addToEntityWindows(t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS, s.costUnits, s.time, isCard);
     }
     if (s.trackKeyWindows && s.apiKeyId !== '') {
       const key = keyOf(keyWindowKey(s));
@@ -371,7 +373,8 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
 
 /**
  * A repeat whose first occurrence in the same batch failed alone (its account was missing): one by one
- * it would run after that failure, so the caller runs it again on its own.
+ * it would run after that failure and before the settlements behind it, so the caller rolls the batch
+ * back and commits it in two parts, split before this one.
  */
 export class RepeatOfFailedSettlement extends Error {
   override readonly name = 'RepeatOfFailedSettlement';

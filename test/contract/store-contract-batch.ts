@@ -127,6 +127,23 @@ export function batchContract(fx: GetFixture): void {
     );
   });
 
+  it('a repeat of a settlement whose account is missing runs after that failure and before the settlements behind it (found by the property)', async () => {
+    const { store, id, knex } = fx();
+    const [ghost, user] = [id('ghost'), id('u')];
+    await store.setBalance(user, usd('10'));
+    const request = id('r');
+    const t = (ms: number) => ({ nowMs: START + ms, timezone: 'UTC' });
+    const outcomes = await store.settleBatch([
+      settlement({ requestId: request, userId: ghost, apiKeyId: 'k', costUnits: 1n, time: t(0) }),
+      settlement({ requestId: request, userId: user, apiKeyId: 'k', costUnits: 1n, time: t(0) }),
+      settlement({ requestId: id('r'), userId: user, costUnits: 1n, time: t(1) }),
+    ]);
+    expect(outcomes.map((o) => (o.ok ? 'ok' : o.error.name))).to.deep.equal(['SettlementTargetMissingError', 'ok', 'ok']);
+    // Applied in arrival order: the account was last written by the third settlement.
+    const [row] = await knex('billing_accounts').where({ user_id: user }).select('balance', 'updated_at_ms', 'version');
+    expect([String(row.updated_at_ms), Number(row.version)]).to.deep.equal([String(START + 1), 3]);
+  });
+
   it('repeats in one batch: the same content is the duplicate and charges once, other content the conflict', async () => {
     const { store, id } = fx();
     const user = id('u');
