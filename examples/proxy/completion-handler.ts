@@ -2,7 +2,7 @@
 import type { Context, Middleware } from 'koa';
 import { charge, tokensToCharge, type Settler } from './charge.js';
 import type { MeteringSettings } from './config.js';
-import { estimateCompletionCost, sliceCostUnits } from './cost-estimate.js';
+import { choiceCount, estimateCompletionCost, sliceCostUnits } from './cost-estimate.js';
 import { gatewayErrors, type ApiFormat } from './gateway-errors.js';
 import type { InFlightTracker } from './in-flight.js';
 import type { Logger } from './logger.js';
@@ -55,8 +55,13 @@ function meteringFor(
     costOf: (snapshot) => computeCostUnits(completion.price.model, tokensOf(snapshot), multiplier),
     extend: (units) => billing.extendHold(formatUsd(units)),
   });
-  const choices = completion.price.platform === 'openai' && typeof completion.body.n === 'number' ? completion.body.n : 1;
-  return { meter, model: completion.price.model, choices, outputTokensOf: (snapshot) => tokensOf(snapshot).outputTokens, endedByBudget: onEndedByBudget };
+  return {
+    meter,
+    model: completion.price.model,
+    choices: choiceCount(completion.body, completion.price),
+    outputTokensOf: (snapshot) => tokensOf(snapshot).outputTokens,
+    endedByBudget: onEndedByBudget,
+  };
 }
 
 /** Upstream statuses that are the caller's own doing (or the upstream's rate limit) and pass through as they are. */

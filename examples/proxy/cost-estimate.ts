@@ -51,8 +51,12 @@ export function contentBlocks(body: Record<string, unknown>): Record<string, unk
 export function outputTokenBound(body: Record<string, unknown>, price: ModelPrice): number {
   const limits = OUTPUT_LIMIT_FIELDS.map((field) => body[field]).filter((value): value is number => typeof value === 'number');
   const perChoice = limits.length === 0 ? price.maxOutputTokens : Math.min(Math.max(...limits), price.maxOutputTokens);
-  const choices = price.platform === 'openai' && typeof body.n === 'number' ? body.n : 1;
-  return perChoice * choices;
+  return perChoice * choiceCount(body, price);
+}
+
+/** The answers one request asks for: `n` on the OpenAI route (validated by parseCompletionRequest), else one. */
+export function choiceCount(body: Record<string, unknown>, price: ModelPrice): number {
+  return price.platform === 'openai' && typeof body.n === 'number' ? body.n : 1;
 }
 
 /**

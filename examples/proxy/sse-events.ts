@@ -2,9 +2,9 @@
 // never leaves the client half an event, and notes what the events handed to the client said: the
 // Anthropic content block left open, and how many choices the upstream already finished.
 
-const EVENT_END = /\r\n\r\n|\n\n|\r\r/g;
-/** The longest event kept while waiting for its end, as the usage parser bounds it: beyond, the stream fails. */
-export const MAX_EVENT_CHARS = 1024 * 1024;
+import { EVENT_END_SOURCE, MAX_EVENT_CHARS } from './usage-parser.js';
+
+const EVENT_END = new RegExp(EVENT_END_SOURCE, 'g');
 
 export class SseEventSplitter {
   readonly #decoder = new TextDecoder();
@@ -26,6 +26,7 @@ export class SseEventSplitter {
     for (let match = EVENT_END.exec(this.#pending); match; match = EVENT_END.exec(this.#pending)) end = match.index + match[0].length;
     const ready = this.#pending.slice(0, end);
     this.#pending = this.#pending.slice(end);
+    // The longest event the usage parser reads: a longer one could not be counted, so the stream fails.
     if (this.#pending.length > MAX_EVENT_CHARS) throw new Error(`the upstream sent an event longer than ${MAX_EVENT_CHARS} characters`);
     return ready;
   }

@@ -97,9 +97,10 @@ async function pumpMetered(upstream: Response, out: PassThrough, options: RelayO
     // Leaving the loop early cancels the body, which aborts the upstream call.
     for await (const chunk of upstream.body as AsyncIterable<Uint8Array>) {
       const before = { ...parser.snapshot };
-      parser.push(chunk);
-      if (signal.aborted || out.destroyed) break;
+      // The parser reads the splitter's whole events: the bytes are decoded and split once.
       const events = splitter.push(chunk);
+      parser.pushText(events);
+      if (signal.aborted || out.destroyed) break;
       if (!(await paidFor(parser.snapshot))) {
         delivered = before;
         break;
@@ -112,8 +113,9 @@ async function pumpMetered(upstream: Response, out: PassThrough, options: RelayO
     if (delivered === null && !signal.aborted && !out.destroyed) {
       // A last event without a blank line after it is metered like the others.
       const before = { ...parser.snapshot };
-      parser.end();
       const rest = splitter.end();
+      parser.pushText(rest);
+      parser.end();
       if (rest !== '' && !(await paidFor(parser.snapshot))) delivered = before;
       else if (rest !== '' && !out.destroyed) out.write(rest);
     }

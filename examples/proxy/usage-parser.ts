@@ -109,8 +109,10 @@ function applyEvent(format: ApiFormat, snapshot: UsageSnapshot, event: Json): vo
 }
 
 /** Longest event kept while waiting for its end; usage events are tiny, so a giant one is skipped. */
-const MAX_EVENT_CHARS = 1024 * 1024;
-const EVENT_END = /\r\n\r\n|\n\n|\r\r/;
+export const MAX_EVENT_CHARS = 1024 * 1024;
+/** The blank line that ends an SSE event, in each of the three line-end styles. */
+export const EVENT_END_SOURCE = '\\r\\n\\r\\n|\\n\\n|\\r\\r';
+const EVENT_END = new RegExp(EVENT_END_SOURCE);
 
 /** Incremental SSE reader: push the bytes as they pass, read `snapshot` at any time. */
 export class SseUsageParser {
@@ -123,6 +125,11 @@ export class SseUsageParser {
 
   push(chunk: Uint8Array): void {
     this.#feed(this.#decoder.decode(chunk, { stream: true }));
+  }
+
+  /** Text already decoded (the metered relay's whole events), instead of bytes. */
+  pushText(text: string): void {
+    this.#feed(text);
   }
 
   /** The stream ended: flush the decoder and read a last event that had no blank line after it. */

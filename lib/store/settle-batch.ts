@@ -305,39 +305,18 @@ export async function settleBatchIn(trx: Knex.Transaction, d: Dialect, items: re
     ],
     [...targets.accounts].map(([key, t]) => ({ key: split(key), values: [d.money(t.entity.balance), t.lastTime.nowMs], applied: t.applied })),
   );
-  await writeRows(
-    trx,
-    d,
-    SUBSCRIPTIONS,
-    windowColumns(SUBSCRIPTION_WINDOWS),
-    [...targets.subscriptions].map(([key, t]) => ({
-      key: split(key),
-      values: windowValues(d, t.entity as unknown as Record<string, unknown>, SUBSCRIPTION_WINDOWS),
-      applied: t.applied,
-    })),
-  );
-  await writeRows(
-    trx,
-    d,
-    KEY_WINDOW_ROWS,
-    windowColumns(KEY_WINDOWS),
-    [...targets.keys].map(([key, t]) => ({
-      key: split(key),
-      values: windowValues(d, t.entity as unknown as Record<string, unknown>, KEY_WINDOWS),
-      applied: t.applied,
-    })),
-  );
-  await writeRows(
-    trx,
-    d,
-    QUOTAS,
-    windowColumns(QUOTA_WINDOWS),
-    [...targets.quotas].map(([key, t]) => ({
-      key: split(key),
-      values: windowValues(d, t.entity as unknown as Record<string, unknown>, QUOTA_WINDOWS),
-      applied: t.applied,
-    })),
-  );
+  // Subscriptions, key windows and quotas: their window columns, in the same shape.
+  const writeWindowRows = <E>(spec: TableSpec, windows: readonly WindowColumns[], map: Map<string, Target<E>>) =>
+    writeRows(
+      trx,
+      d,
+      spec,
+      windowColumns(windows),
+      [...map].map(([key, t]) => ({ key: split(key), values: windowValues(d, t.entity as unknown as Record<string, unknown>, windows), applied: t.applied })),
+    );
+  await writeWindowRows(SUBSCRIPTIONS, SUBSCRIPTION_WINDOWS, targets.subscriptions);
+  await writeWindowRows(KEY_WINDOW_ROWS, KEY_WINDOWS, targets.keys);
+  await writeWindowRows(QUOTAS, QUOTA_WINDOWS, targets.quotas);
 
   // 5. Receipts: each row goes to the cache once, with the receipt of the last settlement on it.
   for (const i of charged) outcomes[i] = { ok: true, result: { duplicate: false, ...base(i) } };

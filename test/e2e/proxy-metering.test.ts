@@ -2,9 +2,9 @@
 // splitter, the final events of a stream ended by its budget, and the meter's growth and refusals.
 import { expect } from 'chai';
 import type { HoldExtensionResult } from '../../lib/index.js';
-import { MAX_EVENT_CHARS, SseEventSplitter } from '../../examples/proxy/sse-events.js';
+import { SseEventSplitter } from '../../examples/proxy/sse-events.js';
 import { budgetEndEvents, StreamMeter } from '../../examples/proxy/stream-meter.js';
-import { emptyUsage, type UsageSnapshot } from '../../examples/proxy/usage-parser.js';
+import { emptyUsage, MAX_EVENT_CHARS, type UsageSnapshot } from '../../examples/proxy/usage-parser.js';
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
